@@ -1,0 +1,3 @@
+"""edgekit: take a pretrained image classifier to an edge device in one reproducible command."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,108 @@
+"""The backend interface: Artifact (what was written), Session (how to run it), Backend (both)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from edgekit.errors import MissingDependency
+from edgekit.models.loaded import LoadedModel
+from edgekit.registry import Registry
+from edgekit.targets import Target
+
+
+class Artifact(BaseModel):
+    """A compiled model in the bundle. Paths are relative to the bundle root (bundles move)."""
+
+    name: str                                   # e.g. "openvino-fp32"
+    backend: str
+    precision: str                              # what was asked for: fp32 / fp16 / int8
+    path: str                                   # main file, relative to the bundle root
+    files: list[str]                            # every file that belongs to the artifact
+    runtime: str
+    runtime_version: str
+    input_shape: list[int]                      # C, H, W
+    layout: str = "NCHW"
+    meta: dict[str, Any] = Field(default_factory=dict)   # opset, precision actually used, quant settings...
+    bytes: int = 0
+    sha256: dict[str, str] = Field(default_factory=dict)
+    runnable_here: bool = True                  # False for TensorRT inputs that build on the device
+    metrics: dict[str, Any] = Field(default_factory=dict)  # accuracy, latency (filled by profiling)
+
+
+class Session:
+    """A loaded artifact. ``run`` takes model-ready float32 NCHW input and returns float32 logits."""
+
+    info: dict[str, Any]
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class CompileRequest:
+    """Everything a backend may need besides the model: where to write, for which target, with which
+    calibration images (model-ready float32, N x C x H x W) and recipe options."""
+
+    out_dir: Path                     # the bundle's root (artifacts/ lives under it)
+    target: Target
+    calibration: np.ndarray | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    reference: Any = None             # optional callable for accuracy-aware compilation
+
+
+class Backend:
+    name: ClassVar[str]
+    runtime_module: ClassVar[str]     # importable module providing the runtime
+    package: ClassVar[str]            # pip package to install it
+    extra: ClassVar[str]              # edgekit extra that pulls it in
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    @classmethod
+    def runtime(cls, why: str | None = None):
+        """Import the runtime, or fail with the pip command that fixes it."""
+        try:
+            return importlib.import_module(cls.runtime_module)
+        except ImportError:
+            raise MissingDependency(cls.package, cls.extra, why or f"the {cls.name} backend") from None
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            cls.runtime()
+            return True
+        except MissingDependency:
+            return False
+
+    def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
+        raise NotImplementedError
+
+    def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
+        raise NotImplementedError
+
+
+BACKENDS: Registry[type[Backend]] = Registry("backend")
+
+
+def register_backend(name: str):
+    def decorator(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        return BACKENDS.register(name)(cls)
+
+    return decorator
+
+
+def describe_files(root: Path, files: list[Path]) -> tuple[list[str], int, dict[str, str]]:
+    """Relative paths, total bytes and sha256 per file for an artifact's files."""
+    from edgekit.models.checkpoint import file_sha256
+
+    rel = [str(f.relative_to(root)) for f in files]
+    return rel, sum(f.stat().st_size for f in files), {r: file_sha256(f) for r, f in zip(rel, files)}

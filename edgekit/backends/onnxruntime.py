@@ -1,0 +1,51 @@
+"""ONNX Runtime: the universal baseline. FP32 here; INT8 (QDQ) comes with the quantization work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
+from edgekit.backends.onnx_export import export_onnx
+from edgekit.errors import EdgekitError
+from edgekit.models.loaded import LoadedModel
+
+
+class OrtSession(Session):
+    def __init__(self, path: Path, threads: int):
+        ort = OnnxRuntime.runtime()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.info = {"threads": threads, "providers": self._session.get_providers(),
+                     "runtime_version": ort.__version__}
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+
+@register_backend("onnxruntime")
+class OnnxRuntime(Backend):
+    runtime_module = "onnxruntime"
+    package = "onnxruntime"
+    extra = "onnx"
+    precisions = ("fp32",)
+
+    def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
+        ort = self.runtime()
+        if precision != "fp32":
+            raise EdgekitError(f"onnxruntime backend cannot compile {precision} yet", "use precision fp32")
+        path = request.out_dir / "artifacts" / "model.onnx"
+        meta = export_onnx(model.module, model.spec, path)
+        files, size, sha = describe_files(request.out_dir, [path])
+        return Artifact(name="onnxruntime-fp32", backend=self.name, precision="fp32", path=files[0],
+                        files=files, runtime="onnxruntime", runtime_version=ort.__version__,
+                        input_shape=list(model.spec.input_shape), meta={**meta, "executed_precision": "fp32"},
+                        bytes=size, sha256=sha)
+
+    def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
+        return OrtSession(bundle_root / artifact.path, threads)

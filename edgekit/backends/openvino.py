@@ -1,0 +1,80 @@
+"""OpenVINO IR (``ov.convert_model`` -> .xml/.bin) run on OpenVINO's CPU plugin.
+
+Two traps handled here (seen on this class of CPU): the CPU plugin silently runs an "FP32" model in
+bf16 when the CPU supports it, and ``ov.save_model`` compresses weights to FP16 by default. An
+artifact called fp32 therefore saves with ``compress_to_fp16=False`` and runs with
+``INFERENCE_PRECISION_HINT=f32``; the precision the plugin reports is what the manifest records.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
+from edgekit.errors import EdgekitError
+from edgekit.models.loaded import LoadedModel
+
+# Artifact precision -> (weights stored as FP16?, CPU inference precision hint)
+PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16")}
+
+
+class OpenVinoSession(Session):
+    def __init__(self, xml: Path, threads: int, hint: str):
+        ov = OpenVino.runtime()
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint
+        self._compiled = core.compile_model(str(xml), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        self.info = {"threads": threads, "device": "CPU", "runtime_version": ov.__version__,
+                     "executed_precision": _type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))}
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        result = self._request.infer({0: np.ascontiguousarray(inputs, dtype=np.float32)})
+        return np.asarray(result[self._compiled.output(0)])
+
+
+def _type_name(element_type) -> str:
+    """OpenVINO element type -> short name ('f32', 'bf16')."""
+    return element_type.get_type_name() if hasattr(element_type, "get_type_name") else str(element_type)
+
+
+@register_backend("openvino")
+class OpenVino(Backend):
+    runtime_module = "openvino"
+    package = "openvino"
+    extra = "openvino"
+    precisions = ("fp32", "fp16")
+
+    def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
+        ov = self.runtime()
+        if precision not in PRECISION_SETTINGS:
+            raise EdgekitError(f"openvino backend cannot compile {precision} yet",
+                               f"use one of: {', '.join(PRECISION_SETTINGS)}")
+        compress, hint = PRECISION_SETTINGS[precision]
+        c, h, w = model.spec.input_shape
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convert_model traces with torch.jit, which warns
+                ov_model = ov.convert_model(model.module.eval(), example_input=torch.zeros(1, c, h, w),
+                                            input=[(-1, c, h, w)])
+        except Exception as err:  # noqa: BLE001 - conversion errors name the op in their first line
+            raise EdgekitError(f"OpenVINO conversion failed: {str(err).strip().splitlines()[0][:300]}") from None
+        xml = request.out_dir / "artifacts" / "openvino" / f"model_{precision}.xml"
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(ov_model, str(xml), compress_to_fp16=compress)
+        files, size, sha = describe_files(request.out_dir, [xml, xml.with_suffix(".bin")])
+        session = OpenVinoSession(xml, 1, hint)
+        meta = {"inference_precision_hint": hint, "weights_fp16": compress,
+                "executed_precision": session.info["executed_precision"], "device": "CPU"}
+        return Artifact(name=f"openvino-{precision}", backend=self.name, precision=precision, path=files[0],
+                        files=files, runtime="openvino", runtime_version=ov.__version__,
+                        input_shape=[c, h, w], meta=meta, bytes=size, sha256=sha)
+
+    def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
+        return OpenVinoSession(bundle_root / artifact.path, threads, artifact.meta.get("inference_precision_hint", ""))

@@ -1,0 +1,43 @@
+"""Small helpers shared by CLI commands: JSON output and rich tables."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+import os
+
+# Not a terminal (CI logs, pipes): wide enough that tables are not folded into unreadable columns.
+stdout = Console(highlight=False, width=None if os.isatty(1) else 160)
+
+
+def print_json(data) -> None:
+    # Plain print: rich would wrap long lines and break the JSON.
+    print(json.dumps(data, indent=2, default=str))
+
+
+def table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    from edgekit.errors import EdgekitError
+
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise EdgekitError(f"--input-size {text!r} is not a size", "use HxW, e.g. 224x224, or one number, e.g. 224")
+    return parts[0], parts[1]

@@ -1,0 +1,55 @@
+"""``edgekit compress``: the whole path in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgekit.cli import app
+from edgekit.cli.common import parse_size, print_json, stdout, table
+from edgekit.pipeline import CompressOptions, compress
+from edgekit.reports.tables import ARTIFACT_COLUMNS, artifact_rows
+
+
+@app.command("compress")
+def compress_command(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="builtin:<name> | torchvision:<arch> | "
+                                        "timm:<name> | file (.pt/.pth/.pt2/TorchScript). Omit with --data for the demo."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="digits | fashion-mnist[:/path] | an image folder "
+                                       "(class subfolders, or train/ and val/). Options after '?', e.g. ./imgs?val=0.2"),
+    recipe: str = typer.Option("quickstart", "--recipe", "-r", help="recipe YAML path or shipped recipe name"),
+    target: str = typer.Option("x86-cpu", "--target", "-t", help="device target (see `edgekit targets`)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="bundle directory [default: edgekit-runs/<run>]"),
+    force: bool = typer.Option(False, "--force", help="replace --out if it exists and is not empty"),
+    arch: Optional[str] = typer.Option(None, help="architecture of a state-dict model file, e.g. torchvision:resnet18"),
+    input_size: Optional[str] = typer.Option(None, help="model input size HxW (default: the model's own)"),
+    trust_pickle: bool = typer.Option(False, help="allow a pickled nn.Module file (it can run arbitrary code)"),
+    threads: Optional[int] = typer.Option(None, help="threads for profiling [default: all cores]"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="rerun every stage instead of reusing cached outputs"),
+    json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
+) -> None:
+    """Run a recipe's stages on a model, compile for the target, measure every artifact, write a bundle.
+
+    Examples:
+
+      edgekit compress                                  # offline demo: digits teacher, x86-cpu
+
+      edgekit compress -m builtin:resnet8 -d fashion-mnist -r recipes/fashion-mnist.yaml -o runs/fm
+
+      edgekit compress -m torchvision:resnet50 -d ./my-images -t jetson-orin-nano
+    """
+    opts = CompressOptions(model=model, data=data, recipe=recipe, target=target, out=out, force=force, arch=arch,
+                           input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
+                           threads=threads)
+    manifest = compress(opts)
+    if json_out:
+        print_json(manifest)
+        return
+    ref = manifest["reference"]["accuracy"]
+    stdout.print(table(f"artifacts (PyTorch reference top-1 {ref['top1']:.2f}%)", ARTIFACT_COLUMNS,
+                       artifact_rows(manifest)))
+    for s in manifest["skipped"]:
+        stdout.print(f"[dim]not produced: {s['backend']} {s['precision']}: {s['reason']}[/dim]")
+    stdout.print(f"bundle: [bold]{manifest['bundle']}[/bold] ({manifest['seconds']:.0f} s)")

@@ -1,0 +1,32 @@
+"""One exception type for everything a user can fix, so the CLI can print one line and exit non-zero.
+
+Internal bugs stay ordinary exceptions (with tracebacks); anything caused by the user's input,
+files, environment or network is an ``EdgekitError`` carrying what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+# Exit codes are part of the CLI contract (CI pipelines branch on them).
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USER_ERROR = 2
+EXIT_GATE_FAILED = 3
+
+
+class EdgekitError(Exception):
+    """A problem the user can fix. ``str(err)`` is a single line: problem, then what to do."""
+
+    exit_code = EXIT_USER_ERROR
+
+    def __init__(self, problem: str, hint: str | None = None):
+        self.problem = problem.strip().replace("\n", " ")
+        self.hint = hint.strip().replace("\n", " ") if hint else None
+        super().__init__(self.problem + (f" — {self.hint}" if self.hint else ""))
+
+
+class MissingDependency(EdgekitError):
+    """An optional extra is not installed."""
+
+    def __init__(self, package: str, extra: str, why: str):
+        super().__init__(f"{why} needs the Python package '{package}'",
+                         f"install it with: pip install 'edgekit[{extra}]'")

@@ -1,0 +1,95 @@
+"""edgekit's own model file: architecture source + spec + state dict, readable with
+``torch.load(weights_only=True)`` (no arbitrary pickles, ever).
+
+Models whose shapes changed (pruning) carry per-parameter shapes; on load the rebuilt
+architecture's layers are resized to match before the weights go in (see ``reshape_to``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from edgekit.errors import EdgekitError
+from edgekit.models.loaded import LoadedModel
+from edgekit.spec import ModelSpec
+
+FORMAT = "edgekit-checkpoint/1"
+
+
+def save_checkpoint(model: LoadedModel, path: Path) -> str:
+    """Write the checkpoint atomically; returns its sha256."""
+    if model.arch is None:
+        raise EdgekitError(f"model from {model.source} cannot be rebuilt from source, so it cannot be checkpointed")
+    payload = {
+        "format": FORMAT,
+        "arch": model.arch,
+        "source": model.source,
+        "spec": model.spec.model_dump(mode="json"),
+        "state_dict": model.module.state_dict(),
+        "notes": dict(model.notes),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return file_sha256(path)
+
+
+def is_checkpoint(obj: object) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def load_checkpoint(path: Path, payload: dict | None = None) -> LoadedModel:
+    from edgekit.models.sources import build_architecture
+
+    payload = payload if payload is not None else torch.load(path, map_location="cpu", weights_only=True)
+    if not is_checkpoint(payload):
+        raise EdgekitError(f"{path} is not an edgekit checkpoint")
+    spec = ModelSpec(**payload["spec"])
+    module = build_architecture(payload["arch"], spec.num_classes, spec.channels)
+    state = payload["state_dict"]
+    reshape_to(module, state)
+    module.load_state_dict(state)
+    module.eval()
+    return LoadedModel(module, spec, source=payload.get("source", str(path)), arch=payload["arch"],
+                       sha256=file_sha256(path), notes=payload.get("notes", {}))
+
+
+def reshape_to(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Resize parameters/buffers (and layer attributes) of ``module`` to the shapes in ``state``.
+
+    Structured pruning only shrinks channel dimensions, so replacing each tensor by an empty one of
+    the stored shape and fixing the layers' size attributes reproduces the pruned architecture.
+    """
+    for name, tensor in list(module.state_dict().items()):
+        if name in state and state[name].shape != tensor.shape:
+            owner_name, _, attr = name.rpartition(".")
+            owner = module.get_submodule(owner_name)
+            new = torch.empty_like(state[name])
+            if isinstance(getattr(owner, attr), nn.Parameter):
+                setattr(owner, attr, nn.Parameter(new))
+            else:
+                owner.register_buffer(attr, new)
+            _fix_layer_attrs(owner)
+
+
+def _fix_layer_attrs(layer: nn.Module) -> None:
+    if isinstance(layer, nn.Conv2d):
+        layer.out_channels = layer.weight.shape[0]
+        layer.in_channels = layer.weight.shape[1] * layer.groups
+    elif isinstance(layer, nn.Linear):
+        layer.out_features, layer.in_features = layer.weight.shape
+    elif isinstance(layer, nn.BatchNorm2d):
+        layer.num_features = layer.weight.shape[0] if layer.weight is not None else layer.running_mean.shape[0]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,252 @@
+"""Loading models from their sources, with clear errors for the ways this goes wrong for users
+(offline weight downloads, unknown architectures, corrupt or untrusted files)."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
+
+import torch
+import torch.nn as nn
+
+from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.models.builtin import BUILTIN_MODELS
+from edgekit.models.checkpoint import file_sha256, is_checkpoint, load_checkpoint
+from edgekit.models.loaded import LoadedModel
+from edgekit.spec import ModelSpec
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _split(source: str) -> tuple[str, str, dict[str, object]]:
+    head, _, query = source.partition("?")
+    scheme, _, name = head.partition(":")
+    return scheme, name, {k: _coerce(v) for k, v in parse_qsl(query)}
+
+
+def _coerce(value: str) -> object:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(value.lower(), value)
+
+
+def _with_options(base: str, options: dict[str, object]) -> str:
+    return base + ("?" + urlencode(options) if options else "")
+
+
+def load_model(source: str, num_classes: int | None = None, arch: str | None = None,
+               input_size: tuple[int, int] | None = None, trust_pickle: bool = False) -> LoadedModel:
+    """Load ``source``; ``num_classes`` (from the data) replaces the classifier head when it differs."""
+    scheme, name, options = _split(source)
+    if scheme == "builtin":
+        loaded = _load_builtin(name, options, num_classes)
+    elif scheme == "torchvision":
+        loaded = _load_torchvision(name, options, num_classes)
+    elif scheme == "timm":
+        loaded = _load_timm(name, options, num_classes)
+    else:
+        loaded = _load_file(Path(source), arch, num_classes, trust_pickle)
+    if input_size is not None:
+        loaded.spec = loaded.spec.with_input_size(*input_size)
+    if num_classes is not None and loaded.spec.num_classes != num_classes:
+        replace_classifier(loaded, num_classes)
+    check_forward(loaded)
+    return loaded
+
+
+def build_architecture(arch: str, num_classes: int, in_channels: int) -> nn.Module:
+    """Rebuild an architecture (no pretrained weights) from a checkpoint's ``arch`` string."""
+    scheme, name, options = _split(arch)
+    if scheme == "builtin":
+        return BUILTIN_MODELS.get(name).build(**{"num_classes": num_classes, "in_channels": in_channels, **options})
+    if scheme == "torchvision":
+        return _load_torchvision(name, {**options, "weights": None}, num_classes).module
+    if scheme == "timm":
+        return _load_timm(name, {**options, "pretrained": False}, num_classes).module
+    raise EdgekitError(f"cannot rebuild architecture '{arch}'")
+
+
+def _load_builtin(name: str, options: dict, num_classes: int | None) -> LoadedModel:
+    entry = BUILTIN_MODELS.get(name)
+    in_channels = int(options.pop("in_channels", entry.in_channels))
+    n = int(options.pop("num_classes", num_classes or 10))
+    try:
+        module = entry.build(num_classes=n, in_channels=in_channels, **options)
+    except TypeError as err:
+        raise EdgekitError(f"bad option for builtin:{name}: {err}") from None
+    arch = _with_options(f"builtin:{name}", options)
+    return LoadedModel(module.eval(), entry.spec(n, in_channels), source=f"builtin:{name}", arch=arch,
+                       notes={"weights": "random init (builtin)"})
+
+
+def _load_torchvision(name: str, options: dict, num_classes: int | None) -> LoadedModel:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise EdgekitError(f"torchvision has no model '{name}'",
+                           "see torchvision.models.list_models(), e.g. torchvision:resnet18")
+    weights_name = options.pop("weights", "DEFAULT")
+    weights = None if weights_name is None else torchvision.models.get_weight(
+        f"{torchvision.models.get_model_weights(name).__name__}.{weights_name}")
+    try:
+        module = torchvision.models.get_model(name, weights=weights, **options)
+    except OSError as err:  # URLError (no network) is an OSError
+        if weights is None:
+            raise
+        hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise EdgekitError(f"cannot download weights {weights} for torchvision:{name} ({type(err).__name__})",
+                           f"offline? place {Path(weights.url).name} in {hub.parent}, "
+                           f"or use torchvision:{name}?weights=none") from None
+    if weights is not None:
+        meta = weights.meta
+        categories = meta.get("categories")
+        crop = getattr(weights.transforms(), "crop_size", [224])
+        size = crop[0] if isinstance(crop, (list, tuple)) else int(crop)
+        spec = ModelSpec(input_shape=(3, size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                         num_classes=len(categories), class_names=list(categories))
+    else:
+        n = options.get("num_classes", 1000)
+        spec = ModelSpec(input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=n)
+    arch = _with_options(f"torchvision:{name}", {k: v for k, v in options.items() if k != "num_classes"})
+    return LoadedModel(module.eval(), spec, source=f"torchvision:{name}", arch=arch,
+                       notes={"weights": str(weights) if weights else "random init"})
+
+
+def _load_timm(name: str, options: dict, num_classes: int | None) -> LoadedModel:
+    try:
+        import timm
+    except ImportError:
+        raise MissingDependency("timm", "timm", f"model source timm:{name}") from None
+    pretrained = bool(options.pop("pretrained", True))
+    try:
+        module = timm.create_model(name, pretrained=pretrained, **options)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise EdgekitError(f"timm has no model '{name}'", "see timm.list_models()") from None
+        raise
+    except OSError as err:
+        raise EdgekitError(f"cannot download pretrained weights for timm:{name} ({type(err).__name__})",
+                           "offline? set HF_HUB_OFFLINE=1 with the weights in the HF cache, "
+                           f"or use timm:{name}?pretrained=false") from None
+    cfg = module.pretrained_cfg
+    spec = ModelSpec(input_shape=tuple(cfg.get("input_size", (3, 224, 224))),
+                     mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
+                     num_classes=module.num_classes)
+    arch = _with_options(f"timm:{name}", options)
+    return LoadedModel(module.eval(), spec, source=f"timm:{name}", arch=arch,
+                       notes={"weights": "pretrained" if pretrained else "random init"})
+
+
+def _load_file(path: Path, arch: str | None, num_classes: int | None, trust_pickle: bool) -> LoadedModel:
+    if not path.exists():
+        raise EdgekitError(f"model '{path}' not found",
+                           "give a file path or builtin:<name>, torchvision:<arch>, timm:<name>")
+    if path.is_dir():
+        raise EdgekitError(f"model '{path}' is a directory, not a model file")
+    sha = file_sha256(path)
+    if path.suffix == ".pt2":
+        try:
+            module = torch.export.load(path).module()
+        except Exception as err:  # noqa: BLE001 - any failure here means the file is unusable
+            raise EdgekitError(f"cannot read exported program {path}: {type(err).__name__}") from None
+        return _spec_less(module, path, sha, num_classes, "torch.export")
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(path, map_location="cpu")
+        except RuntimeError as err:
+            raise EdgekitError(f"cannot read TorchScript file {path}: {str(err).splitlines()[0]}") from None
+        return _spec_less(module, path, sha, num_classes, "TorchScript")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise EdgekitError(f"model file {path} is corrupt or not a PyTorch file") from None
+        if not trust_pickle:
+            raise EdgekitError(f"{path} holds a pickled Python object (a full nn.Module); loading it can run "
+                               "arbitrary code", "re-run with --trust-pickle if you trust this file, or save a "
+                               "state_dict and pass --arch") from None
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise EdgekitError(f"model file {path} is corrupt or not a PyTorch file ({type(err).__name__})") from None
+    if is_checkpoint(obj):
+        return load_checkpoint(path, obj)
+    if isinstance(obj, nn.Module):
+        return _spec_less(obj, path, sha, num_classes, "pickled module")
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if arch is None:
+            raise EdgekitError(f"{path} is a state dict without its architecture",
+                               "pass --arch, e.g. --arch torchvision:resnet18 or --arch builtin:resnet8")
+        return _load_state_dict(path, obj, arch, sha)
+    raise EdgekitError(f"{path} holds a {type(obj).__name__}, not a model or a state dict")
+
+
+def _load_state_dict(path: Path, state: dict, arch: str, sha: str) -> LoadedModel:
+    base = load_model(_with_options(arch, {"weights": None}) if arch.startswith("torchvision:") else arch)
+    head_out = [v.shape[0] for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    n = head_out[-1] if head_out else base.spec.num_classes
+    if n != base.spec.num_classes:
+        replace_classifier(base, n)
+    missing, unexpected = base.module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise EdgekitError(f"state dict {path} does not fit {arch}: {len(missing)} missing keys "
+                           f"(e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]})")
+    base.source, base.sha256 = str(path), sha
+    base.notes = {"weights": f"state dict {path.name}"}
+    return base
+
+
+def _spec_less(module: nn.Module, path: Path, sha: str, num_classes: int | None, kind: str) -> LoadedModel:
+    """Files that carry no spec: channels from the first conv, outputs from a probe forward."""
+    first_conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    c = first_conv.in_channels if first_conv is not None else 3
+    spec = ModelSpec(input_shape=(c, 224, 224), channel_order="L" if c == 1 else "RGB",
+                     mean=IMAGENET_MEAN if c == 3 else (0.5,), std=IMAGENET_STD if c == 3 else (0.25,),
+                     num_classes=num_classes or 1000)
+    return LoadedModel(module.eval(), spec, source=str(path), arch=None, sha256=sha,
+                       notes={"format": kind, "spec": "assumed: pass --input-size to override"})
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 1)[-1].startswith("code/") for n in z.namelist())
+
+
+def replace_classifier(loaded: LoadedModel, num_classes: int) -> None:
+    """Swap the last Linear layer for one with ``num_classes`` outputs (transfer to the user's data)."""
+    module = loaded.module
+    name = next((n for n, m in reversed(list(module.named_modules())) if isinstance(m, nn.Linear)), None)
+    if name is None or isinstance(module, torch.jit.ScriptModule):
+        raise EdgekitError(f"model {loaded.source} has {loaded.spec.num_classes} outputs but the data has "
+                           f"{num_classes} classes, and it has no Linear head to replace")
+    old = module.get_submodule(name)
+    parent_name, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent_name) if parent_name else module, attr,
+            nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+    loaded.notes["head"] = f"replaced {name}: {old.out_features} -> {num_classes} classes (needs training)"
+    loaded.spec = loaded.spec.model_copy(update={"num_classes": num_classes, "class_names": None})
+
+
+def check_forward(loaded: LoadedModel) -> None:
+    """One dummy forward at the spec's input shape, so a wrong size fails here with a clear error."""
+    c, h, w = loaded.spec.input_shape
+    try:
+        with torch.no_grad():
+            out = loaded.module.eval()(torch.zeros(1, c, h, w))
+    except Exception as err:  # noqa: BLE001 - any failure means the shape does not fit the model
+        msg = str(err).splitlines()[0][:160]
+        raise EdgekitError(f"model {loaded.source} does not accept input 1x{c}x{h}x{w}: {msg}",
+                           "pass --input-size HxW that the model supports") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise EdgekitError(f"model {loaded.source} returns {type(out).__name__}"
+                           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}, expected (batch, classes) logits")
+    if out.shape[1] != loaded.spec.num_classes:
+        loaded.spec = loaded.spec.model_copy(update={"num_classes": int(out.shape[1])})

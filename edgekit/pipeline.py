@@ -1,0 +1,254 @@
+"""``compress``: model source -> stages -> compile per target backend -> profile -> bundle.
+
+This is the library entry point the CLI wraps; it is also what the tests and benchmarks call.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit import __version__, ui
+from edgekit.backends import BACKENDS, CompileRequest
+from edgekit.bundle import atomic_bundle, check_out_dir, write_json
+from edgekit.data import DataSplits, load_data
+from edgekit.errors import EdgekitError
+from edgekit.models import LoadedModel, load_checkpoint, load_model, save_checkpoint
+from edgekit.models.default_teacher import DEFAULT_DATA, default_teacher_path
+from edgekit.models.sources import replace_classifier
+from edgekit.profiling.artifacts import profile_artifact
+from edgekit.profiling.complexity import count_macs, count_params
+from edgekit.profiling.latency import host_identity
+from edgekit.recipe import Recipe, load_recipe
+from edgekit.reports.markdown import render_markdown
+from edgekit.resources import cache_dir
+from edgekit.stages import STAGES, StageContext
+from edgekit.targets import Target, load_target
+from edgekit.training.evaluate import module_logits, accuracy_counts
+
+
+@dataclass
+class CompressOptions:
+    model: str | None = None
+    data: str | None = None
+    recipe: str = "quickstart"
+    target: str = "x86-cpu"
+    out: Path | None = None
+    force: bool = False
+    arch: str | None = None
+    input_size: tuple[int, int] | None = None
+    trust_pickle: bool = False
+    use_cache: bool = True
+    threads: int | None = None
+    overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
+
+
+def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
+    """Model and data, with the embedded default (digits teacher) when neither is given."""
+    if opts.model is None and opts.data is None:
+        model_source, data_source = str(default_teacher_path()), DEFAULT_DATA
+    elif opts.model is None or opts.data is None:
+        missing = "--data" if opts.data is None else "--model"
+        raise EdgekitError(f"{missing} is missing", "give both --model and --data, or neither for the built-in demo")
+    else:
+        model_source, data_source = opts.model, opts.data
+    model = load_model(model_source, arch=opts.arch, input_size=opts.input_size, trust_pickle=opts.trust_pickle)
+    data = load_data(data_source, image_size=model.spec.hw)
+    if data.num_classes != model.spec.num_classes:
+        replace_classifier(model, data.num_classes)
+        ui.warn(model.notes["head"])
+    if model.spec.class_names is None:
+        model.spec = model.spec.model_copy(update={"class_names": data.class_names})
+    return model, data
+
+
+def state_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                 if tensor.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target,
+               use_cache: bool = True) -> tuple[LoadedModel, list[dict], list]:
+    """Runs the recipe's stages in order; stage outputs are cached by (model, stage, params, data)."""
+    teacher = copy.deepcopy(model)
+    teacher.module.eval().requires_grad_(False)
+    records, results = [], []
+    for index, entry in enumerate(recipe.stages):
+        stage_cls = STAGES.get(entry.name)
+        params = stage_cls.Params(**entry.params)
+        key = hashlib.sha256(json.dumps([state_hash(model.module), model.arch, entry.name, params.model_dump(mode="json"),
+                                         data.fingerprint, recipe.seed], sort_keys=True, default=str).encode()
+                             ).hexdigest()[:20]
+        params_before, macs_before = count_params(model.module), count_macs(model.module, model.spec)
+        cached_model, cached_metrics = _cache_get(key) if use_cache else (None, None)
+        ui.info(f"[bold]stage {index + 1}/{len(recipe.stages)}: {entry.name}[/bold]"
+                + (" (cached)" if cached_metrics is not None else ""))
+        t0 = time.perf_counter()
+        if cached_metrics is not None:
+            if cached_model is not None:
+                model = cached_model
+            metrics, changed = cached_metrics, cached_model is not None
+        else:
+            torch.manual_seed(recipe.seed + index)
+            ctx = StageContext(model=model, teacher=teacher, data=data, target=target,
+                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache,
+                               history=results)
+            result = stage_cls(params).run(ctx)
+            results.append(result)
+            model, metrics, changed = result.model, result.metrics, result.changed_model
+            if use_cache:
+                _cache_put(key, model if changed else None, metrics)
+        val_top1 = metrics.get("top1") if entry.name == "evaluate" else None
+        if val_top1 is None:
+            val_top1 = accuracy_counts(*module_logits(model.module, model.spec, data.val))["top1"]
+        records.append({"name": entry.name, "params": params.model_dump(mode="json"), "metrics": metrics,
+                        "params_before": params_before, "params_after": count_params(model.module),
+                        "macs_before": macs_before, "macs_after": count_macs(model.module, model.spec),
+                        "val_top1": val_top1, "seconds": round(time.perf_counter() - t0, 2),
+                        "cached": cached_metrics is not None, "cache_key": key})
+    return model, records, results
+
+
+def _cache_get(key: str) -> tuple[LoadedModel | None, dict | None]:
+    folder = cache_dir("stages")
+    meta = folder / f"{key}.json"
+    if not meta.exists():
+        return None, None
+    ckpt = folder / f"{key}.pt"
+    metrics = json.loads(meta.read_text())
+    return (load_checkpoint(ckpt) if ckpt.exists() else None), metrics
+
+
+def _cache_put(key: str, model: LoadedModel | None, metrics: dict) -> None:
+    folder = cache_dir("stages")
+    if model is not None:
+        if model.arch is None:
+            return  # cannot be rebuilt (TorchScript/pickled module): no cache, the stage reruns
+        save_checkpoint(model, folder / f"{key}.pt")
+    (folder / f"{key}.json").write_text(json.dumps(metrics, default=str))
+
+
+def plan_compilation(recipe: Recipe, target: Target) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(backend, precision) pairs to build, and the ones skipped with a reason."""
+    backends = recipe.compile.backends or list(target.backends)
+    if "onnxruntime" not in backends:
+        backends.append("onnxruntime")  # the universal baseline is always in the bundle
+    precisions = [target.default_precision if p == "target" else p for p in recipe.compile.precisions]
+    plan, skipped = [], []
+    for backend_name in backends:
+        if backend_name not in BACKENDS:
+            skipped.append({"backend": backend_name, "precision": "*",
+                            "reason": "backend not available in this edgekit version"})
+            continue
+        backend = BACKENDS.get(backend_name)
+        if not backend.available():
+            skipped.append({"backend": backend_name, "precision": "*",
+                            "reason": f"runtime not installed (pip install 'edgekit[{backend.extra}]')"})
+            continue
+        for precision in precisions:
+            if precision not in target.precisions:
+                skipped.append({"backend": backend_name, "precision": precision,
+                                "reason": f"target {target.name} does not support {precision}"})
+            elif precision not in backend.precisions:
+                skipped.append({"backend": backend_name, "precision": precision,
+                                "reason": f"{backend_name} backend does not build {precision}"})
+            else:
+                plan.append((backend_name, precision))
+    return plan, skipped
+
+
+def compress(opts: CompressOptions) -> dict:
+    """Run everything and write the bundle; returns the manifest."""
+    recipe = load_recipe(opts.recipe)
+    if opts.overrides:
+        recipe = recipe.model_copy(update={"compile": recipe.compile.model_copy(update=opts.overrides)})
+    target = load_target(opts.target)
+    torch.manual_seed(recipe.seed)
+    np.random.seed(recipe.seed)
+    model_preview = opts.model or "default"
+    run_name = f"{recipe.name}-{target.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    out = opts.out or Path("edgekit-runs") / run_name
+    check_out_dir(out, opts.force)  # fail before any training
+    # Profiling here runs on this host, so its thread count is the host's, not the device's.
+    threads = opts.threads or recipe.profile.threads or os.cpu_count() or 1
+
+    started = time.perf_counter()
+    model, data = resolve_inputs(opts)
+    source_info = {"source": opts.model or model.source, "sha256": model.sha256, "arch": model.arch,
+                   "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
+                   "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
+                   "requested": model_preview}
+    final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache)
+    if final.notes.get("head"):
+        ui.warn(f"{final.notes['head']} — the recipe has no training stage, so accuracy will be near chance")
+
+    ui.info("[bold]reference[/bold]: PyTorch accuracy of the final model on the test split")
+    ref_logits, ref_labels = module_logits(final.module, final.spec, data.test)
+    reference = {"accuracy": {**accuracy_counts(ref_logits, ref_labels), "samples": int(len(ref_labels))},
+                 "params": count_params(final.module), "macs": count_macs(final.module, final.spec)}
+
+    plan, skipped = plan_compilation(recipe, target)
+    with atomic_bundle(out, opts.force) as tmp:
+        checkpoint_sha = save_checkpoint(final, tmp / "artifacts" / "model.pt") if final.arch else None
+        request = CompileRequest(out_dir=tmp, target=target, options=recipe.compile.options)
+        artifacts = []
+        for backend_name, precision in plan:
+            ui.info(f"[bold]compile[/bold] {backend_name} {precision}")
+            artifact = BACKENDS.get(backend_name)().compile(final, precision, request)
+            if artifact.runnable_here:
+                ui.info(f"[bold]profile[/bold] {artifact.name} ({threads} threads)")
+                reference_logits = ref_logits if precision == "fp32" else None
+                artifact.metrics = profile_artifact(artifact, tmp, final.spec, data.test, recipe.profile,
+                                                    threads, reference_logits)
+            artifacts.append(artifact)
+        manifest = {
+            "edgekit_version": __version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "run_name": out.name,
+            "command": sys.argv,
+            "host": host_identity(),
+            "versions": _versions(),
+            "recipe": recipe.model_dump(mode="json"),
+            "target": target.model_dump(mode="json"),
+            "model": source_info,
+            "data": data.summary(),
+            "stages": stage_records,
+            "reference": reference,
+            "final_model": {"path": "artifacts/model.pt" if checkpoint_sha else None, "sha256": checkpoint_sha,
+                            "spec": final.spec.model_dump(mode="json")},
+            "artifacts": [a.model_dump(mode="json") for a in artifacts],
+            "skipped": skipped,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        write_json(tmp / "manifest.json", manifest)
+        (tmp / "report.md").write_text(render_markdown(manifest))
+        write_json(tmp / "logs" / "stages.json", {"stages": stage_records})
+    manifest["bundle"] = str(out)
+    return manifest
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("torch", "torchvision", "onnx", "onnxruntime", "openvino", "nncf", "torch-pruning", "numpy"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return versions

@@ -1,0 +1,1 @@
+"""Measuring models and artifacts: complexity (params, MACs), latency, accuracy through runtimes."""

@@ -1,0 +1,117 @@
+"""Recipes: which stages run, in which order, with which settings (declarative, torchdistill-style).
+
+    name: quickstart
+    stages:
+      - finetune: {epochs: 3, lr: 0.05}
+      - evaluate
+    compile: {precisions: [fp32]}
+    profile: {runs: 100}
+
+Stage settings are validated against each stage's own ``Params`` model when the recipe loads, so a
+typo fails before any training starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekit.errors import EdgekitError
+from edgekit.resources import shipped_dir
+
+
+class StageEntry(BaseModel):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompileSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Precisions to compile; "target" means the target's default precision, "auto" lets the
+    # precision-selection logic measure candidates (quantization issue).
+    precisions: list[str] = Field(default_factory=lambda: ["fp32"])
+    backends: list[str] | None = Field(None, description="override the target's backend list")
+    max_accuracy_drop: float | None = Field(None, description="percentage points vs the PyTorch model")
+    options: dict[str, Any] = Field(default_factory=dict, description="per-backend options")
+
+
+class ProfileSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    warmup: int = 10
+    runs: int = 100
+    max_seconds: float = 10.0
+    batch: int = 1
+    threads: int | None = None
+    eval_batch: int = 64
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "recipe"
+    description: str = ""
+    seed: int = 0
+    stages: list[StageEntry] = Field(default_factory=list)
+    compile: CompileSettings = CompileSettings()
+    profile: ProfileSettings = ProfileSettings()
+    source_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_shorthand(cls, data: Any) -> Any:
+        """Accept ``- evaluate`` and ``- finetune: {epochs: 3}`` as stage entries."""
+        if isinstance(data, dict) and isinstance(data.get("stages"), list):
+            entries = []
+            for item in data["stages"]:
+                if isinstance(item, str):
+                    entries.append({"name": item})
+                elif isinstance(item, dict) and len(item) == 1 and "name" not in item:
+                    (name, params), = item.items()
+                    entries.append({"name": name, "params": params or {}})
+                else:
+                    entries.append(item)
+            data = {**data, "stages": entries}
+        return data
+
+
+def recipe_files() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(shipped_dir("recipes").glob("*.yaml"))}
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A recipe YAML by path, or a shipped recipe by name (``quickstart``)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        files = recipe_files()
+        if str(name_or_path) not in files:
+            raise EdgekitError(f"recipe '{name_or_path}' not found",
+                               f"give a YAML path or one of: {', '.join(files)}")
+        path = files[str(name_or_path)]
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        recipe = Recipe(**data, source_file=str(path))
+    except (yaml.YAMLError, ValidationError, TypeError) as err:
+        raise EdgekitError(f"recipe {path} is invalid: {_first_error(err)}") from None
+    validate_stage_params(recipe)
+    return recipe
+
+
+def validate_stage_params(recipe: Recipe) -> None:
+    from edgekit.stages import STAGES
+
+    for entry in recipe.stages:
+        stage_cls = STAGES.get(entry.name)
+        try:
+            stage_cls.Params(**entry.params)
+        except ValidationError as err:
+            raise EdgekitError(f"recipe stage '{entry.name}' has bad settings: {_first_error(err)}") from None
+
+
+def _first_error(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        e = err.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"])
+        return f"{loc}: {e['msg']}"
+    return str(err).splitlines()[0]

@@ -1,0 +1,1 @@
+"""Human-readable reports rendered from a bundle's manifest."""

@@ -1,0 +1,60 @@
+"""The stage interface and its registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from edgekit.data.core import DataSplits
+from edgekit.models.loaded import LoadedModel
+from edgekit.registry import Registry
+from edgekit.targets import Target
+
+
+@dataclass
+class StageContext:
+    model: LoadedModel                 # the current model (output of the previous stage)
+    teacher: LoadedModel               # the input model, untouched (distillation's default teacher)
+    data: DataSplits
+    target: Target
+    work_dir: Path                     # per-stage scratch dir (checkpoints for --resume)
+    seed: int = 0
+    resume: bool = False
+    history: list["StageResult"] = field(default_factory=list)
+
+
+@dataclass
+class StageResult:
+    model: LoadedModel
+    metrics: dict[str, Any] = field(default_factory=dict)
+    changed_model: bool = True          # False for read-only stages (evaluate)
+    artifacts: dict[str, Path] = field(default_factory=dict)  # extra files for the bundle (e.g. split plan)
+
+
+class Stage:
+    """Subclass, set ``Params`` (a pydantic model) and implement ``run``."""
+
+    name: ClassVar[str]
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, params: BaseModel):
+        self.params = params
+
+    def run(self, ctx: StageContext) -> StageResult:
+        raise NotImplementedError
+
+
+STAGES: Registry[type[Stage]] = Registry("stage")
+
+
+def register_stage(name: str):
+    def decorator(cls: type[Stage]) -> type[Stage]:
+        cls.name = name
+        return STAGES.register(name)(cls)
+
+    return decorator

@@ -1,0 +1,69 @@
+"""Device profiles (``targets/*.yaml``): which runtime compiles and runs the model, which
+precisions are allowed, and the published device figures used by estimators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekit.errors import EdgekitError
+from edgekit.resources import shipped_dir
+
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class InputConstraints(BaseModel):
+    batch: list[int] = [1]
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+
+
+class DeviceFigures(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    cpu: str | None = None
+    gpu: str | None = None
+    memory_gb: float | None = None
+    peak_gops: dict[str, float] = Field(default_factory=dict)
+    memory_bandwidth_gbps: float | None = None
+    published_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class Target(BaseModel):
+    name: str
+    description: str = ""
+    runtime: str = Field(description="the runtime the device runs (its preferred backend)")
+    backends: list[str] = Field(description="backends to compile for, preferred first")
+    precisions: list[Precision]
+    default_precision: Precision = "fp32"
+    threads: int = 1
+    reach: Literal["local", "ssh"] = "local"
+    input: InputConstraints = InputConstraints()
+    device: DeviceFigures = DeviceFigures()
+    source_file: str | None = None
+
+
+def target_files() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(shipped_dir("targets").glob("*.yaml"))}
+
+
+def load_target(name_or_path: str) -> Target:
+    """A shipped target by name, or a user's YAML file by path."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        files = target_files()
+        if name_or_path not in files:
+            raise EdgekitError(f"unknown target '{name_or_path}'",
+                               f"known targets: {', '.join(files)} (or a path to a target YAML)")
+        path = files[name_or_path]
+    try:
+        data = yaml.safe_load(path.read_text())
+        return Target(**data, source_file=str(path))
+    except (yaml.YAMLError, ValidationError, TypeError) as err:
+        first = str(err).splitlines()[0]
+        raise EdgekitError(f"target file {path} is invalid: {first}", "see targets/x86-cpu.yaml for the format") from None
+
+
+def list_targets() -> list[Target]:
+    return [load_target(name) for name in target_files()]

@@ -1,0 +1,24 @@
+"""Batch-level augmentation on model-ready tensors (cheap on CPU: no per-image PIL work)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_crop_flip(x: torch.Tensor, pad: int = 2, flip: bool = True, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+    """Random crop after reflect-padding by ``pad`` pixels, and random horizontal flip, per image."""
+    n, _, h, w = x.shape
+    if pad > 0:
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
+        x = padded.gather(2, rows)
+        cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :].expand(n, x.shape[1], h, w)
+        x = x.gather(3, cols)
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x

@@ -1,0 +1,37 @@
+"""Accuracy of a PyTorch module on a split (the reference every artifact is compared with)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from edgekit.data.core import prepared_batches
+from edgekit.spec import ModelSpec
+
+
+def accuracy_counts(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """top-1 (and top-5 when there are more than 5 classes), in percent."""
+    result = {"top1": float((logits.argmax(1) == labels).mean() * 100)}
+    if logits.shape[1] > 5:
+        top5 = np.argsort(-logits, axis=1)[:, :5]
+        result["top5"] = float((top5 == labels[:, None]).any(1).mean() * 100)
+    return result
+
+
+@torch.no_grad()
+def module_logits(module: nn.Module, spec: ModelSpec, ds: Dataset, batch_size: int = 256,
+                  limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    module.eval()
+    outs, labels = [], []
+    for x, y in prepared_batches(ds, spec, batch_size, limit):
+        outs.append(module(x).float().numpy())
+        labels.append(y.numpy())
+    return np.concatenate(outs), np.concatenate(labels)
+
+
+def evaluate_module(module: nn.Module, spec: ModelSpec, ds: Dataset, batch_size: int = 256,
+                    limit: int | None = None) -> dict[str, float]:
+    logits, labels = module_logits(module, spec, ds, batch_size, limit)
+    return {**accuracy_counts(logits, labels), "samples": int(len(labels))}

@@ -1,0 +1,33 @@
+"""Shared fixtures: an isolated edgekit cache per test session, and running the CLI as a user does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def edgekit_cache(tmp_path_factory) -> Path:
+    """One cache for the whole session (the default teacher is trained once), isolated from the user's."""
+    cache = Path(os.environ.get("EDGEKIT_TEST_CACHE") or tmp_path_factory.mktemp("edgekit-cache"))
+    os.environ["EDGEKIT_CACHE"] = str(cache)
+    return cache
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900
+            ) -> subprocess.CompletedProcess:
+    """``python -m edgekit ARGS`` in a subprocess, with this checkout first on the path."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_QUIET": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
