@@ -119,3 +119,13 @@ def resnet18_32(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     model.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
     return model
+
+
+@register_builtin("mobilenetv3s_32", (32, 32), 3,
+                  "torchvision MobileNetV3-Small for 28-32 px inputs: stride-1 stem (Hardswish/SE blocks)",
+                  mean=(0.2860,), std=(0.3530,))
+def mobilenetv3s_32(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> nn.Module:
+    model = torchvision.models.mobilenet_v3_small(num_classes=num_classes, width_mult=width_mult)
+    stem = model.features[0][0]
+    model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, 3, 1, 1, bias=False)
+    return model
