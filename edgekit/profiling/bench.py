@@ -107,8 +107,10 @@ def run_local(job: dict, workdir: Path, bundle: Path, on_line: Callable[[str], N
     job = {**job, "artifact_root": str(bundle.resolve())}
     write_json(workdir / "job.json", job)
     out = workdir / "results.json"
+    (workdir / "tmp").mkdir(exist_ok=True)  # runtimes' temp files (ONNX Runtime's .ses) go with the workdir
     proc = subprocess.Popen([sys.executable, str(RUNNER_PATH), "job.json", "--out", str(out)], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(workdir / "tmp")})
     assert proc.stdout is not None
     for line in proc.stdout:
         on_line(line)
