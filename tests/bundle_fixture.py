@@ -1,0 +1,23 @@
+"""A small real bundle for bench/report tests: the default digits teacher, evaluate only, compiled
+for x86-cpu (OpenVINO + ONNX Runtime), short profiling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RECIPE = """name: bench-test
+stages:
+  - evaluate: {split: test}
+compile:
+  precisions: [fp32]
+profile: {warmup: 3, runs: 20, max_seconds: 1}
+"""
+
+
+def build_bundle(root: Path, run_cli, *extra: str) -> Path:
+    recipe = root / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    out = root / "bundle"
+    result = run_cli("compress", "--recipe", str(recipe), "--out", str(out), "--force", *extra)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
