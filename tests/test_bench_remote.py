@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bundle_fixture import build_bundle
+from bundle_fixture import small_bundle  # noqa: F401 - fixture
 from conftest import run_cli
 from sshd_server import LoopbackSshd
 
@@ -27,9 +27,9 @@ def sshd(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("remote-bundle"), run_cli)
+@pytest.fixture
+def bundle(small_bundle) -> Path:
+    return small_bundle
 
 
 def ssh_args(sshd: LoopbackSshd, key: Path | None = None, known_hosts: Path | None = None) -> list[str]:

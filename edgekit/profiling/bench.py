@@ -8,6 +8,7 @@ progress bar, attaches estimates for artifacts that cannot run, and merges resul
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -141,7 +142,9 @@ def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bund
     results: dict = {"results": {}, "device": runner_module.device_identity()}
     data_info: dict = {}
     if artifacts:
-        with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+        # Connect before the slow part (data preparation), so a wrong host or key fails at once.
+        with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, \
+                (remote.connected() if remote is not None else contextlib.nullcontext()) as client:
             work = Path(tmp)
             ui.info(f"preparing eval inputs from {settings.data or manifest['data']['source']}")
             data_info = write_eval_inputs(manifest, settings.data, settings.limit, work / "eval.npz")
@@ -151,7 +154,7 @@ def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bund
                 if remote is None:
                     results = run_local(job, work, bundle, sink)
                 else:
-                    results = remote.run(job, work, bundle, sink)
+                    results = remote.run(client, job, work, bundle, sink)
         if results.get("exit_code") == runner_module.EXIT_MISSING_RUNTIME:
             raise missing_runtime_error(results, "this host" if remote is None else remote.describe())
     entry = {"where": where, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -13,6 +13,7 @@ Safety rules, all enforced here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import shlex
@@ -20,7 +21,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Iterator
 
 from edgekit.bundle import write_json
 from edgekit.errors import EdgekitError
@@ -106,7 +107,15 @@ class SshDevice:
 
     # --------------------------------------------------------------------------------------- run
 
-    def run(self, job: dict, workdir: Path, bundle: Path, on_line: Callable[[str], None]) -> dict:
+    @contextlib.contextmanager
+    def connected(self) -> Iterator:
+        client = self.connect()
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def run(self, client, job: dict, workdir: Path, bundle: Path, on_line: Callable[[str], None]) -> dict:
         """Copy runner + job + eval inputs + artifacts, run, fetch results.json, clean up."""
         files = [(RUNNER_PATH, "runner.py"), (workdir / "eval.npz", "eval.npz")]
         for art in job["artifacts"]:
@@ -119,7 +128,6 @@ class SshDevice:
             if not local.is_file():
                 raise EdgekitError(f"bundle file {local} is missing", "rebuild the bundle with edgekit compress")
 
-        client = self.connect()
         remote_dir = None
         try:
             remote_dir = self._mktemp(client)
@@ -143,7 +151,6 @@ class SshDevice:
             return results
         finally:
             self._cleanup(client, remote_dir)
-            client.close()
 
     def _exec(self, client, command: str, timeout: float = 60.0) -> tuple[int, str, str]:
         _, stdout, stderr = client.exec_command(command, timeout=timeout)
