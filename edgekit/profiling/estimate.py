@@ -31,7 +31,7 @@ from edgekit.targets import Target
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # Used when a target file has no calibrated factors: typical of an inference runtime on a CPU.
-DEFAULT_EFFICIENCY = {"dense": 0.5, "depthwise": 0.1, "linear": 0.3}
+DEFAULT_EFFICIENCY = {"dense": 0.5, "depthwise": 0.1, "linear": 0.3, "memory": 0.5}
 DEFAULT_OVERHEAD_US = 10.0
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -93,14 +93,16 @@ class DeviceModel:
     calibrated: str        # where the efficiency factors come from
 
     @classmethod
-    def from_target(cls, target: Target, precision: str) -> "DeviceModel":
+    def from_target(cls, target: Target, precision: str, threads: int | None = None) -> "DeviceModel":
+        """``threads`` below the target's count scales peak ops/s down (peak figures are for all cores)."""
         dev = target.device
         if precision not in dev.peak_gops or not dev.memory_bandwidth_gbps:
             raise EdgekitError(f"target {target.name} has no peak_gops for {precision} or no memory_bandwidth_gbps",
                                "add them to the target's device section to get estimates")
         efficiency = {**DEFAULT_EFFICIENCY, **dev.runtime_efficiency}
         overhead = dev.layer_overhead_us if dev.layer_overhead_us is not None else DEFAULT_OVERHEAD_US
-        return cls(name=target.name, peak_gops=float(dev.peak_gops[precision]),
+        share = min(threads, target.threads) / target.threads if threads and target.threads else 1.0
+        return cls(name=target.name, peak_gops=float(dev.peak_gops[precision]) * share,
                    bandwidth_gbps=float(dev.memory_bandwidth_gbps), efficiency=efficiency, overhead_us=overhead,
                    bytes_per_element=BYTES_PER_ELEMENT.get(precision, 4),
                    calibrated=dev.calibrated_on or "defaults (not calibrated)")
@@ -112,7 +114,8 @@ def roofline_ms(costs: list[LayerCost], device: DeviceModel, batch: int = 1) -> 
     for c in costs:
         eff = device.efficiency.get(c.kind, device.efficiency["dense"]) if c.kind != "pool" else 1.0
         t_compute = 2.0 * c.macs * batch / (device.peak_gops * 1e9 * eff) if c.macs else 0.0
-        t_memory = (c.weights + c.activations * batch) * device.bytes_per_element / (device.bandwidth_gbps * 1e9)
+        t_memory = (c.weights + c.activations * batch) * device.bytes_per_element / (
+            device.bandwidth_gbps * 1e9 * device.efficiency.get("memory", 1.0))
         t = max(t_compute, t_memory) + device.overhead_us * 1e-6
         total += t
         if t_compute >= t_memory:
@@ -121,7 +124,7 @@ def roofline_ms(costs: list[LayerCost], device: DeviceModel, batch: int = 1) -> 
 
 
 def estimate(costs: list[LayerCost], target: Target, precision: str, batch: int = 1) -> dict:
-    device = DeviceModel.from_target(target, precision)
+    device = DeviceModel.from_target(target, precision, target.threads)
     result = roofline_ms(costs, device, batch)
     return {"kind": "estimated", "target": target.name, "precision": precision, "batch": batch,
             "latency_ms": round(result["latency_ms"], 4),
@@ -157,16 +160,15 @@ def _bundle_target(manifest: dict, load_target) -> Target:
         return load_target(manifest["target"]["name"])
 
 
-def fit_efficiency(samples: list[tuple[list[LayerCost], float]], target: Target, precision: str) -> dict:
-    """Calibrate dense/depthwise/linear efficiency and per-layer overhead on measured latencies (ms),
-    minimising squared log error (relative error matters, not absolute)."""
+def fit_efficiency(samples: list[tuple[list[LayerCost], float]], base: DeviceModel) -> dict:
+    """Calibrate efficiency (dense / depthwise / linear compute, memory bandwidth) and per-layer overhead
+    on measured latencies (ms), minimising squared log error (relative error matters, not absolute)."""
     from scipy.optimize import minimize
 
-    base = DeviceModel.from_target(target, precision)
+    keys = ("dense", "depthwise", "linear", "memory")
 
     def unpack(v):
-        eff = {"dense": float(np.exp(v[0])), "depthwise": float(np.exp(v[1])), "linear": float(np.exp(v[2]))}
-        return eff, float(np.exp(v[3]))
+        return {k: float(np.exp(x)) for k, x in zip(keys, v[:4])}, float(np.exp(v[4]))
 
     def loss(v):
         eff, overhead = unpack(v)
@@ -176,8 +178,8 @@ def fit_efficiency(samples: list[tuple[list[LayerCost], float]], target: Target,
         errors = [np.log(roofline_ms(costs, device)["latency_ms"] / measured) for costs, measured in samples]
         return float(np.mean(np.square(errors)))
 
-    start = np.log([0.5, 0.1, 0.3, 10.0])
-    best = minimize(loss, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-4, "fatol": 1e-8})
+    start = np.log([0.5, 0.1, 0.3, 0.5, 5.0])
+    best = minimize(loss, start, method="Nelder-Mead", options={"maxiter": 6000, "xatol": 1e-4, "fatol": 1e-9})
     eff, overhead = unpack(best.x)
     return {"runtime_efficiency": {k: round(v, 4) for k, v in eff.items()}, "layer_overhead_us": round(overhead, 3),
             "rms_log_error": float(np.sqrt(best.fun))}
