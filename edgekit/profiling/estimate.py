@@ -183,3 +183,18 @@ def fit_efficiency(samples: list[tuple[list[LayerCost], float]], base: DeviceMod
     eff, overhead = unpack(best.x)
     return {"runtime_efficiency": {k: round(v, 4) for k, v in eff.items()}, "layer_overhead_us": round(overhead, 3),
             "rms_log_error": float(np.sqrt(best.fun))}
+
+
+def attach_estimates(artifacts: list, model, target: Target) -> None:
+    """Puts a target-device estimate into ``artifact.metrics["estimate"]`` where no measurement on the
+    device exists: every artifact when the target is a remote device, otherwise those that cannot run
+    here (``runnable_here: false``, e.g. TensorRT inputs). Never overwrites measured numbers."""
+    costs = None
+    for artifact in artifacts:
+        if target.reach == "local" and artifact.runnable_here:
+            continue
+        try:
+            costs = costs if costs is not None else layer_costs(model.module, model.spec)
+            artifact.metrics["estimate"] = estimate(costs, target, artifact.precision)
+        except EdgekitError as err:
+            artifact.metrics["estimate"] = {"kind": "estimated", "error": str(err)}
