@@ -107,3 +107,14 @@ def test_corrupt_file_and_wrong_input_size(tmp_path):
     assert load_model(str(path), input_size=(32, 32)).spec.num_classes == 10
     with pytest.raises(EdgekitError, match="does not accept input 1x3x28x28"):
         load_model(str(path), input_size=(28, 28))
+
+
+def test_timm_models_when_installed(tmp_path, monkeypatch):
+    pytest.importorskip("timm")
+    m = load_model("timm:resnet18?pretrained=false", num_classes=10)
+    assert m.module(torch.zeros(1, 3, 224, 224)).shape == (1, 10)
+    assert m.spec.mean == (0.485, 0.456, 0.406)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: the pretrained path must fail clearly
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(EdgekitError, match="cannot download pretrained weights for timm:resnet18"):
+        load_model("timm:resnet18")
