@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 
 RECIPE = """name: bench-test
 stages:
@@ -19,6 +18,8 @@ profile: {warmup: 3, runs: 20, max_seconds: 1}
 
 
 def build_bundle(root: Path, *extra: str) -> Path:
+    from conftest import run_cli
+
     recipe = root / "recipe.yaml"
     recipe.write_text(RECIPE)
     out = root / "bundle"

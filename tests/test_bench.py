@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bundle_fixture import small_bundle  # noqa: F401 - fixture
 from conftest import ROOT, run_cli
 
 
@@ -68,7 +67,11 @@ def test_local_bench_measures_every_artifact(bundle):
 def test_bench_bad_input_is_one_line(bundle, tmp_path):
     r = run_cli("bench", str(tmp_path))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not an edgekit bundle" in r.stderr
-    r = run_cli("bench", str(bundle), "--artifact", "nope")
-    assert r.returncode == 2 and "no artifact named nope" in r.stderr
-    r = run_cli("bench", str(bundle), "--batch-sizes", "1,x")
-    assert r.returncode == 2 and "--batch-sizes" in r.stderr
+    from edgekit.cli.bench import parse_batch_sizes
+    from edgekit.errors import EdgekitError
+    from edgekit.profiling.bench import BenchSettings, bench_bundle
+
+    with pytest.raises(EdgekitError, match="no artifact named nope"):
+        bench_bundle(bundle, BenchSettings(artifacts=["nope"]))
+    with pytest.raises(EdgekitError, match="--batch-sizes"):
+        parse_batch_sizes("1,x")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from bundle_fixture import small_bundle  # noqa: F401 - fixture
 from conftest import run_cli
 from sshd_server import LoopbackSshd
 
@@ -63,8 +62,10 @@ def test_remote_matches_local_and_leaves_nothing(sshd, bundle):
         assert rem["session"]["runtime_version"] == loc["session"]["runtime_version"]
         assert rem["accuracy"] == loc["accuracy"]                       # same predictions, same accuracy
         assert rem["predictions_sha256"] == loc["predictions_sha256"]
-        # latency within noise: same machine, same runner; the shared 2-core box is noisy, so a loose band
-        ratio = rem["latency"]["p50_ms"] / loc["latency"]["p50_ms"]
+        # latency within noise: same machine, same runner. The 2 cores are shared with other jobs (load
+        # average often 5x the cores), which moves p50 by 10x between runs; the fastest run is the
+        # stable statistic here (benchmarks/remote_vs_local.py compares p50 over interleaved rounds).
+        ratio = rem["latency"]["min_ms"] / loc["latency"]["min_ms"]
         assert 1 / 3 < ratio < 3, (name, rem["latency"], loc["latency"])
     assert_device_clean(sshd)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -83,27 +84,42 @@ def test_unknown_host_key(sshd, bundle, tmp_path):
     assert_device_clean(sshd)
 
 
+def bench_in_process(bundle: Path, host: str, **ssh) -> str:
+    """The CLI's one-line message for a failing remote bench, without a CLI start-up per case."""
+    from edgekit.errors import EdgekitError
+    from edgekit.profiling.bench import BenchSettings, bench_bundle
+    from edgekit.profiling.remote import SshDevice
+
+    with pytest.raises(EdgekitError) as info:
+        bench_bundle(bundle, BenchSettings(runs=5, max_seconds=1), remote=SshDevice.parse(host, **ssh))
+    assert info.value.exit_code == 2
+    text = f"error: {info.value}"   # what edgekit.cli.main prints
+    assert "\n" not in text
+    return text
+
+
 def test_changed_host_key(sshd, bundle, tmp_path):
     other = (sshd.root / "other_ed25519.pub").read_text().split()
     wrong = tmp_path / "known_hosts"
     wrong.write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
-    r = run_cli("bench", str(bundle), *FAST, *ssh_args(sshd, known_hosts=wrong))
-    one_line_error(r, "does not match")
+    text = bench_in_process(bundle, f"{sshd.user}@127.0.0.1", port=sshd.port, identity=sshd.user_key,
+                            known_hosts=wrong)
+    assert "does not match" in text
 
 
 def test_refused_key(sshd, bundle):
-    r = run_cli("bench", str(bundle), *FAST, *ssh_args(sshd, key=sshd.other_key))
-    one_line_error(r, "refused the SSH key", "authorized_keys")
+    text = bench_in_process(bundle, f"{sshd.user}@127.0.0.1", port=sshd.port, identity=sshd.other_key,
+                            known_hosts=sshd.known_hosts)
+    assert "refused the SSH key" in text and "authorized_keys" in text
 
 
 def test_wrong_host_and_port(sshd, bundle):
-    r = run_cli("bench", str(bundle), *FAST, "--host", "pi@no-such-device.invalid", "--known-hosts",
-                str(sshd.known_hosts), "--identity", str(sshd.user_key))
-    one_line_error(r, "cannot resolve host 'no-such-device.invalid'")
-    args = ssh_args(sshd)
-    args[args.index("--port") + 1] = "1"   # nothing listens on port 1
-    r = run_cli("bench", str(bundle), *FAST, *args)
-    one_line_error(r, "cannot connect to 127.0.0.1:1")
+    text = bench_in_process(bundle, "pi@no-such-device.invalid", identity=sshd.user_key, known_hosts=sshd.known_hosts)
+    assert "cannot resolve host 'no-such-device.invalid'" in text
+    text = bench_in_process(bundle, f"{sshd.user}@127.0.0.1", port=1, identity=sshd.user_key,
+                            known_hosts=sshd.known_hosts)   # nothing listens on port 1
+    assert "cannot connect to 127.0.0.1:1" in text
+    assert_device_clean(sshd)
 
 
 def test_missing_runtime_on_device(sshd, bundle, tmp_path):
@@ -121,8 +137,9 @@ def test_missing_runtime_on_device(sshd, bundle, tmp_path):
                 "--artifact", "onnxruntime-fp32")
     one_line_error(r, "lacks the runtime 'onnxruntime'", "pip install onnxruntime")
     assert_device_clean(sshd)
-    r = run_cli("bench", str(bundle), *FAST, *ssh_args(sshd), "--remote-python", "/no/such/python")
-    one_line_error(r, "'/no/such/python' was not found")
+    text = bench_in_process(bundle, f"{sshd.user}@127.0.0.1", port=sshd.port, identity=sshd.user_key,
+                            known_hosts=sshd.known_hosts, python="/no/such/python")
+    assert "'/no/such/python' was not found" in text
     assert_device_clean(sshd)
 
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from bundle_fixture import RECIPE, small_bundle  # noqa: F401 - fixture
+from bundle_fixture import RECIPE
 from conftest import run_cli
 from edgekit.errors import EdgekitError
 from edgekit.models import load_model

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bundle_fixture import RECIPE, small_bundle  # noqa: F401 - fixture
+from bundle_fixture import RECIPE
 from conftest import run_cli
 from edgekit.errors import EXIT_GATE_FAILED
 from edgekit.gates import Gates, evaluate_gates
