@@ -42,7 +42,7 @@ def render_html(manifest: dict) -> str:
               "the last column is an estimate for the target device</p>",
               _table("artifacts", ARTIFACT_COLUMNS, artifact_rows(manifest))]
     for i, entry in enumerate(manifest.get("benchmarks", [])):
-        parts += [f"<h2>{e(bench_title(entry))}</h2>", _table(f"bench-{i}", BENCH_COLUMNS, bench_rows(manifest, entry))]
+        parts += [f"<h3>{e(bench_title(entry))}</h3>", _table(f"bench-{i}", BENCH_COLUMNS, bench_rows(manifest, entry))]
     rows = estimate_rows(manifest)
     if rows:
         parts += ["<h2>Estimated latency (not measured)</h2>", _table("estimates", ESTIMATE_COLUMNS, rows)]
