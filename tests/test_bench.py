@@ -75,3 +75,16 @@ def test_bench_bad_input_is_one_line(bundle, tmp_path):
         bench_bundle(bundle, BenchSettings(artifacts=["nope"]))
     with pytest.raises(EdgekitError, match="--batch-sizes"):
         parse_batch_sizes("1,x")
+
+
+def test_runner_names_the_package_a_device_lacks(tmp_path):
+    """No TensorRT here (no GPU): the runner reports which package the device needs, exit code 4."""
+    from edgekit.profiling import runner
+
+    job = {"artifacts": [{"name": "tensorrt-fp16", "runtime": "tensorrt", "precision": "fp16", "path": "trt/model.onnx",
+                          "files": ["trt/model.onnx"], "input_shape": [1, 8, 8], "meta": {}}], "data": None}
+    output, code = runner.run_job(job, tmp_path)
+    assert code == runner.EXIT_MISSING_RUNTIME
+    result = output["results"]["tensorrt-fp16"]
+    assert result["missing_runtime"] == "tensorrt" and "JetPack" in result["install"]
+    assert {"model", "os", "cpu", "python"} <= output["device"].keys()
