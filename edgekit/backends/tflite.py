@@ -102,7 +102,7 @@ class Tflite(Backend):
         sample = (torch.zeros(1, h, w, c),)
         path = request.out_dir / "artifacts" / f"model_{precision}.tflite"
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta: dict = {"converter": f"litert-torch {litert_torch.__version__}", "layout": "NHWC", "io": "float32"}
+        meta: dict = {"converter": f"litert-torch {litert_torch.__version__}", "layout": "NHWC"}
         target = request.target.name
         with warnings.catch_warnings(), _quiet_converter():
             warnings.simplefilter("ignore")
@@ -198,7 +198,11 @@ def tflite_op_summary(path: Path) -> dict:
     for op in ops:
         counts[op] = counts.get(op, 0) + 1
     int8 = sum(1 for t in graph.tensors if t.type == schema.TensorType.INT8)
-    return {"ops": counts, "int8_tensors": int8, "tensors": len(graph.tensors)}
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    io = {"input": types.get(graph.tensors[graph.inputs[0]].type, "?"),
+          "output": types.get(graph.tensors[graph.outputs[0]].type, "?")}
+    return {"ops": counts, "int8_tensors": int8, "tensors": len(graph.tensors),
+            "io": f"{io['input']} in, {io['output']} out"}
 
 
 def _litert_version() -> str:
