@@ -4,6 +4,9 @@ validation accuracy is within the bound."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import numpy as np
 
 from edgekit.errors import EdgekitError
@@ -40,12 +43,14 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
                 total += len(y)
             return correct / max(total, 1), None
 
-        quantized = nncf.quantize_with_accuracy_control(
-            ov_model, cal_ds, nncf.Dataset(val_items), validate, max_drop=max_accuracy_drop / 100.0,
-            drop_type=nncf.DropType.ABSOLUTE, preset=preset_value, subset_size=len(items))
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars; keep --json stdout clean
+            quantized = nncf.quantize_with_accuracy_control(
+                ov_model, cal_ds, nncf.Dataset(val_items), validate, max_drop=max_accuracy_drop / 100.0,
+                drop_type=nncf.DropType.ABSOLUTE, preset=preset_value, subset_size=len(items))
         meta.update({"method": "nncf.quantize_with_accuracy_control", "max_accuracy_drop": max_accuracy_drop,
                      "validation_images": int(len(inputs))})
     else:
-        quantized = nncf.quantize(ov_model, cal_ds, preset=preset_value, subset_size=len(items))
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(ov_model, cal_ds, preset=preset_value, subset_size=len(items))
         meta["method"] = "nncf.quantize"
     return quantized, meta
