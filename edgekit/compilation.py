@@ -175,4 +175,4 @@ def selection_markdown(manifest: dict) -> str:
             out.append(f"| {r['artifact']} | {f(r['top1'])} | {f(r['drop'])} | {f(r['p50_ms'], 3)} | "
                        f"{r['latency_source']} | {'yes' if r['chosen'] else ''} | {r['why']} |")
         out.append("")
-    return "\n".join(out) + ("\n" if out else "")
+    return ("\n" + "\n".join(out) + "\n") if out else ""
