@@ -35,13 +35,13 @@ VALIDATION_IMAGES = 1000  # cap for accuracy-aware quantization's validation loo
 
 
 def expand_auto(recipe: Recipe, target: Target) -> Recipe:
-    """``precisions: [auto]`` -> the target's precisions (the candidates); other entries kept."""
+    """``precisions: [auto]`` -> the target's precisions (the candidates), ``target`` -> its default;
+    duplicates dropped (``[fp32, target]`` on an fp32 target is one fp32)."""
     asked = recipe.compile.precisions
-    if "auto" not in asked:
-        return recipe
     expanded: list[str] = []
     for p in asked:
-        for q in (list(target.precisions) if p == "auto" else [p]):
+        options = {"auto": list(target.precisions), "target": [target.default_precision]}.get(p, [p])
+        for q in options:
             if q not in expanded:
                 expanded.append(q)
     return recipe.model_copy(update={"compile": recipe.compile.model_copy(update={"precisions": expanded})})

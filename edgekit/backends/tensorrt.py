@@ -131,10 +131,10 @@ class TensorRT(Backend):
         rel, size, sha = describe_files(request.out_dir, files)
         model_bytes = sum((request.out_dir / r).stat().st_size for r in rel if r == onnx_rel)
         meta.update({"build": build, "executed_precision": f"{precision} (after build on device)",
-                     "model_bytes": model_bytes})
+                     "all_files_bytes": size})
         return Artifact(name=f"tensorrt-{precision}", backend=self.name, precision=precision, path=onnx_rel,
                         files=rel, runtime="tensorrt", runtime_version=f">= 8.6 (cache header {version})",
-                        input_shape=[c, h, w], meta=meta, bytes=size, sha256=sha, runnable_here=False)
+                        input_shape=[c, h, w], meta=meta, bytes=model_bytes, sha256=sha, runnable_here=False)
 
     def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
         raise EdgekitError(f"{artifact.name} is TensorRT input, not an engine",
