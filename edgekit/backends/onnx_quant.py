@@ -79,7 +79,9 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calibration: np.ndarray | None, pro
                         activation_type=QuantType.QUInt8 if act == "U8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=calib,
                         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                                       "QuantizeBias": True})
+                                       # TensorRT takes INT8 Q/DQ only; its biases stay float.
+                                       "QuantizeBias": profile != "tensorrt"})
     return {"quant_format": "QDQ", "activation_type": act, "weight_type": "S8", "per_channel": True,
-            "activation_symmetric": symmetric, "calibration_method": method, "activation_choice": why,
+            "activation_symmetric": symmetric, "bias": "int32" if profile != "tensorrt" else "float",
+            "calibration_method": method, "activation_choice": why,
             "calibration_images": int(len(calibration)), "quantizer": "onnxruntime.quantization.quantize_static"}
