@@ -372,6 +372,7 @@ def test_auto_rejects_int8_that_is_slower_or_too_inaccurate():
     assert d["chosen"] == "ort-fp32" and "most accurate" in d["reason"]
 
 
+@pytest.mark.slow  # ~100 s on the shared 2-core box: five compiles incl. three LiteRT conversions
 def test_auto_recipe_end_to_end_marks_one_choice_per_backend(cli, tmp_path):
     recipe = tmp_path / "auto.yaml"
     recipe.write_text("name: auto-test\nstages: []\ncompile: {precisions: [auto], max_accuracy_drop: 2.0}\n"
@@ -389,7 +390,7 @@ def test_auto_recipe_end_to_end_marks_one_choice_per_backend(cli, tmp_path):
 
 
 @pytest.mark.parametrize("target, expected", [
-    ("rpi4", ["artifacts/model_int8.tflite"]),
+    pytest.param("rpi4", ["artifacts/model_int8.tflite"], marks=pytest.mark.slow),
     ("jetson-orin-nano", ["artifacts/trt/model_int8_qdq.onnx", "artifacts/trt/calibration.cache",
                           "artifacts/trt/build_int8.sh"]),
 ])
@@ -404,6 +405,7 @@ def test_targets_get_their_int8_artifacts(cli, tmp_path, target, expected):
 
 # --- quantize stage (QAT) ---------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~60 s under contention (export, QAT prepare, fake-quant evals)
 def test_quantize_stage_qat_runs_and_keeps_architecture(digits, teacher, tmp_path):
     import copy
 
