@@ -21,7 +21,7 @@ from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 
 # Artifact precision -> (weights stored as FP16?, CPU inference precision hint)
-PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16"), "int8": (False, "f32")}
+PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16"), "int8": (True, "f32")}  # int8: FQ constants in fp16
 
 
 class OpenVinoSession(Session):
