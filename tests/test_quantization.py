@@ -118,6 +118,10 @@ def test_onnxruntime_int8_qdq_accuracy_size_and_activation_choice(tmp_path, teac
     s8 = _compile("onnxruntime", "int8", teacher, calibration, tmp_path / "s8",
                   options={"onnxruntime": {"activation_type": "S8"}})
     assert s8.meta["activation_type"] == "S8"
+    from edgekit.backends.onnx_quant import activation_profile
+
+    assert activation_profile(load_target("rpi4"), {}) == "ort-s8-arm"     # Arm: signed, recorded with why
+    assert activation_profile(load_target("jetson-orin-nano"), {}, for_tensorrt=True) == "tensorrt"
 
 
 def test_int8_without_calibration_is_a_clear_error(tmp_path, teacher):

@@ -21,15 +21,21 @@ from edgekit.targets import Target
 PROFILES = {
     "ort-u8": ("U8", False, "unsigned activations: ONNX Runtime's fast U8S8 kernels (VNNI on x86, ~3x vs S8S8 here)"),
     "ort-s8": ("S8", False, "signed activations (requested)"),
+    "ort-s8-arm": ("S8", False, "signed activations: Arm CPUs run S8S8 natively (SDOT/SMMLA); U8's x86 win does not apply"),
     "tensorrt": ("S8", True, "TensorRT explicit INT8 needs symmetric signed QDQ"),
 }
 
 
 def activation_profile(target: Target, options: dict, for_tensorrt: bool = False) -> str:
-    """Which QDQ flavour to build: TensorRT -> symmetric S8; else the recipe's choice or U8."""
+    """Which QDQ flavour to build: TensorRT -> symmetric S8; else the recipe's choice, else U8 on x86
+    and S8 on Arm CPUs (Raspberry Pi, Jetson CPU)."""
     if for_tensorrt:
         return "tensorrt"
-    asked = str(options.get("onnxruntime", {}).get("activation_type", "U8")).upper()
+    asked = options.get("onnxruntime", {}).get("activation_type")
+    if asked is None:
+        cpu = (target.device.cpu or "").lower()
+        return "ort-s8-arm" if any(k in cpu for k in ("cortex", "arm", "neoverse", "carmel")) else "ort-u8"
+    asked = str(asked).upper()
     if asked not in ("U8", "S8"):
         raise EdgekitError(f"compile.options.onnxruntime.activation_type {asked!r} is not U8 or S8")
     return "ort-u8" if asked == "U8" else "ort-s8"

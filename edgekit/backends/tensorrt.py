@@ -28,7 +28,7 @@ from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, de
 from edgekit.backends.onnx_export import INPUT_NAME, export_onnx
 from edgekit.backends.onnx_quant import quantize_qdq
 from edgekit.backends.trt_cache import format_cache, tensor_scales
-from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 from edgekit.targets import Target
 
@@ -149,7 +149,9 @@ def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
-        raise MissingDependency("tensorrt", "tensorrt", "building a TensorRT engine") from None
+        raise EdgekitError("building a TensorRT engine needs the Python package 'tensorrt', which is not installed "
+                           "here", "run build-engine on the Jetson/GPU machine (JetPack ships tensorrt; elsewhere: "
+                           "pip install 'edgekit[tensorrt]' with NVIDIA's index)") from None
     return trt
 
 
