@@ -36,13 +36,21 @@ def progress(description: str, total: int | None) -> Iterator["Bar"]:
                    console=console, transient=False, disable=_quiet)
     with bar:
         task = bar.add_task(description, total=total, postfix="")
-        yield Bar(bar, task)
+        yield Bar(bar, task, description, total)
 
 
 class Bar:
-    def __init__(self, bar: Progress, task):
+    """Live bar on a terminal; in CI logs (no terminal) a plain line every 25% instead, since a
+    live bar there only renders once at the end."""
+
+    def __init__(self, bar: Progress, task, description: str, total: int | None):
         self._bar, self._task = bar, task
+        self._description, self._total, self._done, self._next_log = description, total, 0, 0.25
 
     def advance(self, n: int = 1, **metrics: float | str) -> None:
         postfix = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         self._bar.update(self._task, advance=n, **({"postfix": postfix} if metrics else {}))
+        self._done += n
+        if not console.is_terminal and not _quiet and self._total and self._done / self._total >= self._next_log:
+            console.print(f"{self._description}: {self._done}/{self._total} {postfix}")
+            self._next_log += 0.25

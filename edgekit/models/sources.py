@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
@@ -94,7 +96,9 @@ def _load_torchvision(name: str, options: dict, num_classes: int | None) -> Load
     weights = None if weights_name is None else torchvision.models.get_weight(
         f"{torchvision.models.get_model_weights(name).__name__}.{weights_name}")
     try:
-        module = torchvision.models.get_model(name, weights=weights, **options)
+        # torch.hub announces downloads on stdout; keep stdout clean for --json.
+        with contextlib.redirect_stdout(sys.stderr):
+            module = torchvision.models.get_model(name, weights=weights, **options)
     except OSError as err:  # URLError (no network) is an OSError
         if weights is None:
             raise
@@ -151,7 +155,7 @@ def _load_file(path: Path, arch: str | None, num_classes: int | None, trust_pick
     sha = file_sha256(path)
     if path.suffix == ".pt2":
         try:
-            module = torch.export.load(path).module()
+            module = _EvalOnly(torch.export.load(path).module())
         except Exception as err:  # noqa: BLE001 - any failure here means the file is unusable
             raise EdgekitError(f"cannot read exported program {path}: {type(err).__name__}") from None
         return _spec_less(module, path, sha, num_classes, "torch.export")
@@ -161,10 +165,15 @@ def _load_file(path: Path, arch: str | None, num_classes: int | None, trust_pick
         except RuntimeError as err:
             raise EdgekitError(f"cannot read TorchScript file {path}: {str(err).splitlines()[0]}") from None
         return _spec_less(module, path, sha, num_classes, "TorchScript")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch.save's zip nor a pickle
+        raise EdgekitError(f"model file {path} is corrupt or not a PyTorch file",
+                           "expected a .pt/.pth from torch.save, a TorchScript file or a .pt2 export")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
+        if "Unsupported global" not in str(err):
             raise EdgekitError(f"model file {path} is corrupt or not a PyTorch file") from None
         if not trust_pickle:
             raise EdgekitError(f"{path} holds a pickled Python object (a full nn.Module); loading it can run "
@@ -204,13 +213,29 @@ def _load_state_dict(path: Path, state: dict, arch: str, sha: str) -> LoadedMode
 
 def _spec_less(module: nn.Module, path: Path, sha: str, num_classes: int | None, kind: str) -> LoadedModel:
     """Files that carry no spec: channels from the first conv, outputs from a probe forward."""
-    first_conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
-    c = first_conv.in_channels if first_conv is not None else 3
+    # The first 4-D weight is the stem conv's (works for TorchScript too, where layers lose their types).
+    first_conv = next((p for p in module.parameters() if p.ndim == 4), None)
+    c = int(first_conv.shape[1]) if first_conv is not None else 3
     spec = ModelSpec(input_shape=(c, 224, 224), channel_order="L" if c == 1 else "RGB",
                      mean=IMAGENET_MEAN if c == 3 else (0.5,), std=IMAGENET_STD if c == 3 else (0.25,),
                      num_classes=num_classes or 1000)
     return LoadedModel(module.eval(), spec, source=str(path), arch=None, sha256=sha,
                        notes={"format": kind, "spec": "assumed: pass --input-size to override"})
+
+
+class _EvalOnly(nn.Module):
+    """Wraps a torch.export module, which refuses ``.eval()``/``.train()`` (it is inference-only)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def train(self, mode: bool = True) -> "_EvalOnly":
+        self.training = mode  # deliberately not propagated to ``inner``
+        return self
+
+    def forward(self, x):
+        return self.inner(x)
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -139,7 +139,7 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                running += float(loss) * len(labels)
+                running += float(loss.detach()) * len(labels)
                 seen += len(labels)
                 bar.advance(loss=running / seen, lr=schedule.get_last_lr()[0])
         val = evaluate_module(model, spec, data.val, limit=params.eval_limit)
