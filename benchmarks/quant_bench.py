@@ -131,10 +131,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": host_identity(),
-               "threads": args.threads, "models": {m: bench_model(m, args.threads, args.rounds) for m in args.models}}
-    results["bars"] = bars(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    previous = RESULTS / "quant.json"
+    # Models benchmarked in separate invocations accumulate (each model's runtimes are still compared
+    # side by side within one run).
+    models = json.loads(previous.read_text())["models"] if previous.exists() else {}
+    models.update({m: bench_model(m, args.threads, args.rounds) for m in args.models})
+    results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": host_identity(),
+               "threads": args.threads, "models": models}
+    results["bars"] = bars(results)
     (RESULTS / "quant.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (RESULTS / "quant.md").write_text(markdown(results))
     print(markdown(results))
