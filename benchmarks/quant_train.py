@@ -18,7 +18,7 @@ CACHE = Path(__file__).resolve().parent / "cache"
 # average of ~17 when this was written (4 full epochs of resnet20 did not finish in 50 minutes).
 MODELS = {
     "resnet20": ("builtin:resnet20", 1, 0.1, 160),
-    "mobilenetv3s": ("builtin:mobilenetv3s_32", 1, 0.05, 160),
+    "mobilenetv3s": ("builtin:mobilenetv3s_32", 1, 0.05, 40),
 }
 
 
