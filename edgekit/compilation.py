@@ -91,8 +91,6 @@ def _tensorrt_proxy(artifact: Artifact, out_dir: Path, model: LoadedModel, data:
                     target: Target, threads: int, ref_logits: np.ndarray) -> dict:
     """Accuracy of TensorRT's input ONNX on ONNX Runtime, and a labelled roofline latency estimate."""
     from edgekit.backends.onnxruntime import OrtSession
-    from edgekit.profiling.complexity import count_macs
-
     session = OrtSession(out_dir / artifact.meta["build"]["onnx"], threads)
     try:
         logits, labels = session_logits(session, model.spec, data.test, recipe.profile.eval_batch)
@@ -101,13 +99,14 @@ def _tensorrt_proxy(artifact: Artifact, out_dir: Path, model: LoadedModel, data:
     metrics: dict = {"accuracy": {**accuracy_counts(logits, labels), "samples": int(len(labels)),
                                   "measured": "onnxruntime on the TensorRT input ONNX (proxy; TensorRT not here)"},
                      "agreement": agreement(logits, ref_logits)}
-    peak = target.device.peak_gops.get(artifact.precision)
-    if peak:
-        macs = count_macs(model.module, model.spec)
-        ms = 2.0 * macs * recipe.profile.batch / (peak * 1e9) * 1e3
-        metrics["latency"] = {"p50_ms": ms, "batch": recipe.profile.batch,
-                              "measured": "estimated", "estimator": f"roofline: 2 x MACs / peak {peak} GOPS "
-                              f"({artifact.precision}, targets/{target.name}.yaml); compute-bound lower bound"}
+    try:  # the project's device estimator (profiling/estimate.py), for precision: auto on TensorRT
+        from edgekit.profiling.estimate import estimate_module
+
+        est = estimate_module(model.module, model.spec, target, artifact.precision)
+        metrics["latency"] = {"p50_ms": est["latency_ms"], "batch": est.get("batch", 1), "measured": "estimated",
+                              "estimator": "edgekit.profiling.estimate (see metrics.estimate)"}
+    except Exception:  # noqa: BLE001 - no estimate: auto then cannot rank this candidate ("not measured")
+        pass
     return metrics
 
 

@@ -30,7 +30,9 @@ from edgekit.models.sources import replace_classifier
 from edgekit.profiling.complexity import count_macs, count_params
 from edgekit.profiling.latency import host_identity
 from edgekit.recipe import Recipe, load_recipe
-from edgekit.reports.markdown import render_markdown
+from edgekit.gates import Gates, evaluate_gates
+from edgekit.profiling.estimate import attach_estimates
+from edgekit.reports.render import write_reports
 from edgekit.resources import cache_dir
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target, load_target
@@ -51,6 +53,7 @@ class CompressOptions:
     use_cache: bool = True
     threads: int | None = None
     overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
+    gates: Gates = field(default_factory=Gates)      # CI gates (edgekit/gates.py); results go in the manifest
 
 
 def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
@@ -207,6 +210,7 @@ def compress(opts: CompressOptions) -> dict:
         checkpoint_sha = save_checkpoint(final, tmp / "artifacts" / "model.pt") if final.arch else None
         artifacts, quant_sections = compile_all(final, data, recipe, target, plan, tmp, threads, ref_logits,
                                                 reference["accuracy"]["top1"])
+        attach_estimates(artifacts, final, target)  # labelled "estimated"; only where nothing is measured
         manifest = {
             "edgekit_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -227,8 +231,13 @@ def compress(opts: CompressOptions) -> dict:
             **quant_sections,   # calibration set, precision: auto decisions
             "seconds": round(time.perf_counter() - started, 1),
         }
+        if opts.gates.active:
+            manifest["gates"] = evaluate_gates(manifest, opts.gates)
         write_json(tmp / "manifest.json", manifest)
-        (tmp / "report.md").write_text(render_markdown(manifest) + selection_markdown(manifest))
+        write_reports(tmp, manifest)
+        if quant_sections:  # calibration set and precision: auto decisions (edgekit/compilation.py)
+            with open(tmp / "report.md", "a") as report:
+                report.write(selection_markdown(manifest))
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})
     manifest["bundle"] = str(out)
     return manifest
