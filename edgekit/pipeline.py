@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from edgekit import __version__, ui
-from edgekit.backends import BACKENDS, CompileRequest
+from edgekit.backends import BACKENDS
 from edgekit.bundle import atomic_bundle, check_out_dir, write_json
+from edgekit.compilation import compile_all, expand_auto, selection_markdown
 from edgekit.data import DataSplits, load_data
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint, load_model, save_checkpoint
 from edgekit.models.default_teacher import DEFAULT_DATA, default_teacher_path
 from edgekit.models.sources import replace_classifier
-from edgekit.profiling.artifacts import profile_artifact
 from edgekit.profiling.complexity import count_macs, count_params
 from edgekit.profiling.latency import host_identity
 from edgekit.recipe import Recipe, load_recipe
@@ -205,20 +205,11 @@ def compress(opts: CompressOptions) -> dict:
     reference = {"accuracy": {**accuracy_counts(ref_logits, ref_labels), "samples": int(len(ref_labels))},
                  "params": count_params(final.module), "macs": count_macs(final.module, final.spec)}
 
-    plan, skipped = plan_compilation(recipe, target)
+    plan, skipped = plan_compilation(expand_auto(recipe, target), target)  # auto -> the target's candidates
     with atomic_bundle(out, opts.force) as tmp:
         checkpoint_sha = save_checkpoint(final, tmp / "artifacts" / "model.pt") if final.arch else None
-        request = CompileRequest(out_dir=tmp, target=target, options=recipe.compile.options)
-        artifacts = []
-        for backend_name, precision in plan:
-            ui.info(f"[bold]compile[/bold] {backend_name} {precision}")
-            artifact = BACKENDS.get(backend_name)().compile(final, precision, request)
-            if artifact.runnable_here:
-                ui.info(f"[bold]profile[/bold] {artifact.name} ({threads} threads)")
-                reference_logits = ref_logits if precision == "fp32" else None
-                artifact.metrics = profile_artifact(artifact, tmp, final.spec, data.test, recipe.profile,
-                                                    threads, reference_logits)
-            artifacts.append(artifact)
+        artifacts, quant_sections = compile_all(final, data, recipe, target, plan, tmp, threads, ref_logits,
+                                                reference["accuracy"]["top1"])
         attach_estimates(artifacts, final, target)  # labelled "estimated"; only where nothing is measured
         manifest = {
             "edgekit_version": __version__,
@@ -237,12 +228,16 @@ def compress(opts: CompressOptions) -> dict:
                             "spec": final.spec.model_dump(mode="json")},
             "artifacts": [a.model_dump(mode="json") for a in artifacts],
             "skipped": skipped,
+            **quant_sections,   # calibration set, precision: auto decisions
             "seconds": round(time.perf_counter() - started, 1),
         }
         if opts.gates.active:
             manifest["gates"] = evaluate_gates(manifest, opts.gates)
         write_json(tmp / "manifest.json", manifest)
         write_reports(tmp, manifest)
+        if quant_sections:  # calibration set and precision: auto decisions (edgekit/compilation.py)
+            with open(tmp / "report.md", "a") as report:
+                report.write(selection_markdown(manifest))
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})
     manifest["bundle"] = str(out)
     return manifest

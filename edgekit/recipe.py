@@ -36,6 +36,8 @@ class CompileSettings(BaseModel):
     backends: list[str] | None = Field(None, description="override the target's backend list")
     max_accuracy_drop: float | None = Field(None, description="percentage points vs the PyTorch model")
     options: dict[str, Any] = Field(default_factory=dict, description="per-backend options")
+    calibration_size: int = Field(300, ge=1, description="INT8 calibration images (see calibration/README.md)")
+    calibration_seed: int | None = Field(None, description="default: the recipe's seed")
 
 
 class ProfileSettings(BaseModel):

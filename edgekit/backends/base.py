@@ -57,6 +57,10 @@ class CompileRequest:
     calibration: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
     reference: Any = None             # optional callable for accuracy-aware compilation
+    # Labelled model-ready data (inputs, labels) for accuracy-aware quantization, and its bound in
+    # percentage points (the recipe's compile.max_accuracy_drop).
+    validation: tuple[np.ndarray, np.ndarray] | None = None
+    max_accuracy_drop: float | None = None
 
 
 class Backend:

@@ -1,13 +1,15 @@
-"""ONNX Runtime: the universal baseline. FP32 here; INT8 (QDQ) comes with the quantization work."""
+"""ONNX Runtime: the universal baseline. FP32, and INT8 as a QDQ graph (``onnx_quant.py``)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
 from edgekit.backends.onnx_export import export_onnx
+from edgekit.backends.onnx_quant import activation_profile, quantize_qdq
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 
@@ -33,18 +35,27 @@ class OnnxRuntime(Backend):
     runtime_module = "onnxruntime"
     package = "onnxruntime"
     extra = "onnx"
-    precisions = ("fp32",)
+    precisions = ("fp32", "int8")
 
     def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
         ort = self.runtime()
-        if precision != "fp32":
-            raise EdgekitError(f"onnxruntime backend cannot compile {precision} yet", "use precision fp32")
+        if precision not in self.precisions:
+            raise EdgekitError(f"onnxruntime backend cannot compile {precision}", "use precision fp32 or int8")
         path = request.out_dir / "artifacts" / "model.onnx"
-        meta = export_onnx(model.module, model.spec, path)
+        if precision == "fp32":
+            meta = export_onnx(model.module, model.spec, path)
+        else:  # the FP32 graph is an intermediate here; only the QDQ file goes in the bundle
+            path = request.out_dir / "artifacts" / "model_int8.onnx"
+            with tempfile.TemporaryDirectory() as tmp:
+                fp32 = Path(tmp) / "model.onnx"
+                meta = export_onnx(model.module, model.spec, fp32)
+                profile = activation_profile(request.target, request.options)
+                method = request.options.get("onnxruntime", {}).get("calibration_method", "minmax")
+                meta.update(quantize_qdq(fp32, path, request.calibration, profile, method))
         files, size, sha = describe_files(request.out_dir, [path])
-        return Artifact(name="onnxruntime-fp32", backend=self.name, precision="fp32", path=files[0],
+        return Artifact(name=f"onnxruntime-{precision}", backend=self.name, precision=precision, path=files[0],
                         files=files, runtime="onnxruntime", runtime_version=ort.__version__,
-                        input_shape=list(model.spec.input_shape), meta={**meta, "executed_precision": "fp32"},
+                        input_shape=list(model.spec.input_shape), meta={**meta, "executed_precision": precision},
                         bytes=size, sha256=sha)
 
     def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:

@@ -4,6 +4,8 @@ Two traps handled here (seen on this class of CPU): the CPU plugin silently runs
 bf16 when the CPU supports it, and ``ov.save_model`` compresses weights to FP16 by default. An
 artifact called fp32 therefore saves with ``compress_to_fp16=False`` and runs with
 ``INFERENCE_PRECISION_HINT=f32``; the precision the plugin reports is what the manifest records.
+INT8 is NNCF post-training quantization of the IR (``openvino_quant.py``); its remaining float ops
+run in f32 so the INT8 accuracy is the quantizer's, not bf16's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 
 # Artifact precision -> (weights stored as FP16?, CPU inference precision hint)
-PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16")}
+PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16"), "int8": (True, "f32")}  # int8: FQ constants in fp16
 
 
 class OpenVinoSession(Session):
@@ -49,7 +51,7 @@ class OpenVino(Backend):
     runtime_module = "openvino"
     package = "openvino"
     extra = "openvino"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
         ov = self.runtime()
@@ -65,13 +67,22 @@ class OpenVino(Backend):
                                             input=[(-1, c, h, w)])
         except Exception as err:  # noqa: BLE001 - conversion errors name the op in their first line
             raise EdgekitError(f"OpenVINO conversion failed: {str(err).strip().splitlines()[0][:300]}") from None
+        quant_meta = {}
+        if precision == "int8":
+            from edgekit.backends.openvino_quant import nncf_int8
+
+            ov_options = request.options.get("openvino", {})
+            ov_model, quant_meta = nncf_int8(ov_model, request.calibration, request.validation,
+                                             request.max_accuracy_drop, ov_options.get("preset", "performance"))
         xml = request.out_dir / "artifacts" / "openvino" / f"model_{precision}.xml"
         xml.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(ov_model, str(xml), compress_to_fp16=compress)
         files, size, sha = describe_files(request.out_dir, [xml, xml.with_suffix(".bin")])
         session = OpenVinoSession(xml, 1, hint)
         meta = {"inference_precision_hint": hint, "weights_fp16": compress,
-                "executed_precision": session.info["executed_precision"], "device": "CPU"}
+                "executed_precision": session.info["executed_precision"], "device": "CPU", **quant_meta}
+        if precision == "int8":
+            meta["executed_precision"] = f"int8 + {meta['executed_precision']}"
         return Artifact(name=f"openvino-{precision}", backend=self.name, precision=precision, path=files[0],
                         files=files, runtime="openvino", runtime_version=ov.__version__,
                         input_shape=[c, h, w], meta=meta, bytes=size, sha256=sha)

@@ -1,0 +1,56 @@
+"""NNCF post-training INT8 for OpenVINO IR, with the accuracy-aware variant when the recipe bounds
+the drop (``compile.max_accuracy_drop``): NNCF then reverts the most harmful layers to float until the
+validation accuracy is within the bound."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+
+def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.ndarray, np.ndarray] | None = None,
+              max_accuracy_drop: float | None = None, preset: str = "performance") -> tuple[object, dict]:
+    """Quantize an ``ov.Model``; returns (quantized model, manifest notes)."""
+    if calibration is None or len(calibration) == 0:
+        raise EdgekitError("OpenVINO INT8 needs a calibration set and none was given",
+                           "compile through `edgekit compress` (it draws one from the training split)")
+    try:
+        import nncf
+    except ImportError:
+        from edgekit.errors import MissingDependency
+
+        raise MissingDependency("nncf", "openvino", "OpenVINO INT8") from None
+    items = [calibration[i:i + 1].astype(np.float32) for i in range(len(calibration))]
+    cal_ds = nncf.Dataset(items)
+    preset_value = {"performance": nncf.QuantizationPreset.PERFORMANCE,
+                    "mixed": nncf.QuantizationPreset.MIXED}[preset]
+    meta = {"quantizer": f"nncf {nncf.__version__}", "preset": preset, "calibration_images": len(items),
+            "weights": "int8 per-channel symmetric"}
+    if max_accuracy_drop is not None and validation is not None:
+        inputs, labels = validation
+        val_items = [(inputs[i:i + 64], labels[i:i + 64]) for i in range(0, len(inputs), 64)]
+
+        def validate(compiled, batches) -> tuple[float, None]:
+            output = compiled.output(0)
+            correct = total = 0
+            for x, y in batches:
+                logits = compiled(x)[output]
+                correct += int((np.asarray(logits).argmax(1) == y).sum())
+                total += len(y)
+            return correct / max(total, 1), None
+
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars; keep --json stdout clean
+            quantized = nncf.quantize_with_accuracy_control(
+                ov_model, cal_ds, nncf.Dataset(val_items), validate, max_drop=max_accuracy_drop / 100.0,
+                drop_type=nncf.DropType.ABSOLUTE, preset=preset_value, subset_size=len(items))
+        meta.update({"method": "nncf.quantize_with_accuracy_control", "max_accuracy_drop": max_accuracy_drop,
+                     "validation_images": int(len(inputs))})
+    else:
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(ov_model, cal_ds, preset=preset_value, subset_size=len(items))
+        meta["method"] = "nncf.quantize"
+    return quantized, meta

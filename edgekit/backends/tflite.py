@@ -1,0 +1,233 @@
+"""TFLite / LiteRT: PyTorch -> ``.tflite`` with ``litert-torch`` (no TensorFlow), run with
+``ai_edge_litert``'s Interpreter (XNNPACK) here and ``tflite_runtime`` on a Raspberry Pi.
+
+- FP32: ``litert_torch.convert``. The graph takes NHWC input (``to_channel_last_io``), the layout
+  TFLite kernels and camera pipelines use; ``Session.run`` still takes NCHW and transposes.
+- FP16: ai-edge-quantizer's float-casting recipe on the FP32 file (fp16 weights, fp32 compute on CPU).
+- INT8: full-integer static quantization through litert-torch's PT2E quantizer (per-channel
+  symmetric weights, int8 activations) calibrated on our calibration set. Traps handled
+  (``tflite_prep.py``): a ReLU module used twice (torchvision BasicBlock) leaves residual adds in
+  float, so each use gets its own module first. Known and measured, not hidden: PT2E leaves
+  Hardsigmoid in float and XNNPACK does not take int8 HARD_SWISH, so MobileNetV3 INT8 can be slower
+  than FP32 - ``precision: auto`` measures and picks.
+- I/O: float32 unless the file has int8/uint8 tensors, which the Session (de)quantizes with the
+  tensors' own scale and zero point.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
+from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.models.loaded import LoadedModel
+
+
+def interpreter_class():
+    """``ai_edge_litert`` (x86/ARM wheels) or ``tflite_runtime`` (Raspberry Pi OS): same API."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise MissingDependency("ai-edge-litert", "tflite", "running .tflite files") from None
+    return Interpreter
+
+
+class TfliteSession(Session):
+    def __init__(self, path: Path, threads: int, layout: str):
+        Interpreter = interpreter_class()
+        self._it = Interpreter(model_path=str(path), num_threads=threads)
+        self._it.allocate_tensors()
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
+        self._layout = layout
+        self._batch = int(self._in["shape"][0])
+        self.info = {"threads": threads, "delegate": "XNNPACK (default CPU delegate)", "layout": layout,
+                     "input_dtype": np.dtype(self._in["dtype"]).name,
+                     "interpreter": f"{Interpreter.__module__}"}
+
+    def _resize(self, batch: int) -> None:
+        shape = list(self._in["shape"])
+        shape[0] = batch
+        self._it.resize_tensor_input(self._in["index"], shape)
+        self._it.allocate_tensors()
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
+        self._batch = batch
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        x = np.asarray(inputs, dtype=np.float32)
+        if self._layout == "NHWC":
+            x = x.transpose(0, 2, 3, 1)
+        if x.shape[0] != self._batch:
+            self._resize(x.shape[0])
+        dtype = np.dtype(self._in["dtype"])
+        if dtype in (np.int8, np.uint8):
+            scale, zero = self._in["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        self._it.set_tensor(self._in["index"], np.ascontiguousarray(x))
+        self._it.invoke()
+        y = self._it.get_tensor(self._out["index"])
+        if np.dtype(self._out["dtype"]) in (np.int8, np.uint8):
+            scale, zero = self._out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return np.asarray(y, dtype=np.float32).copy()
+
+
+@register_backend("tflite")
+class Tflite(Backend):
+    runtime_module = "litert_torch"
+    package = "litert-torch"
+    extra = "tflite"
+    precisions = ("fp32", "fp16", "int8")
+
+    def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
+        litert_torch = self.runtime("the tflite (LiteRT) backend")
+        if precision not in self.precisions:
+            raise EdgekitError(f"tflite backend cannot compile {precision}", "use fp32, fp16 or int8")
+        from edgekit.backends.tflite_prep import prepare_for_pt2e
+
+        c, h, w = model.spec.input_shape
+        module = litert_torch.to_channel_last_io(copy.deepcopy(model.module).eval(), args=[0])
+        sample = (torch.zeros(1, h, w, c),)
+        path = request.out_dir / "artifacts" / f"model_{precision}.tflite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta: dict = {"converter": f"litert-torch {litert_torch.__version__}", "layout": "NHWC"}
+        target = request.target.name
+        with warnings.catch_warnings(), _quiet_converter():
+            warnings.simplefilter("ignore")
+            if precision == "int8":
+                meta.update(self._int8(litert_torch, module, sample, request, path, prepare_for_pt2e, target))
+            else:
+                edge = _convert(litert_torch, module, sample, target)
+                if precision == "fp32":
+                    edge.export(str(path))
+                else:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        fp32 = Path(tmp) / "fp32.tflite"
+                        edge.export(str(fp32))
+                        meta.update(_fp16(fp32, path))
+        files, size, sha = describe_files(request.out_dir, [path])
+        meta["executed_precision"] = {"fp32": "fp32", "fp16": "fp16 weights, fp32 compute (XNNPACK CPU)",
+                                      "int8": "int8"}[precision]
+        meta.update(tflite_op_summary(path))
+        return Artifact(name=f"tflite-{precision}", backend=self.name, precision=precision, path=files[0],
+                        files=files, runtime="litert", runtime_version=_litert_version(), input_shape=[c, h, w],
+                        layout="NHWC", meta=meta, bytes=size, sha256=sha)
+
+    def _int8(self, litert_torch, module, sample, request: CompileRequest, path: Path, prepare, target: str) -> dict:
+        if request.calibration is None or len(request.calibration) == 0:
+            raise EdgekitError("TFLite INT8 needs a calibration set and none was given",
+                               "compile through `edgekit compress` (it draws one from the training split)")
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        module, fixes = prepare(module, sample)
+        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        try:
+            exported = torch.export.export(module, sample).module()
+            prepared = prepare_pt2e(exported, quantizer)
+            with torch.no_grad():
+                for i in range(len(request.calibration)):  # exported with batch 1
+                    prepared(torch.from_numpy(request.calibration[i:i + 1]).permute(0, 2, 3, 1).contiguous())
+            converted = convert_pt2e(prepared, fold_quantize=False)
+        except Exception as err:  # noqa: BLE001
+            raise _op_error(err, target, "PT2E quantization") from None
+        edge = _convert(litert_torch, converted, sample, target, QuantConfig(pt2e_quantizer=quantizer))
+        edge.export(str(path))
+        return {"quantizer": "litert-torch PT2EQuantizer (torchao prepare_pt2e/convert_pt2e)",
+                "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
+                "calibration_images": int(len(request.calibration)), "graph_fixes": fixes}
+
+    def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
+        return TfliteSession(bundle_root / artifact.path, threads, artifact.layout)
+
+
+def _convert(litert_torch, module, sample, target: str, quant_config=None):
+    try:
+        return litert_torch.convert(module, sample, quant_config=quant_config)
+    except Exception as err:  # noqa: BLE001 - converter errors are many; name the op when we can
+        raise _op_error(err, target, "LiteRT conversion") from None
+
+
+def _op_error(err: Exception, target: str, what: str) -> EdgekitError:
+    text = str(err)
+    match = (re.search(r"(aten\.[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)", text)
+             or re.search(r"'(tfl\.[A-Za-z0-9_]+|stablehlo\.[A-Za-z0-9_]+)' op", text)
+             or re.search(r"[Uu]nsupported (?:op|operator)[: ]+'?([A-Za-z0-9_.:]+)", text))
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+    if match:
+        return EdgekitError(f"{what} failed for target {target}: operator {match.group(1)} is not supported "
+                            f"({first})", "replace that layer, or choose a target with another runtime")
+    return EdgekitError(f"{what} failed for target {target}: {type(err).__name__}: {first}")
+
+
+def _fp16(fp32: Path, out: Path) -> dict:
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
+
+    qt = quantizer.Quantizer(str(fp32))
+    qt.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                              algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+    qt.quantize().export_model(str(out), overwrite=True)
+    return {"quantizer": "ai-edge-quantizer float casting", "weights": "fp16"}
+
+
+def tflite_op_summary(path: Path) -> dict:
+    """Operator names in the file and how many tensors are int8: what actually got quantized."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        return {}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    graph = model.subgraphs[0]
+    ops = [names.get(max(model.operatorCodes[o.opcodeIndex].builtinCode,
+                         model.operatorCodes[o.opcodeIndex].deprecatedBuiltinCode), "?") for o in graph.operators]
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op] = counts.get(op, 0) + 1
+    int8 = sum(1 for t in graph.tensors if t.type == schema.TensorType.INT8)
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    io = {"input": types.get(graph.tensors[graph.inputs[0]].type, "?"),
+          "output": types.get(graph.tensors[graph.outputs[0]].type, "?")}
+    return {"ops": counts, "int8_tensors": int8, "tensors": len(graph.tensors),
+            "io": f"{io['input']} in, {io['output']} out"}
+
+
+def _litert_version() -> str:
+    import importlib.metadata as md
+
+    for dist in ("ai-edge-litert", "tflite-runtime"):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return "unknown"
+
+
+class _quiet_converter:
+    """litert-torch prints a progress tree on stdout; keep stdout clean for ``--json``."""
+
+    def __enter__(self):
+        import contextlib
+        import io
+        import sys
+
+        self._buf = io.StringIO()
+        self._redirect = contextlib.redirect_stdout(self._buf if not sys.stdout.isatty() else sys.stderr)
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._redirect.__exit__(*exc)

@@ -1,0 +1,68 @@
+"""Graph fixes before PT2E quantization for LiteRT.
+
+PT2E's quantizer annotates patterns by *module* (source partitions). torchvision's BasicBlock and
+Bottleneck call one ``self.relu`` module two or three times, so the add+ReLU of every residual is one
+partition with several uses and stays in float (seen here: every residual add dequantized). Giving
+each call of a stateless activation module its own copy (a torch.fx rewrite; weights are untouched)
+lets the quantizer see each add+ReLU on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+STATELESS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.GELU,
+             nn.LeakyReLU, nn.Tanh)
+
+
+def shared_activation_modules(module: nn.Module, sample: tuple[torch.Tensor, ...]) -> dict[str, int]:
+    """Names of stateless activation modules called more than once in one forward pass."""
+    calls: dict[str, int] = {}
+    handles = []
+    for name, sub in module.named_modules():
+        if isinstance(sub, STATELESS):
+            handles.append(sub.register_forward_hook(
+                lambda _m, _i, _o, n=name: calls.__setitem__(n, calls.get(n, 0) + 1)))
+    try:
+        with torch.no_grad():
+            module(*sample)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: c for n, c in calls.items() if c > 1}
+
+
+def unshare_activations(module: nn.Module, shared: dict[str, int]) -> nn.Module:
+    """A GraphModule in which every call of a shared activation module has its own copy."""
+    gm = torch.fx.symbolic_trace(module)
+    seen: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in shared:
+            k = seen.get(node.target, 0)
+            seen[node.target] = k + 1
+            if k:
+                new_name = f"{node.target.replace('.', '_')}_use{k}"
+                gm.add_submodule(new_name, copy.deepcopy(gm.get_submodule(node.target)))
+                node.target = new_name
+    gm.recompile()
+    return gm
+
+
+def prepare_for_pt2e(module: nn.Module, sample: tuple[torch.Tensor, ...]) -> tuple[nn.Module, list[str]]:
+    """Returns the module to quantize and the list of fixes applied (for the manifest)."""
+    fixes: list[str] = []
+    shared = shared_activation_modules(module, sample)
+    if shared:
+        try:
+            module = unshare_activations(module, shared)
+            fixes.append(f"gave each use of {len(shared)} shared activation module(s) its own copy "
+                         f"(e.g. {next(iter(shared))} used {next(iter(shared.values()))}x)")
+        except Exception as err:  # noqa: BLE001 - fx cannot trace every model; quantize as is
+            fixes.append(f"shared activations left as is (torch.fx could not trace: {type(err).__name__}); "
+                         "their residual adds stay float")
+    if any(isinstance(m, nn.Hardsigmoid) for m in module.modules()):
+        fixes.append("Hardsigmoid is not quantized by PT2E: it runs in float between dequantize/quantize")
+    return module, fixes

@@ -1,0 +1,432 @@
+"""Quantization: calibration sets, INT8 compilers (ONNX Runtime, OpenVINO, LiteRT, TensorRT inputs),
+``precision: auto`` and the quantize (QAT) stage. Tiny model (digits teacher), real runtimes."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from edgekit.backends import BACKENDS, Artifact, CompileRequest
+from edgekit.calibration import balanced_indices, draw_calibration, load_calibration, save_calibration
+from edgekit.data import load_data
+from edgekit.data.core import TensorImageDataset
+from edgekit.errors import EdgekitError
+from edgekit.models import LoadedModel, load_checkpoint
+from edgekit.models.default_teacher import default_teacher_path
+from edgekit.profiling.artifacts import session_logits
+from edgekit.targets import load_target
+
+MAX_DROP = 2.0  # points on the 269-image digits test split (one image = 0.37 pt)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+@pytest.fixture(scope="module")
+def teacher() -> LoadedModel:
+    return load_checkpoint(default_teacher_path())
+
+
+@pytest.fixture(scope="module")
+def calibration(digits, teacher):
+    return draw_calibration(digits.train, teacher.spec, 300, seed=0)
+
+
+def _top1(backend: str, artifact: Artifact, root: Path, spec, ds) -> float:
+    session = BACKENDS.get(backend)().load(artifact, root, 1)
+    logits, labels = session_logits(session, spec, ds)
+    return float((logits.argmax(1) == labels).mean() * 100)
+
+
+def _compile(backend: str, precision: str, teacher, calibration, root: Path, target: str = "x86-cpu", **kw):
+    request = CompileRequest(out_dir=root, target=load_target(target), calibration=calibration.inputs, **kw)
+    return BACKENDS.get(backend)().compile(teacher, precision, request)
+
+
+@pytest.fixture(scope="module")
+def fp32_top1(teacher, digits):
+    from edgekit.training import evaluate_module
+
+    return evaluate_module(teacher.module, teacher.spec, digits.test)["top1"]
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+def test_calibration_is_class_balanced_deterministic_and_model_ready(digits, teacher, calibration):
+    counts = calibration.class_counts()
+    assert sum(counts.values()) == 300 and len(counts) == 10
+    assert max(counts.values()) - min(counts.values()) <= 1
+    again = draw_calibration(digits.train, teacher.spec, 300, seed=0)
+    assert np.array_equal(again.indices, calibration.indices) and np.array_equal(again.inputs, calibration.inputs)
+    other = draw_calibration(digits.train, teacher.spec, 300, seed=1)
+    assert not np.array_equal(other.indices, calibration.indices)
+    # model-ready: exactly spec.prepare of the drawn training images
+    images = torch.stack([digits.train[int(i)][0] for i in calibration.indices[:5]])
+    assert np.allclose(calibration.inputs[:5], teacher.spec.prepare(images).numpy())
+    assert calibration.inputs.dtype == np.float32 and calibration.inputs.shape[1:] == teacher.spec.input_shape
+
+
+def test_balanced_indices_when_a_class_runs_out():
+    labels = np.array([0] * 50 + [1] * 3)
+    idx = balanced_indices(labels, len(labels), 20, seed=0)
+    assert len(idx) == 20 and len(set(idx)) == 20
+    assert (labels[idx] == 1).sum() == 3        # all of the rare class, the rest from the other
+
+
+def test_calibration_npz_round_trip(tmp_path, calibration):
+    path = tmp_path / "calibration.npz"
+    sha = save_calibration(calibration, path)
+    assert len(sha) == 64
+    back = load_calibration(path)
+    assert np.array_equal(back.inputs, calibration.inputs) and np.array_equal(back.labels, calibration.labels)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, other=np.zeros(3))
+    with pytest.raises(EdgekitError, match="not a calibration set"):
+        load_calibration(bad)
+
+
+def test_calibration_warns_when_few_and_fails_when_none(teacher, capsys):
+    few = TensorImageDataset(torch.zeros(20, 1, 8, 8, dtype=torch.uint8), np.arange(20) % 10)
+    cal = draw_calibration(few, teacher.spec, 300)
+    assert len(cal) == 20
+    assert "only 20 calibration images" in capsys.readouterr().err
+    empty = TensorImageDataset(torch.zeros(0, 1, 8, 8, dtype=torch.uint8), np.zeros(0))
+    with pytest.raises(EdgekitError, match="no images to calibrate"):
+        draw_calibration(empty, teacher.spec, 300)
+
+
+# --- ONNX Runtime / OpenVINO --------------------------------------------------------------------
+
+def test_onnxruntime_int8_qdq_accuracy_size_and_activation_choice(tmp_path, teacher, digits, calibration, fp32_top1):
+    fp32 = _compile("onnxruntime", "fp32", teacher, calibration, tmp_path)
+    int8 = _compile("onnxruntime", "int8", teacher, calibration, tmp_path)
+    assert int8.meta["quant_format"] == "QDQ" and int8.meta["per_channel"]
+    assert int8.meta["activation_type"] == "U8"          # x86: the fast U8S8 path, recorded
+    assert fp32.bytes / int8.bytes >= 3.0
+    assert fp32_top1 - _top1("onnxruntime", int8, tmp_path, teacher.spec, digits.test) <= MAX_DROP
+    s8 = _compile("onnxruntime", "int8", teacher, calibration, tmp_path / "s8",
+                  options={"onnxruntime": {"activation_type": "S8"}})
+    assert s8.meta["activation_type"] == "S8"
+    from edgekit.backends.onnx_quant import activation_profile
+
+    assert activation_profile(load_target("rpi4"), {}) == "ort-s8-arm"     # Arm: signed, recorded with why
+    assert activation_profile(load_target("jetson-orin-nano"), {}, for_tensorrt=True) == "tensorrt"
+
+
+def test_int8_without_calibration_is_a_clear_error(tmp_path, teacher):
+    request = CompileRequest(out_dir=tmp_path, target=load_target("x86-cpu"))
+    with pytest.raises(EdgekitError, match="calibration"):
+        BACKENDS.get("onnxruntime")().compile(teacher, "int8", request)
+
+
+def test_openvino_int8_nncf_accuracy(tmp_path, teacher, digits, calibration, fp32_top1):
+    int8 = _compile("openvino", "int8", teacher, calibration, tmp_path)
+    assert int8.meta["method"] == "nncf.quantize"
+    xml = (tmp_path / int8.path).read_text()
+    assert "FakeQuantize" in xml or "FakeConvert" in xml
+    assert fp32_top1 - _top1("openvino", int8, tmp_path, teacher.spec, digits.test) <= MAX_DROP
+
+
+def test_openvino_accuracy_control_respects_the_bound(tmp_path, teacher, digits, calibration, fp32_top1):
+    from edgekit.compilation import _validation
+
+    val = _validation(digits, teacher)
+    int8 = _compile("openvino", "int8", teacher, calibration, tmp_path, validation=val, max_accuracy_drop=1.0)
+    assert int8.meta["method"] == "nncf.quantize_with_accuracy_control" and int8.meta["max_accuracy_drop"] == 1.0
+    assert fp32_top1 - _top1("openvino", int8, tmp_path, teacher.spec, digits.test) <= MAX_DROP
+
+
+# --- TFLite / LiteRT ----------------------------------------------------------------------------
+
+def test_tflite_fp32_fp16_int8(tmp_path, teacher, digits, calibration, fp32_top1):
+    arts = {p: _compile("tflite", p, teacher, calibration, tmp_path, target="rpi4") for p in ("fp32", "fp16", "int8")}
+    assert all(a.layout == "NHWC" for a in arts.values())
+    assert arts["fp32"].meta["int8_tensors"] == 0 and arts["int8"].meta["int8_tensors"] > 0
+    assert arts["int8"].meta["io"] == "int8 in, int8 out"    # full integer: Session (de)quantizes
+    assert arts["fp32"].bytes / arts["int8"].bytes >= 3.0
+    assert arts["fp32"].bytes / arts["fp16"].bytes >= 1.7
+    top = {p: _top1("tflite", a, tmp_path, teacher.spec, digits.test) for p, a in arts.items()}
+    assert abs(top["fp32"] - fp32_top1) < 1e-6 and abs(top["fp16"] - fp32_top1) <= 0.5
+    assert fp32_top1 - top["int8"] <= MAX_DROP
+
+
+def test_shared_relu_gets_one_module_per_use():
+    import torchvision
+
+    from edgekit.backends.tflite_prep import prepare_for_pt2e, shared_activation_modules
+
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    sample = (torch.randn(1, 3, 32, 32),)
+    assert shared_activation_modules(model, sample)                     # BasicBlock reuses self.relu
+    fixed, fixes = prepare_for_pt2e(model, sample)
+    assert not shared_activation_modules(fixed, sample) and fixes
+    assert torch.allclose(fixed(*sample), model(*sample), atol=1e-5)   # same function
+
+
+class _Svd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        return torch.linalg.svdvals(self.conv(x)).mean(-1)
+
+
+def test_unsupported_operator_error_names_op_and_target(tmp_path, teacher, calibration):
+    model = LoadedModel(_Svd().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    with pytest.raises(EdgekitError) as err:
+        _compile("tflite", "fp32", model, calibration, tmp_path, target="rpi4")
+    text = str(err.value)
+    assert "\n" not in text and "svd" in text and "rpi4" in text and "operator" in text
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("EDGEKIT_TFLITE_RUNTIME_PYTHON"),
+                    reason="set EDGEKIT_TFLITE_RUNTIME_PYTHON to a Python with tflite_runtime (tflite-runtime has "
+                           "no wheel that works with numpy 2 here; e.g. a venv with numpy<2 tflite-runtime==2.14)")
+def test_int8_tflite_loads_in_tflite_runtime(tmp_path, teacher, calibration):
+    import os
+
+    art = _compile("tflite", "int8", teacher, calibration, tmp_path, target="rpi4")
+    script = ("import sys, numpy as np\nfrom tflite_runtime.interpreter import Interpreter\n"
+              "it = Interpreter(sys.argv[1], num_threads=1); it.allocate_tensors()\n"
+              "d = it.get_input_details()[0]; it.set_tensor(d['index'], np.zeros(d['shape'], d['dtype']))\n"
+              "it.invoke(); print(it.get_tensor(it.get_output_details()[0]['index']).shape)")
+    out = subprocess.run([os.environ["EDGEKIT_TFLITE_RUNTIME_PYTHON"], "-c", script, str(tmp_path / art.path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert "(1, 10)" in out.stdout
+
+
+# --- TensorRT (inputs built here; the engine builds on the device) -------------------------------
+
+@pytest.fixture(scope="module")
+def trt_int8(tmp_path_factory, teacher, calibration):
+    root = tmp_path_factory.mktemp("trt")
+    return root, _compile("tensorrt", "int8", teacher, calibration, root, target="jetson-orin-nano")
+
+
+def test_tensorrt_qdq_onnx_runs_on_onnxruntime_close_to_fp32(trt_int8, teacher, digits, fp32_top1):
+    import onnx
+
+    from edgekit.backends.onnxruntime import OrtSession
+
+    root, art = trt_int8
+    assert not art.runnable_here
+    qdq = root / art.meta["build"]["onnx"]
+    graph = onnx.load(str(qdq)).graph
+    zero_points = [i for i in graph.initializer if i.name.endswith("zero_point")]
+    assert zero_points and all(onnx.numpy_helper.to_array(z).dtype == np.int8 for z in zero_points)
+    assert all(not onnx.numpy_helper.to_array(z).any() for z in zero_points)       # symmetric
+    session = OrtSession(qdq, 1)
+    logits, labels = session_logits(session, teacher.spec, digits.test)
+    assert fp32_top1 - (logits.argmax(1) == labels).mean() * 100 <= MAX_DROP
+
+
+def test_tensorrt_qdq_onnx_passes_polygraphy_lint(trt_int8):
+    root, art = trt_int8
+    polygraphy = shutil.which("polygraphy")
+    if polygraphy is None:
+        pytest.skip("polygraphy CLI not installed")
+    out = subprocess.run([polygraphy, "check", "lint", str(root / art.meta["build"]["onnx"])],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-1500:]
+
+
+def test_tensorrt_calibration_cache_format(trt_int8):
+    import onnx
+
+    from edgekit.backends.trt_cache import format_cache, parse_cache
+
+    root, art = trt_int8
+    text = (root / "artifacts/trt/calibration.cache").read_text()
+    version, algorithm, scales = parse_cache(text)
+    assert text.splitlines()[0] == "TRT-100300-EntropyCalibration2" and version == 100300
+    graph = onnx.load(str(root / "artifacts/trt/model.onnx")).graph
+    assert graph.input[0].name in scales and len(scales) >= len(graph.node) // 2
+    assert all(s > 0 and np.isfinite(s) for s in scales.values())
+    assert parse_cache(format_cache(scales, "10.3.0"))[2] == pytest.approx(scales)   # exact float32 round trip
+    assert format_cache({"x": 1.0}, "8.6.1") == "TRT-8601-EntropyCalibration2\nx: 3f800000\n"
+    with pytest.raises(EdgekitError):
+        parse_cache("TRT-1-Foo\nx: 1\n")
+
+
+def test_tensorrt_build_commands_are_well_formed(trt_int8, teacher):
+    root, art = trt_int8
+    build = json.loads((root / "artifacts/trt/build_int8.json").read_text())
+    c, h, w = teacher.spec.input_shape
+    trtexec = shlex.split(build["commands"]["trtexec"])
+    assert trtexec[0] == "trtexec" and "--int8" in trtexec and f"--onnx={build['onnx']}" in trtexec
+    assert f"--minShapes=input:1x{c}x{h}x{w}" in trtexec and f"--maxShapes=input:8x{c}x{h}x{w}" in trtexec
+    implicit = shlex.split(build["commands"]["trtexec_implicit"])
+    assert "--calib=artifacts/trt/calibration.cache" in implicit
+    ek = shlex.split(build["commands"]["edgekit"])
+    assert ek[:3] == ["edgekit", "build-engine", "."] and (root / build["onnx"]).is_file()
+    assert ek[ek.index("--max-batch") + 1] == "8"
+    sh = (root / "artifacts/trt/build_int8.sh").read_text()
+    assert subprocess.run(["sh", "-n", str(root / "artifacts/trt/build_int8.sh")]).returncode == 0
+    assert build["commands"]["edgekit"] in sh and build["commands"]["trtexec"] in sh
+
+
+def test_build_engine_without_tensorrt_is_one_line(cli, trt_int8):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here; this test checks the error where it is missing")
+    except ImportError:
+        pass
+    root, _ = trt_int8
+    out = cli("build-engine", str(root))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tensorrt" in lines[0] and "pip install" in lines[0]
+
+
+def test_build_engine_with_real_tensorrt(trt_int8, tmp_path):
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installable here (NVIDIA's index, GPU needed)")
+    from edgekit.backends.tensorrt import build_engine
+
+    root, art = trt_int8
+    result = build_engine(root / art.meta["build"]["onnx"], tmp_path / "m.engine", "int8", (1, 1, 8))
+    assert result["bytes"] > 0 and trt.__version__
+
+
+def test_build_engine_api_calls_with_mocked_tensorrt(trt_int8, tmp_path, monkeypatch):
+    """MOCKED TensorRT (no NVIDIA GPU or TensorRT here): checks which ``tensorrt`` API calls
+    ``build_engine`` makes - parser, FP16+INT8 flags, the dynamic-batch profile, the entropy
+    calibrator reading our cache for implicit INT8, serialization - not TensorRT's behaviour."""
+    import types
+
+    from edgekit.backends import tensorrt as trt_backend
+
+    calls: dict = {"flags": [], "profile": None, "calibrator": None}
+
+    class Obj:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    class Calibrator:
+        def __init__(self):
+            pass
+
+    network = Obj(get_input=lambda i: Obj(name="input", shape=(-1, 1, 8, 8)))
+    config = Obj(set_memory_pool_limit=lambda *a: None, add_optimization_profile=lambda p: None,
+                 set_flag=lambda f: calls["flags"].append(f),
+                 set_calibration_profile=lambda p: None)
+    profile = Obj(set_shape=lambda name, lo, opt, hi: calls.__setitem__("profile", (name, lo, opt, hi)))
+    builder = Obj(create_network=lambda flags: network, create_builder_config=lambda: config,
+                  create_optimization_profile=lambda: profile,
+                  build_serialized_network=lambda n, c: b"ENGINE")
+    fake = types.SimpleNamespace(
+        __version__="10.3.0", Logger=Obj(WARNING=1), IInt8EntropyCalibrator2=Calibrator,
+        Builder=lambda logger: builder, OnnxParser=lambda net, logger: Obj(parse=lambda data: True, num_errors=0),
+        MemoryPoolType=Obj(WORKSPACE="ws"), BuilderFlag=Obj(FP16="FP16", INT8="INT8"),
+        NetworkDefinitionCreationFlag=Obj(EXPLICIT_BATCH=0))
+    fake.Logger = lambda level: None
+    fake.Logger.WARNING = 1
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    root, art = trt_int8
+    cache = root / "artifacts/trt/calibration.cache"
+    result = trt_backend.build_engine(root / "artifacts/trt/model.onnx", tmp_path / "e.engine", "int8", (1, 1, 8),
+                                      calibration_cache=cache)
+    assert calls["flags"] == ["FP16", "INT8"] and calls["profile"] == ("input", (1, 1, 8, 8), (1, 1, 8, 8), (8, 1, 8, 8))
+    assert "implicit" in result["mode"] and (tmp_path / "e.engine").read_bytes() == b"ENGINE"
+    assert config.int8_calibrator.read_calibration_cache() == cache.read_bytes()   # reads our cache
+    explicit = trt_backend.build_engine(root / art.meta["build"]["onnx"], tmp_path / "q.engine", "int8", (1, 1, 8))
+    assert explicit["mode"].startswith("int8 explicit")
+
+
+# --- precision: auto ------------------------------------------------------------------------------
+
+def _fake(name: str, precision: str, top1: float, p50: float) -> Artifact:
+    return Artifact(name=name, backend=name.split("-")[0], precision=precision, path="x", files=["x"], runtime="r",
+                    runtime_version="1", input_shape=[1, 8, 8],
+                    metrics={"accuracy": {"top1": top1}, "latency": {"p50_ms": p50, "measured": "host"}})
+
+
+def test_auto_picks_fastest_within_bound():
+    from edgekit.compilation import select_precisions
+
+    arts = [_fake("tflite-fp32", "fp32", 90.0, 2.0), _fake("tflite-fp16", "fp16", 90.0, 2.1),
+            _fake("tflite-int8", "int8", 89.5, 1.0)]
+    (d,) = select_precisions(arts, 90.0, 1.0)
+    assert d["chosen"] == "tflite-int8" and arts[2].meta["chosen"] and not arts[0].meta["chosen"]
+    assert "slower" in arts[0].meta["selection"]
+
+
+def test_auto_rejects_int8_that_is_slower_or_too_inaccurate():
+    from edgekit.compilation import select_precisions
+
+    slower = [_fake("tflite-fp32", "fp32", 90.0, 1.0), _fake("tflite-int8", "int8", 90.0, 4.0)]  # MobileNetV3 case
+    assert select_precisions(slower, 90.0, 1.0)[0]["chosen"] == "tflite-fp32"
+    lossy = [_fake("ort-fp32", "fp32", 90.0, 2.0), _fake("ort-int8", "int8", 85.0, 0.5)]
+    (d,) = select_precisions(lossy, 90.0, 1.0)
+    assert d["chosen"] == "ort-fp32" and "drop +5.00 pt > 1.0" in lossy[1].meta["selection"]
+    none = [_fake("ort-fp32", "fp32", 80.0, 2.0), _fake("ort-int8", "int8", 70.0, 0.5)]
+    (d,) = select_precisions(none, 90.0, 1.0)
+    assert d["chosen"] == "ort-fp32" and "most accurate" in d["reason"]
+
+
+@pytest.mark.slow  # ~100 s on the shared 2-core box: five compiles incl. three LiteRT conversions
+def test_auto_recipe_end_to_end_marks_one_choice_per_backend(cli, tmp_path):
+    recipe = tmp_path / "auto.yaml"
+    recipe.write_text("name: auto-test\nstages: []\ncompile: {precisions: [auto], max_accuracy_drop: 2.0}\n"
+                      "profile: {warmup: 2, runs: 10, max_seconds: 1}\n")
+    out = cli("compress", "-r", str(recipe), "-t", "rpi4", "-o", str(tmp_path / "b"), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    manifest = json.loads(out.stdout)
+    names = {a["name"] for a in manifest["artifacts"]}
+    assert {"tflite-fp32", "tflite-fp16", "tflite-int8", "onnxruntime-fp32", "onnxruntime-int8"} <= names
+    for decision in manifest["precision_selection"]:
+        chosen = [a for a in manifest["artifacts"] if a["backend"] == decision["backend"] and a["meta"]["chosen"]]
+        assert len(chosen) == 1 and chosen[0]["name"] == decision["chosen"] and decision["reason"]
+    assert manifest["calibration"]["sha256"] and (tmp_path / "b" / "calibration.npz").is_file()
+    assert "Precision selection" in (tmp_path / "b" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("target, expected", [
+    pytest.param("rpi4", ["artifacts/model_int8.tflite"], marks=pytest.mark.slow),
+    ("jetson-orin-nano", ["artifacts/trt/model_int8_qdq.onnx", "artifacts/trt/calibration.cache",
+                          "artifacts/trt/build_int8.sh"]),
+])
+def test_targets_get_their_int8_artifacts(cli, tmp_path, target, expected):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: t\nstages: []\ncompile: {precisions: [target]}\nprofile: {warmup: 1, runs: 5, max_seconds: 1}\n")
+    out = cli("compress", "-r", str(recipe), "-t", target, "-o", str(tmp_path / "b"), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    for rel in expected:
+        assert (tmp_path / "b" / rel).is_file(), rel
+
+
+# --- quantize stage (QAT) ---------------------------------------------------------------------------
+
+@pytest.mark.slow  # ~60 s under contention (export, QAT prepare, fake-quant evals)
+def test_quantize_stage_qat_runs_and_keeps_architecture(digits, teacher, tmp_path):
+    import copy
+
+    from edgekit.stages import STAGES, StageContext
+
+    model = copy.deepcopy(teacher)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    stage = STAGES.get("quantize")(STAGES.get("quantize").Params(method="qat", always=True, epochs=1,
+                                                                 max_steps_per_epoch=5, eval_limit=100))
+    ctx = StageContext(model=model, teacher=teacher, data=digits, target=load_target("x86-cpu"), work_dir=tmp_path)
+    result = stage.run(ctx)
+    m = result.metrics
+    assert m["qat"] and m["tensors_copied"] == len(before) and 0 <= m["ptq_simulated_val_top1"] <= 100
+    after = result.model.module.state_dict()
+    assert set(after) == set(before) and any(not torch.equal(after[k], before[k]) for k in before)
+    skip = STAGES.get("quantize")(STAGES.get("quantize").Params(method="qat", max_accuracy_drop=100.0,
+                                                                eval_limit=100))
+    res2 = skip.run(StageContext(model=copy.deepcopy(teacher), teacher=teacher, data=digits,
+                                 target=load_target("x86-cpu"), work_dir=tmp_path / "2"))
+    assert not res2.metrics["qat"] and not res2.changed_model and "not needed" in res2.metrics["why"]
