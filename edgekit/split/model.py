@@ -259,15 +259,26 @@ def cut_tail(model: nn.Module, split_at: str) -> nn.Module:
     return tail
 
 
+class _Stop(Exception):
+    def __init__(self, value: torch.Tensor):
+        self.value = value
+
+
 @torch.no_grad()
 def feature_at(model: nn.Module, split_at: str, x: torch.Tensor) -> torch.Tensor:
-    out = {}
-    handle = model.get_submodule(split_at).register_forward_hook(lambda m, i, o: out.__setitem__("f", o))
+    """The output of ``split_at`` for input ``x``; the forward stops there (the rest is not computed)."""
+
+    def hook(module, inputs, output):
+        raise _Stop(output)
+
+    handle = model.get_submodule(split_at).register_forward_hook(hook)
     try:
         model.eval()(x)
+    except _Stop as stop:
+        return stop.value
     finally:
         handle.remove()
-    return out["f"]
+    raise EdgekitError(f"module '{split_at}' was not called in the model's forward")
 
 
 def make_config(model: nn.Module, arch: str, input_shape: tuple[int, int, int], split_at: str, channels: int,

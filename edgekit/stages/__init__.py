@@ -5,5 +5,6 @@ from edgekit.stages.base import STAGES, Stage, StageContext, StageResult, regist
 
 # Importing registers them. A new stage is one new module plus one name here.
 from edgekit.stages import evaluate, finetune  # noqa: F401,E402
+from edgekit.stages import bottleneck  # noqa: F401,E402
 
 __all__ = ["STAGES", "Stage", "StageContext", "StageResult", "register_stage"]
