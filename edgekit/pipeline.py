@@ -32,6 +32,7 @@ from edgekit.profiling.latency import host_identity
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.reports.markdown import render_markdown
 from edgekit.resources import cache_dir
+from edgekit.split.model import is_split_model
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target, load_target
 from edgekit.training.evaluate import module_logits, accuracy_counts
@@ -51,6 +52,7 @@ class CompressOptions:
     use_cache: bool = True
     threads: int | None = None
     overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
+    server_target: str = "x86-cpu"                  # where the tail of a split model runs
 
 
 def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
@@ -178,6 +180,7 @@ def compress(opts: CompressOptions) -> dict:
     if opts.overrides:
         recipe = recipe.model_copy(update={"compile": recipe.compile.model_copy(update=opts.overrides)})
     target = load_target(opts.target)
+    server_target = load_target(opts.server_target)
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
     model_preview = opts.model or "default"
@@ -216,6 +219,14 @@ def compress(opts: CompressOptions) -> dict:
                 artifact.metrics = profile_artifact(artifact, tmp, final.spec, data.test, recipe.profile,
                                                     threads, reference_logits)
             artifacts.append(artifact)
+        split_section = None
+        if is_split_model(final.module):  # bottleneck stage: head for the device, tail for the server
+            from edgekit.split.deploy import compile_split
+
+            split_artifacts, split_section = compile_split(final, plan, tmp, target, server_target, request.options,
+                                                           data.test, recipe.profile, threads, ref_logits,
+                                                           stage_records)
+            artifacts += split_artifacts
         manifest = {
             "edgekit_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -233,6 +244,7 @@ def compress(opts: CompressOptions) -> dict:
                             "spec": final.spec.model_dump(mode="json")},
             "artifacts": [a.model_dump(mode="json") for a in artifacts],
             "skipped": skipped,
+            **({"split": split_section} if split_section else {}),
             "seconds": round(time.perf_counter() - started, 1),
         }
         write_json(tmp / "manifest.json", manifest)

@@ -70,6 +70,11 @@ class TransferQuant(nn.Module):
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0.0))
         self.register_buffer("enabled", torch.tensor(0.0))
+        self.active = False   # mirrors ``enabled`` as a Python bool, so export sees no data-dependent branch
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.active = bool(self.enabled)
 
     @torch.no_grad()
     def calibrate(self, values: torch.Tensor, lower_q: float = 0.0005, upper_q: float = 0.9995) -> None:
@@ -82,6 +87,7 @@ class TransferQuant(nn.Module):
         self.scale.fill_(scale)
         self.zero_point.fill_(float(min(255, max(0, round(-lo / scale)))))
         self.enabled.fill_(1.0)
+        self.active = True
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.round(x / self.scale) + self.zero_point, 0, 255)
@@ -90,7 +96,7 @@ class TransferQuant(nn.Module):
         return (q - self.zero_point) * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not bool(self.enabled):
+        if not self.active:
             return x
         y = self.dequantize(self.quantize(x))
         return x + (y - x).detach() if self.training else y

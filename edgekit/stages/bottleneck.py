@@ -14,10 +14,8 @@ server (``edgekit.split.deploy``).
 from __future__ import annotations
 
 import copy
-import io
 import math
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +24,7 @@ from edgekit.data.core import prepared_batches
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.complexity import count_macs, count_params
 from edgekit.split.model import SplitModel, build_split_model, feature_at, make_config
+from edgekit.split.transfer import transfer_sizes
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
 from edgekit.training import TrainParams, evaluate_module, train
 from edgekit.training.losses import feature_distill_objective, kd_objective
@@ -61,7 +60,8 @@ class Bottleneck(Stage):
 
     def run(self, ctx: StageContext) -> StageResult:
         p: BottleneckParams = self.params
-        source, teacher = ctx.model, ctx.teacher
+        # The teacher is the model being split (the output of the previous stages), as in BottleFit.
+        source = ctx.model
         if source.arch is None:
             from edgekit.errors import EdgekitError
             raise EdgekitError(f"model from {source.source} cannot be rebuilt from source, so it cannot be split",
@@ -72,7 +72,7 @@ class Bottleneck(Stage):
         model = build_split_model(cfg, copy.deepcopy(source.module))
         ui.info(f"bottleneck after '{cfg.split_at}': feature {cfg.feature_shape} -> bottleneck "
                 f"{cfg.bottleneck_shape} ({math.prod(cfg.bottleneck_shape)} bytes at 8 bits)")
-        teacher_module = teacher.module.eval()
+        teacher_module = copy.deepcopy(source.module).eval().requires_grad_(False)
 
         # Stage 1: head distillation (encoder + decoder vs the teacher's features at the split).
         def student_features(m: SplitModel, x: torch.Tensor) -> torch.Tensor:
@@ -111,10 +111,12 @@ class Bottleneck(Stage):
         metrics = {"split_at": cfg.split_at, "feature_shape": list(cfg.feature_shape),
                    "bottleneck_shape": list(cfg.bottleneck_shape), "quantization": model.quant.settings(),
                    **transfer_sizes(cfg, ctx.data.test),
-                   **complexity(model, teacher, spec),
+                   **complexity(model, teacher_module, spec),
                    "val_top1_after_head_distillation": after_stage1,
                    "val_top1_split": evaluate_module(model, spec, ctx.data.val)["top1"],
                    "val_top1_teacher": evaluate_module(teacher_module, spec, ctx.data.val)["top1"],
+                   "test_top1_split": evaluate_module(model, spec, ctx.data.test)["top1"],
+                   "test_top1_teacher": evaluate_module(teacher_module, spec, ctx.data.test)["top1"],
                    "head_distillation": stage1.model_dump(), "finetune": stage2.model_dump()}
         ui.info(f"bottleneck: split top-1 {metrics['val_top1_split']:.2f}% vs teacher "
                 f"{metrics['val_top1_teacher']:.2f}% (val); {metrics['bottleneck_bytes']} B/image "
@@ -132,32 +134,7 @@ class Bottleneck(Stage):
         ui.info(f"bottleneck: 8-bit transfer scale {s['scale']:.5f}, zero point {s['zero_point']}")
 
 
-def transfer_sizes(cfg, ds, samples: int = 256) -> dict:
-    """Bytes per image on the wire: the 8-bit bottleneck vs the raw image and its JPEG (quality 95)."""
-    bottleneck = math.prod(cfg.bottleneck_shape)
-    n = min(samples, len(ds))
-    raw, jpeg = [], []
-    for i in range(n):
-        image = ds[i][0]
-        raw.append(image.numel())
-        jpeg.append(len(encode_jpeg(image)))
-    raw_bytes, jpeg_bytes = float(np.mean(raw)), float(np.mean(jpeg))
-    return {"bottleneck_bytes": bottleneck, "input_bytes_raw": raw_bytes, "input_bytes_jpeg95": jpeg_bytes,
-            "bottleneck_ratio_raw": bottleneck / raw_bytes, "bottleneck_ratio_jpeg95": bottleneck / jpeg_bytes}
-
-
-def encode_jpeg(image: torch.Tensor, quality: int = 95) -> bytes:
-    """uint8 (C, H, W) -> JPEG bytes (grey or RGB), as a device would send it for full offload."""
-    from PIL import Image
-
-    array = image.numpy()
-    pil = Image.fromarray(array[0]) if array.shape[0] == 1 else Image.fromarray(np.moveaxis(array, 0, -1))
-    buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def complexity(model: SplitModel, teacher: LoadedModel, spec) -> dict:
+def complexity(model: SplitModel, teacher: torch.nn.Module, spec) -> dict:
     from edgekit.spec import ModelSpec
 
     head = model.head_module()
@@ -165,4 +142,4 @@ def complexity(model: SplitModel, teacher: LoadedModel, spec) -> dict:
     return {"head_params": count_params(head), "head_macs": count_macs(head, spec),
             "tail_params": count_params(model.tail_module()), "tail_macs": count_macs(model.tail_module(), tail_spec),
             "split_params": count_params(model), "split_macs": count_macs(model, spec),
-            "teacher_params": count_params(teacher.module), "teacher_macs": count_macs(teacher.module, spec)}
+            "teacher_params": count_params(teacher), "teacher_macs": count_macs(teacher, spec)}
