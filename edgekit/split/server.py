@@ -13,7 +13,6 @@ Requests are bounded before they are read (Content-Length and a streaming cap), 
 gets a 4xx with a one-line reason, and the process keeps serving.
 """
 
-from __future__ import annotations
 
 import hmac
 import io
