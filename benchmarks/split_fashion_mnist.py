@@ -25,7 +25,7 @@ CACHE = ROOT / "benchmarks" / "cache"
 
 
 def teacher_checkpoint(arch: str) -> Path:
-    """Train ``arch`` briefly on Fashion-MNIST once (200 steps of 64 images: the shared 2-core host is very busy); cache it."""
+    """Train ``arch`` briefly on Fashion-MNIST once (150 steps of 64 images: the shared 2-core host is very busy); cache it."""
     from edgekit.data import load_data
     from edgekit.models import load_model, save_checkpoint
     from edgekit.training import TrainParams, train
@@ -37,9 +37,9 @@ def teacher_checkpoint(arch: str) -> Path:
     data = load_data("fashion-mnist", image_size=model.spec.hw)
     model.spec = model.spec.model_copy(update={"class_names": data.class_names})
     params = TrainParams(epochs=1, lr=0.05, batch_size=64, warmup_epochs=0.1, crop_pad=2, hflip=True, eval_limit=1000,
-                         max_steps_per_epoch=200)
+                         max_steps_per_epoch=150)
     train(model.module, model.spec, data, params, description="teacher")
-    model.notes = {"weights": "benchmarks/split_fashion_mnist.py: 200 steps of 64 on Fashion-MNIST"}
+    model.notes = {"weights": "benchmarks/split_fashion_mnist.py: 150 steps of 64 on Fashion-MNIST"}
     save_checkpoint(model, path)
     return path
 
@@ -93,7 +93,7 @@ def link_phase(bundle: Path, images: int, rate_mbit: float, delay_ms: float) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default="builtin:resnet8")
+    parser.add_argument("--teacher", default="builtin:resnet8?width=8")
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "split-fashion-mnist.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--images", type=int, default=300)
