@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # this checkout's edgekit, not an installed one
 CACHE = ROOT / "benchmarks" / "cache"
 
 
