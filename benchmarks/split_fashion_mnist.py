@@ -85,8 +85,10 @@ def link_phase(bundle: Path, images: int, rate_mbit: float, delay_ms: float) -> 
         result = link.split_run(bundle, data="fashion-mnist", limit=images, offload="raw")
     modes = result["modes"]
     split_p50, offload_p50 = modes["split"]["e2e_ms"]["p50_ms"], modes["offload_raw"]["e2e_ms"]["p50_ms"]
-    return {"link": {"rate_mbit": rate_mbit, "delay_ms_each_way": delay_ms, "rtt_ms": 2 * delay_ms,
-                     "shaping": "tc netem (rate + delay) on both veth ends, two network namespaces"},
+    netem = result["link"].startswith("netem")
+    return {"link": {"rate_mbit": rate_mbit, "delay_ms_each_way": delay_ms if netem else 0.0,
+                     "rtt_ms": 2 * delay_ms if netem else 0.0,
+                     "shaping": f"two network namespaces, veth pair, tc {result['link']}"},
             "split_run": result, "split_e2e_p50_ms": split_p50, "offload_raw_e2e_p50_ms": offload_p50,
             "split_e2e_mean_ms": modes["split"]["e2e_ms"]["mean_ms"],
             "offload_raw_e2e_mean_ms": modes["offload_raw"]["e2e_ms"]["mean_ms"],
