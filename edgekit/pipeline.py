@@ -30,7 +30,9 @@ from edgekit.profiling.artifacts import profile_artifact
 from edgekit.profiling.complexity import count_macs, count_params
 from edgekit.profiling.latency import host_identity
 from edgekit.recipe import Recipe, load_recipe
-from edgekit.reports.markdown import render_markdown
+from edgekit.gates import Gates, evaluate_gates
+from edgekit.profiling.estimate import attach_estimates
+from edgekit.reports.render import write_reports
 from edgekit.resources import cache_dir
 from edgekit.split.model import is_split_model
 from edgekit.stages import STAGES, StageContext
@@ -53,6 +55,7 @@ class CompressOptions:
     threads: int | None = None
     overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
     server_target: str = "x86-cpu"                  # where the tail of a split model runs
+    gates: Gates = field(default_factory=Gates)      # CI gates (edgekit/gates.py); results go in the manifest
 
 
 def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
@@ -219,6 +222,7 @@ def compress(opts: CompressOptions) -> dict:
                 artifact.metrics = profile_artifact(artifact, tmp, final.spec, data.test, recipe.profile,
                                                     threads, reference_logits)
             artifacts.append(artifact)
+        attach_estimates(artifacts, final, target)  # labelled "estimated"; only where nothing is measured
         split_section = None
         if is_split_model(final.module):  # bottleneck stage: head for the device, tail for the server
             from edgekit.split.deploy import compile_split
@@ -247,8 +251,10 @@ def compress(opts: CompressOptions) -> dict:
             **({"split": split_section} if split_section else {}),
             "seconds": round(time.perf_counter() - started, 1),
         }
+        if opts.gates.active:
+            manifest["gates"] = evaluate_gates(manifest, opts.gates)
         write_json(tmp / "manifest.json", manifest)
-        (tmp / "report.md").write_text(render_markdown(manifest))
+        write_reports(tmp, manifest)
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})
     manifest["bundle"] = str(out)
     return manifest

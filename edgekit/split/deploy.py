@@ -81,6 +81,9 @@ def compile_split(final: LoadedModel, plan: list[tuple[str, str]], bundle_root: 
         heads.append(_compile_into(backend_name, head, precision, bundle_root, "head", target, options))
     ui.info(f"[bold]compile[/bold] split tail {TAIL_BACKEND} fp32 (server target {server_target.name})")
     tail_artifact = _compile_into(TAIL_BACKEND, tail, "fp32", bundle_root, "tail", server_target, options)
+    from edgekit.profiling.estimate import attach_estimates
+
+    attach_estimates(heads, head, target)   # the head's own cost on a device we cannot reach (labelled)
     quant = model.quant.settings()
 
     tail_session = BACKENDS.get(TAIL_BACKEND)().load(tail_artifact, bundle_root, threads)
