@@ -34,6 +34,7 @@ from edgekit.gates import Gates, evaluate_gates
 from edgekit.profiling.estimate import attach_estimates
 from edgekit.reports.render import write_reports
 from edgekit.resources import cache_dir
+from edgekit.split.model import is_split_model
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target, load_target
 from edgekit.training.evaluate import module_logits, accuracy_counts
@@ -53,6 +54,7 @@ class CompressOptions:
     use_cache: bool = True
     threads: int | None = None
     overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
+    server_target: str = "x86-cpu"                  # where the tail of a split model runs
     gates: Gates = field(default_factory=Gates)      # CI gates (edgekit/gates.py); results go in the manifest
 
 
@@ -181,6 +183,7 @@ def compress(opts: CompressOptions) -> dict:
     if opts.overrides:
         recipe = recipe.model_copy(update={"compile": recipe.compile.model_copy(update=opts.overrides)})
     target = load_target(opts.target)
+    server_target = load_target(opts.server_target)
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
     model_preview = opts.model or "default"
@@ -211,6 +214,14 @@ def compress(opts: CompressOptions) -> dict:
         artifacts, quant_sections = compile_all(final, data, recipe, target, plan, tmp, threads, ref_logits,
                                                 reference["accuracy"]["top1"])
         attach_estimates(artifacts, final, target)  # labelled "estimated"; only where nothing is measured
+        split_section = None
+        if is_split_model(final.module):  # bottleneck stage: head for the device, tail for the server
+            from edgekit.split.deploy import compile_split
+
+            split_artifacts, split_section = compile_split(final, plan, tmp, target, server_target, recipe.compile.options,
+                                                           data.test, recipe.profile, threads, ref_logits,
+                                                           stage_records)
+            artifacts += split_artifacts
         manifest = {
             "edgekit_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -229,6 +240,7 @@ def compress(opts: CompressOptions) -> dict:
             "artifacts": [a.model_dump(mode="json") for a in artifacts],
             "skipped": skipped,
             **quant_sections,   # calibration set, precision: auto decisions
+            **({"split": split_section} if split_section else {}),
             "seconds": round(time.perf_counter() - started, 1),
         }
         if opts.gates.active:

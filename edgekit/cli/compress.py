@@ -22,6 +22,7 @@ def compress_command(
                                        "(class subfolders, or train/ and val/). Options after '?', e.g. ./imgs?val=0.2"),
     recipe: str = typer.Option("quickstart", "--recipe", "-r", help="recipe YAML path or shipped recipe name"),
     target: str = typer.Option("x86-cpu", "--target", "-t", help="device target (see `edgekit targets`)"),
+    server_target: str = typer.Option("x86-cpu", help="where the tail of a split model (bottleneck stage) runs"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="bundle directory [default: edgekit-runs/<run>]"),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists and is not empty"),
     arch: Optional[str] = typer.Option(None, help="architecture of a state-dict model file, e.g. torchvision:resnet18"),
@@ -49,7 +50,7 @@ def compress_command(
     """
     opts = CompressOptions(model=model, data=data, recipe=recipe, target=target, out=out, force=force, arch=arch,
                            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
-                           threads=threads, gates=Gates(max_accuracy_drop, max_latency_ms),
+                           threads=threads, server_target=server_target, gates=Gates(max_accuracy_drop, max_latency_ms),
                            overrides={"max_accuracy_drop": max_accuracy_drop} if max_accuracy_drop is not None else {})
     manifest = compress(opts)
     failure = gate_failure(manifest)

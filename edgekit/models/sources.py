@@ -63,6 +63,10 @@ def load_model(source: str, num_classes: int | None = None, arch: str | None = N
 
 def build_architecture(arch: str, num_classes: int, in_channels: int) -> nn.Module:
     """Rebuild an architecture (no pretrained weights) from a checkpoint's ``arch`` string."""
+    if arch.startswith("split:"):  # a SplitModel from the bottleneck stage
+        from edgekit.split.model import rebuild_from_arch
+
+        return rebuild_from_arch(arch, num_classes, in_channels)
     scheme, name, options = _split(arch)
     if scheme == "builtin":
         return BUILTIN_MODELS.get(name).build(**{"num_classes": num_classes, "in_channels": in_channels, **options})

@@ -29,6 +29,10 @@ def render_markdown(manifest: dict) -> str:
            "Accuracy and latency are measured through each artifact's own runtime (batch "
            f"{manifest['recipe']['profile']['batch']}).", "",
            _table(ARTIFACT_COLUMNS, artifact_rows(manifest)), ""]
+    if manifest.get("split"):
+        from edgekit.split.report import split_markdown
+
+        out += split_markdown(manifest)
     out += extra_sections(manifest)
     if manifest.get("skipped"):
         out += ["## Not produced", ""] + [f"- {s['backend']} {s['precision']}: {s['reason']}" for s in manifest["skipped"]]

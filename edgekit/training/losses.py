@@ -77,3 +77,18 @@ class FeatureMatch(nn.Module):
     def remove(self) -> None:
         self.student_capture.remove()
         self.teacher_capture.remove()
+
+
+def feature_distill_objective(student_features, teacher_features):
+    """Objective for ``train``: MSE between ``student_features(model, x)`` and ``teacher_features(x)``.
+
+    BottleFit's head distillation (stage 1): the student's encoder+decoder reproduce the teacher's
+    feature map at the split point; the rest of the student is not run, so it stays untouched.
+    """
+
+    def objective(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher_features(inputs)
+        return F.mse_loss(student_features(model, inputs).float(), target.float())
+
+    return objective

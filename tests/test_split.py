@@ -1,0 +1,250 @@
+"""Split computing (issue 5): SplitModel construction, the bottleneck stage's bundle, the tail server
+over real sockets in another process, and a shaped link between two network namespaces."""
+
+from __future__ import annotations
+
+import copy
+import http.client
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.errors import EdgekitError
+from edgekit.models import load_checkpoint, load_model, save_checkpoint
+from edgekit.models.loaded import LoadedModel
+from edgekit.split.deploy import dequantize, quantize
+from edgekit.split.model import SplitModel, build_split_model, make_config, split_candidates
+
+from tests.conftest import ROOT, run_cli
+
+RECIPE = ROOT / "tests" / "data" / "split-digits.yaml"
+
+
+# ----------------------------------------------------------------------------- the model itself
+
+def _split(source: str, split_at: str, channels: int = 4, stride: int = 2) -> tuple[LoadedModel, SplitModel]:
+    m = load_model(source)
+    cfg = make_config(m.module, m.arch, m.spec.input_shape, split_at, channels, stride, 16, None)
+    return m, build_split_model(cfg, copy.deepcopy(m.module))
+
+
+@pytest.mark.parametrize("source", ["builtin:resnet20", "torchvision:resnet18?weights=none"])
+def test_split_at_layer1_restores_feature_shape(source):
+    m, split = _split(source, "layer1")
+    x = torch.randn(2, *m.spec.input_shape)
+    z = split.encoder(x)
+    assert z.shape[1:] == split.cfg.bottleneck_shape
+    assert split.decoder(z).shape[1:] == split.cfg.feature_shape
+    assert split.eval()(x).shape == (2, m.spec.num_classes)
+    # The tail is the teacher after layer1: fed the teacher's own layer1 features it gives its logits.
+    with torch.no_grad():
+        teacher = m.module.eval()
+        feature = {}
+        h = teacher.layer1.register_forward_hook(lambda mod, i, o: feature.setdefault("f", o))
+        logits = teacher(x)
+        h.remove()
+        assert torch.allclose(split.tail(feature["f"]), logits, atol=1e-5)
+
+
+def test_auto_picks_earliest_block_smaller_than_input():
+    _, split = _split("builtin:resnet20", "auto", channels=4, stride=2)
+    # stem/layer1 give 4x14x14 = 784 bytes = the 28x28 input (not smaller); layer2 gives 4x7x7.
+    assert split.cfg.split_at == "layer2" and split.cfg.bottleneck_shape == (4, 7, 7)
+
+
+def test_bad_split_points_are_one_line_errors():
+    m = load_model("builtin:resnet20")
+    with pytest.raises(EdgekitError, match="no module 'layer9'"):
+        make_config(m.module, m.arch, m.spec.input_shape, "layer9", 4, 2, 16, None)
+    with pytest.raises(EdgekitError, match="skip connection crosses"):
+        build_split_model(make_config(m.module, m.arch, m.spec.input_shape, "layer1.0.conv1", 4, 2, 16, None),
+                          copy.deepcopy(m.module))
+    assert split_candidates(m.module) == ["stem", "layer1", "layer2", "layer3"]
+
+
+def test_checkpoint_round_trip_and_transfer_quantization(tmp_path):
+    m, split = _split("builtin:resnet20", "layer1")
+    split.quant.calibrate(split.encoder.eval()(torch.randn(8, *m.spec.input_shape)))
+    loaded = LoadedModel(split.eval(), m.spec, source="test", arch=split.cfg.arch())
+    save_checkpoint(loaded, tmp_path / "split.pt")
+    again = load_checkpoint(tmp_path / "split.pt")
+    x = torch.randn(3, *m.spec.input_shape)
+    with torch.no_grad():
+        assert torch.equal(again.module(x), split(x))
+        # NumPy transfer (what head/tail runtimes do) == the PyTorch quantizer, bit for bit.
+        z = split.encoder(x)
+        s = split.quant.settings()
+        np_q = quantize(z.numpy(), s["scale"], s["zero_point"])
+        assert np_q.dtype == np.uint8
+        assert np.array_equal(np_q, split.quant.quantize(z).numpy().astype(np.uint8))
+        assert np.allclose(dequantize(np_q, s["scale"], s["zero_point"]), split.quant(z).numpy(), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the bundle
+
+@pytest.fixture(scope="module")
+def split_bundle(tmp_path_factory) -> tuple[Path, dict]:
+    """The digits teacher split after its second conv block: bottleneck 2x4x4 uint8 = 50% of 8x8."""
+    from edgekit.pipeline import CompressOptions, compress
+
+    out = tmp_path_factory.mktemp("split") / "bundle"
+    manifest = compress(CompressOptions(recipe=str(RECIPE), out=out))
+    return out, manifest
+
+
+def test_bundle_has_head_and_tail_with_quantization(split_bundle):
+    out, manifest = split_bundle
+    split = manifest["split"]
+    assert (out / "artifacts" / "head" / "model.onnx").is_file()
+    assert (out / "artifacts" / "tail" / "model.onnx").is_file()
+    assert split["bottleneck"]["shape"] == [2, 4, 4] and split["bottleneck"]["bytes_per_image"] == 32
+    q = split["bottleneck"]["quantization"]
+    assert q["dtype"] == "uint8" and q["scale"] > 0 and 0 <= q["zero_point"] <= 255
+    stage = split["stage"]
+    assert stage["input_bytes_raw"] == 64 and stage["bottleneck_ratio_raw"] == 0.5
+    assert stage["head_macs"] < stage["teacher_macs"] and stage["head_params"] < stage["teacher_params"]
+    heads = [a for a in manifest["artifacts"] if a.get("meta", {}).get("split_part") == "head"]
+    assert {a["backend"] for a in heads} >= {"onnxruntime"}
+    for a in heads:  # head -> uint8 -> tail through the runtimes agrees with the PyTorch split model
+        assert a["metrics"]["agreement"]["top1_agreement"] >= 99.0
+    # the pair still classifies digits (teacher ~97%; a 32-byte bottleneck after short training)
+    assert manifest["reference"]["accuracy"]["top1"] > 75
+    assert "report.md" in os.listdir(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tail_server(split_bundle):
+    """``edgekit serve-tail`` in its own process on loopback, token from the environment."""
+    out, _ = split_bundle
+    port, token = _free_port(), secrets.token_urlsafe(24)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_SPLIT_TOKEN": token, "EDGEKIT_QUIET": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "serve-tail", str(out), "--port", str(port),
+                             "--max-request-bytes", "4096"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/v1/health")
+            if c.getresponse().status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    yield {"port": port, "token": token, "proc": proc, "env": env, "bundle": out}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _post(port: int, path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", path, body=body, headers=headers)
+    r = c.getresponse()
+    return r.status, r.read()
+
+
+def test_two_processes_accuracy_equals_in_process_split(split_bundle, tail_server):
+    _, manifest = split_bundle
+    result = run_cli("split-run", str(tail_server["bundle"]), "--server", f"127.0.0.1:{tail_server['port']}",
+                     "--data", "digits", "--limit", "0", "--head-backend", "onnxruntime", "--offload", "jpeg",
+                     "--json", env={"EDGEKIT_SPLIT_TOKEN": tail_server["token"]})
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    in_process = next(a for a in manifest["artifacts"] if a["name"] == "head-onnxruntime-fp32")
+    assert run["images"] == in_process["metrics"]["split_accuracy"]["samples"]
+    assert run["modes"]["split"]["accuracy"]["top1"] == pytest.approx(in_process["metrics"]["split_accuracy"]["top1"])
+    split = run["modes"]["split"]
+    assert split["bytes_per_image"] == 32
+    for key in ("head_ms", "transfer_ms", "tail_ms", "e2e_ms"):
+        assert split[key]["runs"] == run["images"] and split[key]["p50_ms"] >= 0
+    assert split["e2e_ms"]["p50_ms"] >= split["tail_ms"]["p50_ms"]
+    # full offload as JPEG: the server runs the whole (same) model on the decoded image
+    assert run["modes"]["offload_jpeg"]["accuracy"]["top1"] > 70
+
+
+def test_server_rejects_bad_requests_and_keeps_serving(tail_server, split_bundle):
+    port, token = tail_server["port"], tail_server["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    good = {**auth, "X-Shape": "1,2,4,4"}
+    assert _post(port, "/v1/tail", bytes(32), {"Authorization": "Bearer wrong-token", "X-Shape": "1,2,4,4"})[0] == 401
+    assert _post(port, "/v1/tail", bytes(32), {"X-Shape": "1,2,4,4"})[0] == 401
+    assert _post(port, "/v1/tail", bytes(5000), good)[0] == 413            # over --max-request-bytes
+    assert _post(port, "/v1/tail", bytes(32), {**auth, "X-Shape": "1,2,x"})[0] == 400
+    assert _post(port, "/v1/tail", bytes(31), good)[0] == 400              # length does not match shape
+    assert _post(port, "/v1/tail", bytes(48), {**auth, "X-Shape": "1,3,4,4"})[0] == 400   # wrong bottleneck
+    assert _post(port, "/v1/tail", bytes(32 * 100), {**auth, "X-Shape": "100,2,4,4"})[0] == 413  # batch limit
+    assert _post(port, "/v1/full", b"not a jpeg", {**auth, "X-Format": "jpeg"})[0] == 400
+    status, body = _post(port, "/v1/tail", bytes(32), good)
+    assert status == 200 and len(body) == 4 * 10
+    assert tail_server["proc"].poll() is None
+
+
+def test_serve_tail_requires_a_token(split_bundle):
+    out, _ = split_bundle
+    result = run_cli("serve-tail", str(out), "--port", "1", env={"EDGEKIT_SPLIT_TOKEN": ""})
+    assert result.returncode == 2 and "no shared-secret token" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_split_commands_refuse_a_bundle_without_split(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": []}))
+    result = run_cli("split-profile", str(tmp_path))
+    assert result.returncode == 2 and "holds no split model" in result.stderr
+
+
+@pytest.mark.slow
+def test_split_profile_table_and_plot(split_bundle, tmp_path):
+    out, _ = split_bundle
+    result = run_cli("split-profile", str(out), "--bandwidths", "1,5,100", "--target", "rpi4", "--out", str(tmp_path),
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    prof = json.loads(result.stdout)
+    assert prof["device_compute"].startswith("estimated")         # we have no Raspberry Pi here
+    assert [r["bandwidth_mbps"] for r in prof["rows"]] == [1, 5, 100]
+    slow, fast = prof["rows"][0], prof["rows"][-1]
+    assert slow["offload_jpeg_ms"] > fast["offload_jpeg_ms"] and slow["split_ms"] > fast["split_ms"]
+    assert (tmp_path / "split_profile.png").stat().st_size > 1000
+    assert "estimated" in (tmp_path / "split_profile.md").read_text()
+    local = run_cli("split-profile", str(out), "--bandwidths", "5", "--out", str(tmp_path / "x86"), "--json")
+    assert json.loads(local.stdout)["device_compute"] == "measured"
+
+
+@pytest.mark.slow
+def test_shaped_link_between_two_namespaces(split_bundle):
+    from edgekit.split.netns import ShapedLink, netns_unavailable_reason
+
+    reason = netns_unavailable_reason()
+    if reason:
+        pytest.skip(f"shaped-link test needs network namespaces: {reason}")
+    out, manifest = split_bundle
+    with ShapedLink(rate_mbit=5, delay_ms=10) as link:
+        run = link.split_run(out, data="digits", limit=40, offload="raw")
+        # A bulk request shows the link is really shaped: 60 kB at 5 Mbit/s takes >= ~96 ms.
+        probe = subprocess.run(
+            ["ip", "netns", "exec", link.client_ns, sys.executable, "-c",
+             "import http.client,time,os;c=http.client.HTTPConnection(os.environ['H'],int(os.environ['P']));"
+             "t=time.perf_counter();c.request('POST','/v1/full',body=bytes(60000),headers={'X-Format':'raw',"
+             "'X-Shape':'1,1,200,300','Authorization':'Bearer '+os.environ['EDGEKIT_SPLIT_TOKEN']});"
+             "r=c.getresponse();r.read();print(r.status,(time.perf_counter()-t)*1e3)"],
+            env={**link.env(), "H": link.server_ip, "P": str(link.port)}, capture_output=True, text=True)
+    status, ms = probe.stdout.split()
+    assert float(ms) >= 80, f"60 kB took {ms} ms: the link is not shaped"
+    assert run["modes"]["split"]["accuracy"]["samples"] == 40
+    assert run["modes"]["split"]["accuracy"]["top1"] == pytest.approx(run["modes"]["offload_raw"]["accuracy"]["top1"],
+                                                                      abs=5.0)
+    if link.shaping.startswith("netem"):
+        assert run["modes"]["split"]["e2e_ms"]["p50_ms"] >= 20   # one round trip of 2 x 10 ms
