@@ -34,6 +34,7 @@ from edgekit.reports.markdown import render_markdown
 from edgekit.resources import cache_dir
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target, load_target
+from edgekit.training import distributed
 from edgekit.training.evaluate import module_logits, accuracy_counts
 
 
@@ -111,8 +112,9 @@ def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Tar
             result = stage_cls(params).run(ctx)
             results.append(result)
             model, metrics, changed = result.model, result.metrics, result.changed_model
-            if use_cache:
+            if use_cache and distributed.is_main():
                 _cache_put(key, model if changed else None, metrics)
+            distributed.barrier()  # under torchrun: every rank leaves the stage together
         val_top1 = metrics.get("top1") if entry.name == "evaluate" else None
         if val_top1 is None:
             val_top1 = accuracy_counts(*module_logits(model.module, model.spec, data.val))["top1"]
@@ -184,6 +186,7 @@ def compress(opts: CompressOptions) -> dict:
     run_name = f"{recipe.name}-{target.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     out = opts.out or Path("edgekit-runs") / run_name
     check_out_dir(out, opts.force)  # fail before any training
+    distributed.init_if_launched()  # under torchrun: training stages run data-parallel
     # Profiling here runs on this host, so its thread count is the host's, not the device's.
     threads = opts.threads or recipe.profile.threads or os.cpu_count() or 1
 
@@ -194,6 +197,8 @@ def compress(opts: CompressOptions) -> dict:
                    "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
                    "requested": model_preview}
     final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache)
+    if not distributed.is_main():
+        return {"rank": distributed.rank(), "stages": stage_records}  # rank 0 compiles and writes the bundle
     if final.notes.get("head"):
         ui.warn(f"{final.notes['head']} — the recipe has no training stage, so accuracy will be near chance")
 

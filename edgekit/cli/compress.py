@@ -44,6 +44,8 @@ def compress_command(
                            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
                            threads=threads)
     manifest = compress(opts)
+    if "bundle" not in manifest:
+        return  # a non-zero rank under torchrun: rank 0 reports
     if json_out:
         print_json(manifest)
         return
