@@ -50,6 +50,7 @@ class CompressOptions:
     input_size: tuple[int, int] | None = None
     trust_pickle: bool = False
     use_cache: bool = True
+    resume: bool = True            # continue an interrupted training stage from its last epoch checkpoint
     threads: int | None = None
     overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
 
@@ -84,7 +85,7 @@ def state_hash(module: torch.nn.Module) -> str:
 
 
 def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target,
-               use_cache: bool = True) -> tuple[LoadedModel, list[dict], list]:
+               use_cache: bool = True, resume: bool = True) -> tuple[LoadedModel, list[dict], list]:
     """Runs the recipe's stages in order; stage outputs are cached by (model, stage, params, data)."""
     teacher = copy.deepcopy(model)
     teacher.module.eval().requires_grad_(False)
@@ -107,7 +108,7 @@ def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Tar
         else:
             torch.manual_seed(recipe.seed + index)
             ctx = StageContext(model=model, teacher=teacher, data=data, target=target,
-                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache,
+                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache and resume,
                                history=results)
             result = stage_cls(params).run(ctx)
             results.append(result)
@@ -196,7 +197,8 @@ def compress(opts: CompressOptions) -> dict:
                    "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
                    "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
                    "requested": model_preview}
-    final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache)
+    final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
+                                         resume=opts.resume)
     if not distributed.is_main():
         return {"rank": distributed.rank(), "stages": stage_records}  # rank 0 compiles and writes the bundle
     if final.notes.get("head"):

@@ -168,7 +168,7 @@ def test_killed_distill_resumes_from_last_epoch(teacher_file, tmp_path):
     state = torch.load(next(cache.glob("work/*/train_state.pt")), weights_only=True)
     done = state["epoch"]
     assert 1 <= done < 6
-    rerun = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run([*args, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming distill from epoch {done}" in rerun.stderr
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())

@@ -28,6 +28,8 @@ def compress_command(
     trust_pickle: bool = typer.Option(False, help="allow a pickled nn.Module file (it can run arbitrary code)"),
     threads: Optional[int] = typer.Option(None, help="threads for profiling [default: all cores]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="rerun every stage instead of reusing cached outputs"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue an interrupted training stage from "
+                                "its last epoch checkpoint (same model, recipe and data) [default: resume]"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
 ) -> None:
     """Run a recipe's stages on a model, compile for the target, measure every artifact, write a bundle.
@@ -42,6 +44,7 @@ def compress_command(
     """
     opts = CompressOptions(model=model, data=data, recipe=recipe, target=target, out=out, force=force, arch=arch,
                            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
+                           resume=resume,
                            threads=threads)
     manifest = compress(opts)
     if "bundle" not in manifest:
