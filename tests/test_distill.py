@@ -194,3 +194,32 @@ def test_torchrun_two_process_distillation(teacher_file, digits, tmp_path):
     assert metrics["steps_per_epoch"] == len(digits.train) // 2 // 32
     assert manifest["reference"]["accuracy"]["top1"] > 80
     assert len(list(tmp_path.glob(".bundle*"))) == 0 and proc.stdout.count('"run_name"') == 1
+
+
+@pytest.mark.slow
+def test_prune_then_distill_recipe_end_to_end(teacher_file, digits, tmp_path):
+    """The shipped recipe through the CLI: prune to <= 50% MACs, distill back, bundle + checkpoint."""
+    out = tmp_path / "bundle"
+    env = {"EDGEKIT_CACHE": str(tmp_path / "cache")}
+    proc = run_cli("compress", "-m", str(teacher_file), "-d", "digits", "-r", "prune-distill", "-o", str(out),
+                   "--json", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = {s["name"]: s for s in manifest["stages"]}
+    prune = stages["prune"]
+    assert prune["macs_after"] <= 0.5 * prune["macs_before"]
+    assert prune["metrics"]["ort_latency"]["after"]["p50_ms"] > 0
+    distill = stages["distill"]
+    assert distill["metrics"]["teacher_logits"] == "on the fly (augmentation on)"
+    teacher_val = manifest["stages"][0]["val_top1"]  # evaluate on val before pruning
+    assert distill["val_top1"] >= teacher_val - 5
+    assert manifest["reference"]["macs"] == prune["macs_after"]
+    reloaded = torch.load(out / "artifacts" / "model.pt", weights_only=True)
+    assert reloaded["arch"] == "builtin:tinycnn"
+    # A rerun reuses both cached stages (the pruned checkpoint reloads with its new shapes).
+    again = run_cli("compress", "-m", str(teacher_file), "-d", "digits", "-r", "prune-distill", "-o", str(out),
+                    "--force", "--json", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    cached = json.loads((out / "manifest.json").read_text())
+    assert all(s["cached"] for s in cached["stages"])
+    assert cached["reference"]["accuracy"] == manifest["reference"]["accuracy"]
