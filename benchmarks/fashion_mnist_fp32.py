@@ -23,10 +23,15 @@ def main() -> None:
     parser.add_argument("--model", default="builtin:resnet20")
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "fashion-mnist.yaml"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--from-bundle", type=Path, help="summarise an existing bundle instead of running compress")
     args = parser.parse_args()
-    bundle = args.out / "bundles" / "fashion_mnist_fp32"
-    manifest = compress(CompressOptions(model=args.model, data="fashion-mnist", recipe=args.recipe,
-                                        target="x86-cpu", out=bundle, force=True))
+    if args.from_bundle:
+        manifest = json.loads((args.from_bundle / "manifest.json").read_text())
+    else:
+        bundle = args.out / "bundles" / "fashion_mnist_fp32"
+        manifest = compress(CompressOptions(model=args.model, data="fashion-mnist", recipe=args.recipe,
+                                            target="x86-cpu", out=bundle, force=True))
+    args.model = manifest["model"]["source"]
     ref = manifest["reference"]["accuracy"]["top1"]
     rows = [{"artifact": a["name"], "top1": a["metrics"]["accuracy"]["top1"],
              "delta_vs_pytorch": round(a["metrics"]["accuracy"]["top1"] - ref, 3),

@@ -30,7 +30,9 @@ from edgekit.profiling.artifacts import profile_artifact
 from edgekit.profiling.complexity import count_macs, count_params
 from edgekit.profiling.latency import host_identity
 from edgekit.recipe import Recipe, load_recipe
-from edgekit.reports.markdown import render_markdown
+from edgekit.gates import Gates, evaluate_gates
+from edgekit.profiling.estimate import attach_estimates
+from edgekit.reports.render import write_reports
 from edgekit.resources import cache_dir
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target, load_target
@@ -53,6 +55,7 @@ class CompressOptions:
     resume: bool = True            # continue an interrupted training stage from its last epoch checkpoint
     threads: int | None = None
     overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
+    gates: Gates = field(default_factory=Gates)      # CI gates (edgekit/gates.py); results go in the manifest
 
 
 def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
@@ -223,6 +226,7 @@ def compress(opts: CompressOptions) -> dict:
                 artifact.metrics = profile_artifact(artifact, tmp, final.spec, data.test, recipe.profile,
                                                     threads, reference_logits)
             artifacts.append(artifact)
+        attach_estimates(artifacts, final, target)  # labelled "estimated"; only where nothing is measured
         manifest = {
             "edgekit_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -242,8 +246,10 @@ def compress(opts: CompressOptions) -> dict:
             "skipped": skipped,
             "seconds": round(time.perf_counter() - started, 1),
         }
+        if opts.gates.active:
+            manifest["gates"] = evaluate_gates(manifest, opts.gates)
         write_json(tmp / "manifest.json", manifest)
-        (tmp / "report.md").write_text(render_markdown(manifest))
+        write_reports(tmp, manifest)
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})
     manifest["bundle"] = str(out)
     return manifest

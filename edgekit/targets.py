@@ -28,6 +28,11 @@ class DeviceFigures(BaseModel):
     peak_gops: dict[str, float] = Field(default_factory=dict)
     memory_bandwidth_gbps: float | None = None
     published_ms: dict[str, float] = Field(default_factory=dict)
+    # Latency estimator (edgekit/profiling/estimate.py): fraction of peak the runtime reaches on dense
+    # convs / depthwise convs / linear layers, per-op overhead, and where those numbers came from.
+    runtime_efficiency: dict[str, float] = Field(default_factory=dict)
+    layer_overhead_us: float | None = None
+    calibrated_on: str | None = None
 
 
 class Target(BaseModel):

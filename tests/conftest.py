@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Shared fixtures from helper modules (a session fixture must be registered once to be built once).
+pytest_plugins = ["bundle_fixture"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def edgekit_cache(tmp_path_factory) -> Path:

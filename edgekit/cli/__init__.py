@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Importing the command modules registers their commands on ``app``.
-from edgekit.cli import compress, inspect, targets  # noqa: E402,F401
+from edgekit.cli import bench, compress, inspect, targets  # noqa: E402,F401
 
 
 def main() -> None:

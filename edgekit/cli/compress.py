@@ -10,7 +10,8 @@ import typer
 from edgekit.cli import app
 from edgekit.cli.common import parse_size, print_json, stdout, table
 from edgekit.pipeline import CompressOptions, compress
-from edgekit.reports.tables import ARTIFACT_COLUMNS, artifact_rows
+from edgekit.gates import Gates, gate_failure
+from edgekit.reports.tables import ARTIFACT_COLUMNS, GATE_COLUMNS, artifact_rows, gate_rows
 
 
 @app.command("compress")
@@ -31,6 +32,12 @@ def compress_command(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue an interrupted training stage from "
                                 "its last epoch checkpoint (same model, recipe and data) [default: resume]"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
+    max_accuracy_drop: Optional[float] = typer.Option(
+        None, "--max-accuracy-drop", help="CI gate: max top-1 drop (points) vs the PyTorch model; also the "
+        "recipe's compile.max_accuracy_drop (precision: auto). Exit code 3 when no artifact meets the gates"),
+    max_latency_ms: Optional[float] = typer.Option(
+        None, "--max-latency-ms", help="CI gate: max p50 latency at batch 1 (measured here for local targets, "
+        "estimated for remote devices). Exit code 3 when it fails; the bundle is written anyway"),
 ) -> None:
     """Run a recipe's stages on a model, compile for the target, measure every artifact, write a bundle.
 
@@ -45,12 +52,16 @@ def compress_command(
     opts = CompressOptions(model=model, data=data, recipe=recipe, target=target, out=out, force=force, arch=arch,
                            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
                            resume=resume,
-                           threads=threads)
+                           threads=threads, gates=Gates(max_accuracy_drop, max_latency_ms),
+                           overrides={"max_accuracy_drop": max_accuracy_drop} if max_accuracy_drop is not None else {})
     manifest = compress(opts)
     if "bundle" not in manifest:
         return  # a non-zero rank under torchrun: rank 0 reports
+    failure = gate_failure(manifest)
     if json_out:
         print_json(manifest)
+        if failure:
+            raise failure
         return
     ref = manifest["reference"]["accuracy"]
     stdout.print(table(f"artifacts (PyTorch reference top-1 {ref['top1']:.2f}%)", ARTIFACT_COLUMNS,
@@ -58,3 +69,7 @@ def compress_command(
     for s in manifest["skipped"]:
         stdout.print(f"[dim]not produced: {s['backend']} {s['precision']}: {s['reason']}[/dim]")
     stdout.print(f"bundle: [bold]{manifest['bundle']}[/bold] ({manifest['seconds']:.0f} s)")
+    if manifest.get("gates"):
+        stdout.print(table("CI gates", GATE_COLUMNS, gate_rows(manifest)))
+    if failure:
+        raise failure

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edgekit.reports.tables import ARTIFACT_COLUMNS, STAGE_COLUMNS, artifact_rows, fmt, stage_rows
+from edgekit.reports.tables import (ARTIFACT_COLUMNS, BENCH_COLUMNS, ESTIMATE_COLUMNS, GATE_COLUMNS, STAGE_COLUMNS,
+                                    artifact_rows, bench_rows, bench_title, estimate_rows, fmt, gate_rows, stage_rows)
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> str:
@@ -28,7 +29,25 @@ def render_markdown(manifest: dict) -> str:
            "Accuracy and latency are measured through each artifact's own runtime (batch "
            f"{manifest['recipe']['profile']['batch']}).", "",
            _table(ARTIFACT_COLUMNS, artifact_rows(manifest)), ""]
+    out += extra_sections(manifest)
     if manifest.get("skipped"):
         out += ["## Not produced", ""] + [f"- {s['backend']} {s['precision']}: {s['reason']}" for s in manifest["skipped"]]
         out.append("")
     return "\n".join(out)
+
+
+def extra_sections(manifest: dict) -> list[str]:
+    """Gates, bench runs (host or devices) and estimates; each only when the bundle has them."""
+    out: list[str] = []
+    if manifest.get("gates"):
+        verdict = "passed" if manifest["gates"]["passed"] else "FAILED"
+        out += [f"## CI gates: {verdict}", "", _table(GATE_COLUMNS, gate_rows(manifest)), ""]
+    for entry in manifest.get("benchmarks", []):
+        out += [f"## {bench_title(entry)}", "", _table(BENCH_COLUMNS, bench_rows(manifest, entry)), ""]
+    rows = estimate_rows(manifest)
+    if rows:
+        out += ["## Estimated latency (not measured)", "",
+                "Roofline estimates from per-layer MACs and bytes, the device's peak ops/s and memory bandwidth "
+                "from its target file, and a runtime efficiency factor calibrated on host measurements. "
+                "They are estimates, not measurements.", "", _table(ESTIMATE_COLUMNS, rows), ""]
+    return out

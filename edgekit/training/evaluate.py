@@ -8,16 +8,8 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from edgekit.data.core import prepared_batches
+from edgekit.profiling.runner import accuracy_counts  # noqa: F401 - one implementation, shared with devices
 from edgekit.spec import ModelSpec
-
-
-def accuracy_counts(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """top-1 (and top-5 when there are more than 5 classes), in percent."""
-    result = {"top1": float((logits.argmax(1) == labels).mean() * 100)}
-    if logits.shape[1] > 5:
-        top5 = np.argsort(-logits, axis=1)[:, :5]
-        result["top5"] = float((top5 == labels[:, None]).any(1).mean() * 100)
-    return result
 
 
 @torch.no_grad()

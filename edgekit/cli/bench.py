@@ -1,0 +1,84 @@
+"""``edgekit bench BUNDLE``: measure every artifact of a bundle here, or on a device over SSH."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgekit.cli import app
+from edgekit.cli.common import print_json, stdout, table
+from edgekit.errors import EdgekitError
+from edgekit.reports.tables import BENCH_COLUMNS, ESTIMATE_COLUMNS, bench_rows, bench_title, estimate_rows
+
+
+def parse_batch_sizes(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        sizes = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise EdgekitError(f"--batch-sizes {text!r} is not a list of batch sizes", "use e.g. 1,8,32")
+    return sizes
+
+
+@app.command("bench")
+def bench_command(
+    bundle: Path = typer.Argument(..., help="bundle directory written by `edgekit compress`"),
+    host: Optional[str] = typer.Option(None, "--host", help="run on a device over SSH: user@host"),
+    port: int = typer.Option(22, "--port", help="SSH port"),
+    identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="SSH private key [default: agent / ~/.ssh]"),
+    known_hosts: Optional[Path] = typer.Option(None, "--known-hosts", help="known_hosts file [default: ~/.ssh/known_hosts]"),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device (e.g. a venv's python)"),
+    timeout: float = typer.Option(900, "--timeout", help="seconds before the remote run is stopped"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="data source for accuracy [default: the bundle's]"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="evaluate on at most this many test images"),
+    artifact: Optional[List[str]] = typer.Option(None, "--artifact", "-a", help="only these artifacts (repeatable)"),
+    warmup: int = typer.Option(10, help="untimed warm-up runs"),
+    runs: int = typer.Option(100, help="timed runs (stops earlier at --max-seconds)"),
+    max_seconds: float = typer.Option(5.0, help="time budget per artifact for timed runs"),
+    batch: int = typer.Option(1, help="batch size for the latency numbers"),
+    batch_sizes: Optional[str] = typer.Option(None, help="throughput batch sizes, e.g. 1,8,32 [default: target's]"),
+    threads: Optional[int] = typer.Option(None, help="runtime threads [default: all cores of the machine]"),
+    no_update: bool = typer.Option(False, "--no-update", help="do not write results into the bundle"),
+    json_out: bool = typer.Option(False, "--json", help="print results as JSON on stdout"),
+) -> None:
+    """Benchmark every artifact of BUNDLE through its runtime: latency percentiles, throughput at batch
+    sizes, peak memory and accuracy. Results go into the bundle's manifest.json and reports.
+
+    Examples:
+
+      edgekit bench runs/fm
+
+      edgekit bench runs/fm --host pi@raspberrypi.local -i ~/.ssh/id_ed25519
+    """
+    from edgekit.profiling.bench import BenchSettings, bench_bundle
+    from edgekit.bundle import read_manifest
+
+    if runs < 1 or warmup < 0 or batch < 1 or (limit is not None and limit < 1):
+        raise EdgekitError("--runs, --batch and --limit must be >= 1 and --warmup >= 0")
+    settings = BenchSettings(warmup=warmup, runs=runs, max_seconds=max_seconds, batch=batch,
+                             batch_sizes=parse_batch_sizes(batch_sizes), threads=threads, data=data, limit=limit,
+                             artifacts=list(artifact or []))
+    remote = None
+    if host:
+        from edgekit.profiling.remote import SshDevice
+
+        remote = SshDevice.parse(host, port=port, identity=identity, known_hosts=known_hosts,
+                                 python=remote_python, timeout=timeout)
+    entry = bench_bundle(bundle, settings, remote=remote, update_bundle=not no_update)
+    if json_out:
+        print_json(entry)
+        return
+    manifest = read_manifest(bundle) if not no_update else {"artifacts": read_manifest(bundle)["artifacts"],
+                                                            "benchmarks": [entry]}
+    if entry["results"]:
+        stdout.print(table(bench_title(entry), BENCH_COLUMNS, bench_rows(manifest, entry)))
+    est = estimate_rows({"artifacts": manifest["artifacts"], "benchmarks": [entry]})
+    if entry.get("estimates") and est:
+        stdout.print(table("estimated (not measured: these artifacts cannot run here)", ESTIMATE_COLUMNS, est))
+    if not no_update:
+        stdout.print(f"results merged into {bundle / 'manifest.json'} and {bundle / 'report.html'}")

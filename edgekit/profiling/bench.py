@@ -1,0 +1,197 @@
+"""``edgekit bench``: measure every artifact of a bundle through its runtime, here or on a device.
+
+Both paths run the same self-contained ``runner.py`` (stdlib + numpy + runtime): locally in a
+subprocess, remotely over SSH (``remote.py``). This module prepares the job (model-ready eval
+inputs as ``eval.npz``, the artifact list, settings), turns the runner's progress lines into a
+progress bar, attaches estimates for artifacts that cannot run, and merges results into the bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgekit import ui
+from edgekit.bundle import read_manifest, write_json
+from edgekit.errors import EdgekitError
+from edgekit.profiling import runner as runner_module
+
+RUNNER_PATH = Path(runner_module.__file__)
+
+
+@dataclass
+class BenchSettings:
+    warmup: int = 10
+    runs: int = 100
+    max_seconds: float = 5.0
+    batch: int = 1
+    batch_sizes: list[int] = field(default_factory=list)   # [] -> the target's batch list
+    threads: int | None = None                            # None -> all cores of the machine that runs it
+    eval_batch: int = 64
+    data: str | None = None                               # None -> the bundle's data source
+    limit: int | None = None                              # eval images (None: the whole test split)
+    artifacts: list[str] = field(default_factory=list)    # names to bench ([] -> all)
+
+
+def select_artifacts(manifest: dict, names: list[str], remote: bool) -> tuple[list[dict], list[dict]]:
+    """(artifacts to run, artifacts that cannot run here). On a device everything is attempted."""
+    known = {a["name"]: a for a in manifest.get("artifacts", [])}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise EdgekitError(f"no artifact named {', '.join(unknown)} in the bundle",
+                           f"artifacts: {', '.join(known) or 'none'}")
+    chosen = [known[n] for n in names] if names else list(known.values())
+    if remote:
+        return chosen, []
+    return ([a for a in chosen if a.get("runnable_here", True)], [a for a in chosen if not a.get("runnable_here", True)])
+
+
+def write_eval_inputs(manifest: dict, source: str | None, limit: int | None, path: Path) -> dict:
+    """Model-ready test inputs + labels (float32 NCHW, through the bundle's ModelSpec) -> ``path`` (.npz)."""
+    from edgekit.data import load_data
+    from edgekit.data.core import prepared_batches
+    from edgekit.spec import ModelSpec
+
+    spec = ModelSpec(**manifest["final_model"]["spec"])
+    source = source or manifest["data"]["source"]
+    data = load_data(source, image_size=spec.hw)
+    if data.num_classes != spec.num_classes:
+        raise EdgekitError(f"data source '{source}' has {data.num_classes} classes but the model has "
+                           f"{spec.num_classes}", "bench with the data the bundle was built for")
+    xs, ys = [], []
+    for x, y in prepared_batches(data.test, spec, 256, limit):
+        xs.append(x.numpy().astype(np.float32))
+        ys.append(y.numpy().astype(np.int64))
+    np.savez(path, inputs=np.concatenate(xs), labels=np.concatenate(ys))
+    return {"source": source, "split": "test", "samples": int(sum(len(y) for y in ys))}
+
+
+def make_job(manifest: dict, artifacts: list[dict], settings: BenchSettings, where: str) -> dict:
+    batch_sizes = settings.batch_sizes or list(manifest.get("target", {}).get("input", {}).get("batch", [1]))
+    return {"artifacts": [{k: a.get(k) for k in ("name", "backend", "runtime", "precision", "path", "files",
+                                                  "layout", "input_shape", "meta")} for a in artifacts],
+            "data": "eval.npz", "warmup": settings.warmup, "runs": settings.runs,
+            "max_seconds": settings.max_seconds, "batch": settings.batch, "batch_sizes": batch_sizes,
+            "threads": settings.threads, "eval_batch": settings.eval_batch, "where": where,
+            "engine_cache": "~/.cache/edgekit/trt"}
+
+
+class ProgressSink:
+    """Feeds the runner's JSON progress lines into a progress bar (one step per artifact)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def __call__(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            return
+        if event.get("event") == "phase":
+            self.bar.advance(0, artifact=event["artifact"], phase=event["phase"])
+        elif event.get("event") == "done":
+            self.bar.advance(1, artifact=event["artifact"], phase="done")
+
+
+def run_local(job: dict, workdir: Path, bundle: Path, on_line: Callable[[str], None]) -> dict:
+    """Runs runner.py in a subprocess on this host (artifacts read in place from the bundle)."""
+    job = {**job, "artifact_root": str(bundle.resolve())}
+    write_json(workdir / "job.json", job)
+    out = workdir / "results.json"
+    (workdir / "tmp").mkdir(exist_ok=True)  # runtimes' temp files (ONNX Runtime's .ses) go with the workdir
+    proc = subprocess.Popen([sys.executable, str(RUNNER_PATH), "job.json", "--out", str(out)], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(workdir / "tmp")})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        on_line(line)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    code = proc.wait()
+    if not out.is_file():
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgekitError(f"benchmark runner failed (exit {code}): {last}")
+    results = json.loads(out.read_text())
+    results["exit_code"] = code
+    return results
+
+
+def missing_runtime_error(results: dict, where: str) -> EdgekitError:
+    missing = {r["missing_runtime"]: r["install"] for r in results["results"].values() if r.get("missing_runtime")}
+    runtime, package = next(iter(missing.items()))
+    return EdgekitError(f"{where} lacks the runtime '{runtime}' needed by the bundle's artifacts",
+                        f"install {package} there")
+
+
+def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bundle: bool = True) -> dict:
+    """Benchmark a bundle; returns the bench entry (also merged into manifest.json and the reports)."""
+    manifest = read_manifest(bundle)
+    artifacts, not_here = select_artifacts(manifest, settings.artifacts, remote is not None)
+    where = remote.describe() if remote is not None else "local"
+    if not artifacts and not not_here:
+        raise EdgekitError(f"bundle {bundle} has no artifacts to benchmark")
+    results: dict = {"results": {}, "device": runner_module.device_identity()}
+    data_info: dict = {}
+    if artifacts:
+        # Connect before the slow part (data preparation), so a wrong host or key fails at once.
+        with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, \
+                (remote.connected() if remote is not None else contextlib.nullcontext()) as client:
+            work = Path(tmp)
+            ui.info(f"preparing eval inputs from {settings.data or manifest['data']['source']}")
+            data_info = write_eval_inputs(manifest, settings.data, settings.limit, work / "eval.npz")
+            job = make_job(manifest, artifacts, settings, where)
+            with ui.progress(f"bench {where}", total=len(artifacts)) as bar:
+                sink = ProgressSink(bar)
+                if remote is None:
+                    results = run_local(job, work, bundle, sink)
+                else:
+                    results = remote.run(client, job, work, bundle, sink)
+        if results.get("exit_code") == runner_module.EXIT_MISSING_RUNTIME:
+            raise missing_runtime_error(results, "this host" if remote is None else remote.describe())
+    entry = {"where": where, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+             "device": results["device"], "data": data_info,
+             "settings": {k: v for k, v in settings.__dict__.items() if k not in ("data", "artifacts")},
+             "results": results["results"]}
+    if not_here:
+        entry["estimates"] = estimates_for(manifest, not_here, bundle)
+    if update_bundle:
+        merge_into_bundle(bundle, entry)
+    return entry
+
+
+def estimates_for(manifest: dict, artifacts: list[dict], bundle: Path) -> dict:
+    """Roofline estimates for artifacts this host cannot run (labelled ``estimated``)."""
+    from edgekit.profiling.estimate import estimate_for_bundle
+
+    out = {}
+    for art in artifacts:
+        try:
+            out[art["name"]] = estimate_for_bundle(manifest, bundle, art)
+        except EdgekitError as err:
+            out[art["name"]] = {"error": str(err)}
+    return out
+
+
+def merge_into_bundle(bundle: Path, entry: dict) -> dict:
+    """Adds/replaces the bench entry for this (machine, data) in manifest.json and rewrites the reports."""
+    from edgekit.reports.render import write_reports
+
+    manifest = read_manifest(bundle)
+    key = (entry["where"], entry["device"].get("hostname"), entry["data"].get("source"))
+    kept = [b for b in manifest.get("benchmarks", [])
+            if (b["where"], b["device"].get("hostname"), b["data"].get("source")) != key]
+    manifest["benchmarks"] = kept + [entry]
+    tmp = bundle / f".manifest.json.tmp-{os.getpid()}"
+    write_json(tmp, manifest)
+    os.replace(tmp, bundle / "manifest.json")
+    write_reports(bundle, manifest)
+    return manifest

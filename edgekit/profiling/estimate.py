@@ -1,0 +1,200 @@
+"""Latency estimates for devices we cannot run on: a per-layer roofline, calibrated on measurements.
+
+For each compute layer (conv, linear, pooling) of the model, at batch 1::
+
+    t_layer = max(2 * MACs / (peak_ops[precision] * efficiency[kind]),  bytes / memory_bandwidth) + overhead
+
+- MACs per layer come from ``complexity.count_macs`` (torch's FLOP counter); bytes are weights +
+  input + output activations at the precision's element size. BatchNorm and activations are
+  treated as fused into the preceding conv (every runtime we target does so).
+- ``peak_gops`` (per precision) and ``memory_bandwidth_gbps`` are the target's published figures
+  (targets/*.yaml ``device``); ``runtime_efficiency`` (the fraction of peak a runtime reaches on dense
+  and on depthwise convolutions) and ``layer_overhead_us`` (per-op dispatch cost) are calibrated:
+  on this host by ``benchmarks/estimator_accuracy.py`` against ONNX Runtime measurements, on devices
+  from their published latencies (see each target file).
+
+Everything this module returns is labelled ``estimated`` and carries the model that produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from edgekit.errors import EdgekitError
+from edgekit.spec import ModelSpec
+from edgekit.targets import Target
+
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+# Used when a target file has no calibrated factors: typical of an inference runtime on a CPU.
+DEFAULT_EFFICIENCY = {"dense": 0.5, "depthwise": 0.1, "linear": 0.3, "memory": 0.5}
+DEFAULT_OVERHEAD_US = 10.0
+POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+@dataclass
+class LayerCost:
+    name: str
+    kind: str          # dense | depthwise | linear | pool
+    macs: int
+    weights: int       # parameter count
+    activations: int   # input + output elements
+
+
+def layer_costs(module: nn.Module, spec: ModelSpec) -> list[LayerCost]:
+    """Per-layer MACs, weights and activation sizes at batch 1 (forward hooks + torch's FLOP counter)."""
+    from edgekit.profiling.complexity import count_macs
+
+    _, macs = count_macs(module, spec, per_layer=True)
+    sizes: dict[str, int] = {}
+
+    def hook(m, inputs, output, name):
+        n_in = sum(t.numel() for t in inputs if isinstance(t, torch.Tensor))
+        n_out = output.numel() if isinstance(output, torch.Tensor) else 0
+        sizes[name] = n_in + n_out
+
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n))
+             for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, *POOLS))]
+    was_training = module.training
+    with torch.no_grad():
+        module.eval()(torch.zeros(1, *spec.input_shape))
+    module.train(was_training)
+    for h in hooks:
+        h.remove()
+    costs = []
+    for name, m in module.named_modules():
+        if name not in sizes:
+            continue
+        if isinstance(m, nn.Conv2d):
+            kind = "depthwise" if m.groups > 1 and m.groups == m.in_channels else "dense"
+        elif isinstance(m, nn.Linear):
+            kind = "linear"
+        else:
+            kind = "pool"
+        costs.append(LayerCost(name, kind, int(macs.get(name, 0)), sum(p.numel() for p in m.parameters(recurse=False)),
+                               sizes[name]))
+    return costs
+
+
+@dataclass
+class DeviceModel:
+    """The numbers the roofline needs for one device and precision."""
+
+    name: str
+    peak_gops: float
+    bandwidth_gbps: float
+    efficiency: dict[str, float]
+    overhead_us: float
+    bytes_per_element: int
+    calibrated: str        # where the efficiency factors come from
+
+    @classmethod
+    def from_target(cls, target: Target, precision: str, threads: int | None = None) -> "DeviceModel":
+        """``threads`` below the target's count scales peak ops/s down (peak figures are for all cores)."""
+        dev = target.device
+        if precision not in dev.peak_gops or not dev.memory_bandwidth_gbps:
+            raise EdgekitError(f"target {target.name} has no peak_gops for {precision} or no memory_bandwidth_gbps",
+                               "add them to the target's device section to get estimates")
+        efficiency = {**DEFAULT_EFFICIENCY, **dev.runtime_efficiency}
+        overhead = dev.layer_overhead_us if dev.layer_overhead_us is not None else DEFAULT_OVERHEAD_US
+        share = min(threads, target.threads) / target.threads if threads and target.threads else 1.0
+        return cls(name=target.name, peak_gops=float(dev.peak_gops[precision]) * share,
+                   bandwidth_gbps=float(dev.memory_bandwidth_gbps), efficiency=efficiency, overhead_us=overhead,
+                   bytes_per_element=BYTES_PER_ELEMENT.get(precision, 4),
+                   calibrated=dev.calibrated_on or "defaults (not calibrated)")
+
+
+def roofline_ms(costs: list[LayerCost], device: DeviceModel, batch: int = 1) -> dict:
+    """Estimated latency and how much of it is compute-bound."""
+    total, compute_bound = 0.0, 0.0
+    for c in costs:
+        eff = device.efficiency.get(c.kind, device.efficiency["dense"]) if c.kind != "pool" else 1.0
+        t_compute = 2.0 * c.macs * batch / (device.peak_gops * 1e9 * eff) if c.macs else 0.0
+        t_memory = (c.weights + c.activations * batch) * device.bytes_per_element / (
+            device.bandwidth_gbps * 1e9 * device.efficiency.get("memory", 1.0))
+        t = max(t_compute, t_memory) + device.overhead_us * 1e-6
+        total += t
+        if t_compute >= t_memory:
+            compute_bound += t
+    return {"latency_ms": total * 1e3, "compute_bound_fraction": compute_bound / total if total else 0.0}
+
+
+def estimate(costs: list[LayerCost], target: Target, precision: str, batch: int = 1) -> dict:
+    device = DeviceModel.from_target(target, precision, target.threads)
+    result = roofline_ms(costs, device, batch)
+    return {"kind": "estimated", "target": target.name, "precision": precision, "batch": batch,
+            "latency_ms": round(result["latency_ms"], 4),
+            "compute_bound_fraction": round(result["compute_bound_fraction"], 3),
+            "model": "roofline (per-layer MACs and bytes; peak ops/s, bandwidth, runtime efficiency)",
+            "calibrated_on": device.calibrated,
+            "device_figures": {k: v for k, v in asdict(device).items() if k != "name"}}
+
+
+def estimate_module(module: nn.Module, spec: ModelSpec, target: Target, precision: str, batch: int = 1) -> dict:
+    return estimate(layer_costs(module, spec), target, precision, batch)
+
+
+def estimate_for_bundle(manifest: dict, bundle: Path, artifact: dict) -> dict:
+    """Estimate for an artifact of a bundle on the bundle's target (model rebuilt from artifacts/model.pt)."""
+    from edgekit.models import load_checkpoint
+    from edgekit.targets import load_target
+
+    path = manifest.get("final_model", {}).get("path")
+    if not path or not (bundle / path).is_file():
+        raise EdgekitError("the bundle has no artifacts/model.pt to estimate from")
+    model = load_checkpoint(bundle / path)
+    target = _bundle_target(manifest, load_target)
+    return estimate_module(model.module, model.spec, target, artifact["precision"])
+
+
+def _bundle_target(manifest: dict, load_target) -> Target:
+    data = dict(manifest["target"])
+    data.pop("source_file", None)
+    try:
+        return Target(**data)
+    except Exception:  # noqa: BLE001 - an older manifest: fall back to the shipped file of that name
+        return load_target(manifest["target"]["name"])
+
+
+def fit_efficiency(samples: list[tuple[list[LayerCost], float]], base: DeviceModel) -> dict:
+    """Calibrate efficiency (dense / depthwise / linear compute, memory bandwidth) and per-layer overhead
+    on measured latencies (ms), minimising squared log error (relative error matters, not absolute)."""
+    from scipy.optimize import minimize
+
+    keys = ("dense", "depthwise", "linear", "memory")
+
+    def unpack(v):
+        return {k: float(np.exp(x)) for k, x in zip(keys, v[:4])}, float(np.exp(v[4]))
+
+    def loss(v):
+        eff, overhead = unpack(v)
+        if max(eff.values()) > 1.0:
+            return 1e6
+        device = DeviceModel(**{**asdict(base), "efficiency": eff, "overhead_us": overhead})
+        errors = [np.log(roofline_ms(costs, device)["latency_ms"] / measured) for costs, measured in samples]
+        return float(np.mean(np.square(errors)))
+
+    start = np.log([0.5, 0.1, 0.3, 0.5, 5.0])
+    best = minimize(loss, start, method="Nelder-Mead", options={"maxiter": 6000, "xatol": 1e-4, "fatol": 1e-9})
+    eff, overhead = unpack(best.x)
+    return {"runtime_efficiency": {k: round(v, 4) for k, v in eff.items()}, "layer_overhead_us": round(overhead, 3),
+            "rms_log_error": float(np.sqrt(best.fun))}
+
+
+def attach_estimates(artifacts: list, model, target: Target) -> None:
+    """Puts a target-device estimate into ``artifact.metrics["estimate"]`` where no measurement on the
+    device exists: every artifact when the target is a remote device, otherwise those that cannot run
+    here (``runnable_here: false``, e.g. TensorRT inputs). Never overwrites measured numbers."""
+    costs = None
+    for artifact in artifacts:
+        if target.reach == "local" and artifact.runnable_here:
+            continue
+        try:
+            costs = costs if costs is not None else layer_costs(model.module, model.spec)
+            artifact.metrics["estimate"] = estimate(costs, target, artifact.precision)
+        except EdgekitError as err:
+            artifact.metrics["estimate"] = {"kind": "estimated", "error": str(err)}

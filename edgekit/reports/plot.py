@@ -1,0 +1,89 @@
+"""Accuracy-vs-latency Pareto plot across every variant in a bundle, as inline SVG (self-contained).
+
+Points: each artifact measured at compress time on the build host, each ``edgekit bench`` run (one
+series per machine), and estimates (hollow markers, legend says ``estimated``) — never one series
+mixing measured and estimated numbers. The Pareto front (faster and at least as accurate) is drawn
+per measured series.
+"""
+
+from __future__ import annotations
+
+import io
+
+
+def collect_points(manifest: dict) -> list[dict]:
+    """[{series, name, latency_ms, top1, estimated}] for every variant with both numbers."""
+    points = []
+    accuracy = {}
+    for a in manifest.get("artifacts", []):
+        m = a.get("metrics", {})
+        top1 = m.get("accuracy", {}).get("top1")
+        accuracy[a["name"]] = top1
+        if top1 is not None and m.get("latency", {}).get("p50_ms") is not None:
+            points.append({"series": "measured: build host (compress)", "name": a["name"],
+                           "latency_ms": m["latency"]["p50_ms"], "top1": top1, "estimated": False})
+        est = m.get("estimate")
+        if est and est.get("latency_ms") is not None and top1 is not None:
+            points.append({"series": f"estimated: {est.get('target')}", "name": a["name"],
+                           "latency_ms": est["latency_ms"], "top1": top1, "estimated": True})
+    for b in manifest.get("benchmarks", []):
+        where = "this host" if b["where"] == "local" else b["where"]
+        label = f"measured: {where} ({b['device'].get('model', '?')})"
+        for name, r in b.get("results", {}).items():
+            if r.get("accuracy") and r.get("latency"):
+                points.append({"series": label, "name": name, "latency_ms": r["latency"]["p50_ms"],
+                               "top1": r["accuracy"]["top1"], "estimated": False})
+        for name, e in b.get("estimates", {}).items():
+            top1 = accuracy.get(name)
+            if e.get("latency_ms") is not None and top1 is not None:
+                points.append({"series": f"estimated: {e.get('target')}", "name": name,
+                               "latency_ms": e["latency_ms"], "top1": top1, "estimated": True})
+    return points
+
+
+def pareto_front(points: list[dict]) -> list[dict]:
+    """Points no other point beats on both latency (lower) and accuracy (higher)."""
+    front, best = [], float("-inf")
+    for p in sorted(points, key=lambda p: (p["latency_ms"], -p["top1"])):
+        if p["top1"] > best:
+            front.append(p)
+            best = p["top1"]
+    return front
+
+
+def pareto_svg(manifest: dict) -> str | None:
+    """The plot as an SVG string, or None when no variant has both accuracy and latency."""
+    points = collect_points(manifest)
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    series = list(dict.fromkeys(p["series"] for p in points))
+    markers = "osD^v<>p*h"
+    for i, name in enumerate(series):
+        pts = [p for p in points if p["series"] == name]
+        estimated = pts[0]["estimated"]
+        color = f"C{i % 10}"
+        ax.scatter([p["latency_ms"] for p in pts], [p["top1"] for p in pts], label=name, marker=markers[i % len(markers)],
+                   s=55, facecolors="none" if estimated else color, edgecolors=color, linewidths=1.5)
+        for p in pts:
+            ax.annotate(p["name"], (p["latency_ms"], p["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if not estimated and len(pts) > 1:
+            front = pareto_front(pts)
+            ax.plot([p["latency_ms"] for p in front], [p["top1"] for p in front], color=color, alpha=0.5,
+                    linestyle="--", linewidth=1)
+    ax.set_xlabel("latency p50, batch 1 (ms)  [hollow = estimated]")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("accuracy vs latency (dashed: Pareto front)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog/doctype so it can be inlined in HTML

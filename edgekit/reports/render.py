@@ -1,0 +1,16 @@
+"""Writes a bundle's human-readable reports (report.md, report.html) from its manifest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgekit.reports.html import render_html
+from edgekit.reports.markdown import render_markdown
+
+
+def write_reports(bundle: Path, manifest: dict) -> None:
+    for name, text in (("report.md", render_markdown(manifest)), ("report.html", render_html(manifest))):
+        tmp = bundle / f".{name}.tmp-{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, bundle / name)

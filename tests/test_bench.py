@@ -1,0 +1,90 @@
+"""``edgekit bench`` on this host, through the same runner script a device runs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+
+
+@pytest.fixture
+def bundle(small_bundle) -> Path:
+    return small_bundle
+
+
+def test_runner_is_self_contained():
+    """The file shipped to devices imports only stdlib + numpy at module level (runtimes lazily)."""
+    tree = ast.parse((ROOT / "edgekit" / "profiling" / "runner.py").read_text())
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top.add(node.module.split(".")[0])
+    assert top - {"__future__", "numpy"} <= set(sys.stdlib_module_names), top
+    everywhere = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    everywhere |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not everywhere & {"edgekit", "torch", "torchvision"}
+
+
+def test_local_bench_measures_every_artifact(bundle):
+    before = json.loads((bundle / "manifest.json").read_text())
+    r = run_cli("bench", str(bundle), "--json", "--runs", "30", "--max-seconds", "1", "--batch-sizes", "1,4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    entry = json.loads(r.stdout)
+    assert entry["where"] == "local"
+    assert set(entry["results"]) == {a["name"] for a in before["artifacts"]}
+    for art in before["artifacts"]:
+        res = entry["results"][art["name"]]
+        # same file, same data, same runtime: the accuracy compress measured in-process
+        assert res["accuracy"]["top1"] == pytest.approx(art["metrics"]["accuracy"]["top1"])
+        assert res["accuracy"]["samples"] == art["metrics"]["accuracy"]["samples"]
+        lat = res["latency"]
+        assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+        assert lat["runs"] >= 5 and lat["std_ms"] >= 0
+        assert [t["batch"] for t in res["throughput"]] == [1, 4]
+        assert all(t["images_per_s"] > 0 for t in res["throughput"])
+        assert res["memory"]["peak_rss_mb"] > 10
+    after = json.loads((bundle / "manifest.json").read_text())
+    assert [b for b in after["benchmarks"] if b["where"] == "local"][-1]["results"].keys() == entry["results"].keys()
+    assert "Measured on this host" in (bundle / "report.md").read_text()
+    html = (bundle / "report.html").read_text()
+    assert "<svg" in html and 'id="bench-0"' in html
+    # a second run replaces (not duplicates) this host's entry
+    r = run_cli("bench", str(bundle), "--runs", "10", "--max-seconds", "1", "--artifact", "onnxruntime-fp32")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "onnxruntime-fp32" in r.stdout
+    benchmarks = json.loads((bundle / "manifest.json").read_text())["benchmarks"]
+    assert len([b for b in benchmarks if b["where"] == "local"]) == 1
+
+
+def test_bench_bad_input_is_one_line(bundle, tmp_path):
+    r = run_cli("bench", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not an edgekit bundle" in r.stderr
+    from edgekit.cli.bench import parse_batch_sizes
+    from edgekit.errors import EdgekitError
+    from edgekit.profiling.bench import BenchSettings, bench_bundle
+
+    with pytest.raises(EdgekitError, match="no artifact named nope"):
+        bench_bundle(bundle, BenchSettings(artifacts=["nope"]))
+    with pytest.raises(EdgekitError, match="--batch-sizes"):
+        parse_batch_sizes("1,x")
+
+
+def test_runner_names_the_package_a_device_lacks(tmp_path):
+    """No TensorRT here (no GPU): the runner reports which package the device needs, exit code 4."""
+    from edgekit.profiling import runner
+
+    job = {"artifacts": [{"name": "tensorrt-fp16", "runtime": "tensorrt", "precision": "fp16", "path": "trt/model.onnx",
+                          "files": ["trt/model.onnx"], "input_shape": [1, 8, 8], "meta": {}}], "data": None}
+    output, code = runner.run_job(job, tmp_path)
+    assert code == runner.EXIT_MISSING_RUNTIME
+    result = output["results"]["tensorrt-fp16"]
+    assert result["missing_runtime"] == "tensorrt" and "JetPack" in result["install"]
+    assert {"model", "os", "cpu", "python"} <= output["device"].keys()

@@ -1,0 +1,77 @@
+"""CI gates on compress (exit code 3 after writing the bundle) and the HTML report in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bundle_fixture import RECIPE
+from conftest import run_cli
+from edgekit.errors import EXIT_GATE_FAILED
+from edgekit.gates import Gates, evaluate_gates
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def test_failed_gate_writes_bundle_then_exits_3(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    out = tmp_path / "gated"
+    r = run_cli("compress", "--recipe", str(recipe), "--out", str(out), "--max-accuracy-drop", "1.0",
+                "--max-latency-ms", "0.000001")
+    assert r.returncode == EXIT_GATE_FAILED, r.stderr[-2000:]
+    assert r.stderr.strip().startswith("error: CI gate failed") and "\n" not in r.stderr.strip()
+    manifest = json.loads((out / "manifest.json").read_text())     # written before failing
+    gates = manifest["gates"]
+    assert gates["passed"] is False and gates["deployable"] == []
+    latency = [g for g in gates["results"] if g["gate"].startswith("max_latency_ms")]
+    accuracy = [g for g in gates["results"] if g["gate"].startswith("max_accuracy_drop")]
+    assert latency and all(not g["passed"] and g["basis"] == "measured" for g in latency)
+    assert accuracy and all(g["passed"] for g in accuracy)        # same weights: ~0 drop through the runtimes
+    assert "CI gates: FAILED" in (out / "report.md").read_text()
+    assert "CI gates: FAILED" in (out / "report.html").read_text()
+    # the flag also reaches the recipe (precision: auto uses it)
+    assert manifest["recipe"]["compile"]["max_accuracy_drop"] == 1.0
+
+
+def test_gates_pass_when_one_artifact_meets_all(small_bundle):
+    manifest = json.loads((small_bundle / "manifest.json").read_text())
+    result = evaluate_gates(manifest, Gates(max_accuracy_drop=1.0, max_latency_ms=1000))
+    assert result["passed"] and set(result["deployable"]) == {a["name"] for a in manifest["artifacts"]}
+    slowest = max(a["metrics"]["latency"]["p50_ms"] for a in manifest["artifacts"])
+    fastest = min(a["metrics"]["latency"]["p50_ms"] for a in manifest["artifacts"])
+    if fastest < slowest:
+        mid = evaluate_gates(manifest, Gates(max_latency_ms=(fastest + slowest) / 2))
+        assert mid["passed"] and len(mid["deployable"]) == 1
+    with pytest.raises(Exception, match="negative"):
+        Gates(max_accuracy_drop=-1)
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium not installed (apt install chromium)")
+def test_html_report_renders_in_chromium(small_bundle, tmp_path):
+    html = small_bundle / "report.html"
+    assert html.is_file()
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", html.resolve().as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    dom = r.stdout
+    assert r.returncode == 0 and "</html>" in dom, r.stderr[-1500:]
+    # the plot (inline SVG with one marker per variant) and the tables, as the browser parsed them
+    plot = dom[dom.index('id="pareto-plot"'):]
+    assert "<svg" in plot[:2000]
+    manifest = json.loads((small_bundle / "manifest.json").read_text())
+    for art in manifest["artifacts"]:
+        assert art["name"] in plot[:plot.index("</svg>")]          # labelled point per artifact
+    for table_id in ("stages", "artifacts"):
+        assert f'<table id="{table_id}">' in dom
+    artifacts_table = dom[dom.index('<table id="artifacts">'):]
+    artifacts_table = artifacts_table[:artifacts_table.index("</table>")]
+    assert artifacts_table.count("<tr>") == 1 + len(manifest["artifacts"])
+    for external in ('src="http', "src='http", 'href="http', "<link", "url(http"):   # self-contained: nothing fetched
+        assert external not in dom, external
