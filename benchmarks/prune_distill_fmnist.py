@@ -6,7 +6,7 @@
 2. Distill the teacher into a smaller, different architecture (a plain 4-conv CNN, builtin:tinycnn at
    28 px) vs training that student from scratch with the same data, epochs and steps.
 
-    nice -n 10 python benchmarks/prune_distill_fmnist.py [--teacher builtin:resnet8]
+    PYTHONPATH=. nice -n 10 python benchmarks/prune_distill_fmnist.py [--teacher builtin:resnet8]
 
 Writes benchmarks/results/prune_distill_fmnist.json and .md.
 """
