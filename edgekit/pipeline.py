@@ -37,6 +37,7 @@ from edgekit.resources import cache_dir
 from edgekit.split.model import is_split_model
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target, load_target
+from edgekit.training import distributed
 from edgekit.training.evaluate import module_logits, accuracy_counts
 
 
@@ -52,6 +53,7 @@ class CompressOptions:
     input_size: tuple[int, int] | None = None
     trust_pickle: bool = False
     use_cache: bool = True
+    resume: bool = True            # continue an interrupted training stage from its last epoch checkpoint
     threads: int | None = None
     overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
     server_target: str = "x86-cpu"                  # where the tail of a split model runs
@@ -88,7 +90,7 @@ def state_hash(module: torch.nn.Module) -> str:
 
 
 def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target,
-               use_cache: bool = True) -> tuple[LoadedModel, list[dict], list]:
+               use_cache: bool = True, resume: bool = True) -> tuple[LoadedModel, list[dict], list]:
     """Runs the recipe's stages in order; stage outputs are cached by (model, stage, params, data)."""
     teacher = copy.deepcopy(model)
     teacher.module.eval().requires_grad_(False)
@@ -111,13 +113,14 @@ def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Tar
         else:
             torch.manual_seed(recipe.seed + index)
             ctx = StageContext(model=model, teacher=teacher, data=data, target=target,
-                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache,
+                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache and resume,
                                history=results)
             result = stage_cls(params).run(ctx)
             results.append(result)
             model, metrics, changed = result.model, result.metrics, result.changed_model
-            if use_cache:
+            if use_cache and distributed.is_main():
                 _cache_put(key, model if changed else None, metrics)
+            distributed.barrier()  # under torchrun: every rank leaves the stage together
         val_top1 = metrics.get("top1") if entry.name == "evaluate" else None
         if val_top1 is None:
             val_top1 = accuracy_counts(*module_logits(model.module, model.spec, data.val))["top1"]
@@ -190,6 +193,7 @@ def compress(opts: CompressOptions) -> dict:
     run_name = f"{recipe.name}-{target.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     out = opts.out or Path("edgekit-runs") / run_name
     check_out_dir(out, opts.force)  # fail before any training
+    distributed.init_if_launched()  # under torchrun: training stages run data-parallel
     # Profiling here runs on this host, so its thread count is the host's, not the device's.
     threads = opts.threads or recipe.profile.threads or os.cpu_count() or 1
 
@@ -199,7 +203,10 @@ def compress(opts: CompressOptions) -> dict:
                    "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
                    "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
                    "requested": model_preview}
-    final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache)
+    final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
+                                         resume=opts.resume)
+    if not distributed.is_main():
+        return {"rank": distributed.rank(), "stages": stage_records}  # rank 0 compiles and writes the bundle
     if final.notes.get("head"):
         ui.warn(f"{final.notes['head']} — the recipe has no training stage, so accuracy will be near chance")
 

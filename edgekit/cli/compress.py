@@ -30,6 +30,8 @@ def compress_command(
     trust_pickle: bool = typer.Option(False, help="allow a pickled nn.Module file (it can run arbitrary code)"),
     threads: Optional[int] = typer.Option(None, help="threads for profiling [default: all cores]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="rerun every stage instead of reusing cached outputs"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue an interrupted training stage from "
+                                "its last epoch checkpoint (same model, recipe and data) [default: resume]"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
     max_accuracy_drop: Optional[float] = typer.Option(
         None, "--max-accuracy-drop", help="CI gate: max top-1 drop (points) vs the PyTorch model; also the "
@@ -50,9 +52,12 @@ def compress_command(
     """
     opts = CompressOptions(model=model, data=data, recipe=recipe, target=target, out=out, force=force, arch=arch,
                            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
-                           threads=threads, server_target=server_target, gates=Gates(max_accuracy_drop, max_latency_ms),
+                           resume=resume, threads=threads, server_target=server_target,
+                           gates=Gates(max_accuracy_drop, max_latency_ms),
                            overrides={"max_accuracy_drop": max_accuracy_drop} if max_accuracy_drop is not None else {})
     manifest = compress(opts)
+    if "bundle" not in manifest:
+        return  # a non-zero rank under torchrun: rank 0 reports
     failure = gate_failure(manifest)
     if json_out:
         print_json(manifest)

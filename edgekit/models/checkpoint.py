@@ -64,7 +64,13 @@ def reshape_to(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
     Structured pruning only shrinks channel dimensions, so replacing each tensor by an empty one of
     the stored shape and fixing the layers' size attributes reproduces the pruned architecture.
+    Depthwise convolutions (groups == in == out channels) stay depthwise: their ``groups`` follows
+    the new channel count; other grouped convolutions keep their number of groups (torch-pruning
+    prunes within groups).
     """
+    changed: dict[str, nn.Module] = {}
+    depthwise = {name for name, m in module.named_modules()
+                 if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels}
     for name, tensor in list(module.state_dict().items()):
         if name in state and state[name].shape != tensor.shape:
             owner_name, _, attr = name.rpartition(".")
@@ -74,17 +80,25 @@ def reshape_to(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
                 setattr(owner, attr, nn.Parameter(new))
             else:
                 owner.register_buffer(attr, new)
-            _fix_layer_attrs(owner)
+            changed[owner_name] = owner
+    for owner_name, owner in changed.items():
+        _fix_layer_attrs(owner, owner_name in depthwise)
 
 
-def _fix_layer_attrs(layer: nn.Module) -> None:
+def _fix_layer_attrs(layer: nn.Module, depthwise: bool = False) -> None:
     if isinstance(layer, nn.Conv2d):
         layer.out_channels = layer.weight.shape[0]
+        if depthwise:
+            layer.groups = layer.out_channels
         layer.in_channels = layer.weight.shape[1] * layer.groups
     elif isinstance(layer, nn.Linear):
         layer.out_features, layer.in_features = layer.weight.shape
-    elif isinstance(layer, nn.BatchNorm2d):
+    elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
         layer.num_features = layer.weight.shape[0] if layer.weight is not None else layer.running_mean.shape[0]
+    elif isinstance(layer, nn.LayerNorm) and layer.weight is not None:
+        layer.normalized_shape = tuple(layer.weight.shape)
+    elif isinstance(layer, nn.GroupNorm) and layer.weight is not None:
+        layer.num_channels = layer.weight.shape[0]
 
 
 def file_sha256(path: Path) -> str:

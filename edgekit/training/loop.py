@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgekit import ui
 from edgekit.data.core import DataSplits, make_loader
 from edgekit.spec import ModelSpec
+from edgekit.training import distributed
 from edgekit.training.augment import random_crop_flip
 from edgekit.training.evaluate import evaluate_module
 
@@ -70,6 +71,8 @@ class TrainReport(BaseModel):
     stopped_early: bool
     resumed_from_epoch: int | None = None
     seconds: float
+    steps_per_epoch: int = 0
+    world_size: int = 1
 
 
 def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainParams,
@@ -80,9 +83,13 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
     """Train ``model`` in place; restores the best-on-val weights at the end.
 
     ``trainable`` restricts optimisation (frozen parts stay as they are); ``extra_modules`` are
-    trained alongside (e.g. feature adapters) and checkpointed with the model. ``sampler`` is a
-    DistributedSampler under torchrun.
+    trained alongside (e.g. feature adapters) and checkpointed with the model. Under ``torchrun``
+    (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel and each process trains on its
+    shard (a DistributedSampler unless ``sampler`` is given); only rank 0 writes checkpoints.
     """
+    is_distributed = distributed.init_if_launched()
+    if is_distributed and sampler is None:
+        sampler = distributed.distributed_sampler(data.train, params.seed)
     torch.manual_seed(params.seed)
     objective = objective or cross_entropy(params.label_smoothing)
     gen = torch.Generator().manual_seed(params.seed)
@@ -99,6 +106,7 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
     if params.channels_last:
         model.to(memory_format=torch.channels_last)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if params.bf16 else nullcontext()
+    forward_model = distributed.wrap(model) if is_distributed else model
 
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "best_state": None, "history": [], "bad_epochs": 0}
     resumed_from = None
@@ -134,9 +142,11 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
                 if params.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast:
-                    loss = objective(model, x, labels)
+                    loss = objective(forward_model, x, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if is_distributed and extra_modules is not None:
+                    distributed.average_gradients(extra_modules)
                 optimizer.step()
                 schedule.step()
                 running += float(loss.detach()) * len(labels)
@@ -151,8 +161,9 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        if ckpt_path:
+        if ckpt_path and distributed.is_main():
             _save_state(ckpt_path, model, extra_modules, optimizer, schedule, gen, state)
+        distributed.barrier()
         if params.patience is not None and state["bad_epochs"] >= params.patience:
             stopped_early = True
             ui.info(f"  early stop: no val improvement for {params.patience} epochs")
@@ -164,7 +175,8 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
     model.eval()
     return TrainReport(epochs_run=state["epoch"], best_epoch=state["best_epoch"], best_val_top1=state["best"],
                        history=state["history"], stopped_early=stopped_early, resumed_from_epoch=resumed_from,
-                       seconds=round(time.perf_counter() - start, 2))
+                       seconds=round(time.perf_counter() - start, 2), steps_per_epoch=steps_per_epoch,
+                       world_size=distributed.world_size())
 
 
 def _optimizer(params: TrainParams, tensors: list[nn.Parameter]) -> torch.optim.Optimizer:

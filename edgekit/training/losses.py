@@ -2,11 +2,18 @@
 
 - ``kd_objective``: Hinton KD (soft targets at temperature T, mixed with hard labels by alpha);
   alpha=1 needs no labels at all (soft-label-only distillation on unlabeled images).
+- ``function_matching_objective``: "a good teacher is patient and consistent" (Beyer et al., 2022):
+  teacher and student see the *same* mixup-ed (and augmented) view; KL only, no labels.
 - ``FeatureMatch``: match a student feature map to a teacher's through a 1x1 conv adapter (MSE),
   with forward hooks on modules named by path (torchdistill-style), reusable by split computing.
+
+Teacher and student may expect different inputs (size, channels, normalisation): ``teacher_input``
+maps the student's model-ready batch to the teacher's, so both always see the same view.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -20,18 +27,52 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
                     reduction="batchmean") * (t * t)
 
 
-def kd_objective(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9):
+def kd_objective(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9,
+                 teacher_input: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """Objective for ``train``: alpha * KD + (1 - alpha) * CE. The teacher sees the same input."""
     teacher.eval().requires_grad_(False)
+    to_teacher = teacher_input or (lambda x: x)
 
     def objective(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            teacher_logits = teacher(inputs)
+            teacher_logits = teacher(to_teacher(inputs))
         student_logits = model(inputs)
-        loss = alpha * kd_loss(student_logits, teacher_logits, temperature)
-        if alpha < 1:
-            loss = loss + (1 - alpha) * F.cross_entropy(student_logits.float(), labels)
-        return loss
+        return distillation_loss(student_logits, teacher_logits, labels, temperature, alpha)
+
+    return objective
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None,
+                      temperature: float, alpha: float) -> torch.Tensor:
+    """alpha * KD + (1 - alpha) * CE; with alpha == 1 the labels are never read (may be None or -1)."""
+    loss = alpha * kd_loss(student_logits, teacher_logits, temperature)
+    if alpha < 1:
+        loss = loss + (1 - alpha) * F.cross_entropy(student_logits.float(), labels)
+    return loss
+
+
+def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-batch mixup of inputs only (no labels: the teacher labels the mixed image).
+    lambda ~ Beta(alpha, alpha) from the global torch RNG (seeded by ``train``)."""
+    if alpha <= 0:
+        return x
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], generator=generator)
+    return lam * x + (1 - lam) * x[perm]
+
+
+def function_matching_objective(teacher: nn.Module, temperature: float = 1.0, mixup_alpha: float = 1.0,
+                                teacher_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                                generator: torch.Generator | None = None):
+    """Function matching: KL(teacher || student) on the same mixup-ed view; labels are ignored."""
+    teacher.eval().requires_grad_(False)
+    to_teacher = teacher_input or (lambda x: x)
+
+    def objective(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        mixed = mixup(inputs, mixup_alpha, generator)
+        with torch.no_grad():
+            teacher_logits = teacher(to_teacher(mixed))
+        return kd_loss(model(mixed), teacher_logits, temperature)
 
     return objective
 

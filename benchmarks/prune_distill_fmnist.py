@@ -1,0 +1,144 @@
+"""Issue-3 bars on Fashion-MNIST (run with ``nice -n 10``; teachers are cached in benchmarks/cache/).
+
+1. Prune the teacher to <= 50% MACs, distill from the unpruned teacher (recipes/prune-distill-fmnist.yaml
+   through the real ``compress`` pipeline): student top-1 within 1.0 point of the teacher, and ONNX
+   Runtime latency >= 1.6x lower (same batch and threads, teacher and student timed interleaved).
+2. Distill the teacher into a smaller, different architecture (a plain 4-conv CNN, builtin:tinycnn at
+   28 px) vs training that student from scratch with the same data, epochs and steps.
+
+    PYTHONPATH=. nice -n 10 python benchmarks/prune_distill_fmnist.py [--teacher builtin:resnet8]
+
+Writes benchmarks/results/prune_distill_fmnist.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _teacher import teacher_checkpoint  # noqa: E402
+
+from edgekit.data import load_data  # noqa: E402
+from edgekit.models import load_checkpoint, load_model  # noqa: E402
+from edgekit.pipeline import CompressOptions, compress  # noqa: E402
+from edgekit.profiling.complexity import count_macs, count_params  # noqa: E402
+from edgekit.pruning.measure import ort_latency_interleaved  # noqa: E402
+from edgekit.stages import STAGES, StageContext  # noqa: E402
+from edgekit.targets import load_target  # noqa: E402
+from edgekit.training import TrainParams, evaluate_module, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_STUDENT = "builtin:tinycnn?width=16"
+
+
+def small_student_comparison(teacher, data, epochs: int, steps: int) -> dict:
+    """KD into a plain CNN vs the same CNN trained from scratch (same init, data, epochs, steps)."""
+    common = dict(epochs=epochs, max_steps_per_epoch=steps, lr=0.05, warmup_epochs=0.1, eval_limit=2000)
+    torch.manual_seed(0)
+    scratch = load_model(SMALL_STUDENT, num_classes=10, input_size=teacher.spec.hw)
+    init = copy.deepcopy(scratch.module.state_dict())
+    train(scratch.module, scratch.spec, data, TrainParams(**common), description="scratch")
+    Distill = STAGES.get("distill")
+    params = Distill.Params(student=SMALL_STUDENT, student_input_size=teacher.spec.hw, loss="kd", temperature=4,
+                            alpha=0.9, **common)
+    torch.manual_seed(0)  # the stage builds its student first: same initialisation as the scratch run
+    result = Distill(params).run(StageContext(model=teacher, teacher=teacher, data=data,
+                                              target=load_target("x86-cpu"),
+                                              work_dir=ROOT / "benchmarks" / "cache" / "work-small-student"))
+    student = result.model
+    return {"student": SMALL_STUDENT, "input": list(student.spec.input_shape), "epochs": epochs,
+            "steps_per_epoch": steps, "params": count_params(student.module),
+            "macs": count_macs(student.module, student.spec),
+            "scratch_test_top1": evaluate_module(scratch.module, scratch.spec, data.test)["top1"],
+            "distilled_test_top1": evaluate_module(result.model.module, result.model.spec, data.test)["top1"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default="builtin:resnet8")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-small", action="store_true")
+    args = parser.parse_args()
+    teacher_path = teacher_checkpoint(args.teacher)
+    teacher = load_checkpoint(teacher_path)
+    data = load_data("fashion-mnist", image_size=teacher.spec.hw)
+
+    bundle = args.out / "bundles" / "prune_distill_fmnist"
+    manifest = compress(CompressOptions(model=str(teacher_path), data="fashion-mnist",
+                                        recipe=str(ROOT / "recipes" / "prune-distill-fmnist.yaml"),
+                                        target="x86-cpu", out=bundle, force=True, threads=args.threads))
+    student = load_checkpoint(bundle / "artifacts" / "model.pt")  # the shipped file, weights_only=True
+    teacher_top1 = evaluate_module(teacher.module, teacher.spec, data.test)["top1"]
+    student_top1 = evaluate_module(student.module, student.spec, data.test)["top1"]
+    latency = {}
+    for batch in (1, 32):
+        lat = ort_latency_interleaved({"teacher": (teacher.module, teacher.spec),
+                                       "student": (student.module, student.spec)},
+                                      batch=batch, threads=args.threads, rounds=30, runs_per_round=10)
+        latency[f"batch{batch}"] = {"teacher_p50_ms": lat["teacher"]["p50_ms"], "student_p50_ms": lat["student"]["p50_ms"],
+                                    "teacher_mean_ms": lat["teacher"]["mean_ms"],
+                                    "student_mean_ms": lat["student"]["mean_ms"],
+                                    "speedup_p50": round(lat["teacher"]["p50_ms"] / lat["student"]["p50_ms"], 3)}
+    prune_metrics = manifest["stages"][0]["metrics"]
+    distill_metrics = manifest["stages"][1]["metrics"]
+    result = {
+        "teacher": {"source": args.teacher, "checkpoint": str(teacher_path.relative_to(ROOT)), "notes": teacher.notes,
+                    "test_top1": teacher_top1, "params": count_params(teacher.module),
+                    "macs": count_macs(teacher.module, teacher.spec)},
+        "pruned_distilled": {"test_top1": student_top1, "params": count_params(student.module),
+                             "macs": count_macs(student.module, student.spec),
+                             "macs_fraction": round(count_macs(student.module, student.spec)
+                                                    / count_macs(teacher.module, teacher.spec), 4),
+                             "distill_seconds": distill_metrics["seconds"],
+                             "teacher_logits": distill_metrics["teacher_logits"],
+                             "prune_steps": prune_metrics["steps_taken"]},
+        "ort_latency_interleaved": latency, "threads": args.threads, "host": manifest["host"],
+        "load_average": os.getloadavg(),
+    }
+    result["bars"] = {
+        "macs<=50%": result["pruned_distilled"]["macs_fraction"] <= 0.5,
+        "top1_within_1pt": teacher_top1 - student_top1 <= 1.0,
+        "ort_speedup>=1.6_batch1": latency["batch1"]["speedup_p50"] >= 1.6,
+        "ort_speedup>=1.6_batch32": latency["batch32"]["speedup_p50"] >= 1.6,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    out_json = args.out / "prune_distill_fmnist.json"
+    out_json.write_text(json.dumps(result, indent=2))
+    if not args.skip_small:
+        small = small_student_comparison(teacher, data, epochs=2, steps=150)
+        result["small_student"] = small
+        result["bars"]["kd_beats_scratch"] = small["distilled_test_top1"] > small["scratch_test_top1"]
+    out_json.write_text(json.dumps(result, indent=2))
+    (args.out / "prune_distill_fmnist.md").write_text(_markdown(result))
+    print(json.dumps(result, indent=2))
+
+
+def _markdown(r: dict) -> str:
+    t, s = r["teacher"], r["pruned_distilled"]
+    lines = ["# Issue 3: prune + distill on Fashion-MNIST", "",
+             f"Teacher {t['source']} ({t['notes'].get('weights', '')}); host load average {r['load_average']}.", "",
+             "| model | test top-1 | params | MACs |", "|---|---|---|---|",
+             f"| teacher | {t['test_top1']:.2f} | {t['params']} | {t['macs']} |",
+             f"| pruned + distilled | {s['test_top1']:.2f} | {s['params']} | {s['macs']} ({s['macs_fraction']:.1%}) |",
+             "", "| batch | teacher p50 ms | student p50 ms | speed-up |", "|---|---|---|---|"]
+    for b, v in r["ort_latency_interleaved"].items():
+        lines.append(f"| {b[5:]} | {v['teacher_p50_ms']:.4f} | {v['student_p50_ms']:.4f} | {v['speedup_p50']:.2f}x |")
+    if "small_student" in r:
+        sm = r["small_student"]
+        lines += ["", f"Small student {sm['student']} ({sm['params']} params, {sm['macs']} MACs), "
+                  f"{sm['epochs']} epochs x {sm['steps_per_epoch']} steps: distilled {sm['distilled_test_top1']:.2f} "
+                  f"vs scratch {sm['scratch_test_top1']:.2f} test top-1."]
+    lines += ["", "Bars: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["bars"].items()), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

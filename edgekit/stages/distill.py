@@ -1,0 +1,153 @@
+"""``distill``: knowledge distillation from a teacher into a student, through the shared training loop.
+
+- teacher: the pipeline's input model (default) or any model source;
+- student: ``self`` (the current model, e.g. just pruned: "prune, then distill to recover") or a model
+  source (``builtin:...``, ``torchvision:...?weights=none``, ``timm:...``) trained from its init;
+- loss ``kd`` (Hinton: alpha * KD + (1 - alpha) * CE), ``soft`` (KD only: labels are never read, so
+  unlabeled images work) or ``function_matching`` (same mixup-ed, augmented view for both; KL only);
+- optional feature distillation: a student layer matched to a teacher layer through a 1x1 adapter.
+
+Teacher logits are computed once and cached when the student's inputs are deterministic
+(augmentation off, no mixup, no feature matching); otherwise on the fly. The metrics say which.
+Under ``torchrun`` the loop runs DistributedDataParallel (see ``edgekit.training.distributed``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from edgekit import ui
+from edgekit.errors import EdgekitError
+from edgekit.models.loaded import LoadedModel
+from edgekit.models.sources import load_model
+from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
+from edgekit.training import TrainParams, evaluate_module, train
+from edgekit.training.distill import input_converter, teacher_logits, with_indexed_train
+from edgekit.training.losses import FeatureMatch, distillation_loss, function_matching_objective, kd_objective
+
+
+class DistillParams(TrainParams):
+    teacher: str | None = Field(None, description="model source of the teacher [default: the input model]")
+    student: str = Field("self", description="'self' (the current model) or a model source")
+    student_input_size: tuple[int, int] | None = Field(None, description="H, W for a student source")
+    loss: Literal["kd", "soft", "function_matching"] = "kd"
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1, description="kd: weight of the KD term (1 - alpha on labels)")
+    mixup_alpha: float = Field(1.0, ge=0, description="function_matching: Beta(a, a) mixup")
+    student_layer: str | None = None
+    teacher_layer: str | None = None
+    feature_weight: float = Field(1.0, ge=0)
+    cache_teacher: bool = Field(True, description="cache teacher logits when inputs are deterministic")
+
+    @model_validator(mode="after")
+    def _layers_together(self) -> "DistillParams":
+        if (self.student_layer is None) != (self.teacher_layer is None):
+            raise ValueError("feature distillation needs both student_layer and teacher_layer")
+        return self
+
+
+@register_stage("distill")
+class Distill(Stage):
+    Params = DistillParams
+
+    def run(self, ctx: StageContext) -> StageResult:
+        p: DistillParams = self.params
+        teacher = self._teacher(ctx)
+        student = self._student(ctx)
+        t_mod, s_mod = teacher.module.eval(), student.module
+        t_mod.requires_grad_(False)
+        convert = input_converter(student.spec, teacher.spec)
+        feature = self._feature_match(student, teacher, convert) if p.student_layer else None
+        deterministic = not p.augment and p.loss != "function_matching" and feature is None
+        data = ctx.data
+        if p.loss == "function_matching":
+            objective = function_matching_objective(t_mod, p.temperature, p.mixup_alpha, convert)
+            logits_mode = "on the fly (function matching: mixup-ed views)"
+        elif deterministic and p.cache_teacher:
+            ui.info("  distill: caching teacher logits (inputs are deterministic: augment off)")
+            cached = teacher_logits(t_mod, teacher.spec, data.train, student.spec)
+            objective = _cached_objective(cached, p.temperature, 1.0 if p.loss == "soft" else p.alpha)
+            data = with_indexed_train(data)
+            logits_mode = "cached (augmentation off)"
+        else:
+            objective = kd_objective(t_mod, p.temperature, 1.0 if p.loss == "soft" else p.alpha, convert)
+            logits_mode = ("on the fly (augmentation on)" if p.augment else
+                           "on the fly (feature distillation needs teacher features)" if feature else
+                           "on the fly (cache_teacher: false)")
+        if feature is not None:
+            objective = _with_features(objective, feature, t_mod, convert, p.feature_weight)
+        teacher_top1 = evaluate_module(t_mod, teacher.spec, ctx.data.val, limit=p.eval_limit)["top1"]
+        report = train(s_mod, student.spec, data, p, objective, description="distill",
+                       checkpoint_dir=ctx.work_dir, resume=ctx.resume, extra_modules=feature)
+        if feature is not None:
+            feature.remove()
+        student.notes.pop("head", None)
+        student.notes["distilled"] = f"{p.loss} from {teacher.source}"
+        metrics = {**report.model_dump(), "teacher": teacher.source, "student": student.source,
+                   "loss": p.loss, "teacher_logits": logits_mode, "teacher_val_top1": teacher_top1,
+                   "labels_used": p.loss == "kd" and p.alpha < 1}
+        return StageResult(student, metrics)
+
+    def _teacher(self, ctx: StageContext) -> LoadedModel:
+        if self.params.teacher is None:
+            return ctx.teacher
+        teacher = load_model(self.params.teacher)
+        if teacher.spec.num_classes != ctx.data.num_classes:
+            raise EdgekitError(f"distill: teacher {self.params.teacher} has {teacher.spec.num_classes} outputs "
+                               f"but the data has {ctx.data.num_classes} classes",
+                               "give a teacher trained on these classes")
+        return teacher
+
+    def _student(self, ctx: StageContext) -> LoadedModel:
+        p = self.params
+        if p.student == "self":
+            if p.student_input_size is not None:
+                raise EdgekitError("distill: student_input_size applies only to a student model source")
+            return ctx.model
+        student = load_model(p.student, num_classes=ctx.data.num_classes, input_size=p.student_input_size)
+        student.notes.pop("head", None)
+        student.spec = student.spec.model_copy(update={"class_names": ctx.model.spec.class_names})
+        return student
+
+    def _feature_match(self, student: LoadedModel, teacher: LoadedModel, convert) -> FeatureMatch:
+        p = self.params
+        for model, layer, role in ((student, p.student_layer, "student"), (teacher, p.teacher_layer, "teacher")):
+            try:
+                model.module.get_submodule(layer)
+            except AttributeError:
+                raise EdgekitError(f"distill: {role} has no layer '{layer}'",
+                                   "use a module path as shown by `edgekit inspect`") from None
+        shapes = {}
+        for key, model, layer in (("s", student, p.student_layer), ("t", teacher, p.teacher_layer)):
+            handle = model.module.get_submodule(layer).register_forward_hook(
+                lambda m, i, o, key=key: shapes.__setitem__(key, o.shape))
+            with torch.no_grad():
+                model.module.eval()(torch.zeros(1, *model.spec.input_shape))
+            handle.remove()
+        if len(shapes["s"]) != 4 or len(shapes["t"]) != 4:
+            raise EdgekitError("distill: feature distillation needs 4-D (N, C, H, W) feature maps at "
+                               f"{p.student_layer} / {p.teacher_layer}")
+        return FeatureMatch(student.module, teacher.module, p.student_layer, p.teacher_layer,
+                            shapes["s"][1], shapes["t"][1])
+
+
+def _cached_objective(cached: torch.Tensor, temperature: float, alpha: float):
+    """KD against precomputed teacher logits; labels arrive as [label, index] (see IndexedLabels)."""
+
+    def objective(model, inputs, labels):
+        return distillation_loss(model(inputs), cached[labels[:, 1]], labels[:, 0], temperature, alpha)
+
+    return objective
+
+
+def _with_features(objective, feature: FeatureMatch, teacher, convert, weight: float):
+    """Adds the feature-map MSE; the KD objective's teacher forward fills the teacher capture."""
+
+    def combined(model, inputs, labels):
+        loss = objective(model, inputs, labels)
+        return loss + weight * feature.loss()
+
+    return combined

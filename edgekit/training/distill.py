@@ -1,0 +1,67 @@
+"""Building blocks of the ``distill`` stage that are not losses: feeding the teacher the student's
+view, and caching teacher logits when that view is deterministic (no augmentation, no mixup)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from edgekit.data.core import DataSplits, prepared_batches
+from edgekit.spec import ModelSpec
+
+
+def same_input(a: ModelSpec, b: ModelSpec) -> bool:
+    return (a.input_shape, a.channel_order, a._per_channel(a.mean), a._per_channel(a.std)) == (
+        b.input_shape, b.channel_order, b._per_channel(b.mean), b._per_channel(b.std))
+
+
+def input_converter(student: ModelSpec, teacher: ModelSpec) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Maps the student's model-ready batch to the teacher's (undo the student's normalisation, then
+    the teacher's ``prepare``), so a 32 px RGB student and a 28 px grey teacher see the same view.
+    None when both expect the same input."""
+    if same_input(student, teacher):
+        return None
+    mean = torch.tensor(student._per_channel(student.mean)).view(1, -1, 1, 1)
+    std = torch.tensor(student._per_channel(student.std)).view(1, -1, 1, 1)
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        raw = (x.float() * std + mean).clamp(0, 1)
+        if student.channel_order == "BGR":
+            raw = raw.flip(1)
+        return teacher.prepare(raw)
+
+    return convert
+
+
+class IndexedLabels(Dataset):
+    """Wraps a dataset so each label becomes ``[label, index]``: the objective looks up cached
+    teacher logits by index (labels may be -1 for unlabeled images)."""
+
+    def __init__(self, inner: Dataset):
+        self.inner = inner
+        self.labels = getattr(inner, "labels", None)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int):
+        image, label = self.inner[i]
+        return image, torch.tensor([int(label), i])
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, teacher_spec: ModelSpec, ds: Dataset,
+                   student_spec: ModelSpec) -> torch.Tensor:
+    """Teacher logits for every training image in dataset order, computed once. The teacher sees
+    the student's prepared view (converted), exactly what it would see on the fly without augmentation."""
+    teacher.eval()
+    convert = input_converter(student_spec, teacher_spec) or (lambda x: x)
+    return torch.cat([teacher(convert(x)).float() for x, _ in prepared_batches(ds, student_spec, 256)])
+
+
+def with_indexed_train(data: DataSplits) -> DataSplits:
+    return replace(data, train=IndexedLabels(data.train))

@@ -1,0 +1,225 @@
+"""distill stage: KD / soft-label-only / function matching / feature matching, teacher-logit caching,
+resume after a kill, and torchrun (DDP, gloo, 2 CPU processes). Digits and tiny models."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from conftest import ROOT, run_cli
+from edgekit.data import load_data
+from edgekit.data.core import TensorImageDataset
+from edgekit.errors import EdgekitError
+from edgekit.models import load_model, save_checkpoint
+from edgekit.stages import STAGES, StageContext
+from edgekit.targets import load_target
+from edgekit.training import TrainParams, evaluate_module, train
+from edgekit.training.distill import input_converter
+
+Distill = STAGES.get("distill")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+@pytest.fixture(scope="module")
+def teacher(digits):
+    """tinycnn trained on digits for a few epochs (~5 s on an idle machine)."""
+    torch.manual_seed(0)
+    loaded = load_model("builtin:tinycnn", num_classes=10)
+    train(loaded.module, loaded.spec, digits, TrainParams(epochs=4, lr=0.1, batch_size=64, crop_pad=1, hflip=False))
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def teacher_file(teacher, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_checkpoint(teacher, path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)  # student initialisations are reproducible
+
+
+def _ctx(model, teacher, data, tmp_path):
+    return StageContext(model=model, teacher=copy.deepcopy(teacher), data=data, target=load_target("x86-cpu"),
+                        work_dir=tmp_path)
+
+
+def test_kd_into_smaller_student_reaches_teacher_range(teacher, digits, tmp_path):
+    params = Distill.Params(student="builtin:tinycnn?width=8", epochs=4, lr=0.1, batch_size=64, hflip=False,
+                            crop_pad=1)
+    result = Distill(params).run(_ctx(copy.deepcopy(teacher), teacher, digits, tmp_path))
+    teacher_top1 = evaluate_module(teacher.module, teacher.spec, digits.test)["top1"]
+    student_top1 = evaluate_module(result.model.module, result.model.spec, digits.test)["top1"]
+    assert result.model.arch == "builtin:tinycnn?width=8"
+    assert sum(p.numel() for p in result.model.module.parameters()) < 0.3 * sum(
+        p.numel() for p in teacher.module.parameters())
+    assert student_top1 >= teacher_top1 - 8, (student_top1, teacher_top1)
+    assert result.metrics["teacher_logits"].startswith("on the fly (augmentation on)")
+    assert result.metrics["labels_used"] is True
+
+
+def test_soft_label_only_needs_no_labels(teacher, digits, tmp_path):
+    unlabeled = TensorImageDataset(digits.train.images, np.full(len(digits.train), -1))
+    data = copy.copy(digits)
+    data.train = unlabeled
+    student = load_model("builtin:tinycnn?width=8", num_classes=10)
+    params = Distill.Params(student="self", loss="soft", epochs=4, lr=0.1, batch_size=64, hflip=False, crop_pad=1)
+    result = Distill(params).run(_ctx(student, teacher, data, tmp_path / "soft"))
+    assert evaluate_module(result.model.module, result.model.spec, digits.test)["top1"] > 85
+    assert result.metrics["labels_used"] is False
+    # The same data with a loss that reads labels fails: the -1 labels really are unusable.
+    with pytest.raises((IndexError, RuntimeError)):
+        Distill(Distill.Params(loss="kd", alpha=0.5, epochs=1, hflip=False)).run(
+            _ctx(load_model("builtin:tinycnn?width=8", num_classes=10), teacher, data, tmp_path / "kd"))
+
+
+def test_cached_teacher_logits_match_on_the_fly(teacher, digits, tmp_path):
+    runs = {}
+    for cache in (True, False):
+        torch.manual_seed(0)
+        student = load_model("builtin:tinycnn?width=8", num_classes=10)
+        params = Distill.Params(epochs=2, augment=False, cache_teacher=cache, lr=0.05)
+        runs[cache] = Distill(params).run(_ctx(student, teacher, digits, tmp_path / str(cache))).metrics
+    assert runs[True]["teacher_logits"] == "cached (augmentation off)"
+    assert runs[False]["teacher_logits"].startswith("on the fly")
+    for a, b in zip(runs[True]["history"], runs[False]["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+
+
+def test_function_matching_and_feature_distillation(teacher, digits, tmp_path):
+    params = Distill.Params(student="builtin:tinycnn?width=8", loss="function_matching", temperature=1.0,
+                            epochs=3, lr=0.1, batch_size=64, hflip=False, crop_pad=1, student_layer="8",
+                            teacher_layer="8")
+    result = Distill(params).run(_ctx(copy.deepcopy(teacher), teacher, digits, tmp_path))
+    assert result.metrics["teacher_logits"].startswith("on the fly (function matching")
+    assert result.metrics["labels_used"] is False
+    assert evaluate_module(result.model.module, result.model.spec, digits.test)["top1"] > 30  # function matching needs long schedules; 3 epochs only shows it learns
+    # hooks are removed after training: the student's forward no longer records features
+    assert not result.model.module[8]._forward_hooks
+
+
+def test_teacher_sees_the_students_view():
+    """A 32 px RGB student and a 28 px grey teacher: the converted batch equals the teacher's own prep."""
+    student = load_model("builtin:mobilenetv3s_32").spec
+    teacher = load_model("builtin:resnet8").spec
+    raw = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8)
+    convert = input_converter(student, teacher)
+    assert torch.allclose(convert(student.prepare(raw)), teacher.prepare(raw), atol=1e-5)
+    assert input_converter(teacher, teacher) is None
+
+
+def test_bad_distill_params(teacher, digits, tmp_path):
+    with pytest.raises(ValidationError, match="both student_layer and teacher_layer"):
+        Distill.Params(student_layer="3")
+    with pytest.raises(ValidationError):
+        Distill.Params(loss="hinton")
+    with pytest.raises(EdgekitError, match="student has no layer 'nope'"):
+        Distill(Distill.Params(student_layer="nope", teacher_layer="3", epochs=1)).run(
+            _ctx(copy.deepcopy(teacher), teacher, digits, tmp_path))
+
+
+def _write_recipe(path: Path, distill: dict) -> Path:
+    path.write_text(json.dumps({"name": "distill-test", "stages": [{"distill": distill}],
+                                "compile": {"precisions": ["fp32"]}, "profile": {"runs": 5, "warmup": 1}}))
+    return path
+
+
+def test_cli_bad_distill_recipe_is_one_line(tmp_path):
+    recipe = _write_recipe(tmp_path / "r.yaml", {"loss": "hinton"})
+    proc = run_cli("compress", "-m", "builtin:tinycnn", "-d", "digits", "-r", str(recipe), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "loss" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_killed_distill_resumes_from_last_epoch(teacher_file, tmp_path):
+    """Kill a run once its first epoch checkpoint exists; the same command resumes from it."""
+    cache = tmp_path / "cache"
+    recipe = _write_recipe(tmp_path / "r.yaml", {"epochs": 6, "batch_size": 4, "lr": 0.02, "hflip": False})
+    args = [sys.executable, "-m", "edgekit", "compress", "-m", str(teacher_file), "-d", "digits", "-r", str(recipe),
+            "-o", str(tmp_path / "bundle")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_CACHE": str(cache), "EDGEKIT_QUIET": "0"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(cache.glob("work/*/train_state.pt")):
+        assert proc.poll() is None, "run finished before it could be interrupted"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(next(cache.glob("work/*/train_state.pt")), weights_only=True)
+    done = state["epoch"]
+    assert 1 <= done < 6
+    rerun = subprocess.run([*args, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming distill from epoch {done}" in rerun.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["stages"][0]["metrics"]["resumed_from_epoch"] == done
+    assert manifest["stages"][0]["metrics"]["epochs_run"] == 6
+
+
+def test_torchrun_two_process_distillation(teacher_file, digits, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo on CPU): DDP distillation, one bundle written by rank 0."""
+    recipe = _write_recipe(tmp_path / "r.yaml", {"student": "builtin:tinycnn?width=8", "epochs": 3, "lr": 0.1,
+                                                 "batch_size": 32, "hflip": False, "crop_pad": 1})
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_CACHE": str(tmp_path / "cache"), "EDGEKIT_QUIET": "1",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "edgekit", "compress", "-m", str(teacher_file), "-d", "digits", "-r", str(recipe),
+                           "-o", str(tmp_path / "bundle"), "--json"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    metrics = manifest["stages"][0]["metrics"]
+    assert metrics["world_size"] == 2
+    # each process trains on its half of the data
+    assert metrics["steps_per_epoch"] == len(digits.train) // 2 // 32
+    assert manifest["reference"]["accuracy"]["top1"] > 80
+    assert len(list(tmp_path.glob(".bundle*"))) == 0 and proc.stdout.count('"run_name"') == 1
+
+
+@pytest.mark.slow
+def test_prune_then_distill_recipe_end_to_end(teacher_file, digits, tmp_path):
+    """The shipped recipe through the CLI: prune to <= 50% MACs, distill back, bundle + checkpoint."""
+    out = tmp_path / "bundle"
+    env = {"EDGEKIT_CACHE": str(tmp_path / "cache")}
+    proc = run_cli("compress", "-m", str(teacher_file), "-d", "digits", "-r", "prune-distill", "-o", str(out),
+                   "--json", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = {s["name"]: s for s in manifest["stages"]}
+    prune = stages["prune"]
+    assert prune["macs_after"] <= 0.5 * prune["macs_before"]
+    assert prune["metrics"]["ort_latency"]["after"]["p50_ms"] > 0
+    distill = stages["distill"]
+    assert distill["metrics"]["teacher_logits"] == "on the fly (augmentation on)"
+    teacher_val = manifest["stages"][0]["val_top1"]  # evaluate on val before pruning
+    assert distill["val_top1"] >= teacher_val - 5
+    assert manifest["reference"]["macs"] == prune["macs_after"]
+    reloaded = torch.load(out / "artifacts" / "model.pt", weights_only=True)
+    assert reloaded["arch"] == "builtin:tinycnn"
+    # A rerun reuses both cached stages (the pruned checkpoint reloads with its new shapes).
+    again = run_cli("compress", "-m", str(teacher_file), "-d", "digits", "-r", "prune-distill", "-o", str(out),
+                    "--force", "--json", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    cached = json.loads((out / "manifest.json").read_text())
+    assert all(s["cached"] for s in cached["stages"])
+    assert cached["reference"]["accuracy"] == manifest["reference"]["accuracy"]
