@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from edgekit.bundle import write_json
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, MissingDependency
 from edgekit.profiling import runner as runner_module
 from edgekit.profiling.bench import RUNNER_PATH
 
@@ -63,7 +63,10 @@ class SshDevice:
     # --------------------------------------------------------------------------------- connection
 
     def connect(self):
-        import paramiko
+        try:
+            import paramiko
+        except ImportError:
+            raise MissingDependency("paramiko", "remote", "benchmarking over SSH") from None
 
         client = paramiko.SSHClient()
         known = Path(self.known_hosts).expanduser() if self.known_hosts else Path("~/.ssh/known_hosts").expanduser()
