@@ -27,6 +27,15 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def register_class(self, name: str) -> Callable[[T], T]:
+        """Like ``register``, and also sets ``cls.name`` (stages and backends know their own name)."""
+
+        def decorator(cls: T) -> T:
+            cls.name = name  # type: ignore[attr-defined]
+            return self.register(name)(cls)
+
+        return decorator
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

@@ -96,12 +96,7 @@ class Backend:
 BACKENDS: Registry[type[Backend]] = Registry("backend")
 
 
-def register_backend(name: str):
-    def decorator(cls: type[Backend]) -> type[Backend]:
-        cls.name = name
-        return BACKENDS.register(name)(cls)
-
-    return decorator
+register_backend = BACKENDS.register_class
 
 
 def describe_files(root: Path, files: list[Path]) -> tuple[list[str], int, dict[str, str]]:

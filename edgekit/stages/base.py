@@ -52,9 +52,4 @@ class Stage:
 STAGES: Registry[type[Stage]] = Registry("stage")
 
 
-def register_stage(name: str):
-    def decorator(cls: type[Stage]) -> type[Stage]:
-        cls.name = name
-        return STAGES.register(name)(cls)
-
-    return decorator
+register_stage = STAGES.register_class
