@@ -5,29 +5,21 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
 from edgekit.backends.onnx_export import export_onnx
 from edgekit.backends.onnx_quant import activation_profile, quantize_qdq
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
+from edgekit.profiling.runner import OrtRunner
 
 
-class OrtSession(Session):
+class OrtSession(OrtRunner, Session):
+    """ONNX Runtime session: the on-device runner's own class, so host and device run the file alike."""
+
     def __init__(self, path: Path, threads: int):
-        ort = OnnxRuntime.runtime()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-        self.info = {"threads": threads, "providers": self._session.get_providers(),
-                     "runtime_version": ort.__version__}
-
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+        OnnxRuntime.runtime()  # a missing runtime is a one-line install hint, not an ImportError
+        super().__init__({"path": path.name}, path.parent, threads)
 
 
 @register_backend("onnxruntime")

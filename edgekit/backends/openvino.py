@@ -13,37 +13,24 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
+from edgekit.profiling.runner import OpenVinoRunner
 
 # Artifact precision -> (weights stored as FP16?, CPU inference precision hint)
 PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16"), "int8": (True, "f32")}  # int8: FQ constants in fp16
 
 
-class OpenVinoSession(Session):
+class OpenVinoSession(OpenVinoRunner, Session):
+    """OpenVINO CPU session: the on-device runner's own class, so host and device run the file alike.
+    ``info["executed_precision"]`` is what the plugin reports (f32 unless a hint says otherwise)."""
+
     def __init__(self, xml: Path, threads: int, hint: str):
-        ov = OpenVino.runtime()
-        core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        if hint:
-            config["INFERENCE_PRECISION_HINT"] = hint
-        self._compiled = core.compile_model(str(xml), "CPU", config)
-        self._request = self._compiled.create_infer_request()
-        self.info = {"threads": threads, "device": "CPU", "runtime_version": ov.__version__,
-                     "executed_precision": _type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))}
-
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        result = self._request.infer({0: np.ascontiguousarray(inputs, dtype=np.float32)})
-        return np.asarray(result[self._compiled.output(0)])
-
-
-def _type_name(element_type) -> str:
-    """OpenVINO element type -> short name ('f32', 'bf16')."""
-    return element_type.get_type_name() if hasattr(element_type, "get_type_name") else str(element_type)
+        OpenVino.runtime()  # a missing runtime is a one-line install hint, not an ImportError
+        super().__init__({"path": xml.name, "meta": {"inference_precision_hint": hint}}, xml.parent, threads)
 
 
 @register_backend("openvino")
