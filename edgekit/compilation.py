@@ -76,7 +76,24 @@ def compile_all(final: LoadedModel, data: DataSplits, recipe: Recipe, target: Ta
     if "auto" in recipe.compile.precisions:
         bound = recipe.compile.max_accuracy_drop if recipe.compile.max_accuracy_drop is not None else DEFAULT_AUTO_DROP
         extra["precision_selection"] = select_precisions(artifacts, ref_top1, bound)
+        extra["deploy"] = recommend(extra["precision_selection"])
     return artifacts, extra
+
+
+def recommend(decisions: list[dict]) -> dict | None:
+    """The artifact to deploy: of each backend's chosen candidate (all within the accuracy bound, or
+    the most accurate where none is), the fastest by p50. Why: a user deploying to an x86 box wants
+    one answer, not one per runtime; the other backends stay in the bundle for devices without it."""
+    chosen = [next(r for r in d["candidates"] if r["chosen"]) for d in decisions if d["chosen"]]
+    timed = [r for r in chosen if r["p50_ms"] is not None]
+    if not timed:
+        return None
+    best = min(timed, key=lambda r: (not r["eligible"], r["p50_ms"]))
+    others = ", ".join(f"{r['artifact']} {r['p50_ms']:.3f} ms" for r in timed if r is not best)
+    return {"artifact": best["artifact"], "top1": best["top1"], "drop": best["drop"], "p50_ms": best["p50_ms"],
+            "latency_source": best["latency_source"],
+            "reason": f"fastest per-backend choice (p50 {best['p50_ms']:.3f} ms {best['latency_source']})"
+                      + (f"; others: {others}" if others else "")}
 
 
 def _validation(data: DataSplits, model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +182,10 @@ def selection_markdown(manifest: dict) -> str:
                 f"{cal['size']} images from the {cal['split']} split (seed {cal['seed']}, "
                 f"{'class-balanced' if cal.get('balanced') else 'random'}), `calibration.npz` sha256 "
                 f"`{cal['sha256'][:16]}…`", ""]
+    deploy = manifest.get("deploy")
+    if deploy:
+        out += ["## Deploy", "", f"**{deploy['artifact']}** — top-1 {deploy['top1']:.2f}% "
+                f"(drop {deploy['drop']:+.2f} pt), {deploy['reason']}", ""]
     for d in manifest.get("precision_selection", []):
         out += [f"## Precision selection: {d['backend']}", "",
                 f"Chosen: **{d['chosen']}** — {d['reason']}", "",

@@ -45,7 +45,7 @@ from edgekit.training.evaluate import module_logits, accuracy_counts
 class CompressOptions:
     model: str | None = None
     data: str | None = None
-    recipe: str = "quickstart"
+    recipe: str | None = None      # None: the target's own recipe (targets/*.yaml `recipe:`)
     target: str = "x86-cpu"
     out: Path | None = None
     force: bool = False
@@ -182,10 +182,10 @@ def plan_compilation(recipe: Recipe, target: Target) -> tuple[list[tuple[str, st
 
 def compress(opts: CompressOptions) -> dict:
     """Run everything and write the bundle; returns the manifest."""
-    recipe = load_recipe(opts.recipe)
+    target = load_target(opts.target)
+    recipe = load_recipe(opts.recipe or target.recipe)
     if opts.overrides:
         recipe = recipe.model_copy(update={"compile": recipe.compile.model_copy(update=opts.overrides)})
-    target = load_target(opts.target)
     server_target = load_target(opts.server_target)
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)

@@ -42,6 +42,7 @@ class Target(BaseModel):
     backends: list[str] = Field(description="backends to compile for, preferred first")
     precisions: list[Precision]
     default_precision: Precision = "fp32"
+    recipe: str = Field("quickstart", description="the recipe `edgekit compress` runs when --recipe is not given")
     threads: int = 1
     reach: Literal["local", "ssh"] = "local"
     input: InputConstraints = InputConstraints()

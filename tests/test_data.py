@@ -98,3 +98,10 @@ def test_spec_prepare_grey_to_rgb_resize_normalise():
     assert torch.allclose(x, torch.ones_like(x))  # (1 - 0.5) / 0.5
     rgb_to_grey = ModelSpec(input_shape=(1, 8, 8), num_classes=10).prepare(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     assert rgb_to_grey.shape == (1, 1, 8, 8)
+
+
+def test_flips_follow_the_dataset():
+    """Digits are not mirror-invariant (a flipped 2 is not a 2): training stages leave flips off for
+    them unless the recipe says otherwise; Fashion-MNIST clothes flip."""
+    assert load_data("digits").mirror_invariant is False
+    assert load_data("fashion-mnist").mirror_invariant is True

@@ -376,6 +376,20 @@ def test_auto_rejects_int8_that_is_slower_or_too_inaccurate():
     assert d["chosen"] == "ort-fp32" and "most accurate" in d["reason"]
 
 
+def test_deploy_is_the_fastest_backend_choice_within_bound():
+    """One answer for the user: across backends, the fastest per-backend choice; a backend whose
+    choice missed the bound (kept only as its most accurate) loses to any that met it."""
+    from edgekit.compilation import recommend, select_precisions
+
+    arts = [_fake("openvino-fp32", "fp32", 90.0, 2.0), _fake("openvino-int8", "int8", 89.8, 0.6),
+            _fake("onnxruntime-fp32", "fp32", 90.0, 1.8), _fake("onnxruntime-int8", "int8", 89.9, 0.7)]
+    deploy = recommend(select_precisions(arts, 90.0, 0.5))
+    assert deploy["artifact"] == "openvino-int8" and "onnxruntime-int8 0.700 ms" in deploy["reason"]
+    missed = [_fake("tflite-fp32", "fp32", 80.0, 0.1), _fake("openvino-fp32", "fp32", 90.0, 2.0)]
+    assert recommend(select_precisions(missed, 90.0, 0.5))["artifact"] == "openvino-fp32"
+    assert recommend([]) is None
+
+
 @pytest.mark.slow  # ~100 s on the shared 2-core box: five compiles incl. three LiteRT conversions
 def test_auto_recipe_end_to_end_marks_one_choice_per_backend(cli, tmp_path):
     recipe = tmp_path / "auto.yaml"

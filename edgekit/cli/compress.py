@@ -20,7 +20,8 @@ def compress_command(
                                         "timm:<name> | file (.pt/.pth/.pt2/TorchScript). Omit with --data for the demo."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="digits | fashion-mnist[:/path] | an image folder "
                                        "(class subfolders, or train/ and val/). Options after '?', e.g. ./imgs?val=0.2"),
-    recipe: str = typer.Option("quickstart", "--recipe", "-r", help="recipe YAML path or shipped recipe name"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="recipe YAML path or shipped recipe name "
+                                         "[default: the target's recipe, see `edgekit targets`]"),
     target: str = typer.Option("x86-cpu", "--target", "-t", help="device target (see `edgekit targets`)"),
     server_target: str = typer.Option("x86-cpu", help="where the tail of a split model (bottleneck stage) runs"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="bundle directory [default: edgekit-runs/<run>]"),
@@ -69,6 +70,9 @@ def compress_command(
                        artifact_rows(manifest)))
     for s in manifest["skipped"]:
         stdout.print(f"[dim]not produced: {s['backend']} {s['precision']}: {s['reason']}[/dim]")
+    if manifest.get("deploy"):
+        d = manifest["deploy"]
+        stdout.print(f"deploy: [bold]{d['artifact']}[/bold] — top-1 {d['top1']:.2f}%, {d['reason']}")
     stdout.print(f"bundle: [bold]{manifest['bundle']}[/bold] ({manifest['seconds']:.0f} s)")
     if manifest.get("gates"):
         stdout.print(table("CI gates", GATE_COLUMNS, gate_rows(manifest)))

@@ -16,7 +16,7 @@ def targets_command(json_out: bool = typer.Option(False, "--json", help="print t
     if json_out:
         print_json([t.model_dump(mode="json") for t in targets])
         return
-    rows = [[t.name, t.runtime, ", ".join(t.backends), ", ".join(t.precisions), t.default_precision,
+    rows = [[t.name, t.runtime, ", ".join(t.backends), ", ".join(t.precisions), t.default_precision, t.recipe,
              t.device.cpu or t.device.gpu or "", t.description] for t in targets]
-    stdout.print(table("targets", ["name", "runtime", "backends", "precisions", "default", "device", "description"],
+    stdout.print(table("targets", ["name", "runtime", "backends", "precisions", "default", "recipe", "device", "description"],
                        rows))

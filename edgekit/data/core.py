@@ -48,6 +48,9 @@ class DataSplits:
     channels: int
     image_size: tuple[int, int]
     notes: dict[str, str] = field(default_factory=dict)
+    # Whether a left-right flip keeps the label (true for photos and clothes, false for digits or text):
+    # training stages flip only when this is true unless the recipe sets hflip itself.
+    mirror_invariant: bool = True
 
     @property
     def fingerprint(self) -> str:

@@ -21,6 +21,6 @@ def load_digits(location, options, image_size) -> DataSplits:
     rest, test = stratified_split(full.labels, 0.15, seed)
     train_idx, val_idx = stratified_split(full.labels[rest], 0.15 / 0.85, seed + 1)
     train_idx, val_idx = rest[train_idx], rest[val_idx]
-    return DataSplits(source="digits", train=full.subset(train_idx), val=full.subset(val_idx),
+    return DataSplits(source="digits", mirror_invariant=False, train=full.subset(train_idx), val=full.subset(val_idx),
                       test=full.subset(test), num_classes=10, class_names=[str(i) for i in range(10)],
                       channels=1, image_size=(8, 8), notes={"test_split": "15% held out (seeded)"})

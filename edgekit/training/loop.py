@@ -41,7 +41,8 @@ class TrainParams(BaseModel):
     label_smoothing: float = 0.0
     augment: bool = True
     crop_pad: int = 2
-    hflip: bool = True
+    hflip: bool | None = Field(None, description="random left-right flips [default: when the dataset is "
+                               "mirror-invariant, i.e. not for digits]")
     patience: int | None = Field(None, description="early stop after this many epochs without val improvement")
     bf16: bool = Field(False, description="bf16 autocast (fast on CPUs with AVX512-BF16/AMX)")
     channels_last: bool = False
@@ -123,6 +124,7 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
         resumed_from = state["epoch"]
         ui.info(f"resuming {description} from epoch {resumed_from} ({ckpt_path})")
 
+    hflip = params.hflip if params.hflip is not None else data.mirror_invariant
     start = time.perf_counter()
     stopped_early = False
     for epoch in range(state["epoch"], params.epochs):
@@ -138,7 +140,7 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
                     break
                 x = spec.prepare(images)
                 if params.augment and model.training:
-                    x = random_crop_flip(x, params.crop_pad, params.hflip, gen)
+                    x = random_crop_flip(x, params.crop_pad, hflip, gen)
                 if params.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast:
