@@ -7,6 +7,10 @@
    28 px) vs training that student from scratch with the same data, epochs and steps.
 
     PYTHONPATH=. nice -n 10 python benchmarks/prune_distill_fmnist.py [--teacher builtin:resnet8]
+    # the ResNet-18 teacher of benchmarks/vs_peers.py, reusing the bundle of its x86-cpu recipe run:
+    PYTHONPATH=. python benchmarks/prune_distill_fmnist.py \
+        --teacher-checkpoint benchmarks/cache/teacher-builtin_resnet18_32-fmnist-e3xfull.pt \
+        --bundle benchmarks/cache/vs_peers/edgekit-x86-cpu --small-steps 0
 
 Writes benchmarks/results/prune_distill_fmnist.json and .md.
 """
@@ -38,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_STUDENT = "builtin:tinycnn?width=16"
 
 
-def small_student_comparison(teacher, data, epochs: int, steps: int) -> dict:
+def small_student_comparison(teacher, data, epochs: int, steps: int | None) -> dict:
     """KD into a plain CNN vs the same CNN trained from scratch (same init, data, epochs, steps)."""
     common = dict(epochs=epochs, max_steps_per_epoch=steps, lr=0.05, warmup_epochs=0.1, eval_limit=2000)
     torch.manual_seed(0)
@@ -51,7 +55,9 @@ def small_student_comparison(teacher, data, epochs: int, steps: int) -> dict:
     torch.manual_seed(0)  # the stage builds its student first: same initialisation as the scratch run
     result = Distill(params).run(StageContext(model=teacher, teacher=teacher, data=data,
                                               target=load_target("x86-cpu"),
-                                              work_dir=ROOT / "benchmarks" / "cache" / "work-small-student"))
+                                              work_dir=ROOT / "benchmarks" / "cache" / (
+                                                  f"work-small-student-{teacher.sha256 or 'teacher'}"[:60]
+                                                  + f"-e{epochs}x{steps or 'full'}")))
     student = result.model
     return {"student": SMALL_STUDENT, "input": list(student.spec.input_shape), "epochs": epochs,
             "steps_per_epoch": steps, "params": count_params(student.module),
@@ -63,18 +69,26 @@ def small_student_comparison(teacher, data, epochs: int, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="builtin:resnet8")
+    parser.add_argument("--teacher-checkpoint", type=Path, help="a trained teacher checkpoint (skips training)")
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "prune-distill-fmnist.yaml")
+    parser.add_argument("--bundle", type=Path, help="reuse this compress bundle (same teacher) instead of running")
+    parser.add_argument("--small-epochs", type=int, default=2)
+    parser.add_argument("--small-steps", type=int, default=150, help="steps per epoch; 0 = full epochs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-small", action="store_true")
     args = parser.parse_args()
-    teacher_path = teacher_checkpoint(args.teacher)
+    teacher_path = (args.teacher_checkpoint or teacher_checkpoint(args.teacher)).resolve()
     teacher = load_checkpoint(teacher_path)
     data = load_data("fashion-mnist", image_size=teacher.spec.hw)
 
-    bundle = args.out / "bundles" / "prune_distill_fmnist"
-    manifest = compress(CompressOptions(model=str(teacher_path), data="fashion-mnist",
-                                        recipe=str(ROOT / "recipes" / "prune-distill-fmnist.yaml"),
-                                        target="x86-cpu", out=bundle, force=True, threads=args.threads))
+    if args.bundle:
+        bundle = args.bundle
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    else:
+        bundle = args.out / "bundles" / "prune_distill_fmnist"
+        manifest = compress(CompressOptions(model=str(teacher_path), data="fashion-mnist", recipe=str(args.recipe),
+                                            target="x86-cpu", out=bundle, force=True, threads=args.threads))
     student = load_checkpoint(bundle / "artifacts" / "model.pt")  # the shipped file, weights_only=True
     teacher_top1 = evaluate_module(teacher.module, teacher.spec, data.test)["top1"]
     student_top1 = evaluate_module(student.module, student.spec, data.test)["top1"]
@@ -90,7 +104,8 @@ def main() -> None:
     prune_metrics = manifest["stages"][0]["metrics"]
     distill_metrics = manifest["stages"][1]["metrics"]
     result = {
-        "teacher": {"source": args.teacher, "checkpoint": str(teacher_path.relative_to(ROOT)), "notes": teacher.notes,
+        "recipe": manifest["recipe"]["name"],
+        "teacher": {"source": teacher.source if args.teacher_checkpoint else args.teacher, "checkpoint": str(teacher_path.relative_to(ROOT)), "notes": teacher.notes,
                     "test_top1": teacher_top1, "params": count_params(teacher.module),
                     "macs": count_macs(teacher.module, teacher.spec)},
         "pruned_distilled": {"test_top1": student_top1, "params": count_params(student.module),
@@ -113,7 +128,7 @@ def main() -> None:
     out_json = args.out / "prune_distill_fmnist.json"
     out_json.write_text(json.dumps(result, indent=2))
     if not args.skip_small:
-        small = small_student_comparison(teacher, data, epochs=2, steps=150)
+        small = small_student_comparison(teacher, data, epochs=args.small_epochs, steps=args.small_steps or None)
         result["small_student"] = small
         result["bars"]["kd_beats_scratch"] = small["distilled_test_top1"] > small["scratch_test_top1"]
     out_json.write_text(json.dumps(result, indent=2))
@@ -124,7 +139,8 @@ def main() -> None:
 def _markdown(r: dict) -> str:
     t, s = r["teacher"], r["pruned_distilled"]
     lines = ["# Issue 3: prune + distill on Fashion-MNIST", "",
-             f"Teacher {t['source']} ({t['notes'].get('weights', '')}); host load average {r['load_average']}.", "",
+             f"Teacher {t['source']} ({t['notes'].get('weights', '')}); recipe {r.get('recipe')}; "
+             f"host load average {r['load_average']}.", "",
              "| model | test top-1 | params | MACs |", "|---|---|---|---|",
              f"| teacher | {t['test_top1']:.2f} | {t['params']} | {t['macs']} |",
              f"| pruned + distilled | {s['test_top1']:.2f} | {s['params']} | {s['macs']} ({s['macs_fraction']:.1%}) |",

@@ -18,25 +18,32 @@ CACHE = Path(__file__).resolve().parent / "cache"
 # average of ~17 when this was written (4 full epochs of resnet20 did not finish in 50 minutes).
 MODELS = {
     "resnet20": ("builtin:resnet20", 1, 0.1, 160),
-    "mobilenetv3s": ("builtin:mobilenetv3s_32", 1, 0.05, 40),
+    "mobilenetv3s": ("builtin:mobilenetv3s_32", 3, 0.1, None),
+    # The issue-7 ResNet-18 teacher (benchmarks/vs_peers.py): 3 full epochs, bf16 autocast.
+    "resnet18": ("builtin:resnet18_32", 3, 0.1, None),
 }
 
 
 def trained(name: str):
     """The cached trained checkpoint for ``name``, training it first when missing."""
-    path = CACHE / f"fmnist-{name}.pt"
+    source, epochs, lr, steps = MODELS[name]
+    if name == "resnet18":  # shared with the shrink benchmarks, trained once
+        from benchmarks._teacher import teacher_checkpoint
+
+        return load_checkpoint(teacher_checkpoint(source, epochs=epochs, steps=steps, fast=True))
+    path = CACHE / f"fmnist-{name}{'' if steps else '-full'}-e{epochs}.pt"
     if path.exists():
         return load_checkpoint(path)
-    source, epochs, lr, steps = MODELS[name]
     torch.manual_seed(0)
     model = load_model(source, num_classes=10)
     data = load_data("fashion-mnist", image_size=model.spec.hw)
     train(model.module, model.spec, data, TrainParams(epochs=epochs, lr=lr, batch_size=128, crop_pad=2,
                                                       hflip=True, warmup_epochs=0.1, eval_limit=1000,
-                                                      max_steps_per_epoch=steps),
+                                                      max_steps_per_epoch=steps, bf16=True,
+                                                      channels_last=True),
           description=f"train {name}")
     top1 = evaluate_module(model.module, model.spec, data.test)["top1"]
-    model.notes = {"weights": f"trained by benchmarks/quant_train.py, {epochs} epoch(s) x {steps} steps of 128, "
+    model.notes = {"weights": f"trained by benchmarks/quant_train.py, {epochs} epoch(s) x {steps or 'all'} steps of 128, "
                               f"test top-1 {top1:.2f}%"}
     CACHE.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, path)

@@ -223,3 +223,13 @@ def test_prune_then_distill_recipe_end_to_end(teacher_file, digits, tmp_path):
     cached = json.loads((out / "manifest.json").read_text())
     assert all(s["cached"] for s in cached["stages"])
     assert cached["reference"]["accuracy"] == manifest["reference"]["accuracy"]
+
+
+def test_min_steps_gives_a_small_dataset_more_epochs(digits):
+    """A recipe tuned for 60k images (few epochs) must still train enough on 1.4k: min_steps extends
+    the epochs."""
+    loaded = load_model("builtin:tinycnn?width=8", num_classes=10)
+    steps_per_epoch = len(digits.train) // 256
+    report = train(loaded.module, loaded.spec, digits, TrainParams(epochs=1, batch_size=256, min_steps=30, eval_limit=64))
+    assert report.epochs_run == -(-30 // steps_per_epoch) > 1
+    assert report.steps_per_epoch == steps_per_epoch

@@ -47,6 +47,8 @@ class TrainParams(BaseModel):
     bf16: bool = Field(False, description="bf16 autocast (fast on CPUs with AVX512-BF16/AMX)")
     channels_last: bool = False
     max_steps_per_epoch: int | None = None
+    min_steps: int | None = Field(None, ge=1, description="train at least this many steps in all: a small "
+                                  "dataset gets more epochs (a recipe tuned on 60k images still converges on 2k)")
     eval_limit: int | None = Field(None, description="cap on val images per epoch (speed)")
     seed: int = 0
 
@@ -97,7 +99,10 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
     loader = make_loader(data.train, params.batch_size, shuffle=True, seed=params.seed, sampler=sampler,
                          drop_last=len(data.train) > params.batch_size)
     steps_per_epoch = min(len(loader), params.max_steps_per_epoch or len(loader))
-    total_steps = max(1, steps_per_epoch * params.epochs)
+    epochs = params.epochs
+    if params.min_steps and epochs:
+        epochs = max(epochs, math.ceil(params.min_steps / steps_per_epoch))
+    total_steps = max(1, steps_per_epoch * epochs)
     warmup = int(params.warmup_epochs * steps_per_epoch)
     params_to_train = trainable if trainable is not None else list(model.parameters())
     if extra_modules is not None:
@@ -127,14 +132,14 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
     hflip = params.hflip if params.hflip is not None else data.mirror_invariant
     start = time.perf_counter()
     stopped_early = False
-    for epoch in range(state["epoch"], params.epochs):
+    for epoch in range(state["epoch"], epochs):
         if sampler is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         model.train()
         if extra_modules is not None:
             extra_modules.train()
         running, seen = 0.0, 0
-        with ui.progress(f"{description} epoch {epoch + 1}/{params.epochs}", steps_per_epoch) as bar:
+        with ui.progress(f"{description} epoch {epoch + 1}/{epochs}", steps_per_epoch) as bar:
             for step, (images, labels) in enumerate(loader):
                 if step >= steps_per_epoch:
                     break
