@@ -3,14 +3,15 @@
 1. Prune the teacher to <= 50% MACs, distill from the unpruned teacher (recipes/prune-distill-fmnist.yaml
    through the real ``compress`` pipeline): student top-1 within 1.0 point of the teacher, and ONNX
    Runtime latency >= 1.6x lower (same batch and threads, teacher and student timed interleaved).
-2. Distill the teacher into a smaller, different architecture (a plain 4-conv CNN, builtin:tinycnn at
-   28 px) vs training that student from scratch with the same data, epochs and steps.
+2. Distill the teacher into a smaller, different architecture (default a plain 4-conv CNN,
+   builtin:tinycnn; ``--small-student builtin:mobilenetv3s_32`` for MobileNetV3-small) vs training that
+   student from scratch with the same data, epochs and steps.
 
     PYTHONPATH=. nice -n 10 python benchmarks/prune_distill_fmnist.py [--teacher builtin:resnet8]
     # the ResNet-18 teacher of benchmarks/vs_peers.py, reusing the bundle of its x86-cpu recipe run:
     PYTHONPATH=. python benchmarks/prune_distill_fmnist.py \
         --teacher-checkpoint benchmarks/cache/teacher-builtin_resnet18_32-fmnist-e3xfull.pt \
-        --bundle benchmarks/cache/vs_peers/edgekit-x86-cpu --small-steps 0
+        --bundle benchmarks/cache/vs_peers/edgekit-x86-cpu --small-student builtin:mobilenetv3s_32 --small-steps 0
 
 Writes benchmarks/results/prune_distill_fmnist.json and .md.
 """
@@ -42,15 +43,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_STUDENT = "builtin:tinycnn?width=16"
 
 
-def small_student_comparison(teacher, data, epochs: int, steps: int | None) -> dict:
-    """KD into a plain CNN vs the same CNN trained from scratch (same init, data, epochs, steps)."""
-    common = dict(epochs=epochs, max_steps_per_epoch=steps, lr=0.05, warmup_epochs=0.1, eval_limit=2000)
+def small_student_comparison(teacher, data, epochs: int, steps: int | None, student: str = SMALL_STUDENT) -> dict:
+    """KD into a smaller, different architecture vs the same one trained from scratch (same init, data,
+    epochs, steps)."""
+    common = dict(epochs=epochs, max_steps_per_epoch=steps, lr=0.05, warmup_epochs=0.1, eval_limit=2000,
+                  bf16=True, channels_last=True)
     torch.manual_seed(0)
-    scratch = load_model(SMALL_STUDENT, num_classes=10, input_size=teacher.spec.hw)
+    scratch = load_model(student, num_classes=10, input_size=teacher.spec.hw)
     init = copy.deepcopy(scratch.module.state_dict())
     train(scratch.module, scratch.spec, data, TrainParams(**common), description="scratch")
     Distill = STAGES.get("distill")
-    params = Distill.Params(student=SMALL_STUDENT, student_input_size=teacher.spec.hw, loss="kd", temperature=4,
+    params = Distill.Params(student=student, student_input_size=teacher.spec.hw, loss="kd", temperature=4,
                             alpha=0.9, **common)
     torch.manual_seed(0)  # the stage builds its student first: same initialisation as the scratch run
     result = Distill(params).run(StageContext(model=teacher, teacher=teacher, data=data,
@@ -59,7 +62,7 @@ def small_student_comparison(teacher, data, epochs: int, steps: int | None) -> d
                                                   f"work-small-student-{teacher.sha256 or 'teacher'}"[:60]
                                                   + f"-e{epochs}x{steps or 'full'}")))
     student = result.model
-    return {"student": SMALL_STUDENT, "input": list(student.spec.input_shape), "epochs": epochs,
+    return {"student": student, "input": list(student.spec.input_shape), "epochs": epochs,
             "steps_per_epoch": steps, "params": count_params(student.module),
             "macs": count_macs(student.module, student.spec),
             "scratch_test_top1": evaluate_module(scratch.module, scratch.spec, data.test)["top1"],
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--teacher-checkpoint", type=Path, help="a trained teacher checkpoint (skips training)")
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "prune-distill-fmnist.yaml")
     parser.add_argument("--bundle", type=Path, help="reuse this compress bundle (same teacher) instead of running")
+    parser.add_argument("--small-student", default=SMALL_STUDENT, help="e.g. builtin:mobilenetv3s_32")
     parser.add_argument("--small-epochs", type=int, default=2)
     parser.add_argument("--small-steps", type=int, default=150, help="steps per epoch; 0 = full epochs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -128,7 +132,8 @@ def main() -> None:
     out_json = args.out / "prune_distill_fmnist.json"
     out_json.write_text(json.dumps(result, indent=2))
     if not args.skip_small:
-        small = small_student_comparison(teacher, data, epochs=args.small_epochs, steps=args.small_steps or None)
+        small = small_student_comparison(teacher, data, epochs=args.small_epochs, steps=args.small_steps or None,
+                                         student=args.small_student)
         result["small_student"] = small
         result["bars"]["kd_beats_scratch"] = small["distilled_test_top1"] > small["scratch_test_top1"]
     out_json.write_text(json.dumps(result, indent=2))

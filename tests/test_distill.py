@@ -233,3 +233,17 @@ def test_min_steps_gives_a_small_dataset_more_epochs(digits):
     report = train(loaded.module, loaded.spec, digits, TrainParams(epochs=1, batch_size=256, min_steps=30, eval_limit=64))
     assert report.epochs_run == -(-30 // steps_per_epoch) > 1
     assert report.steps_per_epoch == steps_per_epoch
+
+
+def test_keep_last_returns_the_final_epoch_weights(digits, tmp_path):
+    """keep: last leaves the model at the end of the schedule (the checkpoint of the last epoch), not
+    at whichever epoch scored best on a small val set; keep: best says which epoch it restored."""
+    loaded = load_model("builtin:tinycnn?width=8", num_classes=10)
+    report = train(loaded.module, loaded.spec, digits, TrainParams(epochs=3, batch_size=128, keep="last"),
+                   checkpoint_dir=tmp_path)
+    assert report.kept_epoch == report.epochs_run == 3
+    final = torch.load(tmp_path / "train_state.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, final[k]) for k, v in loaded.module.state_dict().items())
+    best = train(load_model("builtin:tinycnn?width=8", num_classes=10).module, loaded.spec, digits,
+                 TrainParams(epochs=3, batch_size=128))
+    assert best.kept_epoch == best.best_epoch

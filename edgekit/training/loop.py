@@ -44,6 +44,9 @@ class TrainParams(BaseModel):
     hflip: bool | None = Field(None, description="random left-right flips [default: when the dataset is "
                                "mirror-invariant, i.e. not for digits]")
     patience: int | None = Field(None, description="early stop after this many epochs without val improvement")
+    keep: Literal["best", "last"] = Field("best", description="weights to keep at the end: the best epoch on val, "
+                                          "or the last one (a schedule that decays to zero converges there, and "
+                                          "picking the best of a noisy val subset can pick an early epoch)")
     bf16: bool = Field(False, description="bf16 autocast (fast on CPUs with AVX512-BF16/AMX)")
     channels_last: bool = False
     max_steps_per_epoch: int | None = None
@@ -70,6 +73,7 @@ class TrainReport(BaseModel):
     epochs_run: int
     best_epoch: int
     best_val_top1: float
+    kept_epoch: int | None = None      # whose weights the model has now (TrainParams.keep)
     history: list[dict[str, float]]
     stopped_early: bool
     resumed_from_epoch: int | None = None
@@ -175,12 +179,14 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
             stopped_early = True
             ui.info(f"  early stop: no val improvement for {params.patience} epochs")
             break
-    if state["best_state"] is not None:
+    if state["best_state"] is not None and params.keep == "best":
         model.load_state_dict(state["best_state"])
     if params.channels_last:
         model.to(memory_format=torch.contiguous_format)
     model.eval()
+    kept = state["best_epoch"] if params.keep == "best" and state["best_state"] is not None else state["epoch"]
     return TrainReport(epochs_run=state["epoch"], best_epoch=state["best_epoch"], best_val_top1=state["best"],
+                       kept_epoch=kept,
                        history=state["history"], stopped_early=stopped_early, resumed_from_epoch=resumed_from,
                        seconds=round(time.perf_counter() - start, 2), steps_per_epoch=steps_per_epoch,
                        world_size=distributed.world_size())
