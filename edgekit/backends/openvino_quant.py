@@ -24,6 +24,7 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
         from edgekit.errors import MissingDependency
 
         raise MissingDependency("nncf", "openvino", "OpenVINO INT8") from None
+    _nncf_logs_to_stderr()
     items = [calibration[i:i + 1].astype(np.float32) for i in range(len(calibration))]
     cal_ds = nncf.Dataset(items)
     preset_value = {"performance": nncf.QuantizationPreset.PERFORMANCE,
@@ -54,3 +55,13 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
             quantized = nncf.quantize(ov_model, cal_ds, preset=preset_value, subset_size=len(items))
         meta["method"] = "nncf.quantize"
     return quantized, meta
+
+
+def _nncf_logs_to_stderr() -> None:
+    """NNCF's logger holds its own handle on stdout (redirect_stdout does not reach it): move it to
+    stderr so that `--json` stdout stays a single JSON document."""
+    import logging
+
+    for handler in logging.getLogger("nncf").handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
+            handler.setStream(sys.stderr)
