@@ -13,20 +13,20 @@ from edgekit.models import load_checkpoint, load_model, save_checkpoint
 from edgekit.training import TrainParams, evaluate_module, train
 
 CACHE = Path(__file__).resolve().parent / "cache"
-# name -> (model source, epochs, lr, max steps per epoch of 128 images). Deliberately short: the
-# quantization bars compare INT8 with FP32 of the same weights, and the 2 shared cores ran at a load
-# average of ~17 when this was written (4 full epochs of resnet20 did not finish in 50 minutes).
+# name -> (model source, epochs, lr, max steps per epoch of 128 images, bf16 autocast + channels_last).
+# bf16 autocast makes MobileNetV3 ~18x *slower* on this CPU (depthwise convs, SE blocks: 0.47 s fp32 vs
+# 8.7 s bf16 per step of 128, measured 2026-11-25), so it trains in fp32.
 MODELS = {
-    "resnet20": ("builtin:resnet20", 1, 0.1, 160),
-    "mobilenetv3s": ("builtin:mobilenetv3s_32", 3, 0.1, None),
+    "resnet20": ("builtin:resnet20", 1, 0.1, 160, True),
+    "mobilenetv3s": ("builtin:mobilenetv3s_32", 3, 0.1, None, False),
     # The issue-7 ResNet-18 teacher (benchmarks/vs_peers.py): 3 full epochs, bf16 autocast.
-    "resnet18": ("builtin:resnet18_32", 3, 0.1, None),
+    "resnet18": ("builtin:resnet18_32", 3, 0.1, None, True),
 }
 
 
 def trained(name: str):
     """The cached trained checkpoint for ``name``, training it first when missing."""
-    source, epochs, lr, steps = MODELS[name]
+    source, epochs, lr, steps, fast = MODELS[name]
     if name == "resnet18":  # shared with the shrink benchmarks, trained once
         from benchmarks._teacher import teacher_checkpoint
 
@@ -39,8 +39,8 @@ def trained(name: str):
     data = load_data("fashion-mnist", image_size=model.spec.hw)
     train(model.module, model.spec, data, TrainParams(epochs=epochs, lr=lr, batch_size=128, crop_pad=2,
                                                       hflip=True, warmup_epochs=0.1, eval_limit=1000,
-                                                      max_steps_per_epoch=steps, bf16=True,
-                                                      channels_last=True),
+                                                      max_steps_per_epoch=steps, bf16=fast,
+                                                      channels_last=fast),
           description=f"train {name}")
     top1 = evaluate_module(model.module, model.spec, data.test)["top1"]
     model.notes = {"weights": f"trained by benchmarks/quant_train.py, {epochs} epoch(s) x {steps or 'all'} steps of 128, "

@@ -3,12 +3,13 @@
 1. Accuracy/size: the split pair's test top-1 (through the runtimes: head -> uint8 -> tail) is within
    1.0 point of the teacher's, with the 8-bit bottleneck <= 25% of the raw input bytes.
 2. Latency over a shaped link: two network namespaces joined by a veth pair, each direction shaped to
-   5 Mbit/s with 10 ms delay (20 ms RTT) by tc netem; the tail server runs in one namespace, the head
+   5 Mbit/s with 10 ms delay (20 ms RTT) by tc netem (where the kernel lacks netem: tc tbf at 5 Mbit/s
+   with a small MTU, no delay; see edgekit/split/netns.py); the tail server runs in one namespace, the head
    in the other; split and full offload of the raw image are measured interleaved in one run.
 
-    nice -n 10 python benchmarks/split_fashion_mnist.py [--teacher builtin:resnet8] [--skip-link]
+    python benchmarks/split_fashion_mnist.py [--teacher builtin:resnet20] [--teacher-epochs 4] [--skip-link]
 
-The teacher is trained briefly once and cached under benchmarks/cache/ (gitignored). Writes
+The teacher is trained once (full epochs, bf16) and cached under benchmarks/cache/ (gitignored). Writes
 benchmarks/results/split_fashion_mnist.json and .md.
 """
 
@@ -24,26 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # this checkout's edgekit, not an installed one
 CACHE = ROOT / "benchmarks" / "cache"
-
-
-def teacher_checkpoint(arch: str) -> Path:
-    """Train ``arch`` briefly on Fashion-MNIST once (150 steps of 64 images: the shared 2-core host is very busy); cache it."""
-    from edgekit.data import load_data
-    from edgekit.models import load_model, save_checkpoint
-    from edgekit.training import TrainParams, train
-
-    path = CACHE / f"fashion-mnist-{arch.replace(':', '-')}-teacher.pt"
-    if path.exists():
-        return path
-    model = load_model(arch, num_classes=10)
-    data = load_data("fashion-mnist", image_size=model.spec.hw)
-    model.spec = model.spec.model_copy(update={"class_names": data.class_names})
-    params = TrainParams(epochs=1, lr=0.05, batch_size=64, warmup_epochs=0.1, crop_pad=2, hflip=True, eval_limit=1000,
-                         max_steps_per_epoch=150)
-    train(model.module, model.spec, data, params, description="teacher")
-    model.notes = {"weights": "benchmarks/split_fashion_mnist.py: 150 steps of 64 on Fashion-MNIST"}
-    save_checkpoint(model, path)
-    return path
 
 
 def accuracy_phase(teacher: Path, recipe: Path, bundle: Path) -> dict:
@@ -97,7 +78,8 @@ def link_phase(bundle: Path, images: int, rate_mbit: float, delay_ms: float) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default="builtin:resnet8?width=8")
+    parser.add_argument("--teacher", default="builtin:resnet20")
+    parser.add_argument("--teacher-epochs", type=int, default=4)
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "split-fashion-mnist.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--images", type=int, default=300)
@@ -107,12 +89,15 @@ def main() -> None:
     os.environ.setdefault("EDGEKIT_CACHE", str(CACHE / "edgekit"))
     bundle = args.out / "bundles" / "split_fashion_mnist"
     started = time.time()
-    result: dict = {"teacher_arch": args.teacher, "recipe": str(args.recipe.relative_to(ROOT))}
+    from benchmarks._teacher import teacher_checkpoint
+
+    result: dict = {"teacher_arch": args.teacher, "teacher_epochs": args.teacher_epochs, "recipe": str(args.recipe.relative_to(ROOT))}
     json_path = args.out / "split_fashion_mnist.json"
     if args.skip_train and json_path.exists():
         result = json.loads(json_path.read_text())
     else:
-        result["accuracy"] = accuracy_phase(teacher_checkpoint(args.teacher), args.recipe, bundle)
+        result["accuracy"] = accuracy_phase(teacher_checkpoint(args.teacher, args.teacher_epochs, steps=None, fast=True),
+                                            args.recipe, bundle)
     if not args.skip_link:
         result["link"] = link_phase(bundle, args.images, 5.0, 10.0)
     from edgekit.profiling.latency import host_identity
@@ -128,7 +113,7 @@ def main() -> None:
 def render(r: dict) -> str:
     a = r.get("accuracy", {})
     lines = ["# Split computing on Fashion-MNIST (issue 5)", "",
-             f"teacher `{r['teacher_arch']}`, recipe `{r['recipe']}`", ""]
+             f"teacher `{r['teacher_arch']}` ({r.get('teacher_epochs', '?')} epochs), recipe `{r['recipe']}`", ""]
     if a:
         lines += ["| metric | value |", "|---|---|",
                   f"| teacher test top-1 | {a['teacher_test_top1']:.2f}% |",
@@ -151,7 +136,7 @@ def render(r: dict) -> str:
             lines.append(f"| {mode} | {m['accuracy']['top1']:.2f} | {m['bytes_per_image']:.0f} | "
                          f"{m['e2e_ms']['p50_ms']:.2f} | {m['e2e_ms']['mean_ms']:.2f} |")
         lines += ["", f"split faster than raw offload: {'met' if link['bars']['split_faster_than_raw_offload_at_5mbit'] else 'NOT met'}", ""]
-    lines.append(f"host: {r['host']['cpu']} ({r['host']['cores']} cores, shared with other jobs)")
+    lines.append(f"host: {r['host']['cpu']} ({r['host']['cores']} cores)")
     return "\n".join(lines) + "\n"
 
 

@@ -1,9 +1,13 @@
 """A real, shaped network link on one Linux host, for testing split computing end to end.
 
 Two network namespaces joined by a veth pair, each end shaped by ``tc``: ``netem delay D rate R``
-when the kernel has sch_netem (round trip = 2 x delay); otherwise ``tbf`` (token bucket, burst of
-one MTU) limits the rate only and no delay is added (``shaping`` says which was applied). Some VMs
-(e.g. Firecracker guests without modules) ship tbf/htb but not netem. The tail server runs in one namespace,
+when the kernel has sch_netem (round trip = 2 x delay); otherwise ``tbf`` limits the rate only and no
+delay is added (``shaping`` says which was applied). Some VMs (e.g. Firecracker guests without modules)
+ship tbf/htb but not netem. A token bucket lets a lone packet smaller than its bucket pass at once, so a
+1 kB request on an idle tbf link costs nothing where a real 5 Mbit/s link takes 1.6 ms to serialize it;
+the tbf fallback therefore shrinks the link's MTU (``TBF_MTU``) and bucket to a few hundred bytes, so
+every request beyond one small packet is paced at the rate, as on the real link (under-counting each
+transfer by at most one bucket, for split and offload alike). The tail server runs in one namespace,
 the head (``edgekit split-run``) in the other, as separate processes: every byte crosses the shaped
 link through the kernel's TCP stack. Needs root (CAP_NET_ADMIN) and iproute2 with sch_netem.
 """
@@ -20,6 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+TBF_MTU = 296          # bytes; TCP's MSS becomes 256 B
+TBF_BURST = 360        # bytes: one MTU-sized frame with its Ethernet header, and a little slack
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -93,9 +99,9 @@ class ShapedLink:
             qdisc = ["netem", "delay", f"{self.delay_ms}ms", "rate", f"{self.rate_mbit}mbit", "limit", "10000"]
             self.shaping = f"netem: {self.rate_mbit} Mbit/s, {self.delay_ms} ms each way"
         else:
-            qdisc = ["tbf", "rate", f"{self.rate_mbit}mbit", "burst", "1600", "latency", "200ms"]
-            self.shaping = (f"tbf: {self.rate_mbit} Mbit/s each way, burst 1600 B; NO delay added "
-                            "(this kernel has no sch_netem)")
+            qdisc = ["tbf", "rate", f"{self.rate_mbit}mbit", "burst", str(TBF_BURST), "latency", "400ms"]
+            self.shaping = (f"tbf: {self.rate_mbit} Mbit/s each way, MTU {TBF_MTU} B, burst {TBF_BURST} B; "
+                            "NO delay added (this kernel has no sch_netem)")
         _run("ip", "netns", "add", self.server_ns)
         _run("ip", "netns", "add", self.client_ns)
         _run("ip", "link", "add", self.server_if, "type", "veth", "peer", "name", self.client_if)
@@ -103,6 +109,8 @@ class ShapedLink:
                             (self.client_ns, self.client_if, self.client_ip)):
             _run("ip", "link", "set", dev, "netns", ns)
             _run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+            if not netem:
+                _run("ip", "-n", ns, "link", "set", dev, "mtu", str(TBF_MTU))
             _run("ip", "-n", ns, "link", "set", dev, "up")
             _run("ip", "-n", ns, "link", "set", "lo", "up")
             _run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", *qdisc)
