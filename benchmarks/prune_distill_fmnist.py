@@ -1,17 +1,19 @@
 """Issue-3 bars on Fashion-MNIST (run with ``nice -n 10``; teachers are cached in benchmarks/cache/).
 
-1. Prune the teacher to <= 50% MACs, distill from the unpruned teacher (recipes/prune-distill-fmnist.yaml
+1. Prune the teacher to <= 50% MACs (40%), distill from the unpruned teacher (recipes/prune-distill-fmnist.yaml
    through the real ``compress`` pipeline): student top-1 within 1.0 point of the teacher, and ONNX
    Runtime latency >= 1.6x lower (same batch and threads, teacher and student timed interleaved).
-2. Distill the teacher into a smaller, different architecture (default a plain 4-conv CNN,
-   builtin:tinycnn; ``--small-student builtin:mobilenetv3s_32`` for MobileNetV3-small) vs training that
-   student from scratch with the same data, epochs and steps.
+2. Distill the teacher into a smaller, different architecture (default MobileNetV3-small for 32 px,
+   builtin:mobilenetv3s_32) vs training that student from scratch with the same init, data, epochs and
+   steps.
 
-    PYTHONPATH=. nice -n 10 python benchmarks/prune_distill_fmnist.py [--teacher builtin:resnet8]
-    # the ResNet-18 teacher of benchmarks/vs_peers.py, reusing the bundle of its x86-cpu recipe run:
-    PYTHONPATH=. python benchmarks/prune_distill_fmnist.py \
-        --teacher-checkpoint benchmarks/cache/teacher-builtin_resnet18_32-fmnist-e3xfull.pt \
-        --bundle benchmarks/cache/vs_peers/edgekit-x86-cpu --small-student builtin:mobilenetv3s_32 --small-steps 0
+    PYTHONPATH=. python benchmarks/prune_distill_fmnist.py
+    # other teachers / bundles (e.g. the x86-cpu recipe's bundle from benchmarks/vs_peers.py):
+    PYTHONPATH=. python benchmarks/prune_distill_fmnist.py --teacher builtin:resnet8 --teacher-epochs 2 \
+        --bundle benchmarks/cache/vs_peers/edgekit-x86-cpu --small-student builtin:tinycnn?width=16
+
+The teacher (default torchvision's ResNet-18 at 32 px, 2 full epochs: benchmarks/_teacher.py RESNET18,
+shared with the quantization benchmark) is trained once and cached in benchmarks/cache/.
 
 Writes benchmarks/results/prune_distill_fmnist.json and .md.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _teacher import teacher_checkpoint  # noqa: E402
+from _teacher import RESNET18, teacher_checkpoint  # noqa: E402
 
 from edgekit.data import load_data  # noqa: E402
 from edgekit.models import load_checkpoint, load_model  # noqa: E402
@@ -38,18 +40,20 @@ from edgekit.pruning.measure import ort_latency_interleaved  # noqa: E402
 from edgekit.stages import STAGES, StageContext  # noqa: E402
 from edgekit.targets import load_target  # noqa: E402
 from edgekit.training import TrainParams, evaluate_module, train  # noqa: E402
+from edgekit.training.loop import has_depthwise_conv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_STUDENT = "builtin:tinycnn?width=16"
+SMALL_STUDENT = "builtin:mobilenetv3s_32"
 
 
 def small_student_comparison(teacher, data, epochs: int, steps: int | None, student: str = SMALL_STUDENT) -> dict:
     """KD into a smaller, different architecture vs the same one trained from scratch (same init, data,
     epochs, steps)."""
-    common = dict(epochs=epochs, max_steps_per_epoch=steps, lr=0.05, warmup_epochs=0.1, eval_limit=2000,
-                  bf16=True, channels_last=True)
     torch.manual_seed(0)
     scratch = load_model(student, num_classes=10, input_size=teacher.spec.hw)
+    fast = not has_depthwise_conv(scratch.module)   # bf16 is ~18x slower for MobileNetV3 on this CPU
+    common = dict(epochs=epochs, max_steps_per_epoch=steps, lr=0.05, warmup_epochs=0.1, eval_limit=2000,
+                  bf16=fast, channels_last=fast, keep="last")
     init = copy.deepcopy(scratch.module.state_dict())
     train(scratch.module, scratch.spec, data, TrainParams(**common), description="scratch")
     Distill = STAGES.get("distill")
@@ -61,28 +65,31 @@ def small_student_comparison(teacher, data, epochs: int, steps: int | None, stud
                                               work_dir=ROOT / "benchmarks" / "cache" / (
                                                   f"work-small-student-{teacher.sha256 or 'teacher'}"[:60]
                                                   + f"-e{epochs}x{steps or 'full'}")))
-    student = result.model
-    return {"student": student, "input": list(student.spec.input_shape), "epochs": epochs,
-            "steps_per_epoch": steps, "params": count_params(student.module),
-            "macs": count_macs(student.module, student.spec),
+    distilled = result.model
+    return {"student": student, "input": list(distilled.spec.input_shape), "epochs": epochs, "bf16": fast,
+            "steps_per_epoch": steps, "params": count_params(distilled.module),
+            "macs": count_macs(distilled.module, distilled.spec),
             "scratch_test_top1": evaluate_module(scratch.module, scratch.spec, data.test)["top1"],
-            "distilled_test_top1": evaluate_module(result.model.module, result.model.spec, data.test)["top1"]}
+            "distilled_test_top1": evaluate_module(distilled.module, distilled.spec, data.test)["top1"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default="builtin:resnet8")
+    parser.add_argument("--teacher", default=RESNET18[0])
+    parser.add_argument("--teacher-epochs", type=int, default=RESNET18[1], help="full epochs when training it")
     parser.add_argument("--teacher-checkpoint", type=Path, help="a trained teacher checkpoint (skips training)")
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "prune-distill-fmnist.yaml")
     parser.add_argument("--bundle", type=Path, help="reuse this compress bundle (same teacher) instead of running")
     parser.add_argument("--small-student", default=SMALL_STUDENT, help="e.g. builtin:mobilenetv3s_32")
     parser.add_argument("--small-epochs", type=int, default=2)
-    parser.add_argument("--small-steps", type=int, default=150, help="steps per epoch; 0 = full epochs")
+    parser.add_argument("--small-steps", type=int, default=0, help="steps per epoch; 0 = full epochs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-small", action="store_true")
     args = parser.parse_args()
-    teacher_path = (args.teacher_checkpoint or teacher_checkpoint(args.teacher)).resolve()
+    teacher_path = (args.teacher_checkpoint
+                    or teacher_checkpoint(args.teacher, args.teacher_epochs, steps=None, fast=True,
+                                          input_size=RESNET18[2] if args.teacher == RESNET18[0] else None)).resolve()
     teacher = load_checkpoint(teacher_path)
     data = load_data("fashion-mnist", image_size=teacher.spec.hw)
 

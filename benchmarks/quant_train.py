@@ -19,8 +19,9 @@ CACHE = Path(__file__).resolve().parent / "cache"
 MODELS = {
     "resnet20": ("builtin:resnet20", 1, 0.1, 160, True),
     "mobilenetv3s": ("builtin:mobilenetv3s_32", 3, 0.1, None, False),
-    # The issue-7 ResNet-18 teacher (benchmarks/vs_peers.py): 3 full epochs, bf16 autocast.
-    "resnet18": ("builtin:resnet18_32", 3, 0.1, None, True),
+    # The ResNet-18 teacher of the shrink benchmarks (benchmarks/_teacher.py RESNET18): torchvision's
+    # ResNet-18 at 32 px, 2 full epochs.
+    "resnet18": ("torchvision:resnet18?weights=none", 2, 0.1, None, True),
 }
 
 
@@ -28,9 +29,10 @@ def trained(name: str):
     """The cached trained checkpoint for ``name``, training it first when missing."""
     source, epochs, lr, steps, fast = MODELS[name]
     if name == "resnet18":  # shared with the shrink benchmarks, trained once
-        from benchmarks._teacher import teacher_checkpoint
+        from benchmarks._teacher import RESNET18, teacher_checkpoint
 
-        return load_checkpoint(teacher_checkpoint(source, epochs=epochs, steps=steps, fast=True))
+        return load_checkpoint(teacher_checkpoint(RESNET18[0], RESNET18[1], steps=None, fast=True,
+                                                  input_size=RESNET18[2]))
     path = CACHE / f"fmnist-{name}{'' if steps else '-full'}-e{epochs}.pt"
     if path.exists():
         return load_checkpoint(path)

@@ -63,7 +63,31 @@ class Objective(Protocol):
     def __call__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
 
 
-def _has_depthwise_conv(model: nn.Module) -> bool:
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: without them oneDNN emulates bf16 and autocast runs several times *slower* than
+    fp32 (ResNet-18 at 32 px: >15 s vs ~5 s per step of 128 on an AVX2-only EPYC, 2026-11-25)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # private probe; assume support rather than silently slow down
+        return True
+
+
+def _use_bf16(params: TrainParams, model: nn.Module, description: str) -> bool:
+    """The recipe's bf16 setting, unless this CPU would run it far slower than fp32 (then fp32, said once)."""
+    if not params.bf16:
+        return False
+    if not cpu_has_native_bf16():
+        ui.warn(f"{description}: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 autocast is several "
+                "times slower than fp32: training in fp32")
+        return False
+    if has_depthwise_conv(model):
+        ui.warn(f"{description}: bf16 autocast is slow for depthwise convolutions on CPU (MobileNetV3: 18x slower "
+                "per step than fp32 on an AVX2 EPYC); set bf16: false in the recipe's training settings")
+    return True
+
+
+def has_depthwise_conv(model: nn.Module) -> bool:
+    """Depthwise convs run far slower under CPU bf16 autocast than in fp32 (see TrainParams.bf16)."""
     return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in model.modules())
 
 
@@ -120,10 +144,7 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, total_steps, warmup))
     if params.channels_last:
         model.to(memory_format=torch.channels_last)
-    if params.bf16 and _has_depthwise_conv(model):
-        ui.warn(f"{description}: bf16 autocast is slow for depthwise convolutions on CPU (MobileNetV3: 18x slower "
-                "per step than fp32 here); set bf16: false in the recipe's training settings")
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if params.bf16 else nullcontext()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if _use_bf16(params, model, description) else nullcontext()
     forward_model = distributed.wrap(model) if is_distributed else model
 
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "best_state": None, "history": [], "bad_epochs": 0}
