@@ -108,7 +108,7 @@ def bars(results: dict) -> list[dict]:
 
 def markdown(results: dict) -> str:
     lines = [f"# Quantization benchmark ({results['date']})", "",
-             f"Host: {results['host']['cpu']}, {results['host']['cores']} cores (shared), threads {results['threads']}, "
+             f"Host: {results['host']['cpu']}, {results['host']['cores']} cores, threads {results['threads']}, "
              "batch 1; latency = median over interleaved rounds of each round's p50.", "",
              "| model | runtime | FP32 top-1 | INT8 top-1 | drop pt | FP32 size | INT8 size | size ratio | "
              "FP32 p50 ms | INT8 p50 ms | speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]

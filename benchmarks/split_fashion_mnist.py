@@ -7,7 +7,7 @@
    with a small MTU, no delay; see edgekit/split/netns.py); the tail server runs in one namespace, the head
    in the other; split and full offload of the raw image are measured interleaved in one run.
 
-    python benchmarks/split_fashion_mnist.py [--teacher builtin:resnet20] [--teacher-epochs 4] [--skip-link]
+    python benchmarks/split_fashion_mnist.py [--teacher builtin:resnet20] [--teacher-epochs 3] [--skip-link]
 
 The teacher is trained once (full epochs, bf16) and cached under benchmarks/cache/ (gitignored). Writes
 benchmarks/results/split_fashion_mnist.json and .md.
@@ -79,7 +79,7 @@ def link_phase(bundle: Path, images: int, rate_mbit: float, delay_ms: float) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="builtin:resnet20")
-    parser.add_argument("--teacher-epochs", type=int, default=4)
+    parser.add_argument("--teacher-epochs", type=int, default=3)
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "split-fashion-mnist.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--images", type=int, default=300)
