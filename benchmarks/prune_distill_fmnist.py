@@ -12,8 +12,8 @@
     PYTHONPATH=. python benchmarks/prune_distill_fmnist.py --teacher builtin:resnet8 --teacher-epochs 2 \
         --bundle benchmarks/cache/vs_peers/edgekit-x86-cpu --small-student builtin:tinycnn?width=16
 
-The teacher (default torchvision's ResNet-18 at 32 px, 2 full epochs: benchmarks/_teacher.py RESNET18,
-shared with the quantization benchmark) is trained once and cached in benchmarks/cache/.
+The teacher (default builtin:resnet18_28, the ResNet-18 layout at half width, 3 full epochs:
+benchmarks/_teacher.py RESNET18, shared with the quantization benchmark) is trained once and cached in benchmarks/cache/.
 
 Writes benchmarks/results/prune_distill_fmnist.json and .md.
 """

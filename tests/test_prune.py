@@ -69,7 +69,8 @@ def _check_valid(original, pruned, tmp_path) -> None:
 
 @pytest.mark.parametrize("source,size", [("builtin:resnet8", None),
                                          pytest.param("builtin:resnet20", (16, 16), marks=pytest.mark.slow),
-                                         ("builtin:resnet18_32", (16, 16)), ("builtin:mobilenetv3s_32", (16, 16))])
+                                         ("builtin:resnet18_28", (16, 16)), ("builtin:resnet18_32", (16, 16)),
+                                         ("builtin:mobilenetv3s_32", (16, 16))])
 def test_structured_macs_target_on_builtin_models(source, size, digits, tmp_path):
     original, result = _prune(source, digits, tmp_path, input_size=size, macs=0.5)
     fraction = count_macs(result.model.module, result.model.spec) / count_macs(original.module, original.spec)

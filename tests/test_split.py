@@ -69,6 +69,7 @@ def test_bad_split_points_are_one_line_errors():
         build_split_model(make_config(m.module, m.arch, m.spec.input_shape, "layer1.0.conv1", 4, 2, 16, None),
                           copy.deepcopy(m.module))
     assert split_candidates(m.module) == ["stem", "layer1", "layer2", "layer3"]
+    assert split_candidates(load_model("builtin:resnet18_28").module)[-2:] == ["layer3", "layer4"]
 
 
 def test_checkpoint_round_trip_and_transfer_quantization(tmp_path):
