@@ -13,8 +13,8 @@ CACHE = Path(__file__).resolve().parent / "cache"
 
 
 # The ResNet-18 teacher of the shrink and quantization benchmarks: builtin:resnet18_28, the ResNet-18 layout
-# at half width with a CIFAR-style stem (2.8M params, 114 MMACs at 28 px), 3 full epochs in fp32 (~12 min
-# per epoch at 1 thread on the AVX2 EPYC). Until 2026-11-24 this was builtin:resnet18_32 (557 MMACs: ~30 min
+# at quarter width with a CIFAR-style stem (0.7M params, 29 MMACs at 28 px), 3 full epochs in fp32 (~7 min
+# per epoch at 1 thread on the AVX2 EPYC; half width, 114 MMACs, took 28 min per epoch there). Until 2026-11-24 this was builtin:resnet18_32 (557 MMACs: ~30 min
 # on an AVX512-BF16 host, ~2.5 h on the AVX2 one); torchvision's ResNet-18 at 32 px reached only 80.3%
 # after 2 epochs (its stride-4 stem leaves 8x8 feature maps).
 RESNET18 = ("builtin:resnet18_28", 3, None)

@@ -20,7 +20,7 @@ MODELS = {
     "resnet20": ("builtin:resnet20", 1, 0.1, 160, True),
     "mobilenetv3s": ("builtin:mobilenetv3s_32", 3, 0.1, None, False),
     # The ResNet-18 teacher of the shrink benchmarks (benchmarks/_teacher.py RESNET18): the ResNet-18
-    # layout at half width for 28 px, 3 full epochs.
+    # layout at quarter width for 28 px, 3 full epochs.
     "resnet18": ("builtin:resnet18_28", 3, 0.1, None, True),
 }
 
