@@ -118,10 +118,30 @@ def test_onnxruntime_int8_qdq_accuracy_size_and_activation_choice(tmp_path, teac
     s8 = _compile("onnxruntime", "int8", teacher, calibration, tmp_path / "s8",
                   options={"onnxruntime": {"activation_type": "S8"}})
     assert s8.meta["activation_type"] == "S8"
-    from edgekit.backends.onnx_quant import activation_profile
+    from edgekit.backends.onnx_quant import activation_profile, reduce_range_choice, x86_without_vnni
+
+    # U8S8 on x86 without VNNI saturates int16 sums: weights get 7 bits there (checked in the file itself).
+    assert int8.meta["reduce_range"] is x86_without_vnni() and s8.meta["reduce_range"] is False
+    assert _max_int8_weight(tmp_path / int8.path) <= (64 if x86_without_vnni() else 127)
+    seven = _compile("onnxruntime", "int8", teacher, calibration, tmp_path / "rr",
+                     options={"onnxruntime": {"reduce_range": True}})
+    assert seven.meta["reduce_range"] is True and _max_int8_weight(tmp_path / "rr" / seven.path) <= 64
+    with pytest.raises(EdgekitError, match="reduce_range 'sometimes' is not true, false or auto"):
+        reduce_range_choice("ort-u8", {"onnxruntime": {"reduce_range": "sometimes"}})
 
     assert activation_profile(load_target("rpi4"), {}) == "ort-s8-arm"     # Arm: signed, recorded with why
     assert activation_profile(load_target("jetson-orin-nano"), {}, for_tensorrt=True) == "tensorrt"
+
+
+def _max_int8_weight(path) -> int:
+    """Largest |value| among the INT8 initializers (quantized weights) of a QDQ ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
+    assert weights, "no INT8 weights in the QDQ model"
+    return int(max(abs(w.astype(int)).max() for w in weights))
 
 
 def test_int8_without_calibration_is_a_clear_error(tmp_path, teacher):

@@ -1,10 +1,15 @@
 """INT8 ONNX in QDQ format with ONNX Runtime's static quantizer, shared by the ONNX Runtime backend
 (what runs here) and the TensorRT backend (explicit INT8 from a symmetric QDQ graph).
 
-Activation type matters for speed, not only accuracy: on this x86 host (AVX-512 VNNI) signed-8-bit
+Activation type matters for speed, not only accuracy: on an x86 host with AVX-512 VNNI (Zen 4) signed-8-bit
 activations (ORT's S8S8 path) were barely faster than FP32 (ResNet-18 18.6 -> 16.7 ms) while unsigned
 activations (U8S8, the VNNI path) were 3x faster (-> 6.0 ms). TensorRT only takes symmetric signed
 INT8, so its export uses S8 with symmetric activations. The choice and its reason go in the manifest.
+
+x86 without VNNI (AVX2 only, e.g. Zen 3) computes U8S8 products with VPMADDUBSW, whose int16 pair sums
+saturate: a ResNet-18-style model lost 3.1 points there with 8-bit weights. ONNX Runtime's answer is
+``reduce_range`` (7-bit weights), which we turn on for U8 activations when the compiling x86 CPU has no
+VNNI (the x86-cpu target is the host) or when the recipe asks.
 """
 
 from __future__ import annotations
@@ -24,6 +29,32 @@ PROFILES = {
     "ort-s8-arm": ("S8", False, "signed activations: Arm CPUs run S8S8 natively (SDOT/SMMLA); U8's x86 win does not apply"),
     "tensorrt": ("S8", True, "TensorRT explicit INT8 needs symmetric signed QDQ"),
 }
+
+
+def x86_without_vnni() -> bool:
+    """True on an x86 CPU lacking AVX-512 VNNI and AVX-VNNI (read from /proc/cpuinfo; False elsewhere)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" not in flags and "avx_vnni" not in flags
+
+
+def reduce_range_choice(profile: str, options: dict) -> tuple[bool, str]:
+    """Whether to quantize weights to 7 bits (``compile.options.onnxruntime.reduce_range``: true, false or
+    auto), and why, for the manifest."""
+    asked = options.get("onnxruntime", {}).get("reduce_range", "auto")
+    if asked is True or asked is False:
+        return asked, "requested"
+    if str(asked).lower() != "auto":
+        raise EdgekitError(f"compile.options.onnxruntime.reduce_range {asked!r} is not true, false or auto")
+    if PROFILES[profile][0] == "U8" and x86_without_vnni():
+        return True, "x86 CPU without VNNI: U8S8 int16 sums saturate with 8-bit weights, so weights use 7 bits"
+    return False, "8-bit weights (VNNI, Arm or signed activations: no U8S8 saturation)"
 
 
 def activation_profile(target: Target, options: dict, for_tensorrt: bool = False) -> str:
@@ -59,8 +90,9 @@ class NpzReader:
 
 
 def quantize_qdq(fp32_onnx: Path, out: Path, calibration: np.ndarray | None, profile: str,
-                 method: str = "minmax") -> dict:
-    """FP32 ONNX -> QDQ INT8 ONNX (per-channel weights); returns what was done, for the manifest."""
+                 method: str = "minmax", reduce_range: tuple[bool, str] = (False, "8-bit weights")) -> dict:
+    """FP32 ONNX -> QDQ INT8 ONNX (per-channel weights; 7-bit with ``reduce_range``); returns what was
+    done, for the manifest."""
     if calibration is None or len(calibration) == 0:
         raise EdgekitError("INT8 compilation needs a calibration set and none was given",
                            "compile through `edgekit compress` (it draws one from the training split)")
@@ -83,11 +115,12 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calibration: np.ndarray | None, pro
             pre = fp32_onnx
         quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8 if act == "U8" else QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=calib,
+                        weight_type=QuantType.QInt8, calibrate_method=calib, reduce_range=reduce_range[0],
                         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                                        # TensorRT takes INT8 Q/DQ only; its biases stay float.
                                        "QuantizeBias": profile != "tensorrt"})
     return {"quant_format": "QDQ", "activation_type": act, "weight_type": "S8", "per_channel": True,
             "activation_symmetric": symmetric, "bias": "int32" if profile != "tensorrt" else "float",
-            "calibration_method": method, "activation_choice": why,
+            "calibration_method": method, "activation_choice": why, "reduce_range": reduce_range[0],
+            "reduce_range_choice": reduce_range[1],
             "calibration_images": int(len(calibration)), "quantizer": "onnxruntime.quantization.quantize_static"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
 from edgekit.backends.onnx_export import export_onnx
-from edgekit.backends.onnx_quant import activation_profile, quantize_qdq
+from edgekit.backends.onnx_quant import activation_profile, quantize_qdq, reduce_range_choice
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.runner import OrtRunner
@@ -43,7 +43,8 @@ class OnnxRuntime(Backend):
                 meta = export_onnx(model.module, model.spec, fp32)
                 profile = activation_profile(request.target, request.options)
                 method = request.options.get("onnxruntime", {}).get("calibration_method", "minmax")
-                meta.update(quantize_qdq(fp32, path, request.calibration, profile, method))
+                meta.update(quantize_qdq(fp32, path, request.calibration, profile, method,
+                                         reduce_range_choice(profile, request.options)))
         files, size, sha = describe_files(request.out_dir, [path])
         return Artifact(name=f"onnxruntime-{precision}", backend=self.name, precision=precision, path=files[0],
                         files=files, runtime="onnxruntime", runtime_version=ort.__version__,
