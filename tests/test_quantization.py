@@ -150,6 +150,28 @@ def test_int8_without_calibration_is_a_clear_error(tmp_path, teacher):
         BACKENDS.get("onnxruntime")().compile(teacher, "int8", request)
 
 
+def test_openvino_weights_nncf_left_in_float_get_int8_compression():
+    """Trained MobileNetV3s come out of nncf.quantize with their squeeze-excitation convolutions in float
+    (18 layers, 40% of the weights; random-weight ones do not, so this starts from an unquantized IR):
+    every Convolution/MatMul left with float weights gets 8-bit weight-only compression."""
+    import nncf
+    import openvino as ov
+
+    from edgekit.backends.openvino_quant import _compress_float_weights, _float_weight_layers
+    from edgekit.models import load_model
+
+    model = load_model("builtin:mobilenetv3s_32?width_mult=0.5", num_classes=10, input_size=(16, 16))
+    ov_model = ov.convert_model(model.module.eval(), example_input=torch.zeros(1, *model.spec.input_shape))
+    before = _float_weight_layers(ov_model)
+    assert before > 10
+    compressed, count = _compress_float_weights(nncf, ov_model)
+    assert count == before and _float_weight_layers(compressed) == 0
+    x = np.random.default_rng(0).normal(size=(2, *model.spec.input_shape)).astype(np.float32)
+    ref = ov.Core().compile_model(ov_model, "CPU")(x)[0]
+    out = ov.Core().compile_model(compressed, "CPU")(x)[0]
+    np.testing.assert_allclose(out, ref, atol=0.05 * float(np.abs(ref).max()))
+
+
 def test_openvino_int8_nncf_accuracy(tmp_path, teacher, digits, calibration, fp32_top1):
     int8 = _compile("openvino", "int8", teacher, calibration, tmp_path)
     assert int8.meta["method"] == "nncf.quantize"

@@ -54,7 +54,31 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
         with contextlib.redirect_stdout(sys.stderr):
             quantized = nncf.quantize(ov_model, cal_ds, preset=preset_value, subset_size=len(items))
         meta["method"] = "nncf.quantize"
+        quantized, meta["float_weight_layers_compressed"] = _compress_float_weights(nncf, quantized)
     return quantized, meta
+
+
+def _float_weight_layers(ov_model) -> int:
+    """Convolutions/MatMuls whose weights are still plain f32/f16 constants after nncf.quantize."""
+    count = 0
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul") and op.get_input_size() > 1:
+            weight = op.input_value(1).get_node()
+            if weight.get_type_name() == "Constant" and weight.get_element_type().get_type_name() in ("f32", "f16"):
+                count += 1
+    return count
+
+
+def _compress_float_weights(nncf, quantized) -> tuple[object, int]:
+    """Weights NNCF's quantizer leaves in float (it keeps squeeze-excitation blocks unquantized: 40% of
+    MobileNetV3-small's weights, so its "INT8" IR was only 1.9x smaller than FP32) get 8-bit weight-only
+    compression (``nncf.compress_weights``, INT8_ASYM per channel; decompressed on the fly)."""
+    remaining = _float_weight_layers(quantized)
+    if remaining == 0:
+        return quantized, 0
+    with contextlib.redirect_stdout(sys.stderr):
+        quantized = nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    return quantized, remaining
 
 
 def _nncf_logs_to_stderr() -> None:
