@@ -84,7 +84,8 @@ def bench_model(name: str, threads: int, rounds: int) -> dict:
                   f"p50 {lat['fp32']['p50_ms']:.3f} -> {lat['int8']['p50_ms']:.3f} ms", flush=True)
         trt = BACKENDS.get("tensorrt")().compile(model, "int8", CompileRequest(
             out_dir=root, target=load_target("jetson-orin-nano"), calibration=cal.inputs))
-        out["tensorrt_qdq_on_onnxruntime_top1"] = top1(OrtSession(root / trt.meta["build"]["onnx"], threads),
+        out["tensorrt_qdq_on_onnxruntime_top1"] = top1(OrtSession(root / trt.meta["build"]["onnx"], threads,
+                                                                   simulate_qdq=True),
                                                         model.spec, data.test)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -108,13 +108,16 @@ def _tensorrt_proxy(artifact: Artifact, out_dir: Path, model: LoadedModel, data:
                     target: Target, threads: int, ref_logits: np.ndarray) -> dict:
     """Accuracy of TensorRT's input ONNX on ONNX Runtime, and a labelled roofline latency estimate."""
     from edgekit.backends.onnxruntime import OrtSession
-    session = OrtSession(out_dir / artifact.meta["build"]["onnx"], threads)
+    # Q/DQ simulated in float: TensorRT's int8 math has no U8S8 saturation; ORT's int8 kernels on an x86
+    # without VNNI do (a ResNet-18-style QDQ model read 3 points low through them).
+    session = OrtSession(out_dir / artifact.meta["build"]["onnx"], threads, simulate_qdq=True)
     try:
         logits, labels = session_logits(session, model.spec, data.test, recipe.profile.eval_batch)
     finally:
         session.close()
     metrics: dict = {"accuracy": {**accuracy_counts(logits, labels), "samples": int(len(labels)),
-                                  "measured": "onnxruntime on the TensorRT input ONNX (proxy; TensorRT not here)"},
+                                  "measured": "onnxruntime on the TensorRT input ONNX, Q/DQ simulated in float "
+                                              "(proxy; TensorRT not here)"},
                      "agreement": agreement(logits, ref_logits)}
     try:  # the project's device estimator (profiling/estimate.py), for precision: auto on TensorRT
         from edgekit.profiling.estimate import estimate_module

@@ -17,9 +17,9 @@ from edgekit.profiling.runner import OrtRunner
 class OrtSession(OrtRunner, Session):
     """ONNX Runtime session: the on-device runner's own class, so host and device run the file alike."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, simulate_qdq: bool = False):
         OnnxRuntime.runtime()  # a missing runtime is a one-line install hint, not an ImportError
-        super().__init__({"path": path.name}, path.parent, threads)
+        super().__init__({"path": path.name, "simulate_qdq": simulate_qdq}, path.parent, threads)
 
 
 @register_backend("onnxruntime")

@@ -185,7 +185,11 @@ class OrtRunner(Runner):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # simulate_qdq: no graph optimisation, so Q/DQ pairs stay float ops instead of fusing into int8
+        # kernels: the quantized model's own arithmetic, free of this CPU's int8 quirks (x86 without VNNI
+        # saturates U8S8 sums). Used to judge another runtime's input (TensorRT's QDQ ONNX).
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if art.get("simulate_qdq")
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         providers = art.get("meta", {}).get("providers") or ["CPUExecutionProvider"]
         providers = [p for p in providers if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
         self._s = ort.InferenceSession(str(root / art["path"]), opts, providers=providers)
