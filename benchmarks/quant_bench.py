@@ -119,7 +119,7 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {backend} | {f['top1']:.2f} | {i['top1']:.2f} | {row['int8_drop_vs_fp32']:+.2f} | "
                          f"{f['bytes'] / 1024:.0f} KB | {i['bytes'] / 1024:.0f} KB | {row['size_ratio']:.2f}x | "
                          f"{f['p50_ms']:.3f} | {i['p50_ms']:.3f} | {row['speedup_int8_vs_fp32']:.2f}x |")
-        lines.append(f"| {name} | PyTorch | {r['pytorch_top1']:.2f} | TensorRT QDQ on ORT: "
+        lines.append(f"| {name} | PyTorch | {r['pytorch_top1']:.2f} | TensorRT QDQ on ORT, Q/DQ simulated in float: "
                      f"{r['tensorrt_qdq_on_onnxruntime_top1']:.2f} | | | | | | | |")
     lines += ["", "## Bars", "", "| bar | value | met |", "|---|---|---|"]
     lines += [f"| {b['bar']} | {b['value']} | {'yes' if b['met'] else '**no**'} |" for b in results["bars"]]
