@@ -14,23 +14,23 @@ CACHE = Path(__file__).resolve().parent / "cache"
 
 # The ResNet-18 teacher of the shrink and quantization benchmarks: builtin:resnet18_28, the ResNet-18 layout
 # at quarter width with a CIFAR-style stem (0.7M params, 29 MMACs at 28 px), 3 full epochs in fp32 (~7 min
-# per epoch at 1 thread on the AVX2 EPYC; half width, 114 MMACs, took 28 min per epoch there). Until 2026-11-24 this was builtin:resnet18_32 (557 MMACs: ~30 min
-# on an AVX512-BF16 host, ~2.5 h on the AVX2 one); torchvision's ResNet-18 at 32 px reached only 80.3%
-# after 2 epochs (its stride-4 stem leaves 8x8 feature maps).
-RESNET18 = ("builtin:resnet18_28", 3, None)
+# per epoch at 1 thread on the AVX2 EPYC; half width, 114 MMACs, took 28 min per epoch there). Until
+# 2026-11-24 this was builtin:resnet18_32 (557 MMACs: ~30 min on an AVX512-BF16 host, ~2.5 h on the AVX2
+# one); torchvision's ResNet-18 at 32 px reached only 80.3% after 2 epochs (its stride-4 stem leaves 8x8
+# feature maps).
+RESNET18 = ("builtin:resnet18_28", 3)
 
 
 def teacher_checkpoint(model: str = "builtin:resnet8", epochs: int = 2, steps: int | None = 150,
-                       fast: bool = False, input_size: tuple[int, int] | None = None) -> Path:
+                       fast: bool = False) -> Path:
     """Train ``model`` on Fashion-MNIST for ``epochs`` x ``steps`` batches of 128 (cosine LR, crop+flip)
     unless cached; ``steps=None`` means full epochs and ``fast`` trains in bf16 autocast, channels_last
     (about 2x faster on CPUs with AVX512-BF16; fp32 where the CPU has no native bf16)."""
-    size = f"-{input_size[0]}px" if input_size else ""
     name = model.replace(":", "_").replace("?", "_").replace("=", "-")
-    path = CACHE / f"teacher-{name}{size}-fmnist-e{epochs}x{steps or 'full'}.pt"
+    path = CACHE / f"teacher-{name}-fmnist-e{epochs}x{steps or 'full'}.pt"
     if path.exists():
         return path
-    loaded = load_model(model, num_classes=10, input_size=input_size)
+    loaded = load_model(model, num_classes=10)
     data = load_data("fashion-mnist", image_size=loaded.spec.hw)
     ui.info(f"training teacher {model} on Fashion-MNIST for {epochs} epochs (cached at {path})")
     report = train(loaded.module, loaded.spec, data, TrainParams(epochs=epochs, lr=0.1, warmup_epochs=0.3,
@@ -44,10 +44,15 @@ def teacher_checkpoint(model: str = "builtin:resnet8", epochs: int = 2, steps: i
     return path
 
 
+def resnet18_teacher() -> Path:
+    """The shared ResNet-18 teacher (``RESNET18``: full epochs, bf16 where the CPU has it), trained once."""
+    return teacher_checkpoint(*RESNET18, steps=None, fast=True)
+
+
 if __name__ == "__main__":
     import sys
 
     if sys.argv[1:2] == ["resnet18"]:
-        print(teacher_checkpoint(RESNET18[0], RESNET18[1], steps=None, fast=True, input_size=RESNET18[2]))
+        print(resnet18_teacher())
     else:
         print(teacher_checkpoint(*sys.argv[1:2]))

@@ -89,8 +89,7 @@ def main() -> None:
     parser.add_argument("--skip-small", action="store_true")
     args = parser.parse_args()
     teacher_path = (args.teacher_checkpoint
-                    or teacher_checkpoint(args.teacher, args.teacher_epochs, steps=None, fast=True,
-                                          input_size=RESNET18[2] if args.teacher == RESNET18[0] else None)).resolve()
+                    or teacher_checkpoint(args.teacher, args.teacher_epochs, steps=None, fast=True)).resolve()
     teacher = load_checkpoint(teacher_path)
     data = load_data("fashion-mnist", image_size=teacher.spec.hw)
 

@@ -29,10 +29,9 @@ def trained(name: str):
     """The cached trained checkpoint for ``name``, training it first when missing."""
     source, epochs, lr, steps, fast = MODELS[name]
     if name == "resnet18":  # shared with the shrink benchmarks, trained once
-        from benchmarks._teacher import RESNET18, teacher_checkpoint
+        from benchmarks._teacher import resnet18_teacher
 
-        return load_checkpoint(teacher_checkpoint(RESNET18[0], RESNET18[1], steps=None, fast=True,
-                                                  input_size=RESNET18[2]))
+        return load_checkpoint(resnet18_teacher())
     path = CACHE / f"fmnist-{name}{'' if steps else '-full'}-e{epochs}.pt"
     if path.exists():
         return load_checkpoint(path)

@@ -258,15 +258,8 @@ def trt_int8(tmp_path_factory, teacher, calibration):
     return root, _compile("tensorrt", "int8", teacher, calibration, root, target="jetson-orin-nano")
 
 
-def _fp32_session(model, root: Path):
-    from edgekit.backends.onnx_export import export_onnx
-    from edgekit.backends.onnxruntime import OrtSession
-
-    export_onnx(model.module, model.spec, root / "fp32_ref.onnx")
-    return OrtSession(root / "fp32_ref.onnx", 1)
-
-
-def test_tensorrt_qdq_onnx_runs_on_onnxruntime_close_to_fp32(trt_int8, teacher, digits, fp32_top1):
+def test_tensorrt_qdq_onnx_runs_on_onnxruntime_close_to_fp32(trt_int8, teacher, digits, calibration, fp32_top1,
+                                                             tmp_path):
     import onnx
 
     from edgekit.backends.onnxruntime import OrtSession
@@ -283,7 +276,8 @@ def test_tensorrt_qdq_onnx_runs_on_onnxruntime_close_to_fp32(trt_int8, teacher, 
         logits, labels = session_logits(session, teacher.spec, digits.test)
         assert fp32_top1 - (logits.argmax(1) == labels).mean() * 100 <= MAX_DROP
     # The simulated graph really runs DequantizeLinear nodes: the float model's logits are not reproduced.
-    fp32_logits, _ = session_logits(_fp32_session(teacher, root), teacher.spec, digits.test)
+    fp32 = _compile("onnxruntime", "fp32", teacher, calibration, tmp_path)
+    fp32_logits, _ = session_logits(BACKENDS.get("onnxruntime")().load(fp32, tmp_path, 1), teacher.spec, digits.test)
     assert 1e-4 < np.abs(logits - fp32_logits).max() < 0.2 * np.abs(fp32_logits).max()
 
 
