@@ -26,27 +26,46 @@ app = typer.Typer(
 from edgekit.cli import bench, build_engine, compress, inspect, split, targets  # noqa: E402,F401
 
 
+# Usage errors, as raised by the click that typer uses: typer < 0.23 re-exports ``click``'s exceptions,
+# newer typer vendors click as ``typer._click``, whose classes ``click.exceptions`` no longer matches.
+# typer.BadParameter is defined in that module either way, so its module is the one to catch from.
+_click_exceptions = sys.modules[typer.BadParameter.__module__]
+UsageError = _click_exceptions.UsageError
+ClickException = _click_exceptions.ClickException
+# click >= 8.2 signals "no arguments: show the help" with this UsageError; older click just prints the help.
+NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
+
+
+PROG = "edgekit"  # also under ``python -m edgekit``, so the hints name the command users type
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app(prog_name=PROG, standalone_mode=False)
     except EdgekitError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("error: interrupted (nothing half-written was left; rerun to resume from cached stages)",
               file=sys.stderr)
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as err:  # typer/click usage errors come here in non-standalone mode
-        import click
+    except UsageError as err:
+        _usage_error(err)
+    except ClickException as err:  # e.g. a file argument that cannot be opened
+        print(f"error: {err.format_message()}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+
+def _usage_error(err) -> None:
+    """One line saying what is wrong, one pointing at the command's --help; exit 2 (click's usage code)."""
+    if isinstance(err, NoArgsIsHelpError):
+        err.show()  # ``edgekit`` alone: the help text is the answer
+        sys.exit(err.exit_code)
+    message = " ".join(err.format_message().split())
+    print(f"error: {message}", file=sys.stderr)
+    command = err.ctx.command_path if err.ctx is not None else PROG
+    print(f"Try '{command} --help' for help.", file=sys.stderr)
+    sys.exit(err.exit_code)
 
 
 def fail_internal(message: str) -> None:
