@@ -25,7 +25,7 @@ from edgekit.compilation import compile_all, expand_auto, selection_markdown
 from edgekit.data import DataSplits, load_data
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint, load_model, save_checkpoint
-from edgekit.models.default_teacher import DEFAULT_DATA, default_teacher_path
+from edgekit.training.default_teacher import DEFAULT_DATA, default_teacher_path
 from edgekit.models.sources import replace_classifier
 from edgekit.profiling.complexity import count_macs, count_params
 from edgekit.profiling.latency import host_identity

@@ -21,7 +21,7 @@ from edgekit.data import load_data
 from edgekit.data.core import TensorImageDataset
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint
-from edgekit.models.default_teacher import default_teacher_path
+from edgekit.training.default_teacher import default_teacher_path
 from edgekit.profiling.artifacts import session_logits
 from edgekit.targets import load_target
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
+from edgekit.models.schemes import rebuild_architecture
 from edgekit.spec import ModelSpec
 
 FORMAT = "edgekit-checkpoint/1"
@@ -44,13 +45,11 @@ def is_checkpoint(obj: object) -> bool:
 
 
 def load_checkpoint(path: Path, payload: dict | None = None) -> LoadedModel:
-    from edgekit.models.sources import build_architecture
-
     payload = payload if payload is not None else torch.load(path, map_location="cpu", weights_only=True)
     if not is_checkpoint(payload):
         raise EdgekitError(f"{path} is not an edgekit checkpoint")
     spec = ModelSpec(**payload["spec"])
-    module = build_architecture(payload["arch"], spec.num_classes, spec.channels)
+    module = rebuild_architecture(payload["arch"], spec.num_classes, spec.channels)
     state = payload["state_dict"]
     reshape_to(module, state)
     module.load_state_dict(state)

@@ -17,6 +17,7 @@ from edgekit.errors import EdgekitError, MissingDependency
 from edgekit.models.builtin import BUILTIN_MODELS
 from edgekit.models.checkpoint import file_sha256, is_checkpoint, load_checkpoint
 from edgekit.models.loaded import LoadedModel
+from edgekit.models.schemes import Scheme, register_scheme, source_scheme
 from edgekit.spec import ModelSpec
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -44,13 +45,10 @@ def _with_options(base: str, options: dict[str, object]) -> str:
 def load_model(source: str, num_classes: int | None = None, arch: str | None = None,
                input_size: tuple[int, int] | None = None, trust_pickle: bool = False) -> LoadedModel:
     """Load ``source``; ``num_classes`` (from the data) replaces the classifier head when it differs."""
-    scheme, name, options = _split(source)
-    if scheme == "builtin":
-        loaded = _load_builtin(name, options, num_classes)
-    elif scheme == "torchvision":
-        loaded = _load_torchvision(name, options, num_classes)
-    elif scheme == "timm":
-        loaded = _load_timm(name, options, num_classes)
+    scheme = source_scheme(source)
+    if scheme is not None:
+        _, name, options = _split(source)
+        loaded = scheme.load(name, options, num_classes)
     else:
         loaded = _load_file(Path(source), arch, num_classes, trust_pickle)
     if input_size is not None:
@@ -61,20 +59,40 @@ def load_model(source: str, num_classes: int | None = None, arch: str | None = N
     return loaded
 
 
-def build_architecture(arch: str, num_classes: int, in_channels: int) -> nn.Module:
-    """Rebuild an architecture (no pretrained weights) from a checkpoint's ``arch`` string."""
-    if arch.startswith("split:"):  # a SplitModel from the bottleneck stage
-        from edgekit.split.model import rebuild_from_arch
+@register_scheme("builtin")
+class BuiltinScheme(Scheme):
+    """``builtin:<name>?options``: edgekit's own small architectures (random init)."""
 
-        return rebuild_from_arch(arch, num_classes, in_channels)
-    scheme, name, options = _split(arch)
-    if scheme == "builtin":
+    def load(self, name, options, num_classes):
+        return _load_builtin(name, options, num_classes)
+
+    def rebuild(self, arch, num_classes, in_channels):
+        _, name, options = _split(arch)
         return BUILTIN_MODELS.get(name).build(**{"num_classes": num_classes, "in_channels": in_channels, **options})
-    if scheme == "torchvision":
+
+
+@register_scheme("torchvision")
+class TorchvisionScheme(Scheme):
+    """``torchvision:<arch>?weights=...``: torchvision's model zoo."""
+
+    def load(self, name, options, num_classes):
+        return _load_torchvision(name, options, num_classes)
+
+    def rebuild(self, arch, num_classes, in_channels):
+        _, name, options = _split(arch)
         return _load_torchvision(name, {**options, "weights": None}, num_classes).module
-    if scheme == "timm":
+
+
+@register_scheme("timm")
+class TimmScheme(Scheme):
+    """``timm:<name>?pretrained=...``: timm's model zoo (optional extra)."""
+
+    def load(self, name, options, num_classes):
+        return _load_timm(name, options, num_classes)
+
+    def rebuild(self, arch, num_classes, in_channels):
+        _, name, options = _split(arch)
         return _load_timm(name, {**options, "pretrained": False}, num_classes).module
-    raise EdgekitError(f"cannot rebuild architecture '{arch}'")
 
 
 def _load_builtin(name: str, options: dict, num_classes: int | None) -> LoadedModel:

@@ -9,8 +9,8 @@ a SplitModel *is* the accuracy of the head/tail pair with 8-bit transfer.
 The cut is found with ``torch.fx`` (modules on the path to the split point are traced through,
 their siblings are kept whole), so any model whose forward is traceable and that has no skip
 connection across the split works: our builtins, torchvision ResNets/MobileNets, most timm CNNs.
-A SplitModel is rebuilt from its ``arch`` string (``split:{json}``), so checkpoints and the stage
-cache work like for any other model.
+A SplitModel is rebuilt from its ``arch`` string (``split:{json}``, the ``split`` architecture scheme
+registered below), so checkpoints and the stage cache work like for any other model.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from edgekit.errors import EdgekitError
+from edgekit.models.schemes import Scheme, register_scheme, rebuild_architecture
 
 ARCH_PREFIX = "split:"
 
@@ -333,9 +334,12 @@ def build_split_model(cfg: SplitConfig, base: nn.Module) -> SplitModel:
     return SplitModel(cfg, cut_tail(base, cfg.split_at))
 
 
-def rebuild_from_arch(arch: str, num_classes: int, in_channels: int) -> SplitModel:
-    """For checkpoints: rebuild the (untrained) SplitModel from its arch string."""
-    from edgekit.models.sources import build_architecture
+@register_scheme("split")
+class SplitScheme(Scheme):
+    """``split:{json}`` (checkpoints and the stage cache): the SplitModel around its rebuilt base."""
 
-    cfg = SplitConfig.from_arch(arch)
-    return build_split_model(cfg, build_architecture(cfg.base_arch, num_classes, in_channels))
+    is_source = False
+
+    def rebuild(self, arch: str, num_classes: int, in_channels: int) -> SplitModel:
+        cfg = SplitConfig.from_arch(arch)
+        return build_split_model(cfg, rebuild_architecture(cfg.base_arch, num_classes, in_channels))
