@@ -25,6 +25,7 @@ from edgekit.compilation import compile_all, expand_auto, selection_markdown
 from edgekit.data import DataSplits, load_data
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint, load_model, save_checkpoint
+from edgekit.models.checkpoint import file_sha256
 from edgekit.training.default_teacher import DEFAULT_DATA, default_teacher_path
 from edgekit.models.sources import replace_classifier
 from edgekit.profiling.complexity import count_macs, count_params
@@ -91,16 +92,17 @@ def state_hash(module: torch.nn.Module) -> str:
 
 def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target,
                use_cache: bool = True, resume: bool = True) -> tuple[LoadedModel, list[dict], list]:
-    """Runs the recipe's stages in order; stage outputs are cached by (model, stage, params, data)."""
+    """Runs the recipe's stages in order; stage outputs are cached by ``stage_cache_key``."""
     teacher = copy.deepcopy(model)
     teacher.module.eval().requires_grad_(False)
+    teacher_hash = state_hash(teacher.module)
+    data_fingerprint = data.fingerprint
     records, results = [], []
     for index, entry in enumerate(recipe.stages):
         stage_cls = STAGES.get(entry.name)
         params = stage_cls.Params(**entry.params)
-        key = hashlib.sha256(json.dumps([state_hash(model.module), model.arch, entry.name, params.model_dump(mode="json"),
-                                         data.fingerprint, recipe.seed], sort_keys=True, default=str).encode()
-                             ).hexdigest()[:20]
+        key = stage_cache_key(model, teacher_hash, index, entry.name, params.model_dump(mode="json"),
+                              data_fingerprint, recipe.seed)
         params_before, macs_before = count_params(model.module), count_macs(model.module, model.spec)
         cached_model, cached_metrics = _cache_get(key) if use_cache else (None, None)
         ui.info(f"[bold]stage {index + 1}/{len(recipe.stages)}: {entry.name}[/bold]"
@@ -113,23 +115,62 @@ def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Tar
         else:
             torch.manual_seed(recipe.seed + index)
             ctx = StageContext(model=model, teacher=teacher, data=data, target=target,
-                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache and resume,
-                               history=results)
+                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache and resume)
             result = stage_cls(params).run(ctx)
             results.append(result)
             model, metrics, changed = result.model, result.metrics, result.changed_model
             if use_cache and distributed.is_main():
                 _cache_put(key, model if changed else None, metrics)
             distributed.barrier()  # under torchrun: every rank leaves the stage together
-        val_top1 = metrics.get("top1") if entry.name == "evaluate" else None
-        if val_top1 is None:
-            val_top1 = accuracy_counts(*module_logits(model.module, model.spec, data.val))["top1"]
+        # The accuracy after the stage: an evaluate stage's own number on its split, else on val.
+        if entry.name == "evaluate":
+            top1, split = metrics["top1"], metrics["split"]
+        else:
+            top1, split = accuracy_counts(*module_logits(model.module, model.spec, data.val))["top1"], "val"
         records.append({"name": entry.name, "params": params.model_dump(mode="json"), "metrics": metrics,
                         "params_before": params_before, "params_after": count_params(model.module),
                         "macs_before": macs_before, "macs_after": count_macs(model.module, model.spec),
-                        "val_top1": val_top1, "seconds": round(time.perf_counter() - t0, 2),
+                        "top1": top1, "split": split, "seconds": round(time.perf_counter() - t0, 2),
                         "cached": cached_metrics is not None, "cache_key": key})
     return model, records, results
+
+
+# Libraries whose version can change what a stage produces (weights, pruning choices, data decoding).
+_STAGE_LIBRARIES = ("torch", "torchvision", "numpy", "torch-pruning", "timm", "pillow")
+
+
+def stage_cache_key(model: LoadedModel, teacher_hash: str, index: int, stage: str, params: dict,
+                    data_fingerprint: str, seed: int) -> str:
+    """What a stage's output depends on: its input model (weights and arch) and the pipeline's input model
+    (distillation's default teacher), its position (it is seeded with seed + index), its settings and the
+    files they name (a teacher checkpoint replaced under the same path), the data's content, and the
+    edgekit and library versions that compute it."""
+    import importlib.metadata as md
+
+    versions = {"edgekit": __version__}
+    for package in _STAGE_LIBRARIES:
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    versions["torch"] = str(torch.__version__)  # the running torch (a source build has no metadata)
+    named_files = {value: file_sha256(Path(value)) for value in _strings(params)
+                   if len(value) < 4096 and Path(value).is_file()}
+    blob = json.dumps({"model": state_hash(model.module), "arch": model.arch, "teacher": teacher_hash,
+                       "index": index, "stage": stage, "params": params, "files": named_files,
+                       "data": data_fingerprint, "seed": seed, "versions": versions},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 def _cache_get(key: str) -> tuple[LoadedModel | None, dict | None]:

@@ -7,6 +7,9 @@ at once instead of crashing an epoch half-way.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +26,13 @@ EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
 class FolderDataset(ImageDataset):
     """Decodes lazily to uint8 (C, H, W) at a fixed size, so batches can be stacked."""
 
-    def __init__(self, files: list[Path], labels: np.ndarray, size: tuple[int, int], mode: str):
+    def __init__(self, files: list[Path], labels: np.ndarray, size: tuple[int, int], mode: str,
+                 file_digests: list[str]):
         self.files = files
         self.labels = np.asarray(labels, dtype=np.int64)
         self.size = size
         self.mode = mode
+        self.file_digests = file_digests   # sha256 of each file's bytes, taken while verifying it
 
     def __len__(self) -> int:
         return len(self.files)
@@ -44,7 +49,20 @@ class FolderDataset(ImageDataset):
         return torch.from_numpy(arr.copy()), int(self.labels[i])
 
     def subset(self, indices: np.ndarray) -> "FolderDataset":
-        return FolderDataset([self.files[i] for i in indices], self.labels[indices], self.size, self.mode)
+        return FolderDataset([self.files[i] for i in indices], self.labels[indices], self.size, self.mode,
+                             [self.file_digests[i] for i in indices])
+
+    def content_digest(self) -> str:
+        """File names, labels and a full sha256 of each file's bytes (plus the decode size and mode).
+
+        Full rather than sampled (size + mtime + first/last KiB): ``_verify`` reads and decodes every
+        byte of every file at load anyway, so hashing those bytes as they pass costs a few percent of
+        that, and a sample would miss a same-size edit in the middle of a file whose mtime was kept
+        (rsync -t, tar, cp -p) — exactly the stale-cache case this digest exists for."""
+        h = hashlib.sha256(json.dumps([list(self.size), self.mode]).encode())
+        for path, digest, label in zip(self.files, self.file_digests, self.labels):
+            h.update(f"{path}\0{digest}\0{int(label)}\n".encode())
+        return h.hexdigest()
 
 
 def _scan(root: Path, classes: list[str] | None = None) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -64,19 +82,23 @@ def _scan(root: Path, classes: list[str] | None = None) -> tuple[list[Path], np.
     return files, np.array(labels), names
 
 
-def _verify(files: list[Path]) -> tuple[int, str]:
-    """Open and verify every image; returns (channels, mode) of the majority of images."""
+def _verify(files: list[Path]) -> tuple[int, str, dict[Path, str]]:
+    """Open and verify every image; returns (channels, mode) of the majority of images and the sha256 of
+    each file's bytes (read once: decoded and hashed from the same buffer)."""
     grey = 0
+    digests: dict[Path, str] = {}
     for f in files:
         try:
-            with Image.open(f) as im:
+            raw = f.read_bytes()
+            with Image.open(io.BytesIO(raw)) as im:
                 im.verify()
-            with Image.open(f) as im:
+            with Image.open(io.BytesIO(raw)) as im:
                 im.load()  # verify() misses truncated data; a full decode does not
                 grey += im.mode in ("L", "1", "I;16", "I")
         except (OSError, UnidentifiedImageError, SyntaxError) as err:
             raise EdgekitError(f"broken image file {f}: {err}", "remove or replace it, then rerun") from None
-    return (1, "L") if grey == len(files) else (3, "RGB")
+        digests[f] = hashlib.sha256(raw).hexdigest()
+    return ((1, "L") if grey == len(files) else (3, "RGB")), digests
 
 
 @DATA_SOURCES.register("imagefolder")
@@ -105,11 +127,11 @@ def load_imagefolder(location, options, image_size) -> DataSplits:
         val_files, val_labels = [files[i] for i in held], labels[held]
         test_files, test_labels = val_files, val_labels
     all_files = train_files + val_files + [f for f in test_files if f not in set(val_files)]
-    channels, mode = _verify(all_files)
+    (channels, mode), digests = _verify(all_files)
     if image_size is None:
         with Image.open(train_files[0]) as im:
             image_size = (im.height, im.width)
-    make = lambda fs, ls: FolderDataset(fs, ls, image_size, mode)  # noqa: E731
+    make = lambda fs, ls: FolderDataset(fs, ls, image_size, mode, [digests[f] for f in fs])  # noqa: E731
     return DataSplits(source=f"imagefolder:{root.resolve()}", train=make(train_files, train_labels),
                       val=make(val_files, val_labels), test=make(test_files, test_labels),
                       num_classes=len(classes), class_names=classes, channels=channels,

@@ -47,13 +47,17 @@ def artifact_rows(manifest: dict) -> list[list[str]]:
     return rows
 
 
-STAGE_COLUMNS = ["stage", "params", "MMACs", "val top-1 %", "seconds", "cached"]
+STAGE_COLUMNS = ["stage", "params", "MMACs", "top-1 % (split)", "seconds", "cached"]
 
 
 def stage_rows(manifest: dict) -> list[list[str]]:
     rows = []
     for s in manifest.get("stages", []):
-        rows.append([s["name"], f"{s['params_after']:,}", fmt(s["macs_after"] / 1e6, 2), fmt(s.get("val_top1")),
+        # top1 + split since the stage records name their split (an evaluate stage may be on test);
+        # bundles written before that have val_top1, always on val.
+        top1 = s.get("top1", s.get("val_top1"))
+        rows.append([s["name"], f"{s['params_after']:,}", fmt(s["macs_after"] / 1e6, 2),
+                     f"{fmt(top1)} ({s.get('split', 'val')})" if top1 is not None else fmt(None),
                      fmt(s.get("seconds"), 1), "yes" if s.get("cached") else "no"])
     return rows
 

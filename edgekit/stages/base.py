@@ -23,7 +23,6 @@ class StageContext:
     work_dir: Path                     # per-stage scratch dir (checkpoints for --resume)
     seed: int = 0
     resume: bool = False
-    history: list["StageResult"] = field(default_factory=list)
 
 
 @dataclass
@@ -31,7 +30,6 @@ class StageResult:
     model: LoadedModel
     metrics: dict[str, Any] = field(default_factory=dict)
     changed_model: bool = True          # False for read-only stages (evaluate)
-    artifacts: dict[str, Path] = field(default_factory=dict)  # extra files for the bundle (e.g. split plan)
 
 
 class Stage:
