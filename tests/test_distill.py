@@ -268,3 +268,48 @@ def test_bf16_warns_where_it_would_be_slow(digits, capsys):
         assert "bf16" not in capsys.readouterr().err
     else:
         assert "student: this CPU has no native bf16" in err and "training in fp32" in err
+
+
+class _Killed(Exception):
+    """Stands in for SIGKILL right after an epoch checkpoint is on disk (the process state is lost; only
+    the checkpoint survives, and the rerun starts from fresh seeds exactly as a new process does)."""
+
+
+@pytest.mark.parametrize("loss", ["kd", "function_matching"])  # function matching draws mixup from the global RNG
+def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(digits, tmp_path, monkeypatch, loss):
+    """A 3-epoch distill killed after epoch 1 and resumed ends with the weights of one that ran through:
+    the shuffle order, augmentation, mixup, optimizer momentum and LR schedule all continue where they were."""
+    from edgekit.training import loop
+
+    params = Distill.Params(student="builtin:tinycnn?width=8", loss=loss, epochs=3, lr=0.05, batch_size=64,
+                            hflip=False, crop_pad=1, keep="last", eval_limit=64)
+    torch.manual_seed(0)
+    teacher = load_model("builtin:tinycnn?width=8", num_classes=10)
+
+    def run(work_dir: Path):
+        torch.manual_seed(0)  # as run_stages seeds each stage
+        ctx = StageContext(model=copy.deepcopy(teacher), teacher=copy.deepcopy(teacher), data=digits,
+                           target=load_target("x86-cpu"), work_dir=work_dir, resume=True)
+        return Distill(params).run(ctx)
+
+    straight = run(tmp_path / "straight")
+
+    real_save = loop._save_state
+
+    def save_then_die(*args):
+        real_save(*args)
+        if args[6]["epoch"] == 1:  # (path, model, extra, optimizer, schedule, generator, state, ...)
+            raise _Killed
+
+    monkeypatch.setattr(loop, "_save_state", save_then_die)
+    with pytest.raises(_Killed):
+        run(tmp_path / "killed")
+    monkeypatch.setattr(loop, "_save_state", real_save)
+    resumed = run(tmp_path / "killed")
+
+    assert resumed.metrics["resumed_from_epoch"] == 1 and resumed.metrics["epochs_run"] == 3
+    assert [h["train_loss"] for h in resumed.metrics["history"]] == pytest.approx(
+        [h["train_loss"] for h in straight.metrics["history"]], rel=1e-5)
+    a, b = straight.model.module.state_dict(), resumed.model.module.state_dict()
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name

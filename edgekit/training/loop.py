@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal, Protocol
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -158,6 +160,8 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         gen.set_state(saved["generator"])
+        if "rng" in saved:  # checkpoints from before faithful resume lack it: they resume, less exactly
+            _set_rng_state(saved["rng"], loader, sampler)
         state.update({k: saved[k] for k in ("epoch", "best", "best_epoch", "best_state", "history", "bad_epochs")})
         resumed_from = state["epoch"]
         ui.info(f"resuming {description} from epoch {resumed_from} ({ckpt_path})")
@@ -202,7 +206,8 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         if ckpt_path and distributed.is_main():
-            _save_state(ckpt_path, model, extra_modules, optimizer, schedule, gen, state)
+            _save_state(ckpt_path, model, extra_modules, optimizer, schedule, gen, state,
+                        _rng_state(loader, sampler))
         distributed.barrier()
         if params.patience is not None and state["bad_epochs"] >= params.patience:
             stopped_early = True
@@ -236,10 +241,35 @@ def _cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _save_state(path: Path, model, extra, optimizer, schedule, gen, state) -> None:
+def _save_state(path: Path, model, extra, optimizer, schedule, gen, state, rng: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": model.state_dict(), "extra": extra.state_dict() if extra is not None else None,
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "generator": gen.get_state(), **state}, tmp)
+                "generator": gen.get_state(), "rng": rng, **state}, tmp)
     tmp.replace(path)
+
+
+def _rng_state(loader, sampler) -> dict:
+    """Every random state the next epoch draws from, so a resumed run continues the same sequence: the
+    loader's shuffle generator (a new loader would replay epoch 0's order), a sampler's own generator,
+    and the global torch / numpy / Python RNGs (mixup, dropout, user objectives). Stored as tensors and
+    plain tuples so the checkpoint loads with ``weights_only=True``."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    sampler_gen = getattr(sampler, "generator", None)
+    return {"loader": loader.generator.get_state() if loader.generator is not None else None,
+            "sampler": sampler_gen.get_state() if isinstance(sampler_gen, torch.Generator) else None,
+            "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": (np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss)}
+
+
+def _set_rng_state(rng: dict, loader, sampler) -> None:
+    if rng.get("loader") is not None and loader.generator is not None:
+        loader.generator.set_state(rng["loader"])
+    sampler_gen = getattr(sampler, "generator", None)
+    if rng.get("sampler") is not None and isinstance(sampler_gen, torch.Generator):
+        sampler_gen.set_state(rng["sampler"])
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = rng["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
