@@ -60,7 +60,7 @@ class Distill(Stage):
         t_mod, s_mod = teacher.module.eval(), student.module
         t_mod.requires_grad_(False)
         convert = input_converter(student.spec, teacher.spec)
-        feature = self._feature_match(student, teacher, convert) if p.student_layer else None
+        feature = self._feature_match(student, teacher) if p.student_layer else None
         deterministic = not p.augment and p.loss != "function_matching" and feature is None
         data = ctx.data
         if p.loss == "function_matching":
@@ -78,7 +78,7 @@ class Distill(Stage):
                            "on the fly (feature distillation needs teacher features)" if feature else
                            "on the fly (cache_teacher: false)")
         if feature is not None:
-            objective = _with_features(objective, feature, t_mod, convert, p.feature_weight)
+            objective = _with_features(objective, feature, p.feature_weight)
         teacher_top1 = evaluate_module(t_mod, teacher.spec, ctx.data.val, limit=p.eval_limit)["top1"]
         report = train(s_mod, student.spec, data, p, objective, description="distill",
                        checkpoint_dir=ctx.work_dir, resume=ctx.resume, extra_modules=feature)
@@ -112,7 +112,7 @@ class Distill(Stage):
         student.spec = student.spec.model_copy(update={"class_names": ctx.model.spec.class_names})
         return student
 
-    def _feature_match(self, student: LoadedModel, teacher: LoadedModel, convert) -> FeatureMatch:
+    def _feature_match(self, student: LoadedModel, teacher: LoadedModel) -> FeatureMatch:
         p = self.params
         for model, layer, role in ((student, p.student_layer, "student"), (teacher, p.teacher_layer, "teacher")):
             try:
@@ -143,7 +143,7 @@ def _cached_objective(cached: torch.Tensor, temperature: float, alpha: float):
     return objective
 
 
-def _with_features(objective, feature: FeatureMatch, teacher, convert, weight: float):
+def _with_features(objective, feature: FeatureMatch, weight: float):
     """Adds the feature-map MSE; the KD objective's teacher forward fills the teacher capture."""
 
     def combined(model, inputs, labels):
