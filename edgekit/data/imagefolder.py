@@ -61,7 +61,7 @@ class FolderDataset(ImageDataset):
         (rsync -t, tar, cp -p) — exactly the stale-cache case this digest exists for."""
         h = hashlib.sha256(json.dumps([list(self.size), self.mode]).encode())
         for path, digest, label in zip(self.files, self.file_digests, self.labels):
-            h.update(f"{path}\0{digest}\0{int(label)}\n".encode())
+            h.update(f"{path.absolute()}\0{digest}\0{int(label)}\n".encode())
         return h.hexdigest()
 
 
