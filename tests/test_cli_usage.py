@@ -2,7 +2,7 @@
 pointing at ``--help``), exit code 2, no traceback, nothing on stdout.
 
 These are also the tests that .ci/run reruns against the newest resolvable typer/click/rich/pydantic
-(typer 0.23+ vendors click as ``typer._click``, whose exceptions ``click.exceptions`` does not match).
+(typer 0.29 vendors click as ``typer._click``, whose exceptions ``click.exceptions`` does not match).
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ app = typer.Typer(
 from edgekit.cli import bench, build_engine, compress, inspect, split, targets  # noqa: E402,F401
 
 
-# Usage errors, as raised by the click that typer uses: typer < 0.23 re-exports ``click``'s exceptions,
-# newer typer vendors click as ``typer._click``, whose classes ``click.exceptions`` no longer matches.
+# Usage errors, as raised by the click that typer uses: older typer (0.12) re-exports ``click``'s exceptions,
+# newer typer (0.29) vendors click as ``typer._click``, whose classes ``click.exceptions`` does not match.
 # typer.BadParameter is defined in that module either way, so its module is the one to catch from.
 _click_exceptions = sys.modules[typer.BadParameter.__module__]
 UsageError = _click_exceptions.UsageError
