@@ -341,10 +341,10 @@ def test_build_engine_without_tensorrt_is_one_line(cli, trt_int8):
 
 def test_build_engine_with_real_tensorrt(trt_int8, tmp_path):
     trt = pytest.importorskip("tensorrt", reason="TensorRT is not installable here (NVIDIA's index, GPU needed)")
-    from edgekit.backends.tensorrt import build_engine
+    from edgekit.runtime.tensorrt_engine import build_engine, engine_plan
 
     root, art = trt_int8
-    result = build_engine(root / art.meta["build"]["onnx"], tmp_path / "m.engine", "int8", (1, 1, 8))
+    result = build_engine(engine_plan(art.model_dump(), root), tmp_path / "m.engine")
     assert result["bytes"] > 0 and trt.__version__
 
 
@@ -354,7 +354,7 @@ def test_build_engine_api_calls_with_mocked_tensorrt(trt_int8, tmp_path, monkeyp
     calibrator reading our cache for implicit INT8, serialization - not TensorRT's behaviour."""
     import types
 
-    from edgekit.backends import tensorrt as trt_backend
+    from edgekit.runtime.tensorrt_engine import EnginePlan, build_engine
 
     calls: dict = {"flags": [], "profile": None, "calibrator": None}
 
@@ -384,12 +384,11 @@ def test_build_engine_api_calls_with_mocked_tensorrt(trt_int8, tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     root, art = trt_int8
     cache = root / "artifacts/trt/calibration.cache"
-    result = trt_backend.build_engine(root / "artifacts/trt/model.onnx", tmp_path / "e.engine", "int8", (1, 1, 8),
-                                      calibration_cache=cache)
+    result = build_engine(EnginePlan(root / "artifacts/trt/model.onnx", "int8", (1, 1, 8), cache), tmp_path / "e.engine")
     assert calls["flags"] == ["FP16", "INT8"] and calls["profile"] == ("input", (1, 1, 8, 8), (1, 1, 8, 8), (8, 1, 8, 8))
     assert "implicit" in result["mode"] and (tmp_path / "e.engine").read_bytes() == b"ENGINE"
     assert config.int8_calibrator.read_calibration_cache() == cache.read_bytes()   # reads our cache
-    explicit = trt_backend.build_engine(root / art.meta["build"]["onnx"], tmp_path / "q.engine", "int8", (1, 1, 8))
+    explicit = build_engine(EnginePlan(root / art.meta["build"]["onnx"], "int8", (1, 1, 8)), tmp_path / "q.engine")
     assert explicit["mode"].startswith("int8 explicit")
 
 
