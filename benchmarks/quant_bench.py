@@ -21,8 +21,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.quant_train import MODELS, trained
 from edgekit.backends import BACKENDS, CompileRequest
 from edgekit.backends.onnxruntime import OrtSession

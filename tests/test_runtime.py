@@ -128,6 +128,8 @@ def test_build_engine_command_and_device_session_build_the_same_engine(tiny, tmp
     assert builds[0]["onnx_sha256"] == hashlib.sha256(onnx.read_bytes()).hexdigest()
     assert builds[0]["flags"] == (["FP16", "INT8"] if precision == "int8" else ["FP16"])
     assert builds[0]["calibrator"] is False       # INT8: the QDQ graph, explicit (no calibrator)
+    assert cli["mode"] == ("int8 explicit (QDQ)" if precision == "int8" else "fp16")
+    assert cli["profile"] == {"min": 1, "opt": 1, "max": 8}
     assert (root / cli["engine"].split(str(root) + "/")[-1]).read_bytes() == Path(session.info["engine"]).read_bytes()
     # the device caches its engine: a second session does not build again
     again = open_session(art.model_dump(), root, 1, engine_cache=tmp_path / "engines")
@@ -148,7 +150,8 @@ def test_implicit_int8_reads_the_bundle_calibration_cache(tiny, tmp_path, monkey
     cache = root / "artifacts/trt/calibration.cache"
     plan = EnginePlan(root / "artifacts/trt/model.onnx", "int8", (1, 1, 8), cache)
     result = build_engine(plan, tmp_path / "e.engine")
-    assert "implicit" in result["mode"] and builds[0]["calibrator"]
+    assert result["mode"] == "int8 implicit (entropy calibrator, from cache)" and builds[0]["calibrator"]
+    assert builds[0]["flags"] == ["FP16", "INT8"] and builds[0]["profile"][2] == (1, *model.spec.input_shape)
     reader = entropy_calibrator(sys.modules["tensorrt"], cache)
     assert reader.read_calibration_cache() == cache.read_bytes() and reader.get_batch(["input"]) is None
 
