@@ -78,10 +78,11 @@ def bench_artifact(art: dict, root: Path, job: dict, data: dict | None) -> dict:
                                                int(job.get("runs", 100)), float(job.get("max_seconds", 5.0))),
                              "threads": session.info.get("threads"), "measured": job.get("where", "host")}
         throughput = []
-        for b in job.get("batch_sizes") or []:
-            if b > limit:
-                throughput.append({"batch": b, "skipped": f"beyond the engine's optimization profile (max {limit})"})
-                continue
+        beyond = [b for b in job.get("batch_sizes") or [] if b > limit]
+        if beyond:
+            result["throughput_skipped"] = {"batches": beyond, "why": f"beyond the engine's optimization profile "
+                                                                      f"(max batch {limit})"}
+        for b in [b for b in job.get("batch_sizes") or [] if b <= limit]:
             emit({"event": "phase", "artifact": name, "phase": f"throughput b={b}"})
             stats = measure_latency(session.run, _tile(pool, b), max(2, int(job.get("warmup", 10)) // 3),
                                     max(10, int(job.get("runs", 100)) // 4), float(job.get("max_seconds", 5.0)) / 2)
