@@ -209,3 +209,28 @@ def test_interleaved_latency_alternates_candidates_every_round():
         assert stats["runs"] == 15 and stats["rounds"] == 3 and len(stats["round_p50_ms"]) == 3
         assert stats["batch"] == 2 and stats["min_ms"] <= stats["p50_ms"] <= stats["p99_ms"]
     assert out["slow"]["median_round_p50_ms"] > 1.5 > out["fast"]["median_round_p50_ms"]
+
+
+# --- layering ----------------------------------------------------------------------------------
+
+def _imported_modules(folder: Path) -> dict[str, set[str]]:
+    """file -> every absolute module it imports, at any depth (function-level imports included)."""
+    import ast
+
+    out = {}
+    for path in sorted(folder.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        out[path.name] = names
+    return out
+
+
+def test_runtime_consumers_do_not_reach_up():
+    """Backends never import profiling, and training evaluation never imports backends or profiling
+    (not even inside a function): both measure through the runtime layer below them."""
+    root = Path(__file__).resolve().parents[1] / "edgekit"
+    for folder, banned in (("backends", ("edgekit.profiling",)),
+                           ("training", ("edgekit.profiling", "edgekit.backends", "edgekit.compilation"))):
+        for name, modules in _imported_modules(root / folder).items():
+            assert not [m for m in modules if m.startswith(banned)], (folder, name, modules)
