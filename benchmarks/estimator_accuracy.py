@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from edgekit.backends.onnx_export import export_onnx  # noqa: E402
 from edgekit.models import load_model  # noqa: E402
 from edgekit.profiling.estimate import DeviceModel, fit_efficiency, layer_costs, roofline_ms  # noqa: E402
-from edgekit.profiling.runner import measure_latency  # noqa: E402
+from edgekit.runtime import OrtSession, interleaved_latency  # noqa: E402
 from edgekit.spec import ModelSpec  # noqa: E402
 from edgekit.targets import load_target  # noqa: E402
 
@@ -58,21 +58,6 @@ def build(source: str, size: int | None):
     return loaded.module.eval(), loaded.spec
 
 
-def cpu_latency_ms(run, x, runs: int = 30, max_seconds: float = 2.0) -> float:
-    """Median on-CPU time of one inference (single-threaded session: ORT runs on the calling thread).
-
-    This host is shared (load average often 5x its cores): wall-clock time of a 100 ms inference
-    includes other users' time slices, while a 0.1 ms one usually does not, which would bias any
-    fit. The thread's CPU time is what the inference itself costs, i.e. its latency on an idle box."""
-    samples = []
-    deadline = time.perf_counter() + max_seconds
-    while len(samples) < runs and (len(samples) < 5 or time.perf_counter() < deadline):
-        t0 = time.thread_time_ns()
-        run(x)
-        samples.append((time.thread_time_ns() - t0) / 1e6)
-    return statistics.median(samples)
-
-
 def main() -> None:
     import onnxruntime as ort
 
@@ -87,31 +72,33 @@ def main() -> None:
             entries.append({**e, "costs": layer_costs(module, spec)})
         analyse(entries, target, 1, ort.__version__)
         return
-    threads = 1  # see cpu_latency_ms; the estimate is scaled to 1 of the target's cores
+    threads = 1  # see the on-CPU time below; the estimate is scaled to 1 of the target's cores
     entries = []
     with tempfile.TemporaryDirectory() as tmp:
-        sessions = []
-        for source, size in CONFIGS:
+        for i, (source, size) in enumerate(CONFIGS):
             module, spec = build(source, size)
             label = f"{source}@{spec.hw[0]}"
-            path = Path(tmp) / f"{len(sessions)}.onnx"
+            path = Path(tmp) / f"{i}.onnx"
             export_onnx(module, spec, path)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            name = sess.get_inputs()[0].name
+            session = OrtSession(path, threads)
             x = np.random.default_rng(0).standard_normal((1, *spec.input_shape)).astype(np.float32)
-            run = (lambda s, n: lambda a: s.run(None, {n: a}))(sess, name)
             costs = layer_costs(module, spec)
-            entries.append({"label": label, "costs": costs, "run": run, "x": x, "p50s": [],
+            entries.append({"label": label, "costs": costs, "run": session.run, "x": x,
                             "macs": sum(c.macs for c in costs)})
-            sessions.append(sess)
             print(f"prepared {label}: {entries[-1]['macs'] / 1e6:.1f} MMACs", flush=True)
-        for round_ in range(3):  # interleaved: noise from other users hits all models alike
-            for e in entries:
-                e["p50s"].append(measure_latency(e["run"], e["x"], warmup=5, runs=60, max_seconds=2.0)["p50_ms"])
-                e.setdefault("cpu", []).append(cpu_latency_ms(e["run"], e["x"]))
-            print(f"round {round_ + 1} done", flush=True)
+        runs = {e["label"]: e["run"] for e in entries}
+        inputs = {e["label"]: e["x"] for e in entries}
+        # interleaved: noise from other users hits all models alike; 3 rounds, p50 per round
+        wall = interleaved_latency(runs, inputs, rounds=3, runs_per_round=60, warmup=0, round_warmup=5,
+                                   max_seconds=2.0, on_round=lambda r: print(f"round {r + 1} done", flush=True))
+        # On-CPU time of one inference (single-threaded session: ORT runs on the calling thread). This
+        # host is shared (load average often 5x its cores): wall-clock time of a 100 ms inference
+        # includes other users' time slices, while a 0.1 ms one usually does not, which would bias any
+        # fit. The thread's CPU time is what the inference itself costs, i.e. its latency on an idle box.
+        cpu = interleaved_latency(runs, inputs, rounds=3, runs_per_round=30, warmup=0, max_seconds=2.0,
+                                  clock=time.thread_time_ns)
+        for e in entries:
+            e["p50s"], e["cpu"] = wall[e["label"]]["round_p50_ms"], cpu[e["label"]]["round_p50_ms"]
     for e in entries:
         e["wall_ms"] = statistics.median(e["p50s"])
         e["measured_ms"] = statistics.median(e["cpu"])

@@ -21,8 +21,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.quant_train import MODELS, trained
 from edgekit.backends import BACKENDS, CompileRequest
 from edgekit.backends.onnxruntime import OrtSession
@@ -30,7 +28,8 @@ from edgekit.calibration import draw_calibration
 from edgekit.data import load_data
 from edgekit.data.core import prepared_batches
 from edgekit.profiling.artifacts import session_logits
-from edgekit.profiling.latency import host_identity, measure_latency
+from edgekit.profiling.latency import host_identity
+from edgekit.runtime import interleaved_latency
 from edgekit.targets import load_target
 from edgekit.training import evaluate_module
 
@@ -41,18 +40,6 @@ RUNTIMES = [("onnxruntime", "x86-cpu"), ("openvino", "x86-cpu"), ("tflite", "rpi
 def top1(session, spec, ds) -> float:
     logits, labels = session_logits(session, spec, ds, batch_size=100)
     return float((logits.argmax(1) == labels).mean() * 100)
-
-
-def interleaved(sessions: dict[str, object], sample: np.ndarray, rounds: int) -> dict[str, dict]:
-    """Median over rounds of each session's p50, alternating sessions every round."""
-    p50s: dict[str, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():
-        measure_latency(s.run, sample, warmup=20, runs=5, max_seconds=1)
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            p50s[name].append(measure_latency(s.run, sample, warmup=3, runs=40, max_seconds=2)["p50_ms"])
-    return {k: {"p50_ms": float(np.median(v)), "rounds": len(v), "p50_ms_per_round": [round(x, 4) for x in v]}
-            for k, v in p50s.items()}
 
 
 def bench_model(name: str, threads: int, rounds: int) -> dict:
@@ -70,18 +57,20 @@ def bench_model(name: str, threads: int, rounds: int) -> dict:
             arts = {p: BACKENDS.get(backend)().compile(model, p, request) for p in ("fp32", "int8")}
             sessions = {p: BACKENDS.get(backend)().load(a, root, threads) for p, a in arts.items()}
             acc = {p: top1(s, model.spec, data.test) for p, s in sessions.items()}
-            lat = interleaved(sessions, sample, rounds)
-            row = {p: {"top1": acc[p], "bytes": arts[p].bytes, "p50_ms": lat[p]["p50_ms"],
-                       "p50_ms_per_round": lat[p]["p50_ms_per_round"],
+            # median over rounds of each round's p50, FP32 and INT8 alternating every round
+            lat = interleaved_latency({p: s.run for p, s in sessions.items()}, sample, rounds=rounds,
+                                      runs_per_round=40, warmup=20, round_warmup=3, max_seconds=2)
+            row = {p: {"top1": acc[p], "bytes": arts[p].bytes, "p50_ms": lat[p]["median_round_p50_ms"],
+                       "p50_ms_per_round": [round(x, 4) for x in lat[p]["round_p50_ms"]],
                        "meta": {k: v for k, v in arts[p].meta.items() if k in (
                            "activation_type", "method", "executed_precision", "graph_fixes", "ops", "io")}}
                    for p in arts}
             row["int8_drop_vs_fp32"] = acc["fp32"] - acc["int8"]
             row["size_ratio"] = arts["fp32"].bytes / arts["int8"].bytes
-            row["speedup_int8_vs_fp32"] = lat["fp32"]["p50_ms"] / lat["int8"]["p50_ms"]
+            row["speedup_int8_vs_fp32"] = lat["fp32"]["median_round_p50_ms"] / lat["int8"]["median_round_p50_ms"]
             out["runtimes"][backend] = row
             print(f"{name} {backend}: fp32 {acc['fp32']:.2f}% int8 {acc['int8']:.2f}% size x{row['size_ratio']:.2f} "
-                  f"p50 {lat['fp32']['p50_ms']:.3f} -> {lat['int8']['p50_ms']:.3f} ms", flush=True)
+                  f"p50 {row['fp32']['p50_ms']:.3f} -> {row['int8']['p50_ms']:.3f} ms", flush=True)
         trt = BACKENDS.get("tensorrt")().compile(model, "int8", CompileRequest(
             out_dir=root, target=load_target("jetson-orin-nano"), calibration=cal.inputs))
         out["tensorrt_qdq_on_onnxruntime_top1"] = top1(OrtSession(root / trt.meta["build"]["onnx"], threads,

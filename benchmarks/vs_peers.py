@@ -49,6 +49,7 @@ from edgekit.data.core import make_loader  # noqa: E402
 from edgekit.models import load_checkpoint, save_checkpoint  # noqa: E402
 from edgekit.profiling.complexity import count_macs  # noqa: E402
 from edgekit.profiling.latency import host_identity  # noqa: E402
+from edgekit.runtime import interleaved_latency  # noqa: E402
 from edgekit.training.augment import random_crop_flip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,18 +268,12 @@ def top1(run, x: np.ndarray, y: np.ndarray, batch: int = 100) -> float:
 
 
 def interleave_latency(paths: list[PathResult], sample: np.ndarray, rounds: int, runs: int = 50) -> None:
-    for p in paths:  # warm every runtime first
-        for _ in range(20):
-            p.run(sample)
-    for r in range(rounds):
-        for p in paths:
-            for _ in range(3):
-                p.run(sample)
-            for _ in range(runs):
-                start = time.perf_counter()
-                p.run(sample)
-                p.samples_ms.append((time.perf_counter() - start) * 1e3)
-        print(f"  latency round {r + 1}/{rounds}", flush=True)
+    """Every path each round (3 untimed + ``runs`` timed calls), so machine noise hits all alike."""
+    lat = interleaved_latency({p.name: p.run for p in paths}, sample, rounds=rounds, runs_per_round=runs, warmup=20,
+                              round_warmup=3, keep_samples=True,
+                              on_round=lambda r: print(f"  latency round {r + 1}/{rounds}", flush=True))
+    for p in paths:
+        p.samples_ms = lat[p.name]["samples_ms"]
 
 
 def main() -> None:

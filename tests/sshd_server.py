@@ -99,4 +99,4 @@ class LoopbackSshd:
     def session_processes(self) -> list[str]:
         """Processes still running from a bench session (anything whose command line names our device tmp)."""
         out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-        return [line for line in out.splitlines() if str(self.device_tmp) in line or "runner.py job.json" in line]
+        return [line for line in out.splitlines() if str(self.device_tmp) in line or "edgekit_runtime.runner job.json" in line]

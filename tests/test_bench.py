@@ -1,4 +1,4 @@
-"""``edgekit bench`` on this host, through the same runner script a device runs."""
+"""``edgekit bench`` on this host, through the same shipped runtime package a device runs."""
 
 from __future__ import annotations
 
@@ -18,19 +18,51 @@ def bundle(small_bundle) -> Path:
     return small_bundle
 
 
-def test_runner_is_self_contained():
-    """The file shipped to devices imports only stdlib + numpy at module level (runtimes lazily)."""
-    tree = ast.parse((ROOT / "edgekit" / "profiling" / "runner.py").read_text())
-    top = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            top.add(node.module.split(".")[0])
-    assert top - {"__future__", "numpy"} <= set(sys.stdlib_module_names), top
-    everywhere = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    everywhere |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not everywhere & {"edgekit", "torch", "torchvision"}
+def test_shipped_runtime_is_self_contained():
+    """Every file ``edgekit bench`` ships to a device (the runtime package) imports only stdlib + numpy
+    + its own modules at module level, the runtimes only inside functions, and never edgekit or torch."""
+    from edgekit.profiling.bench import shipped_files
+
+    shipped = shipped_files()
+    assert {rel for _, rel in shipped} >= {"edgekit_runtime/__init__.py", "edgekit_runtime/runner.py"}
+    assert {f.name for f, _ in shipped} == {f.name for f in (ROOT / "edgekit" / "runtime").iterdir()
+                                            if f.suffix == ".py"}
+    runtimes = {"onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "tensorrt"}
+    for path, _ in shipped:
+        tree = ast.parse(path.read_text())
+        top = set()
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                top |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                top.add(node.module.split(".")[0])
+        assert top - {"__future__", "numpy"} <= set(sys.stdlib_module_names), (path.name, top)
+        absolute = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
+        absolute |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert absolute <= set(sys.stdlib_module_names) | {"__future__", "numpy"} | runtimes, (path.name, absolute)
+        assert not absolute & {"edgekit", "torch", "torchvision"}, path.name
+
+
+def test_shipped_runner_runs_without_edgekit(tmp_path):
+    """The shipped copy runs where edgekit is not importable (a device): job in, results out."""
+    import subprocess
+
+    from edgekit.profiling.bench import runner_command, shipped_files
+
+    for local, rel in shipped_files():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(local.read_bytes())
+    (tmp_path / "job.json").write_text(json.dumps({"artifacts": [], "data": None}))
+    blocker = tmp_path / "blocked"
+    (blocker / "edgekit").mkdir(parents=True)
+    (blocker / "torch").mkdir()
+    for name in ("edgekit", "torch"):
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('no {name} on a device')\n")
+    r = subprocess.run(runner_command(sys.executable), cwd=tmp_path, capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(blocker)}, timeout=120)
+    assert r.returncode == 0, r.stderr[-1500:]
+    out = json.loads((tmp_path / "results.json").read_text())
+    assert out["results"] == {} and {"model", "os", "cpu"} <= out["device"].keys()
 
 
 def test_local_bench_measures_every_artifact(bundle):
@@ -79,12 +111,12 @@ def test_bench_bad_input_is_one_line(bundle, tmp_path):
 
 def test_runner_names_the_package_a_device_lacks(tmp_path):
     """No TensorRT here (no GPU): the runner reports which package the device needs, exit code 4."""
-    from edgekit.profiling import runner
+    from edgekit.runtime import EXIT_MISSING_RUNTIME, runner
 
     job = {"artifacts": [{"name": "tensorrt-fp16", "runtime": "tensorrt", "precision": "fp16", "path": "trt/model.onnx",
                           "files": ["trt/model.onnx"], "input_shape": [1, 8, 8], "meta": {}}], "data": None}
     output, code = runner.run_job(job, tmp_path)
-    assert code == runner.EXIT_MISSING_RUNTIME
+    assert code == EXIT_MISSING_RUNTIME
     result = output["results"]["tensorrt-fp16"]
     assert result["missing_runtime"] == "tensorrt" and "JetPack" in result["install"]
     assert {"model", "os", "cpu", "python"} <= output["device"].keys()

@@ -1,4 +1,5 @@
-"""The backend interface: Artifact (what was written), Session (how to run it), Backend (both)."""
+"""The backend interface: Artifact (what was written), Backend (how to write it, and open it through
+the runtime layer's Session)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
-from edgekit.errors import MissingDependency
+from edgekit.errors import EdgekitError, MissingDependency
 from edgekit.models.loaded import LoadedModel
 from edgekit.registry import Registry
+from edgekit.runtime import MissingRuntime, RuntimeLayerError, Session, open_session
 from edgekit.targets import Target
+
+__all__ = ["BACKENDS", "Artifact", "Backend", "CompileRequest", "Session", "describe_files", "register_backend"]
 
 
 class Artifact(BaseModel):
@@ -33,18 +37,6 @@ class Artifact(BaseModel):
     sha256: dict[str, str] = Field(default_factory=dict)
     runnable_here: bool = True                  # False for TensorRT inputs that build on the device
     metrics: dict[str, Any] = Field(default_factory=dict)  # accuracy, latency (filled by profiling)
-
-
-class Session:
-    """A loaded artifact. ``run`` takes model-ready float32 NCHW input and returns float32 logits."""
-
-    info: dict[str, Any]
-
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -90,7 +82,13 @@ class Backend:
         raise NotImplementedError
 
     def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
-        raise NotImplementedError
+        """The artifact's runtime session (``edgekit.runtime``: the code the device runner runs too)."""
+        try:
+            return open_session(artifact.model_dump(), bundle_root, threads)
+        except MissingRuntime as err:
+            raise MissingDependency(err.pip, self.extra, f"running {artifact.name}") from None
+        except RuntimeLayerError as err:
+            raise EdgekitError(err.problem, err.hint) from None
 
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")

@@ -5,21 +5,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-
-from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
+from edgekit.backends.base import Artifact, Backend, CompileRequest, describe_files, register_backend
 from edgekit.backends.onnx_export import export_onnx
 from edgekit.backends.onnx_quant import activation_profile, quantize_qdq, reduce_range_choice
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
-from edgekit.profiling.runner import OrtRunner
+from edgekit.runtime import OrtSession  # noqa: F401 - the session (simulate_qdq for the TensorRT proxy)
 
-
-class OrtSession(OrtRunner, Session):
-    """ONNX Runtime session: the on-device runner's own class, so host and device run the file alike."""
-
-    def __init__(self, path: Path, threads: int, simulate_qdq: bool = False):
-        OnnxRuntime.runtime()  # a missing runtime is a one-line install hint, not an ImportError
-        super().__init__({"path": path.name, "simulate_qdq": simulate_qdq}, path.parent, threads)
+__all__ = ["OnnxRuntime", "OrtSession"]
 
 
 @register_backend("onnxruntime")
@@ -50,6 +43,3 @@ class OnnxRuntime(Backend):
                         files=files, runtime="onnxruntime", runtime_version=ort.__version__,
                         input_shape=list(model.spec.input_shape), meta={**meta, "executed_precision": precision},
                         bytes=size, sha256=sha)
-
-    def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
-        return OrtSession(bundle_root / artifact.path, threads)

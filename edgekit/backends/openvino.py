@@ -11,26 +11,16 @@ run in f32 so the INT8 accuracy is the quantizer's, not bf16's.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import torch
 
-from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
+from edgekit.backends.base import Artifact, Backend, CompileRequest, describe_files, register_backend
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
-from edgekit.profiling.runner import OpenVinoRunner
+from edgekit.runtime import OpenVinoSession
 
 # Artifact precision -> (weights stored as FP16?, CPU inference precision hint)
 PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16"), "int8": (True, "f32")}  # int8: FQ constants in fp16
-
-
-class OpenVinoSession(OpenVinoRunner, Session):
-    """OpenVINO CPU session: the on-device runner's own class, so host and device run the file alike.
-    ``info["executed_precision"]`` is what the plugin reports (f32 unless a hint says otherwise)."""
-
-    def __init__(self, xml: Path, threads: int, hint: str):
-        OpenVino.runtime()  # a missing runtime is a one-line install hint, not an ImportError
-        super().__init__({"path": xml.name, "meta": {"inference_precision_hint": hint}}, xml.parent, threads)
 
 
 @register_backend("openvino")
@@ -73,6 +63,3 @@ class OpenVino(Backend):
         return Artifact(name=f"openvino-{precision}", backend=self.name, precision=precision, path=files[0],
                         files=files, runtime="openvino", runtime_version=ov.__version__,
                         input_shape=[c, h, w], meta=meta, bytes=size, sha256=sha)
-
-    def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
-        return OpenVinoSession(bundle_root / artifact.path, threads, artifact.meta.get("inference_precision_hint", ""))

@@ -10,19 +10,16 @@ TensorRT needed) writes ``artifacts/trt/``:
 - ``build.json`` + ``build.sh``: the ``edgekit build-engine`` command and the equivalent ``trtexec``
   line, with the optimization-profile shapes for the target's batch sizes.
 
-``build_engine`` is the real builder (``tensorrt`` Python API: ONNX parser, FP16/INT8 flags,
-optimization profile for dynamic batch, ``IInt8EntropyCalibrator2`` reading/writing the standard
-cache, engine serialization). ``tensorrt`` is imported only there, so this module imports without it.
+The engine itself is built by ``edgekit.runtime.tensorrt_engine.build_engine`` from the settings
+recorded here (``meta["build"]``): the one builder behind ``edgekit build-engine`` and the device
+runner's TensorRT session, so both build the same engine with the same optimization profile.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
 from edgekit.backends.onnx_export import INPUT_NAME, export_onnx
@@ -81,7 +78,7 @@ class TensorRT(Backend):
 
     @classmethod
     def available(cls) -> bool:
-        """Compiling writes device inputs and needs no TensorRT; only ``build_engine`` does."""
+        """Compiling writes device inputs and needs no TensorRT; only building the engine does."""
         return True
 
     def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
@@ -139,118 +136,3 @@ class TensorRT(Backend):
     def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
         raise EdgekitError(f"{artifact.name} is TensorRT input, not an engine",
                            f"build it on the device: {artifact.meta.get('build', {}).get('commands', {}).get('edgekit')}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Engine building (on a machine with TensorRT: Jetson, GPU server).
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise EdgekitError("building a TensorRT engine needs the Python package 'tensorrt', which is not installed "
-                           "here", "run build-engine on the Jetson/GPU machine (JetPack ships tensorrt; elsewhere: "
-                           "pip install 'edgekit[tensorrt]' with NVIDIA's index)") from None
-    return trt
-
-
-def has_qdq(onnx_path: Path) -> bool:
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
-
-
-def make_calibrator(trt, calibration: np.ndarray | None, cache_path: Path | None, batch_size: int = 8):
-    """An ``IInt8EntropyCalibrator2`` over model-ready images that reads/writes ``cache_path``.
-
-    With a cache and no images, TensorRT reads the cache and never asks for batches. Device buffers
-    come from torch.cuda (present with JetPack's PyTorch); only needed when actually calibrating.
-    """
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            super().__init__()
-            self._data = calibration
-            self._batch = batch_size
-            self._i = 0
-            self._device = None
-
-        def get_batch_size(self) -> int:
-            return self._batch
-
-        def get_batch(self, names):
-            if self._data is None or self._i + self._batch > len(self._data):
-                return None
-            import torch
-
-            chunk = torch.from_numpy(np.ascontiguousarray(self._data[self._i:self._i + self._batch]))
-            self._device = chunk.to("cuda")
-            self._i += self._batch
-            return [int(self._device.data_ptr())]
-
-        def read_calibration_cache(self):
-            if cache_path is not None and cache_path.is_file() and (self._data is None):
-                return cache_path.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache: bytes) -> None:
-            if cache_path is not None:
-                cache_path.write_bytes(bytes(cache))
-
-    return EntropyCalibrator()
-
-
-def build_engine(onnx_path: Path, engine_path: Path, precision: str, batches: tuple[int, int, int],
-                 calibration_cache: Path | None = None, calibration: np.ndarray | None = None,
-                 workspace_mb: int = WORKSPACE_MB) -> dict:
-    """Parse ONNX, set precision flags and the dynamic-batch profile, build and serialize the engine."""
-    trt = import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    major = int(str(trt.__version__).split(".")[0])
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = [parser.get_error(i) for i in range(parser.num_errors)]
-        first = errors[0] if errors else None
-        node = getattr(first, "node_name", lambda: "?")() if first is not None else "?"
-        op = getattr(first, "node_operator", lambda: "?")() if first is not None else "?"
-        desc = first.desc() if first is not None else "unknown parser error"
-        raise EdgekitError(f"TensorRT cannot parse {onnx_path.name}: operator {op} (node {node}): {desc}",
-                           "replace that layer or export with another opset")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    profile = builder.create_optimization_profile()
-    inp = network.get_input(0)
-    _, c, h, w = tuple(inp.shape)
-    lo, opt, hi = batches
-    profile.set_shape(inp.name, (lo, c, h, w), (opt, c, h, w), (hi, c, h, w))
-    config.add_optimization_profile(profile)
-    mode = precision
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        if has_qdq(onnx_path):
-            mode = "int8 explicit (QDQ)"
-        else:
-            if calibration_cache is None and calibration is None:
-                raise EdgekitError("implicit INT8 needs a calibration cache or calibration images",
-                                   "pass --calibration-cache artifacts/trt/calibration.cache or use the QDQ model")
-            config.int8_calibrator = make_calibrator(trt, calibration, calibration_cache)
-            config.set_calibration_profile(profile)
-            mode = "int8 implicit (entropy calibrator, " + ("recalibrated" if calibration is not None else
-                                                            "from cache") + ")"
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise EdgekitError(f"TensorRT failed to build an engine from {onnx_path.name}",
-                           "rerun with TensorRT verbose logging (trtexec --verbose) to see the failing layer")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkstemp(dir=engine_path.parent, suffix=".engine.tmp")[1])
-    tmp.write_bytes(bytes(serialized))
-    tmp.replace(engine_path)
-    return {"engine": str(engine_path), "bytes": engine_path.stat().st_size, "mode": mode,
-            "tensorrt_version": str(trt.__version__), "profile": {"min": lo, "opt": opt, "max": hi}}

@@ -10,8 +10,8 @@
   float, so each use gets its own module first. Known and measured, not hidden: PT2E leaves
   Hardsigmoid in float and XNNPACK does not take int8 HARD_SWISH, so MobileNetV3 INT8 can be slower
   than FP32 - ``precision: auto`` measures and picks.
-- I/O: float32 unless the file has int8/uint8 tensors, which the Session (de)quantizes with the
-  tensors' own scale and zero point.
+- I/O: float32 unless the file has int8/uint8 tensors, which the runtime layer's LiteRT session
+  (``edgekit.runtime``) (de)quantizes with the tensors' own scale and zero point.
 """
 
 from __future__ import annotations
@@ -22,66 +22,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
-from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.backends.base import Artifact, Backend, CompileRequest, describe_files, register_backend
+from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
-
-
-def interpreter_class():
-    """``ai_edge_litert`` (x86/ARM wheels) or ``tflite_runtime`` (Raspberry Pi OS): same API."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            raise MissingDependency("ai-edge-litert", "tflite", "running .tflite files") from None
-    return Interpreter
-
-
-class TfliteSession(Session):
-    def __init__(self, path: Path, threads: int, layout: str):
-        Interpreter = interpreter_class()
-        self._it = Interpreter(model_path=str(path), num_threads=threads)
-        self._it.allocate_tensors()
-        self._in = self._it.get_input_details()[0]
-        self._out = self._it.get_output_details()[0]
-        self._layout = layout
-        self._batch = int(self._in["shape"][0])
-        self.info = {"threads": threads, "delegate": "XNNPACK (default CPU delegate)", "layout": layout,
-                     "input_dtype": np.dtype(self._in["dtype"]).name,
-                     "interpreter": f"{Interpreter.__module__}"}
-
-    def _resize(self, batch: int) -> None:
-        shape = list(self._in["shape"])
-        shape[0] = batch
-        self._it.resize_tensor_input(self._in["index"], shape)
-        self._it.allocate_tensors()
-        self._in = self._it.get_input_details()[0]
-        self._out = self._it.get_output_details()[0]
-        self._batch = batch
-
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        x = np.asarray(inputs, dtype=np.float32)
-        if self._layout == "NHWC":
-            x = x.transpose(0, 2, 3, 1)
-        if x.shape[0] != self._batch:
-            self._resize(x.shape[0])
-        dtype = np.dtype(self._in["dtype"])
-        if dtype in (np.int8, np.uint8):
-            scale, zero = self._in["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        self._it.set_tensor(self._in["index"], np.ascontiguousarray(x))
-        self._it.invoke()
-        y = self._it.get_tensor(self._out["index"])
-        if np.dtype(self._out["dtype"]) in (np.int8, np.uint8):
-            scale, zero = self._out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return np.asarray(y, dtype=np.float32).copy()
+from edgekit.runtime.litert_session import litert_version
 
 
 @register_backend("tflite")
@@ -122,7 +68,7 @@ class Tflite(Backend):
                                       "int8": "int8"}[precision]
         meta.update(tflite_op_summary(path))
         return Artifact(name=f"tflite-{precision}", backend=self.name, precision=precision, path=files[0],
-                        files=files, runtime="litert", runtime_version=_litert_version(), input_shape=[c, h, w],
+                        files=files, runtime="litert", runtime_version=litert_version(), input_shape=[c, h, w],
                         layout="NHWC", meta=meta, bytes=size, sha256=sha)
 
     def _int8(self, litert_torch, module, sample, request: CompileRequest, path: Path, prepare, target: str) -> dict:
@@ -149,10 +95,6 @@ class Tflite(Backend):
         return {"quantizer": "litert-torch PT2EQuantizer (torchao prepare_pt2e/convert_pt2e)",
                 "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
                 "calibration_images": int(len(request.calibration)), "graph_fixes": fixes}
-
-    def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:
-        return TfliteSession(bundle_root / artifact.path, threads, artifact.layout)
-
 
 def _convert(litert_torch, module, sample, target: str, quant_config=None):
     try:
@@ -203,17 +145,6 @@ def tflite_op_summary(path: Path) -> dict:
           "output": types.get(graph.tensors[graph.outputs[0]].type, "?")}
     return {"ops": counts, "int8_tensors": int8, "tensors": len(graph.tensors),
             "io": f"{io['input']} in, {io['output']} out"}
-
-
-def _litert_version() -> str:
-    import importlib.metadata as md
-
-    for dist in ("ai-edge-litert", "tflite-runtime"):
-        try:
-            return md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return "unknown"
 
 
 class _quiet_converter:

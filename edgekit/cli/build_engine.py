@@ -6,7 +6,7 @@ cache + this command; run it on the Jetson / GPU box (TensorRT comes with JetPac
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -15,9 +15,13 @@ import typer
 from edgekit.cli import app
 from edgekit.cli.common import print_json, stdout
 from edgekit.errors import EdgekitError
+from edgekit.runtime import MissingRuntime, RuntimeLayerError, import_runtime
+from edgekit.runtime.tensorrt_engine import PRECISIONS, EnginePlan, build_engine, engine_plan
 
 
-def _build_settings(bundle: Path, precision: Optional[str]) -> dict:
+def _plan(bundle: Path, precision: Optional[str]) -> tuple[EnginePlan, str]:
+    """The build plan the bundle's TensorRT artifact records (the device runner reads the same one)
+    and the engine path it names."""
     from edgekit.bundle import read_manifest
 
     manifest = read_manifest(bundle)
@@ -27,7 +31,10 @@ def _build_settings(bundle: Path, precision: Optional[str]) -> dict:
         raise EdgekitError(f"bundle {bundle} has no TensorRT artifact" + (f" for {precision}" if precision else ""),
                            "compress with a TensorRT target, e.g. --target jetson-orin-nano")
     chosen = next((a for a in trt if a.get("meta", {}).get("chosen")), trt[0])
-    return chosen["meta"]["build"]
+    try:
+        return engine_plan(chosen, bundle), chosen["meta"]["build"].get("engine")
+    except RuntimeLayerError as err:
+        raise EdgekitError(err.problem, err.hint) from None
 
 
 @app.command("build-engine")
@@ -46,30 +53,35 @@ def build_engine_command(
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Build a TensorRT engine (on the device) from a bundle made for a TensorRT target."""
-    from edgekit.backends.tensorrt import build_engine, import_tensorrt
-
-    import_tensorrt()  # fail first, in one line, where TensorRT is missing
-    settings = _build_settings(bundle, precision) if onnx is None or precision is None else {}
-    precision = precision or settings["precision"]
-    if precision not in ("fp32", "fp16", "int8"):
+    try:
+        import_runtime("tensorrt")  # fail first, in one line, where TensorRT is missing
+    except MissingRuntime:
+        raise EdgekitError("building a TensorRT engine needs the Python package 'tensorrt', which is not installed "
+                           "here", "run build-engine on the Jetson/GPU machine (JetPack ships tensorrt; elsewhere: "
+                           "pip install 'edgekit[tensorrt]' with NVIDIA's index)") from None
+    if precision is not None and precision not in PRECISIONS:
         raise EdgekitError(f"--precision {precision!r} is not fp32, fp16 or int8")
-    onnx_path = bundle / (onnx or Path(settings["onnx"]))
-    if not onnx_path.is_file():
-        raise EdgekitError(f"ONNX file {onnx_path} not found")
-    shapes = settings.get("shapes", {})
-    batches = (min_batch or shapes.get("min", [1])[0], opt_batch or shapes.get("opt", [1])[0],
-               max_batch or shapes.get("max", [1])[0])
-    if not batches[0] <= batches[1] <= batches[2]:
-        raise EdgekitError(f"batch profile {batches} must satisfy min <= opt <= max")
-    cache = bundle / calibration_cache if calibration_cache else None
+    if onnx is None or precision is None:
+        plan, engine_rel = _plan(bundle, precision)
+    else:
+        plan, engine_rel = EnginePlan(onnx=bundle / onnx, precision=precision), None
+    lo, opt, hi = plan.batches
+    plan = replace(plan, onnx=bundle / onnx if onnx else plan.onnx, precision=precision or plan.precision,
+                   batches=(min_batch or lo, opt_batch or opt, max_batch or hi),
+                   calibration_cache=bundle / calibration_cache if calibration_cache else plan.calibration_cache)
+    if not plan.onnx.is_file():
+        raise EdgekitError(f"ONNX file {plan.onnx} not found")
     images = None
     if recalibrate:
         from edgekit.calibration import load_calibration
 
         images = load_calibration(bundle / "calibration.npz").inputs
-        cache = cache or bundle / "artifacts" / "trt" / "calibration.cache"
-    engine = bundle / (out or Path(settings.get("engine") or f"artifacts/trt/model_{precision}.engine"))
-    result = build_engine(onnx_path, engine, precision, batches, cache, images, workspace_mb)
+        plan = replace(plan, calibration_cache=plan.calibration_cache or bundle / "artifacts" / "trt" / "calibration.cache")
+    engine = bundle / (out or Path(engine_rel or f"artifacts/trt/model_{plan.precision}.engine"))
+    try:
+        result = build_engine(plan, engine, images, workspace_mb)
+    except RuntimeLayerError as err:
+        raise EdgekitError(err.problem, err.hint) from None
     if json_out:
         print_json(result)
     else:

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from edgekit.backends.base import BACKENDS, Artifact, Session
+from edgekit.backends.base import BACKENDS, Artifact
 from edgekit.data.core import prepared_batches
 from edgekit.recipe import ProfileSettings
+from edgekit.runtime import Session, accuracy_counts, measure_latency
 from edgekit.spec import ModelSpec
-from edgekit.training.evaluate import accuracy_counts
-from edgekit.profiling.latency import measure_latency
 
 
 def session_logits(session: Session, spec: ModelSpec, ds: Dataset, batch_size: int = 64,

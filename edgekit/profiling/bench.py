@@ -1,7 +1,8 @@
 """``edgekit bench``: measure every artifact of a bundle through its runtime, here or on a device.
 
-Both paths run the same self-contained ``runner.py`` (stdlib + numpy + runtime): locally in a
-subprocess, remotely over SSH (``remote.py``). This module prepares the job (model-ready eval
+Both paths ship the same files - the ``edgekit.runtime`` package (stdlib + numpy + runtime), copied
+as ``edgekit_runtime/`` into a work folder - and run its runner there: locally in a subprocess,
+remotely over SSH (``remote.py``). This module prepares the job (model-ready eval
 inputs as ``eval.npz``, the artifact list, settings), turns the runner's progress lines into a
 progress bar, attaches estimates for artifacts that cannot run, and merges results into the bundle.
 """
@@ -12,6 +13,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,9 +26,19 @@ import numpy as np
 from edgekit import ui
 from edgekit.bundle import read_manifest, write_json
 from edgekit.errors import EdgekitError
-from edgekit.profiling import runner as runner_module
+from edgekit.runtime import EXIT_MISSING_RUNTIME, device_identity, package_files
 
-RUNNER_PATH = Path(runner_module.__file__)
+SHIPPED_PACKAGE = "edgekit_runtime"
+
+
+def shipped_files() -> list[tuple[Path, str]]:
+    """(local file, path in the work folder) for every file the runner needs: the runtime package."""
+    return [(f, f"{SHIPPED_PACKAGE}/{f.name}") for f in package_files()]
+
+
+def runner_command(python: str) -> list[str]:
+    """How the work folder's runner is started, here and on a device (cwd: the work folder)."""
+    return [python, "-m", f"{SHIPPED_PACKAGE}.runner", "job.json", "--out", "results.json"]
 
 
 @dataclass
@@ -104,12 +116,15 @@ class ProgressSink:
 
 
 def run_local(job: dict, workdir: Path, bundle: Path, on_line: Callable[[str], None]) -> dict:
-    """Runs runner.py in a subprocess on this host (artifacts read in place from the bundle)."""
+    """Runs the shipped runner in a subprocess on this host (artifacts read in place from the bundle)."""
     job = {**job, "artifact_root": str(bundle.resolve())}
     write_json(workdir / "job.json", job)
+    for local, rel in shipped_files():
+        (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, workdir / rel)
     out = workdir / "results.json"
     (workdir / "tmp").mkdir(exist_ok=True)  # runtimes' temp files (ONNX Runtime's .ses) go with the workdir
-    proc = subprocess.Popen([sys.executable, str(RUNNER_PATH), "job.json", "--out", str(out)], cwd=workdir,
+    proc = subprocess.Popen(runner_command(sys.executable), cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TMPDIR": str(workdir / "tmp")})
     assert proc.stdout is not None
@@ -139,7 +154,7 @@ def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bund
     where = remote.describe() if remote is not None else "local"
     if not artifacts and not not_here:
         raise EdgekitError(f"bundle {bundle} has no artifacts to benchmark")
-    results: dict = {"results": {}, "device": runner_module.device_identity()}
+    results: dict = {"results": {}, "device": device_identity()}
     data_info: dict = {}
     if artifacts:
         # Connect before the slow part (data preparation), so a wrong host or key fails at once.
@@ -155,7 +170,7 @@ def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bund
                     results = run_local(job, work, bundle, sink)
                 else:
                     results = remote.run(client, job, work, bundle, sink)
-        if results.get("exit_code") == runner_module.EXIT_MISSING_RUNTIME:
+        if results.get("exit_code") == EXIT_MISSING_RUNTIME:
             raise missing_runtime_error(results, "this host" if remote is None else remote.describe())
     entry = {"where": where, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "device": results["device"], "data": data_info,

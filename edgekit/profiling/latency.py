@@ -1,12 +1,9 @@
-"""Latency through a runtime session: warm-up, then timed runs until N runs or a time budget.
-
-The implementation lives in ``runner.py`` (the self-contained file ``edgekit bench`` also ships to
-devices), so host and device numbers come from the same code.
-"""
+"""This machine's identity for a bundle's manifest. Measuring lives in the runtime layer
+(``edgekit.runtime``: ``measure_latency``, ``latency_stats``), which the device runner also runs."""
 
 from __future__ import annotations
 
-from edgekit.profiling.runner import device_identity, latency_stats, measure_latency
+from edgekit.runtime import device_identity, latency_stats, measure_latency
 
 __all__ = ["host_identity", "latency_stats", "measure_latency"]
 

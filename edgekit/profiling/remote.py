@@ -25,8 +25,7 @@ from typing import Callable, Iterator
 
 from edgekit.bundle import write_json
 from edgekit.errors import EdgekitError, MissingDependency
-from edgekit.profiling import runner as runner_module
-from edgekit.profiling.bench import RUNNER_PATH
+from edgekit.profiling.bench import runner_command, shipped_files
 
 REMOTE_PREFIX = "edgekit-bench."
 
@@ -119,8 +118,8 @@ class SshDevice:
             client.close()
 
     def run(self, client, job: dict, workdir: Path, bundle: Path, on_line: Callable[[str], None]) -> dict:
-        """Copy runner + job + eval inputs + artifacts, run, fetch results.json, clean up."""
-        files = [(RUNNER_PATH, "runner.py"), (workdir / "eval.npz", "eval.npz")]
+        """Copy the runtime package + job + eval inputs + artifacts, run, fetch results.json, clean up."""
+        files = [*shipped_files(), (workdir / "eval.npz", "eval.npz")]
         for art in job["artifacts"]:
             for rel in art.get("files") or [art["path"]]:
                 files.append((bundle / rel, "artifacts/" + _safe_relative(rel)))
@@ -173,7 +172,7 @@ class SshDevice:
         # TMPDIR inside the run folder: runtimes drop files there (ONNX Runtime writes a .ses file), and
         # they must go away with it.
         command = (f"cd {shlex.quote(remote_dir)} && mkdir -p tmp && TMPDIR={shlex.quote(remote_dir + '/tmp')} && "
-                   f"export TMPDIR && echo $$ && exec {shlex.quote(self.python)} runner.py job.json --out results.json")
+                   f"export TMPDIR && echo $$ && exec {shlex.join(runner_command(self.python))}")
         transport = client.get_transport()
         channel = transport.open_session(timeout=self.connect_timeout)
         channel.exec_command(command)
@@ -259,4 +258,4 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [""])[0][:200]
 
 
-__all__ = ["SshDevice", "runner_module"]
+__all__ = ["SshDevice"]

@@ -8,7 +8,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from edgekit.data.core import prepared_batches
-from edgekit.profiling.runner import accuracy_counts  # noqa: F401 - one implementation, shared with devices
+from edgekit.runtime import accuracy_counts  # noqa: F401 - one implementation, shared with devices
 from edgekit.spec import ModelSpec
 
 

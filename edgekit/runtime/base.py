@@ -1,0 +1,73 @@
+"""The session interface, the runtime-name table and the errors of the runtime layer.
+
+This package is shipped as-is to devices (``edgekit bench --host``), so it imports only the standard
+library, numpy and - inside functions - the runtimes themselves. Errors here are plain exceptions
+carrying a problem and a hint; edgekit turns them into one-line ``EdgekitError`` at its edges.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+EXIT_MISSING_RUNTIME = 4   # the runner's exit code when no artifact of the job found its runtime
+
+# runtime name (as artifacts record it) -> (modules to try, pip name, how to install it on a device)
+RUNTIME_PACKAGES = {
+    "onnxruntime": (("onnxruntime",), "onnxruntime",
+                    "onnxruntime (pip install onnxruntime; onnxruntime-gpu on a Jetson)"),
+    "openvino": (("openvino",), "openvino", "openvino (pip install openvino)"),
+    "litert": (("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), "ai-edge-litert",
+               "ai-edge-litert or tflite-runtime (pip install ai-edge-litert)"),
+    "tensorrt": (("tensorrt",), "tensorrt", "tensorrt (ships with JetPack: sudo apt install python3-libnvinfer)"),
+}
+
+
+class RuntimeLayerError(Exception):
+    """Something the user can fix (bad file, failed build): ``problem`` and ``hint``, one line each."""
+
+    def __init__(self, problem: str, hint: str | None = None):
+        self.problem = " ".join(problem.split())
+        self.hint = " ".join(hint.split()) if hint else None
+        super().__init__(self.problem + (f" — {self.hint}" if self.hint else ""))
+
+
+class MissingRuntime(RuntimeLayerError):
+    """The runtime an artifact needs is not importable on this machine."""
+
+    def __init__(self, runtime: str):
+        self.runtime = runtime
+        _, self.pip, self.package = RUNTIME_PACKAGES.get(runtime, ((runtime,), runtime, runtime))
+        super().__init__(f"runtime '{runtime}' is not installed", f"install {self.package}")
+
+
+def import_runtime(runtime: str):
+    """The runtime's Python module (the first importable of its candidates), or ``MissingRuntime``."""
+    modules = RUNTIME_PACKAGES.get(runtime, ((runtime,), runtime, runtime))[0]
+    for name in modules:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise MissingRuntime(runtime)
+
+
+class Session:
+    """A loaded artifact: ``run(float32 NCHW batch) -> float32 logits``, any batch size up to
+    ``max_batch`` (None: no limit); ``info`` says what ran it (runtime version, threads, ...)."""
+
+    info: dict
+    max_batch: int | None = None
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
