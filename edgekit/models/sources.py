@@ -67,6 +67,10 @@ def build_architecture(arch: str, num_classes: int, in_channels: int) -> nn.Modu
         from edgekit.split.model import rebuild_from_arch
 
         return rebuild_from_arch(arch, num_classes, in_channels)
+    if arch.startswith("lowrank:"):  # low-rank factorized layers from the lowrank stage
+        from edgekit.models.factorized import rebuild_from_arch as rebuild_factorized
+
+        return rebuild_factorized(arch, num_classes, in_channels)
     scheme, name, options = _split(arch)
     if scheme == "builtin":
         return BUILTIN_MODELS.get(name).build(**{"num_classes": num_classes, "in_channels": in_channels, **options})
