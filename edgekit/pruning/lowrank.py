@@ -51,7 +51,7 @@ class Candidate:
             return min(o, i * kh * kw)
         if self.method == "spatial_svd":
             return min(i * kh, o * kw)
-        return (i, o)
+        return (min(i, o * kh * kw), min(o, i * kh * kw))   # ranks of the input/output-mode unfoldings
 
     def base_entry(self) -> dict[str, Any]:
         w = self.layer.weight
