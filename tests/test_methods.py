@@ -223,13 +223,13 @@ def test_ensemble_distill_caches_teacher_logits_once(teacher, digits, tmp_path):
     calls = {"input": 0}
     teacher_copy = copy.deepcopy(teacher)
     teacher_copy.module.register_forward_hook(lambda *a: calls.__setitem__("input", calls["input"] + 1))
-    ctx = StageContext(model=load_model("builtin:tinycnn?width=8", num_classes=10), teacher=teacher_copy,
+    ctx = StageContext(model=load_model("builtin:tinycnn?width=16", num_classes=10), teacher=teacher_copy,
                        data=digits, target=load_target("x86-cpu"), work_dir=tmp_path)
-    p = Distill.Params(teacher=["input", str(path)], epochs=2, augment=False, batch_size=64, lr=0.05)
+    p = Distill.Params(teacher=["input", str(path)], epochs=3, augment=False, batch_size=64, lr=0.2)
     result = Distill(p).run(ctx)
     m = result.metrics
     assert m["teacher_logits"].startswith("cached")
-    assert [t["source"] for t in m["teachers"]] == [teacher.source, other.source] or len(m["teachers"]) == 2
+    assert [t["source"] for t in m["teachers"]] == [teacher.source, str(path)]
     # one pass over train (batches of 256) for the cache + one over val for the teacher's top-1; none per epoch
     assert calls["input"] == math.ceil(len(digits.train) / 256) + math.ceil(len(digits.val) / 256)
     assert m["best_val_top1"] > 50

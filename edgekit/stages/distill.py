@@ -129,8 +129,8 @@ class Distill(Stage):
         weights = p.teacher_weights or [1.0] * len(members)
         # The ensemble takes the student's view (it converts per member), so its spec is the student's.
         return LoadedModel(ensemble, student.spec, source="ensemble[" + ", ".join(m.source for m in members) + "]",
-                           arch=None, notes={"members": [{"source": m.source, "weight": w}
-                                                         for m, w in zip(members, weights)]})
+                           arch=None, notes={"members": [{"source": m.source if s == "input" else s, "weight": w}
+                                                         for m, s, w in zip(members, p.teacher, weights)]})
 
     def _one_teacher(self, ctx: StageContext, source: str | None) -> LoadedModel:
         if source is None:
