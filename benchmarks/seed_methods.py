@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ROBUSTNESS = {"eps": [0.0, 2 / 255, 8 / 255], "attacks": ["fgsm", "pgd"],
               "corruptions": ["gaussian_noise", "blur", "contrast"], "severities": [1, 2, 3]}
 
-FULL = {"data": "fashion-mnist", "epochs": 3, "steps": None, "soup_epochs": 1, "robust_limit": 10000,
+FULL = {"data": "fashion-mnist", "epochs": 3, "steps": None, "min_steps": None, "soup_epochs": 1, "robust_limit": 10000,
         "student": "builtin:resnet8", "second_teacher": ("builtin:resnet20", 3), "threads": 2}
-QUICK = {"data": "fashion-mnist?train=600&val=200&test=300", "epochs": 1, "steps": None, "soup_epochs": 1,
+QUICK = {"data": "fashion-mnist?train=600&val=200&test=300", "epochs": 1, "steps": None, "min_steps": 40, "soup_epochs": 1,
          "robust_limit": 300, "student": "builtin:tinycnn?width=16", "threads": 1}
 
 
@@ -57,7 +57,8 @@ def quick_teacher(cache: Path, seed: int, source: str = "builtin:resnet8") -> Pa
     if not path.exists():
         torch.manual_seed(seed)
         model = load_model(source, num_classes=10)
-        train(model.module, model.spec, load_data(QUICK["data"]), TrainParams(epochs=2, lr=0.05, seed=seed))
+        train(model.module, model.spec, load_data(QUICK["data"]),
+              TrainParams(epochs=1, min_steps=150, lr=0.05, warmup_epochs=1, seed=seed))
         save_checkpoint(model, path)
     return path
 
@@ -76,7 +77,8 @@ def _recipe(path: Path, name: str, stages: list, precisions: list[str], backends
 
 
 def _train_settings(cfg: dict) -> dict:
-    return {"epochs": cfg["epochs"], "max_steps_per_epoch": cfg["steps"], "lr": 0.02, "crop_pad": 2}
+    return {"epochs": cfg["epochs"], "max_steps_per_epoch": cfg["steps"], "min_steps": cfg["min_steps"], "lr": 0.02,
+            "crop_pad": 2}
 
 
 def _run(cfg, teacher_path: Path, recipe: Path, out: Path) -> dict:
@@ -86,7 +88,7 @@ def _run(cfg, teacher_path: Path, recipe: Path, out: Path) -> dict:
 
 def lowrank_section(cfg, teacher_path, teacher, data, work: Path, method: str) -> dict:
     recipe = _recipe(work / "lowrank.yaml", "seed-lowrank-distill",
-                     [{"lowrank": {"method": method, "macs": 0.5}},
+                     [{"lowrank": {"method": method, "macs": 0.5, "round_to": 8}},
                       {"distill": {"student": "self", "loss": "kd", "temperature": 4, "alpha": 0.9,
                                    **_train_settings(cfg)}}],
                      ["fp32", "int8"], ["onnxruntime", "openvino", "tflite"])
@@ -130,7 +132,7 @@ def robustness_section(cfg, teacher_path, work: Path) -> dict:
 def soup_section(cfg, teacher_path, work: Path) -> dict:
     manifest = _run(cfg, teacher_path, _recipe(work / "soup.yaml", "seed-soup", [
         {"soup": {"ingredients": 3, "vary": ["seed", "lr"], "mode": "greedy", "epochs": cfg["soup_epochs"],
-                  "max_steps_per_epoch": cfg["steps"], "lr": 0.01}}], ["fp32"], ["onnxruntime"]), work / "bundle-soup")
+                  "max_steps_per_epoch": cfg["steps"], "min_steps": cfg["min_steps"], "lr": 0.01}}], ["fp32"], ["onnxruntime"]), work / "bundle-soup")
     return next(s for s in manifest["stages"] if s["name"] == "soup")["metrics"]
 
 
@@ -145,7 +147,7 @@ def ensemble_section(cfg, teachers: list[Path], data, work: Path) -> dict:
     for label, teacher in (("best_single", str(teachers[best])), ("ensemble", [str(p) for p in teachers])):
         params = Distill.Params(teacher=teacher, student=cfg["student"], student_input_size=(28, 28), loss="kd",
                                 temperature=4, alpha=0.9, augment=False, lr=0.05, epochs=cfg["epochs"],
-                                max_steps_per_epoch=cfg["steps"], keep="last")
+                                max_steps_per_epoch=cfg["steps"], min_steps=cfg["min_steps"], keep="last")
         torch.manual_seed(0)  # same student initialisation for both runs
         ctx = StageContext(model=loaded[best], teacher=loaded[best], data=data, target=load_target("x86-cpu"),
                            work_dir=work / f"work-{label}")
@@ -158,7 +160,7 @@ def ensemble_section(cfg, teachers: list[Path], data, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: a few hundred images, 1 epoch")
-    parser.add_argument("--method", default="svd", choices=["svd", "spatial_svd", "tucker"])
+    parser.add_argument("--method", default="spatial_svd", choices=["svd", "spatial_svd", "tucker"])
     parser.add_argument("--only", nargs="*", choices=["lowrank", "robustness", "soup", "ensemble"])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()

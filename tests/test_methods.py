@@ -21,7 +21,7 @@ from edgekit.data import load_data
 from edgekit.errors import EdgekitError
 from edgekit.models import load_checkpoint, load_model, save_checkpoint
 from edgekit.profiling.complexity import count_macs
-from edgekit.pruning.lowrank import candidates, factorize_layer, factorize_model
+from edgekit.pruning.lowrank import candidates, factorize_layer, factorize_model, rank_for
 from edgekit.models.factorized import replace_layer
 from edgekit.recipe import RobustnessSettings
 from edgekit.robustness import corrupt, fgsm, pgd, pixel_images, robustness_markdown, robustness_section
@@ -100,6 +100,16 @@ def test_low_rank_lowers_macs_and_reported_macs_match_torch_counter(method):
                       and name.count(".") == row["layer"].count(".") + 1)
         assert counted == row["macs_after"], row["layer"]
         assert row["macs_after"] < row["macs_before"]
+
+
+def test_round_to_gives_multiples_or_full_rank():
+    model = load_model("builtin:resnet8", num_classes=10)
+    for cand in candidates(model.module, model.spec, "tucker", []):
+        full = cand.full_rank
+        ranks = cand_ranks = rank_for(cand, rank_ratio=0.3, round_to=8)
+        pairs = zip(ranks, full) if isinstance(full, tuple) else [(cand_ranks, full)]
+        for r, f in pairs:
+            assert r == f or (r % 8 == 0 and r < f), (cand.path, r, f)
 
 
 def test_layers_without_gain_are_left_alone():

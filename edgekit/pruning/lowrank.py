@@ -150,9 +150,22 @@ def _matrices(c: Candidate) -> list[torch.Tensor]:
     return [w.permute(1, 0, 2, 3).reshape(i, -1), w.reshape(o, -1)]   # (input mode, output mode)
 
 
-def rank_for(c: Candidate, rank_ratio: float | None = None, energy: float | None = None) -> int | tuple[int, int]:
+def rank_for(c: Candidate, rank_ratio: float | None = None, energy: float | None = None,
+             round_to: int | None = None) -> int | tuple[int, int]:
     """Rank(s) keeping ``rank_ratio`` of the full rank, or the fewest singular values holding
-    ``energy`` of the squared spectrum."""
+    ``energy`` of the squared spectrum; rounded up to a multiple of ``round_to`` (channel counts
+    that suit the runtimes' vectorised kernels), never above the full rank."""
+    ranks = _ranks(c, rank_ratio, energy)
+    if round_to:
+        full = c.full_rank
+        fulls = list(full) if isinstance(full, tuple) else [full]
+        listed = list(ranks) if isinstance(ranks, tuple) else [ranks]
+        listed = [min(f, round_to * math.ceil(r / round_to)) for r, f in zip(listed, fulls)]
+        ranks = tuple(listed) if isinstance(full, tuple) else listed[0]
+    return ranks
+
+
+def _ranks(c: Candidate, rank_ratio: float | None, energy: float | None) -> int | tuple[int, int]:
     full = c.full_rank
     fulls = list(full) if isinstance(full, tuple) else [full]
     if rank_ratio is not None:
@@ -171,7 +184,7 @@ def worthwhile(c: Candidate, rank) -> bool:
 
 
 def choose_ratio_for_macs(cands: list[Candidate], total_macs: int, fraction: float,
-                          iterations: int = 30) -> tuple[float, bool]:
+                          iterations: int = 30, round_to: int | None = None) -> tuple[float, bool]:
     """One global rank ratio (bisection) whose factorized model has <= ``fraction`` of ``total_macs``.
     Returns (ratio, reached); when even rank 1 everywhere is not enough, the smallest ratio."""
     usable = [c for c in cands if c.skip is None]
@@ -180,7 +193,7 @@ def choose_ratio_for_macs(cands: list[Candidate], total_macs: int, fraction: flo
     def macs_at(ratio: float) -> int:
         total = fixed
         for c in usable:
-            rank = rank_for(c, rank_ratio=ratio)
+            rank = rank_for(c, rank_ratio=ratio, round_to=round_to)
             total += min(layer_cost(c, rank)[0], layer_cost(c, None)[0])
         return total
 
@@ -232,7 +245,7 @@ def factorize_layer(c: Candidate, rank) -> tuple[nn.Sequential, dict[str, Any]]:
 
 
 def factorize_model(module: nn.Module, cands: list[Candidate], rank_ratio: float | None = None,
-                    energy: float | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                    energy: float | None = None, round_to: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Factorize in place; returns (plan entries, per-layer report rows)."""
     entries, rows = [], []
     for c in cands:
@@ -242,7 +255,7 @@ def factorize_model(module: nn.Module, cands: list[Candidate], rank_ratio: float
         if c.skip is not None:
             rows.append({**row, "rank": None, "macs_after": macs0, "params_after": params0, "status": c.skip})
             continue
-        rank = rank_for(c, rank_ratio, energy)
+        rank = rank_for(c, rank_ratio, energy, round_to)
         macs1, params1 = layer_cost(c, rank)
         if macs1 >= macs0:
             rows.append({**row, "rank": rank, "macs_after": macs0, "params_after": params0,

@@ -37,6 +37,8 @@ class LowRankParams(BaseModel):
     macs: float | None = Field(None, gt=0, lt=1, description="at most this fraction of the model's MACs "
                                "(one global rank ratio, by bisection)")
     ignore: list[str] = Field(default_factory=list, description="module paths (or prefixes) left as they are")
+    round_to: int | None = Field(None, ge=1, description="round ranks up to a multiple of this (e.g. 8: "
+                                 "channel counts the runtimes' vector kernels like)")
     measure_latency: bool = Field(True, description="time ONNX Runtime before/after (adds a few seconds)")
     latency_batch: int = Field(1, ge=1)
     latency_threads: int | None = Field(None, ge=1)
@@ -67,12 +69,12 @@ class LowRank(Stage):
         metrics: dict = {"method": p.method}
         ratio, energy = p.rank_ratio, p.energy
         if p.macs is not None:
-            ratio, reached = choose_ratio_for_macs(cands, macs_before, p.macs)
+            ratio, reached = choose_ratio_for_macs(cands, macs_before, p.macs, round_to=p.round_to)
             metrics.update(rank_ratio_chosen=round(ratio, 6), macs_target=p.macs, macs_target_reached=reached)
             if not reached:
                 ui.warn(f"lowrank: {p.macs:.0%} of MACs is out of reach even at rank 1 (layers left alone: "
                         f"{', '.join(c.path for c in cands if c.skip) or 'none'}); using the smallest ranks")
-        entries, rows = factorize_model(module, cands, rank_ratio=ratio, energy=energy)
+        entries, rows = factorize_model(module, cands, rank_ratio=ratio, energy=energy, round_to=p.round_to)
         module.eval()
         if entries:
             model.arch = factorized_arch(model.arch, entries)
