@@ -300,6 +300,9 @@ def test_soup_rejects_mixed_architectures(teacher, digits, tmp_path):
 def test_cli_lowrank_recipe_end_to_end(tmp_path):
     recipe = yaml.safe_load((ROOT / "recipes" / "lowrank-distill.yaml").read_text())
     recipe["stages"][2]["distill"]["epochs"] = 1
+    # the factorized model also goes through QAT and INT8 compilation like any model
+    recipe["stages"].insert(3, {"quantize": {"method": "qat", "always": True, "epochs": 1, "lr": 0.005}})
+    recipe["compile"]["precisions"] = ["fp32", "int8"]
     recipe["robustness"] = {"eps": [0.0, 8 / 255], "corruptions": ["gaussian_noise"], "severities": [2],
                             "limit": 100, "pgd_steps": 3}
     path = tmp_path / "lowrank.yaml"
@@ -317,3 +320,8 @@ def test_cli_lowrank_recipe_end_to_end(tmp_path):
     assert "## Robustness" in (out / "report.md").read_text()
     loaded = load_checkpoint(out / "artifacts" / "model.pt")
     assert loaded.arch.startswith("lowrank:")
+    int8 = [a for a in manifest["artifacts"] if a["precision"] == "int8"]
+    assert {a["backend"] for a in int8} >= {"onnxruntime", "openvino"}
+    assert all(a["metrics"]["agreement"]["top1_agreement"] > 80 for a in int8)
+    qat = next(s for s in manifest["stages"] if s["name"] == "quantize")
+    assert qat["metrics"]["qat"] is True and qat["metrics"]["tensors_copied"] > 0
