@@ -112,6 +112,17 @@ def test_round_to_gives_multiples_or_full_rank():
             assert r == f or (r % 8 == 0 and r < f), (cand.path, r, f)
 
 
+def test_energy_rank_is_the_fewest_singular_values_holding_the_energy():
+    torch.manual_seed(0)
+    model = load_model("builtin:resnet8", num_classes=10)
+    for cand in candidates(model.module, model.spec, "svd", []):
+        w = cand.layer.weight.detach()
+        s2 = torch.linalg.svdvals(w.reshape(w.shape[0], -1)).double() ** 2
+        share = s2.cumsum(0) / s2.sum()
+        r = rank_for(cand, energy=0.6)
+        assert share[r - 1] >= 0.6 and (r == 1 or share[r - 2] < 0.6), cand.path
+
+
 def test_layers_without_gain_are_left_alone():
     torch.manual_seed(0)
     model = load_model("builtin:tinycnn", num_classes=10)
