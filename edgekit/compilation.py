@@ -51,7 +51,7 @@ def compile_all(final: LoadedModel, data: DataSplits, recipe: Recipe, target: Ta
                 out_dir: Path, threads: int, ref_logits: np.ndarray, ref_top1: float) -> tuple[list[Artifact], dict]:
     """Compile and profile ``plan``; returns (artifacts, extra manifest sections)."""
     extra: dict = {}
-    request = CompileRequest(out_dir=out_dir, target=target, options=recipe.compile.options,
+    request = CompileRequest(out_dir=out_dir, target=target, options=recipe.compile.options.for_backends(),
                              max_accuracy_drop=recipe.compile.max_accuracy_drop)
     if any(p == "int8" for _, p in plan):
         seed = recipe.compile.calibration_seed if recipe.compile.calibration_seed is not None else recipe.seed

@@ -225,7 +225,7 @@ def compress(opts: CompressOptions) -> dict:
         if is_split_model(final.module):  # bottleneck stage: head for the device, tail for the server
             from edgekit.split.deploy import compile_split
 
-            split_artifacts, split_section = compile_split(final, plan, tmp, target, server_target, recipe.compile.options,
+            split_artifacts, split_section = compile_split(final, plan, tmp, target, server_target, recipe.compile.options.for_backends(),
                                                            data.test, recipe.profile, threads, ref_logits,
                                                            stage_records)
             artifacts += split_artifacts

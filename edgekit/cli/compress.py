@@ -9,7 +9,6 @@ import typer
 
 from edgekit.cli import app
 from edgekit.cli.common import parse_size, print_json, stdout, table
-from edgekit.pipeline import CompressOptions, compress
 from edgekit.gates import Gates, gate_failure
 from edgekit.reports.tables import ARTIFACT_COLUMNS, GATE_COLUMNS, artifact_rows, gate_rows
 
@@ -51,6 +50,14 @@ def compress_command(
 
       edgekit compress -m torchvision:resnet50 -d ./my-images -t jetson-orin-nano
     """
+    from edgekit.recipe import load_recipe
+    from edgekit.targets import load_target
+
+    # Usage errors in the target or recipe (an unknown compile.options key...) fail here, in seconds,
+    # before the pipeline imports the runtimes.
+    load_recipe(recipe or load_target(target).recipe)
+    from edgekit.pipeline import CompressOptions, compress
+
     opts = CompressOptions(model=model, data=data, recipe=recipe, target=target, out=out, force=force, arch=arch,
                            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
                            resume=resume, threads=threads, server_target=server_target,
