@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from edgekit.reports.tables import (ARTIFACT_COLUMNS, BENCH_COLUMNS, ESTIMATE_COLUMNS, GATE_COLUMNS, STAGE_COLUMNS,
-                                    artifact_rows, bench_rows, bench_title, estimate_rows, fmt, gate_rows, stage_rows)
+from edgekit.reports.tables import (ARTIFACT_COLUMNS, BENCH_COLUMNS, ESTIMATE_COLUMNS, GATE_COLUMNS, SELECTION_COLUMNS,
+                                    STAGE_COLUMNS, artifact_rows, bench_rows, bench_title, estimate_rows, fmt,
+                                    gate_rows, selection_rows, skipped_label, stage_rows)
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> str:
@@ -33,9 +34,10 @@ def render_markdown(manifest: dict) -> str:
         from edgekit.split.report import split_markdown
 
         out += split_markdown(manifest)
+    out += selection_sections(manifest)
     out += extra_sections(manifest)
     if manifest.get("skipped"):
-        out += ["## Not produced", ""] + [f"- {s['backend']} {s['precision']}: {s['reason']}" for s in manifest["skipped"]]
+        out += ["## Not produced", ""] + [f"- {skipped_label(s)}: {s['reason']}" for s in manifest["skipped"]]
         out.append("")
     return "\n".join(out)
 
@@ -54,4 +56,26 @@ def extra_sections(manifest: dict) -> list[str]:
                 "Roofline estimates from per-layer MACs and bytes, the device's peak ops/s and memory bandwidth "
                 "from its target file, and a runtime efficiency factor calibrated on host measurements. "
                 "They are estimates, not measurements.", "", _table(ESTIMATE_COLUMNS, rows), ""]
+    return out
+
+
+def selection_sections(manifest: dict) -> list[str]:
+    """Calibration set, deploy recommendation and ``precision: auto`` decisions (edgekit/compilation.py)."""
+    out: list[str] = []
+    cal = manifest.get("calibration")
+    if cal:
+        out += ["## Calibration", "",
+                f"{cal['size']} images from the {cal['split']} split (seed {cal['seed']}, "
+                f"{'class-balanced' if cal.get('balanced') else 'random'}), `calibration.npz` sha256 "
+                f"`{cal['sha256'][:16]}…`", ""]
+        for part, what in (cal.get("parts") or {}).items():
+            out.insert(-1, f"- {part}: {what}")
+    deploy = manifest.get("deploy")
+    if deploy:
+        out += ["## Deploy", "", f"**{deploy['artifact']}** — top-1 {deploy['top1']:.2f}% "
+                f"(drop {deploy['drop']:+.2f} pt), {deploy['reason']}", ""]
+    for d in manifest.get("precision_selection") or []:
+        part = d.get("part", "whole")
+        out += [f"## Precision selection: {d['backend']}" + ("" if part == "whole" else f" ({part})"), "",
+                f"Chosen: **{d['chosen']}** — {d['reason']}", "", _table(SELECTION_COLUMNS, selection_rows(d)), ""]
     return out

@@ -118,3 +118,17 @@ GATE_COLUMNS = ["gate", "limit", "value", "artifact", "result"]
 def gate_rows(manifest: dict) -> list[list[str]]:
     return [[g["gate"], fmt(g["limit"]), fmt(g.get("value"), 3), g.get("artifact") or "—",
              "pass" if g["passed"] else "FAIL"] for g in manifest.get("gates", {}).get("results", [])]
+
+
+SELECTION_COLUMNS = ["artifact", "top-1 %", "drop pt", "p50 ms", "latency", "chosen", "why"]
+
+
+def selection_rows(decision: dict) -> list[list[str]]:
+    """Candidates of one ``precision: auto`` decision (one part and backend)."""
+    return [[r["artifact"], fmt(r.get("top1")), fmt(r.get("drop")), fmt(r.get("p50_ms"), 3), r["latency_source"],
+             "yes" if r["chosen"] else "", r["why"]] for r in decision["candidates"]]
+
+
+def skipped_label(skipped: dict) -> str:
+    part = skipped.get("part")
+    return f"{part + ' ' if part else ''}{skipped['backend']} {skipped['precision']}"
