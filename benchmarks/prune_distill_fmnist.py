@@ -99,7 +99,7 @@ def main() -> None:
     else:
         bundle = args.out / "bundles" / "prune_distill_fmnist"
         manifest = compress(CompressOptions(model=str(teacher_path), data="fashion-mnist", recipe=str(args.recipe),
-                                            target="x86-cpu", out=bundle, force=True, threads=args.threads))
+                                            target="x86-cpu", out=bundle, force=True, threads=args.threads)).as_json()
     student = load_checkpoint(bundle / "artifacts" / "model.pt")  # the shipped file, weights_only=True
     teacher_top1 = evaluate_module(teacher.module, teacher.spec, data.test)["top1"]
     student_top1 = evaluate_module(student.module, student.spec, data.test)["top1"]

@@ -30,6 +30,7 @@ from edgekit.profiling.complexity import count_macs, count_params
 from edgekit.profiling.latency import host_identity
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.gates import Gates, evaluate_gates
+from edgekit.manifest import Manifest, write_manifest
 from edgekit.reports.render import write_reports
 from edgekit.resources import cache_dir
 from edgekit.split.deploy import split_section as split_section_of
@@ -149,8 +150,9 @@ def _cache_put(key: str, model: LoadedModel | None, metrics: dict) -> None:
     (folder / f"{key}.json").write_text(json.dumps(metrics, default=str))
 
 
-def compress(opts: CompressOptions) -> dict:
-    """Run everything and write the bundle; returns the manifest."""
+def compress(opts: CompressOptions) -> Manifest | None:
+    """Run everything and write the bundle; returns its manifest (None on a torchrun rank other than 0,
+    which only trains)."""
     target = load_target(opts.target)
     recipe = load_recipe(opts.recipe or target.recipe)
     if opts.overrides:
@@ -175,7 +177,7 @@ def compress(opts: CompressOptions) -> dict:
     final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
                                          resume=opts.resume)
     if not distributed.is_main():
-        return {"rank": distributed.rank(), "stages": stage_records}  # rank 0 compiles and writes the bundle
+        return None  # rank 0 compiles and writes the bundle
     if final.notes.get("head"):
         ui.warn(f"{final.notes['head']} — the recipe has no training stage, so accuracy will be near chance")
 
@@ -195,33 +197,33 @@ def compress(opts: CompressOptions) -> dict:
             stage = next((r["metrics"] for r in reversed(stage_records) if r["name"] == "bottleneck"), {})
             split_section = split_section_of(final, by_part["head"], by_part["tail"], serving_tail(by_part["tail"]),
                                              server_target.name, stage)
-        manifest = {
-            "edgekit_version": __version__,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "run_name": out.name,
-            "command": sys.argv,
-            "host": host_identity(),
-            "versions": _versions(),
-            "recipe": recipe.model_dump(mode="json"),
-            "target": target.model_dump(mode="json"),
-            "model": source_info,
-            "data": data.summary(),
-            "stages": stage_records,
-            "reference": reference,
-            "final_model": {"path": "artifacts/model.pt" if checkpoint_sha else None, "sha256": checkpoint_sha,
-                            "spec": final.spec.model_dump(mode="json")},
-            "artifacts": [a.model_dump(mode="json") for a in artifacts],
-            "skipped": skipped,
+        manifest = Manifest(
+            edgekit_version=__version__,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            run_name=out.name,
+            command=sys.argv,
+            host=host_identity(),
+            versions=_versions(),
+            recipe=recipe,
+            target=target,
+            model=source_info,
+            data=data.summary(),
+            stages=stage_records,
+            reference=reference,
+            final_model={"path": "artifacts/model.pt" if checkpoint_sha else None, "sha256": checkpoint_sha,
+                         "spec": final.spec},
+            artifacts=[a.model_dump() for a in artifacts],
+            skipped=skipped,
             **quant_sections,   # calibration set, precision: auto decisions
-            **({"split": split_section} if split_section else {}),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
+            split=split_section,
+            seconds=round(time.perf_counter() - started, 1),
+        )
         if opts.gates.active:
-            manifest["gates"] = evaluate_gates(manifest, opts.gates)
-        write_json(tmp / "manifest.json", manifest)
+            manifest.gates = evaluate_gates(manifest, opts.gates)
+        write_manifest(tmp, manifest)
         write_reports(tmp, manifest)
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})
-    manifest["bundle"] = str(out)
+    manifest.bundle = str(out)
     return manifest
 
 

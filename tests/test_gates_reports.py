@@ -14,6 +14,7 @@ from bundle_fixture import RECIPE
 from conftest import run_cli
 from edgekit.errors import EXIT_GATE_FAILED
 from edgekit.gates import Gates, evaluate_gates
+from edgekit.manifest import read_manifest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -40,14 +41,14 @@ def test_failed_gate_writes_bundle_then_exits_3(tmp_path):
 
 
 def test_gates_pass_when_one_artifact_meets_all(small_bundle):
-    manifest = json.loads((small_bundle / "manifest.json").read_text())
+    manifest = read_manifest(small_bundle)
     result = evaluate_gates(manifest, Gates(max_accuracy_drop=1.0, max_latency_ms=1000))
-    assert result["passed"] and set(result["deployable"]) == {a["name"] for a in manifest["artifacts"]}
-    slowest = max(a["metrics"]["latency"]["p50_ms"] for a in manifest["artifacts"])
-    fastest = min(a["metrics"]["latency"]["p50_ms"] for a in manifest["artifacts"])
+    assert result.passed and set(result.deployable) == {a.name for a in manifest.artifacts}
+    slowest = max(a.metrics.latency.p50_ms for a in manifest.artifacts)
+    fastest = min(a.metrics.latency.p50_ms for a in manifest.artifacts)
     if fastest < slowest:
         mid = evaluate_gates(manifest, Gates(max_latency_ms=(fastest + slowest) / 2))
-        assert mid["passed"] and len(mid["deployable"]) == 1
+        assert mid.passed and len(mid.deployable) == 1
     with pytest.raises(Exception, match="negative"):
         Gates(max_accuracy_drop=-1)
 

@@ -98,7 +98,7 @@ def split_bundle(tmp_path_factory) -> tuple[Path, dict]:
     from edgekit.pipeline import CompressOptions, compress
 
     out = tmp_path_factory.mktemp("split") / "bundle"
-    manifest = compress(CompressOptions(recipe=str(RECIPE), out=out))
+    manifest = compress(CompressOptions(recipe=str(RECIPE), out=out)).as_json()
     return out, manifest
 
 
@@ -134,7 +134,7 @@ def test_split_int8_heads_for_every_device_backend(tmp_path, target):
     recipe = tmp_path / "split-int8.yaml"
     recipe.write_text(RECIPE.read_text().replace("precisions: [fp32]", "precisions: [fp32, int8]"))
     out = tmp_path / "bundle"
-    manifest = compress(CompressOptions(recipe=str(recipe), target=target, out=out))
+    manifest = compress(CompressOptions(recipe=str(recipe), target=target, out=out)).as_json()
     backends = load_target(target).backends
     names = {a["name"]: a for a in manifest["artifacts"]}
     ref = manifest["reference"]["accuracy"]["top1"]
@@ -240,10 +240,12 @@ def test_serve_tail_requires_a_token(split_bundle):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_split_commands_refuse_a_bundle_without_split(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": []}))
-    result = run_cli("split-profile", str(tmp_path))
+def test_split_commands_refuse_a_bundle_without_split(small_bundle, tmp_path):
+    result = run_cli("split-profile", str(small_bundle))
     assert result.returncode == 2 and "holds no split model" in result.stderr
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": []}))     # written before schema 2
+    old = run_cli("split-profile", str(tmp_path))
+    assert old.returncode == 2 and "manifest schema 1" in old.stderr and len(old.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

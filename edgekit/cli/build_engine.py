@@ -6,7 +6,6 @@ cache + this command; run it on the Jetson / GPU box (TensorRT comes with JetPac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -17,17 +16,18 @@ from edgekit.cli.common import print_json, stdout
 from edgekit.errors import EdgekitError
 
 
-def _build_settings(bundle: Path, precision: Optional[str]) -> dict:
-    from edgekit.bundle import read_manifest
+def _build_settings(bundle: Path, precision: Optional[str], part: str = "whole") -> dict:
+    from edgekit.manifest import read_manifest
 
     manifest = read_manifest(bundle)
-    trt = [a for a in manifest.get("artifacts", []) if a["backend"] == "tensorrt"
-           and (precision is None or a["precision"] == precision)]
+    trt = [a for a in manifest.artifacts if a.backend == "tensorrt" and a.part == part
+           and (precision is None or a.precision == precision)]
     if not trt:
-        raise EdgekitError(f"bundle {bundle} has no TensorRT artifact" + (f" for {precision}" if precision else ""),
+        raise EdgekitError(f"bundle {bundle} has no TensorRT artifact" + (f" for {precision}" if precision else "")
+                           + ("" if part == "whole" else f" of the split {part}"),
                            "compress with a TensorRT target, e.g. --target jetson-orin-nano")
-    chosen = next((a for a in trt if a.get("meta", {}).get("chosen")), trt[0])
-    return chosen["meta"]["build"]
+    chosen = next((a for a in trt if a.meta.get("chosen")), trt[0])
+    return chosen.meta["build"]
 
 
 @app.command("build-engine")
@@ -43,13 +43,16 @@ def build_engine_command(
     recalibrate: bool = typer.Option(False, help="implicit INT8: recalibrate with TensorRT's entropy calibrator "
                                      "from the bundle's calibration.npz (rewrites the cache)"),
     workspace_mb: int = typer.Option(1024, help="builder workspace (MiB)"),
+    part: str = typer.Option("whole", help="whole | head: which model of a split bundle to build"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Build a TensorRT engine (on the device) from a bundle made for a TensorRT target."""
     from edgekit.backends.tensorrt import build_engine, import_tensorrt
 
     import_tensorrt()  # fail first, in one line, where TensorRT is missing
-    settings = _build_settings(bundle, precision) if onnx is None or precision is None else {}
+    if part not in ("whole", "head", "tail"):
+        raise EdgekitError(f"--part {part!r} is not whole, head or tail")
+    settings = _build_settings(bundle, precision, part) if onnx is None or precision is None else {}
     precision = precision or settings["precision"]
     if precision not in ("fp32", "fp16", "int8"):
         raise EdgekitError(f"--precision {precision!r} is not fp32, fp16 or int8")
