@@ -173,7 +173,7 @@ class Calibration(Record):
     balanced: bool = False
     path: str = "calibration.npz"
     sha256: str
-    class_counts: dict[str, int] = Field(default_factory=dict)
+    class_counts: dict[int, int] = Field(default_factory=dict)
     parts: dict[str, str] | None = None  # what a split head / tail calibrates on
 
 
