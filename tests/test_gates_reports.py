@@ -76,3 +76,30 @@ def test_html_report_renders_in_chromium(small_bundle, tmp_path):
     assert artifacts_table.count("<tr>") == 1 + len(manifest["artifacts"])
     for external in ('src="http', "src='http", 'href="http', "<link", "url(http"):   # self-contained: nothing fetched
         assert external not in dom, external
+
+
+def test_manifest_round_trip_and_one_line_errors(small_bundle, tmp_path):
+    """manifest.json is read only through edgekit.manifest: what it writes it reads back unchanged,
+    and a missing, older or broken manifest is one line naming the file, not a KeyError later."""
+    from edgekit.errors import EdgekitError
+    from edgekit.manifest import SCHEMA_VERSION, write_manifest
+
+    manifest = read_manifest(small_bundle)
+    assert manifest.schema_version == SCHEMA_VERSION == 2 and manifest.bundle == str(small_bundle)
+    copy = tmp_path / "copy"
+    write_manifest(copy, manifest)
+    assert json.loads((copy / "manifest.json").read_text()) == json.loads((small_bundle / "manifest.json").read_text())
+    data = json.loads((small_bundle / "manifest.json").read_text())
+    cases = {"missing": None, "old": {k: v for k, v in data.items() if k != "schema_version"},
+             "broken": {**data, "reference": {"accuracy": {"top1": "high"}}}}
+    for name, content in cases.items():
+        bundle = tmp_path / name
+        bundle.mkdir()
+        if content is not None:
+            (bundle / "manifest.json").write_text(json.dumps(content))
+        with pytest.raises(EdgekitError) as err:
+            read_manifest(bundle)
+        message = str(err.value)
+        assert "\n" not in message and ("manifest schema 1" in message if name == "old" else True)
+        assert {"missing": "not an edgekit bundle", "old": "this edgekit reads schema 2",
+                "broken": "reference.accuracy.top1"}[name] in message
