@@ -150,6 +150,12 @@ def test_split_int8_heads_for_every_device_backend(tmp_path, target):
             assert "proxy" in m["accuracy"]["measured"] and m["latency"]["measured"] == "estimated"
             build = head["meta"]["build"]
             assert build["onnx"].startswith("artifacts/head/trt/") and (out / build["onnx"]).is_file()
+            from edgekit.cli.build_engine import _build_settings
+
+            assert _build_settings(out, "int8", "head") == build                  # build-engine --part head
+            assert _build_settings(out, "int8")["onnx"].startswith("artifacts/trt/")   # default: the whole model
+            sh = out / "artifacts/head/trt/build_int8.sh"
+            assert 'cd "$(dirname "$0")/../../.."' in sh.read_text() and subprocess.run(["sh", "-n", str(sh)]).returncode == 0
         else:
             assert m["latency"]["measured"] == "host" and m["latency"]["p50_ms"] > 0
         if load_target(target).reach != "local":   # the head's own cost on the device, not the whole model's
