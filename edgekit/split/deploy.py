@@ -6,7 +6,7 @@
 - the tail's inputs (calibration, validation, test): the PyTorch head's outputs of the same images
   after the 8-bit transfer round trip, so the tail is calibrated and scored on what it will receive;
 - ``PairSession``: head -> uint8 -> tail through the runtimes, which is how a head artifact's
-  accuracy is measured (a head alone has no accuracy);
+  accuracy is measured (a head alone has no accuracy), with the tail the server will run;
 - the manifest's ``split`` section.
 
 The 8-bit transfer (quantize on the device, dequantize on the server) is done in NumPy with the
@@ -109,17 +109,6 @@ class PairSession:
 
     def close(self) -> None:
         pass   # the parts' sessions are owned by whoever opened them
-
-
-def pair_logits(head_session, tail_session, quant: dict, spec: ModelSpec, ds, batch_size: int = 64,
-                limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of head -> uint8 -> tail, in process, through the runtimes."""
-    pair = PairSession(head_session, tail_session, quant)
-    outs, labels = [], []
-    for x, y in prepared_batches(ds, spec, batch_size, limit):
-        outs.append(pair.run(x.numpy()))
-        labels.append(y.numpy())
-    return np.concatenate(outs), np.concatenate(labels)
 
 
 def split_section(final: LoadedModel, heads: list, tails: list, serving_tail, server_target: str,
