@@ -162,12 +162,12 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
     auto = "auto" in recipe.compile.precisions
     bound = recipe.compile.max_accuracy_drop if recipe.compile.max_accuracy_drop is not None else DEFAULT_AUTO_DROP
     decisions: list[dict] = []
-    serving_tail: Session | None = None
+    tail_session: Session | None = None   # the serving tail, which a head is scored through
     try:
         for unit in units:
             request = make_request(unit, out_dir, recipe, calibration, validation)
             if unit.part == "head":
-                serving_tail = _open_serving_tail(units, out_dir, threads)
+                tail_session = _open_serving_tail(units, out_dir, threads)
             for backend_name, precision in unit.plan:
                 ui.info(f"[bold]compile[/bold] {unit.artifact_name(backend_name)} {precision}"
                         + (f" (target {unit.target.name})" if unit.part == "tail" else ""))
@@ -177,14 +177,14 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
                     artifact.meta["split_part"] = unit.part
                 ui.info(f"[bold]profile[/bold] {artifact.name} ({threads} threads)")
                 artifact.metrics = profile_unit_artifact(unit, artifact, out_dir, recipe.profile, threads,
-                                                         ref_logits, serving_tail)
+                                                         ref_logits, tail_session)
                 unit.artifacts.append(artifact)
             attach_estimates(unit.artifacts, unit.model, unit.target)  # labelled; only where nothing is measured
             if auto:
                 decisions += select_precisions(unit.artifacts, ref_top1, bound)
     finally:
-        if serving_tail is not None:
-            serving_tail.close()
+        if tail_session is not None:
+            tail_session.close()
     if auto:
         extra["precision_selection"] = decisions
         extra["deploy"] = recommend(decisions)
