@@ -18,7 +18,6 @@ Writes benchmarks/results/seed_methods{,_quick}.{json,md}. Quick numbers are a s
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import json
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _teacher import RESNET18, resnet18_teacher, teacher_checkpoint  # noqa: E402
+from _teacher import resnet18_teacher, teacher_checkpoint  # noqa: E402
 
 from edgekit.data import load_data  # noqa: E402
 from edgekit.models import load_checkpoint, load_model, save_checkpoint  # noqa: E402

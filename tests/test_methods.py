@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import yaml
 
 from conftest import ROOT, run_cli

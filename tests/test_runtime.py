@@ -15,7 +15,10 @@ import pytest
 import torch
 
 from edgekit.backends import BACKENDS, CompileRequest
+from edgekit.manifest import (Accuracy, DataRecord, FinalModel, Manifest, ModelRecord, Reference,
+                              write_manifest)
 from edgekit.models import load_model
+from edgekit.recipe import load_recipe
 from edgekit.runtime import interleaved_latency, open_session
 from edgekit.targets import load_target
 
@@ -87,6 +90,17 @@ def fake_tensorrt(builds: list[dict], chw: tuple[int, ...]):
         Runtime=lambda logger: Obj(deserialize_cuda_engine=lambda data: engine))
 
 
+def minimal_manifest(model, artifacts, target: str) -> Manifest:
+    """A schema-valid manifest holding just these artifacts (what build-engine reads)."""
+    spec = model.spec
+    return Manifest(edgekit_version="test", created="2026-12-01T00:00:00+00:00", run_name="test",
+                    recipe=load_recipe("quickstart"), target=load_target(target),
+                    model=ModelRecord(source="builtin:test", spec=spec, params=0, macs=0),
+                    data=DataRecord(source="digits", train=0, val=0, test=0, num_classes=spec.num_classes),
+                    reference=Reference(accuracy=Accuracy(), params=0, macs=0),
+                    final_model=FinalModel(spec=spec), artifacts=[a.model_dump() for a in artifacts])
+
+
 class FakeCuda:
     """Stands in for libcudart (no GPU here)."""
 
@@ -110,13 +124,14 @@ def test_build_engine_command_and_device_session_build_the_same_engine(tiny, tmp
     root = tmp_path / "bundle"
     art = BACKENDS.get("tensorrt")().compile(model, precision, CompileRequest(
         out_dir=root, target=load_target("jetson-orin-nano"), calibration=calibration))
-    (root / "manifest.json").write_text(json.dumps({"artifacts": [art.model_dump()]}))
+    write_manifest(root, minimal_manifest(model, [art], "jetson-orin-nano"))
     builds: list[dict] = []
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(builds, model.spec.input_shape))
     monkeypatch.setattr(tensorrt_session, "Cuda", FakeCuda)
 
     build_engine_command(bundle=root, onnx=None, precision=None, out=None, min_batch=None, opt_batch=None,
-                         max_batch=None, calibration_cache=None, recalibrate=False, workspace_mb=1024, json_out=True)
+                         max_batch=None, calibration_cache=None, recalibrate=False, workspace_mb=1024, part="whole",
+                         json_out=True)
     cli = json.loads(capsys.readouterr().out)
     session = open_session(art.model_dump(), root, 1, engine_cache=tmp_path / "engines")
     assert session.info["engine_built_now"] and session.max_batch == 8

@@ -13,6 +13,30 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgekit.spec import ModelSpec
 
 
+def layer_io_shapes(module: nn.Module, spec: ModelSpec, types: tuple[type[nn.Module], ...]
+                    ) -> dict[str, tuple[list[torch.Size], torch.Size | None]]:
+    """{module path: (input tensor shapes, output shape)} of every ``types`` module in one batch-1 eval
+    forward pass (forward hooks); the module's train/eval mode is restored. Shared by the latency
+    estimator (activation bytes per layer) and the low-rank stage (where a factorization pays off)."""
+    shapes: dict[str, tuple[list[torch.Size], torch.Size | None]] = {}
+
+    def record(name: str, inputs, output) -> None:
+        shapes[name] = ([t.shape for t in inputs if isinstance(t, torch.Tensor)],
+                        output.shape if isinstance(output, torch.Tensor) else None)
+
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: record(n, i, o))
+             for n, m in module.named_modules() if isinstance(m, types)]
+    was_training = module.training
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(1, *spec.input_shape))
+    finally:
+        module.train(was_training)
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

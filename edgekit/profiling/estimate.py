@@ -18,14 +18,15 @@ Everything this module returns is labelled ``estimated`` and carries the model t
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn as nn
 
 from edgekit.errors import EdgekitError
+from edgekit.models.complexity import count_macs, layer_io_shapes
 from edgekit.spec import ModelSpec
 from edgekit.targets import Target
 
@@ -47,24 +48,10 @@ class LayerCost:
 
 def layer_costs(module: nn.Module, spec: ModelSpec) -> list[LayerCost]:
     """Per-layer MACs, weights and activation sizes at batch 1 (forward hooks + torch's FLOP counter)."""
-    from edgekit.models.complexity import count_macs
-
     _, macs = count_macs(module, spec, per_layer=True)
-    sizes: dict[str, int] = {}
-
-    def hook(m, inputs, output, name):
-        n_in = sum(t.numel() for t in inputs if isinstance(t, torch.Tensor))
-        n_out = output.numel() if isinstance(output, torch.Tensor) else 0
-        sizes[name] = n_in + n_out
-
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n))
-             for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, *POOLS))]
-    was_training = module.training
-    with torch.no_grad():
-        module.eval()(torch.zeros(1, *spec.input_shape))
-    module.train(was_training)
-    for h in hooks:
-        h.remove()
+    shapes = layer_io_shapes(module, spec, (nn.Conv2d, nn.Linear, *POOLS))
+    sizes = {name: sum(math.prod(i) for i in ins) + (math.prod(out) if out is not None else 0)
+             for name, (ins, out) in shapes.items()}
     costs = []
     for name, m in module.named_modules():
         if name not in sizes:

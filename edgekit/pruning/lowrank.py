@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from edgekit.models.factorized import build_factorized, replace_layer
 from edgekit.errors import EdgekitError
+from edgekit.models.complexity import layer_io_shapes
 from edgekit.spec import ModelSpec
 
 Method = Literal["svd", "spatial_svd", "tucker"]
@@ -66,15 +67,8 @@ class Candidate:
 
 def candidates(module: nn.Module, spec: ModelSpec, method: Method, ignore: list[str]) -> list[Candidate]:
     """Every Conv2d/Linear with the input/output sizes one forward pass shows."""
-    shapes: dict[str, tuple] = {}
-    handles = [m.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, (i[0].shape, o.shape)))
-               for name, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = module.training
-    with torch.no_grad():
-        module.eval()(torch.zeros(1, *spec.input_shape))
-    module.train(was_training)
-    for h in handles:
-        h.remove()
+    shapes = {name: (ins[0], out) for name, (ins, out) in
+              layer_io_shapes(module, spec, (nn.Conv2d, nn.Linear)).items()}
     protected = ignored_layers(module, ignore)
     found = []
     for name, m in module.named_modules():

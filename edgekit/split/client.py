@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.profiling.latency import latency_stats
-from edgekit.split.bundle import SplitBundle, load_split_bundle
+from edgekit.split.bundle import load_split_bundle
 from edgekit.split.deploy import quantize
 from edgekit.training.evaluate import accuracy_counts
 
