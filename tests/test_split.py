@@ -150,10 +150,11 @@ def test_split_int8_heads_for_every_device_backend(tmp_path, target):
             assert "proxy" in m["accuracy"]["measured"] and m["latency"]["measured"] == "estimated"
             build = head["meta"]["build"]
             assert build["onnx"].startswith("artifacts/head/trt/") and (out / build["onnx"]).is_file()
-            from edgekit.cli.build_engine import _build_settings
+            from edgekit.cli.build_engine import _plan
 
-            assert _build_settings(out, "int8", "head") == build                  # build-engine --part head
-            assert _build_settings(out, "int8")["onnx"].startswith("artifacts/trt/")   # default: the whole model
+            plan, engine = _plan(out, "int8", "head")                              # build-engine --part head
+            assert plan.onnx == out / build["onnx"] and engine == build["engine"]
+            assert _plan(out, "int8")[0].onnx.is_relative_to(out / "artifacts/trt")   # default: the whole model
             sh = out / "artifacts/head/trt/build_int8.sh"
             assert 'cd "$(dirname "$0")/../../.."' in sh.read_text() and subprocess.run(["sh", "-n", str(sh)]).returncode == 0
         else:
