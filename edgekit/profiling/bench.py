@@ -70,13 +70,13 @@ def select_artifacts(manifest: dict, names: list[str], remote: bool) -> tuple[li
 
 def write_eval_inputs(manifest: dict, source: str | None, limit: int | None, path: Path) -> dict:
     """Model-ready test inputs + labels (float32 NCHW, through the bundle's ModelSpec) -> ``path`` (.npz)."""
-    from edgekit.data import load_data
+    from edgekit.data import load_data_for
     from edgekit.data.core import prepared_batches
     from edgekit.spec import ModelSpec
 
     spec = ModelSpec(**manifest["final_model"]["spec"])
     source = source or manifest["data"]["source"]
-    data = load_data(source, image_size=spec.hw)
+    data = load_data_for(source, spec)  # decoded as in training/evaluation: the spec's resize + crop
     if data.num_classes != spec.num_classes:
         raise EdgekitError(f"data source '{source}' has {data.num_classes} classes but the model has "
                            f"{spec.num_classes}", "bench with the data the bundle was built for")
