@@ -141,6 +141,7 @@ class TrainReport(BaseModel):
     device: str = "cpu"
     precision: str = "fp32"
     images_per_s: float = 0.0
+    max_memory_mb: float | None = None   # CUDA: torch.cuda.max_memory_allocated during this training
 
 
 def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainParams,
@@ -173,6 +174,8 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
                          drop_last=len(train_ds) > params.batch_size, workers=params.workers, pin_memory=cuda,
                          persistent=True)
     home = module_device(model)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     model.to(device)
     if extra_modules is not None:
         extra_modules.to(device)
@@ -289,7 +292,8 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
                        history=state["history"], stopped_early=stopped_early, resumed_from_epoch=resumed_from,
                        seconds=round(time.perf_counter() - start, 2), steps_per_epoch=steps_per_epoch,
                        world_size=distributed.world_size(), device=str(device), precision=precision,
-                       images_per_s=round(images_done / train_seconds, 2) if train_seconds > 0 else 0.0)
+                       images_per_s=round(images_done / train_seconds, 2) if train_seconds > 0 else 0.0,
+                       max_memory_mb=round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None)
 
 
 def _optimizer(params: TrainParams, tensors: list[nn.Parameter]) -> torch.optim.Optimizer:
