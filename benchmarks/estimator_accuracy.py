@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgekit.backends.onnx_export import export_onnx  # noqa: E402
+from edgekit.models.onnx_export import export_onnx  # noqa: E402
 from edgekit.models import load_model  # noqa: E402
 from edgekit.profiling.estimate import DeviceModel, fit_efficiency, layer_costs, roofline_ms  # noqa: E402
 from edgekit.runtime import OrtSession, interleaved_latency  # noqa: E402

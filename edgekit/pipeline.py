@@ -35,6 +35,7 @@ from edgekit.gates import Gates, evaluate_gates
 from edgekit.profiling.estimate import attach_estimates
 from edgekit.reports.render import write_reports
 from edgekit.resources import cache_dir
+from edgekit.profiling.robustness import robustness_markdown, robustness_section
 from edgekit.split.model import is_split_model
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target, load_target
@@ -249,6 +250,7 @@ def compress(opts: CompressOptions) -> dict:
                    "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
                    "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
                    "requested": model_preview}
+    input_model = copy.deepcopy(model) if recipe.robustness else None  # robustness (issue 17): stages mutate it
     with using_device(device):
         final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
                                              resume=opts.resume)
@@ -277,6 +279,9 @@ def compress(opts: CompressOptions) -> dict:
                                                            data.test, recipe.profile, threads, ref_logits,
                                                            stage_records)
             artifacts += split_artifacts
+        # --- robustness (issue 17, optional): input vs final model vs each artifact ---
+        robustness = (robustness_section(input_model, final, artifacts, tmp, data.test, recipe.robustness, threads)
+                      if recipe.robustness else None)
         manifest = {
             "edgekit_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -296,6 +301,7 @@ def compress(opts: CompressOptions) -> dict:
             "skipped": skipped,
             **quant_sections,   # calibration set, precision: auto decisions
             **({"split": split_section} if split_section else {}),
+            **({"robustness": robustness} if robustness else {}),
             "seconds": round(time.perf_counter() - started, 1),
         }
         if opts.gates.active:
@@ -305,6 +311,9 @@ def compress(opts: CompressOptions) -> dict:
         if quant_sections:  # calibration set and precision: auto decisions (edgekit/compilation.py)
             with open(tmp / "report.md", "a") as report:
                 report.write(selection_markdown(manifest))
+        if robustness:  # robustness (issue 17)
+            with open(tmp / "report.md", "a") as report:
+                report.write(robustness_markdown(robustness))
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})
     manifest["bundle"] = str(out)
     return manifest

@@ -14,7 +14,7 @@ typo fails before any training starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -50,6 +50,31 @@ class ProfileSettings(BaseModel):
     eval_batch: int = 64
 
 
+class RobustnessSettings(BaseModel):
+    """Optional robustness evaluation (edgekit/robustness.py): top-1 under FGSM/PGD and common corruptions
+    for the input model, the final model and each artifact. Off unless the recipe has ``robustness:``."""
+
+    model_config = ConfigDict(extra="forbid")
+    eps: list[float] = Field(default_factory=lambda: [0.0, 2 / 255, 8 / 255],
+                             description="L-inf budgets in [0, 1]-pixel units")
+    attacks: list[Literal["fgsm", "pgd"]] = Field(default_factory=lambda: ["fgsm", "pgd"])
+    pgd_steps: int = Field(10, ge=1)
+    corruptions: list[Literal["gaussian_noise", "blur", "brightness", "contrast", "jpeg"]] = Field(
+        default_factory=lambda: ["gaussian_noise", "blur", "brightness", "contrast", "jpeg"])
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    limit: int | None = Field(1000, ge=1, description="test images used (the first ones, in order)")
+    batch: int = Field(100, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "RobustnessSettings":
+        if any(not 0 <= e <= 1 for e in self.eps):
+            raise ValueError("robustness.eps values are in [0, 1]-pixel units (e.g. 0.0314 for 8/255)")
+        if any(s not in (1, 2, 3) for s in self.severities):
+            raise ValueError("robustness.severities are 1, 2 or 3")
+        return self
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "recipe"
@@ -58,6 +83,7 @@ class Recipe(BaseModel):
     stages: list[StageEntry] = Field(default_factory=list)
     compile: CompileSettings = CompileSettings()
     profile: ProfileSettings = ProfileSettings()
+    robustness: RobustnessSettings | None = None
     source_file: str | None = None
 
     @model_validator(mode="before")

@@ -41,15 +41,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("cli", ["edgekit.cli", "edgekit.__main__"]),
 ]
 
-# Known edges another branch of issue 13 removes (edgekit/runtime/: one session class per runtime, used by
-# backends, training evaluation and pruning's latency target). DELETE THIS SET once that branch is merged;
-# the test must then pass without it. Pairs are (importing unit, imported unit) as printed by the test.
-ALLOWED_UNTIL_MERGE = {
-    ("edgekit.backends", "edgekit.profiling"),          # backends/onnxruntime, openvino -> profiling.runner
-    ("edgekit.training", "edgekit.profiling"),          # training/evaluate -> profiling.runner
-    ("edgekit.pruning", "edgekit.profiling"),           # pruning/measure -> profiling.latency
-    ("edgekit.pruning", "edgekit.backends"),            # pruning/measure -> backends.onnx_export, onnxruntime
-}
+# Edges allowed against the table above, each with its reason: none (keep it that way).
+ALLOWED_UNTIL_MERGE: set[tuple[str, str]] = set()
 
 UNIT_OF = {prefix: layer for layer, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes}
 

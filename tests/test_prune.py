@@ -13,7 +13,7 @@ import torch.nn as nn
 from pydantic import ValidationError
 
 from conftest import run_cli
-from edgekit.backends.onnx_export import export_onnx
+from edgekit.models.onnx_export import export_onnx
 from edgekit.backends.onnxruntime import OrtSession
 from edgekit.data import load_data
 from edgekit.errors import EdgekitError

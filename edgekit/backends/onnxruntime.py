@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from edgekit.backends.base import Artifact, Backend, CompileRequest, describe_files, register_backend
-from edgekit.backends.onnx_export import export_onnx
+from edgekit.models.onnx_export import export_onnx
 from edgekit.backends.onnx_quant import activation_profile, quantize_qdq, reduce_range_choice
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel

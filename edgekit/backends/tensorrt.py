@@ -22,7 +22,7 @@ import shlex
 from pathlib import Path
 
 from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
-from edgekit.backends.onnx_export import INPUT_NAME, export_onnx
+from edgekit.models.onnx_export import INPUT_NAME, export_onnx
 from edgekit.backends.onnx_quant import quantize_qdq
 from edgekit.backends.trt_cache import format_cache, tensor_scales
 from edgekit.errors import EdgekitError

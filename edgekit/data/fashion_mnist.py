@@ -55,6 +55,16 @@ def load_fashion_mnist(location, options, image_size, **_) -> DataSplits:
     train = TensorImageDataset(torch.from_numpy(x_train.copy()).unsqueeze(1), y_train)
     test = TensorImageDataset(torch.from_numpy(x_test.copy()).unsqueeze(1), y_test)
     train_idx, val_idx = stratified_split(train.labels, 5000 / 60000, seed)
-    return DataSplits(source=f"fashion-mnist:{root}", train=train.subset(train_idx), val=train.subset(val_idx),
-                      test=test, num_classes=10, class_names=CLASSES, channels=1, image_size=(28, 28),
-                      notes={"test_split": "official 10k test set"})
+    splits = {"train": train.subset(train_idx), "val": train.subset(val_idx), "test": test}
+    notes = {"test_split": "official 10k test set"}
+    # ?train=N&val=N&test=N: the first N of a split (smoke tests and benchmarks' quick modes)
+    for name in ("train", "val", "test"):
+        if name in options:
+            n = int_option(options, name, 0)
+            splits[name] = splits[name].subset(np.arange(min(max(n, 1), len(splits[name]))))
+            notes["test_split" if name == "test" else f"{name}_split"] = f"first {len(splits[name])} images only"
+    suffix = "".join(f"?{k}={options[k]}" if i == 0 else f"&{k}={options[k]}"
+                     for i, k in enumerate(k for k in ("train", "val", "test") if k in options))
+    return DataSplits(source=f"fashion-mnist:{root}{suffix}", train=splits["train"], val=splits["val"],
+                      test=splits["test"], num_classes=10, class_names=CLASSES, channels=1, image_size=(28, 28),
+                      notes=notes)

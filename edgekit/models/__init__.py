@@ -6,6 +6,7 @@ Options follow ``?``: ``torchvision:resnet18?weights=none``, ``builtin:resnet8?w
 
 from edgekit.models.builtin import BUILTIN_MODELS, register_builtin
 from edgekit.models.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.models import factorized  # noqa: F401 - registers the lowrank: scheme
 from edgekit.models.loaded import LoadedModel
 from edgekit.models.sources import load_model
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch.nn as nn
 
-from edgekit.backends.onnx_export import export_onnx
+from edgekit.models.onnx_export import export_onnx
 from edgekit.errors import MissingDependency
 from edgekit.runtime import MissingRuntime, OrtSession, interleaved_latency, measure_latency
 from edgekit.spec import ModelSpec

@@ -1,6 +1,10 @@
 """``distill``: knowledge distillation from a teacher into a student, through the shared training loop.
 
-- teacher: the pipeline's input model (default) or any model source;
+- teacher: the pipeline's input model (default) or any model source, or a list of them (an ensemble:
+  soft targets are the weighted average of the teachers' probabilities at temperature T, see
+  ``edgekit.training.ensemble``; ``input`` in the list names the pipeline's input model);
+- ``defensive: true``: defensive distillation (Papernot et al. 2016): trained at temperature T
+  (default 20) on the teacher's soft labels only, deployed at T = 1 (the module's plain logits);
 - student: ``self`` (the current model, e.g. just pruned: "prune, then distill to recover") or a model
   source (``builtin:...``, ``torchvision:...?weights=none``, ``timm:...``) trained from its init;
 - loss ``kd`` (Hinton: alpha * KD + (1 - alpha) * CE), ``soft`` (KD only: labels are never read, so
@@ -26,12 +30,17 @@ from edgekit.models.sources import load_model
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
 from edgekit.training import TrainParams, evaluate_module, train
 from edgekit.training.device import on_device
+from edgekit.training.ensemble import EnsembleTeacher
 from edgekit.training.distill import input_converter, teacher_logits, with_indexed_train
 from edgekit.training.losses import FeatureMatch, distillation_loss, function_matching_objective, kd_objective
 
 
 class DistillParams(TrainParams):
-    teacher: str | None = Field(None, description="model source of the teacher [default: the input model]")
+    teacher: str | list[str] | None = Field(None, description="model source of the teacher, or a list of them "
+                                            "(an ensemble; 'input' = the input model) [default: the input model]")
+    teacher_weights: list[float] | None = Field(None, description="ensemble: weight of each teacher [default: equal]")
+    defensive: bool = Field(False, description="defensive distillation: soft labels only at temperature T "
+                            "(default 20), deployed at T = 1")
     student: str = Field("self", description="'self' (the current model) or a model source")
     student_input_size: tuple[int, int] | None = Field(None, description="H, W for a student source")
     loss: Literal["kd", "soft", "function_matching"] = "kd"
@@ -47,6 +56,18 @@ class DistillParams(TrainParams):
     def _layers_together(self) -> "DistillParams":
         if (self.student_layer is None) != (self.teacher_layer is None):
             raise ValueError("feature distillation needs both student_layer and teacher_layer")
+        n = len(self.teacher) if isinstance(self.teacher, list) else 1
+        if self.teacher_weights is not None and (n < 2 or len(self.teacher_weights) != n
+                                                 or min(self.teacher_weights) < 0 or sum(self.teacher_weights) <= 0):
+            raise ValueError("teacher_weights needs one non-negative weight per teacher of a teacher list")
+        if isinstance(self.teacher, list) and (n < 1 or self.student_layer is not None):
+            raise ValueError("a teacher list needs at least one source and no feature distillation")
+        if self.defensive:
+            if self.loss == "function_matching":
+                raise ValueError("defensive distillation trains on soft labels (loss kd or soft), not function_matching")
+            self.loss = "soft"  # soft labels only: the labels are never read
+            if "temperature" not in self.model_fields_set:
+                self.temperature = 20.0
         return self
 
 
@@ -56,8 +77,8 @@ class Distill(Stage):
 
     def run(self, ctx: StageContext) -> StageResult:
         p: DistillParams = self.params
-        teacher = self._teacher(ctx)
         student = self._student(ctx)
+        teacher = self._teacher(ctx, student)
         t_mod, s_mod = teacher.module.eval(), student.module
         t_mod.requires_grad_(False)
         convert = input_converter(student.spec, teacher.spec)
@@ -91,14 +112,34 @@ class Distill(Stage):
         metrics = {**report.model_dump(), "teacher": teacher.source, "student": student.source,
                    "loss": p.loss, "teacher_logits": logits_mode, "teacher_val_top1": teacher_top1,
                    "labels_used": p.loss == "kd" and p.alpha < 1}
+        if isinstance(p.teacher, list):
+            metrics["teachers"] = teacher.notes["members"]
+        if p.defensive:
+            student.notes["defensive"] = f"defensive distillation: trained at T={p.temperature:g}, deployed at T=1"
+            metrics["defensive"] = {"train_temperature": p.temperature, "deploy_temperature": 1.0}
         return StageResult(student, metrics)
 
-    def _teacher(self, ctx: StageContext) -> LoadedModel:
-        if self.params.teacher is None:
+    def _teacher(self, ctx: StageContext, student: LoadedModel) -> LoadedModel:
+        p = self.params
+        if not isinstance(p.teacher, list):
+            return self._one_teacher(ctx, p.teacher)
+        members = [self._one_teacher(ctx, None if s == "input" else s) for s in p.teacher]
+        for m in members:
+            m.module.eval().requires_grad_(False)
+        ensemble = EnsembleTeacher([m.module for m in members], [m.spec for m in members], student.spec,
+                                   p.teacher_weights, p.temperature)
+        weights = p.teacher_weights or [1.0] * len(members)
+        # The ensemble takes the student's view (it converts per member), so its spec is the student's.
+        return LoadedModel(ensemble, student.spec, source="ensemble[" + ", ".join(m.source for m in members) + "]",
+                           arch=None, notes={"members": [{"source": m.source if s == "input" else s, "weight": w}
+                                                         for m, s, w in zip(members, p.teacher, weights)]})
+
+    def _one_teacher(self, ctx: StageContext, source: str | None) -> LoadedModel:
+        if source is None:
             return ctx.teacher
-        teacher = load_model(self.params.teacher)
+        teacher = load_model(source)
         if teacher.spec.num_classes != ctx.data.num_classes:
-            raise EdgekitError(f"distill: teacher {self.params.teacher} has {teacher.spec.num_classes} outputs "
+            raise EdgekitError(f"distill: teacher {source} has {teacher.spec.num_classes} outputs "
                                f"but the data has {ctx.data.num_classes} classes",
                                "give a teacher trained on these classes")
         return teacher
