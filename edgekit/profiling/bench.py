@@ -85,7 +85,8 @@ def write_eval_inputs(manifest: dict, source: str | None, limit: int | None, pat
         xs.append(x.numpy().astype(np.float32))
         ys.append(y.numpy().astype(np.int64))
     np.savez(path, inputs=np.concatenate(xs), labels=np.concatenate(ys))
-    return {"source": source, "split": "test", "samples": int(sum(len(y) for y in ys))}
+    return {"source": source, "split": "test", "samples": int(sum(len(y) for y in ys)),
+            "transform": spec.transform()}
 
 
 def make_job(manifest: dict, artifacts: list[dict], settings: BenchSettings, where: str) -> dict:
