@@ -30,7 +30,7 @@ def main() -> None:
     else:
         bundle = args.out / "bundles" / "fashion_mnist_fp32"
         manifest = compress(CompressOptions(model=args.model, data="fashion-mnist", recipe=args.recipe,
-                                            target="x86-cpu", out=bundle, force=True))
+                                            target="x86-cpu", out=bundle, force=True)).as_json()
     args.model = manifest["model"]["source"]
     ref = manifest["reference"]["accuracy"]["top1"]
     rows = [{"artifact": a["name"], "top1": a["metrics"]["accuracy"]["top1"],

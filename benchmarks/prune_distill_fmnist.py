@@ -36,7 +36,7 @@ from _teacher import RESNET18, teacher_checkpoint  # noqa: E402
 from edgekit.data import load_data  # noqa: E402
 from edgekit.models import load_checkpoint, load_model  # noqa: E402
 from edgekit.pipeline import CompressOptions, compress  # noqa: E402
-from edgekit.profiling.complexity import count_macs, count_params  # noqa: E402
+from edgekit.models.complexity import count_macs, count_params  # noqa: E402
 from edgekit.pruning.measure import ort_latency_interleaved  # noqa: E402
 from edgekit.stages import STAGES, StageContext  # noqa: E402
 from edgekit.targets import load_target  # noqa: E402
@@ -99,7 +99,7 @@ def main() -> None:
     else:
         bundle = args.out / "bundles" / "prune_distill_fmnist"
         manifest = compress(CompressOptions(model=str(teacher_path), data="fashion-mnist", recipe=str(args.recipe),
-                                            target="x86-cpu", out=bundle, force=True, threads=args.threads))
+                                            target="x86-cpu", out=bundle, force=True, threads=args.threads)).as_json()
     student = load_checkpoint(bundle / "artifacts" / "model.pt")  # the shipped file, weights_only=True
     teacher_top1 = evaluate_module(teacher.module, teacher.spec, data.test)["top1"]
     student_top1 = evaluate_module(student.module, student.spec, data.test)["top1"]

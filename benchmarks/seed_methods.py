@@ -33,10 +33,10 @@ from _teacher import RESNET18, resnet18_teacher, teacher_checkpoint  # noqa: E40
 from edgekit.data import load_data  # noqa: E402
 from edgekit.models import load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from edgekit.pipeline import CompressOptions, compress  # noqa: E402
-from edgekit.profiling.complexity import count_macs, count_params  # noqa: E402
+from edgekit.models.complexity import count_macs, count_params  # noqa: E402
 from edgekit.profiling.latency import host_identity  # noqa: E402
 from edgekit.pruning.measure import ort_latency_interleaved  # noqa: E402
-from edgekit.profiling.robustness import robustness_markdown  # noqa: E402
+from edgekit.reports.robustness import robustness_markdown  # noqa: E402
 from edgekit.stages import STAGES, StageContext  # noqa: E402
 from edgekit.targets import load_target  # noqa: E402
 from edgekit.training import TrainParams, evaluate_module, train  # noqa: E402
@@ -153,7 +153,7 @@ def ensemble_section(cfg, teachers: list[Path], data, work: Path) -> dict:
                            work_dir=work / f"work-{label}")
         result = Distill(params).run(ctx)
         out[label] = {"test_top1": evaluate_module(result.model.module, result.model.spec, data.test)["top1"],
-                      "teacher_logits": result.metrics["teacher_logits"], "teacher_val_top1": result.metrics["teacher_val_top1"]}
+                      "teacher_logits": result.metrics["teacher_logits"], "teacher_val_top1": result.metrics["val_top1_teacher"]}
     return out
 
 

@@ -34,7 +34,7 @@ def accuracy_phase(teacher: Path, recipe: Path, bundle: Path) -> dict:
     from edgekit.training import evaluate_module
 
     manifest = compress(CompressOptions(model=str(teacher), data="fashion-mnist", recipe=str(recipe), target="x86-cpu",
-                                        out=bundle, force=True))
+                                        out=bundle, force=True)).as_json()
     split = manifest["split"]
     stage = split["stage"]
     t = load_model(str(teacher))

@@ -47,7 +47,7 @@ from _teacher import teacher_checkpoint  # noqa: E402
 from edgekit.data import load_data  # noqa: E402
 from edgekit.data.core import make_loader  # noqa: E402
 from edgekit.models import load_checkpoint, save_checkpoint  # noqa: E402
-from edgekit.profiling.complexity import count_macs  # noqa: E402
+from edgekit.models.complexity import count_macs  # noqa: E402
 from edgekit.profiling.latency import host_identity  # noqa: E402
 from edgekit.runtime import interleaved_latency  # noqa: E402
 from edgekit.training.augment import random_crop_flip  # noqa: E402

@@ -46,10 +46,3 @@ def atomic_bundle(out: Path, force: bool) -> Iterator[Path]:
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def read_manifest(bundle: Path) -> dict:
-    path = bundle / "manifest.json"
-    if not path.is_file():
-        raise EdgekitError(f"{bundle} is not an edgekit bundle (no manifest.json)")
-    return json.loads(path.read_text())

@@ -1,37 +1,81 @@
-"""Compile + profile every planned artifact, with what quantization adds around it:
+"""Compile + profile: one path for every compile unit, i.e. a whole model, or a split model's head
+(device target) and tail (server target). Every unit goes through the same steps:
 
-- a calibration set (``calibration.npz`` in the bundle, sha256 in the manifest) when anything is INT8;
-- labelled validation data for accuracy-aware quantization when the recipe bounds the drop;
-- ``precision: auto``: every precision the target supports is compiled and measured through its
-  runtime; per backend the fastest candidate whose top-1 drop vs the PyTorch reference is within
+- plan: (backend, precision) pairs for its target, with what is skipped and why;
+- request: one ``CompileRequest`` factory (target, options, calibration, validation, artifacts/<part>/);
+- calibration: one set (``calibration.npz`` in the bundle, sha256 in the manifest) drawn when anything
+  is INT8; a head calibrates on its images, a tail on the PyTorch head's outputs of them after the
+  uint8 transfer round trip (what the server will receive);
+- profiling through the artifact's runtime: accuracy (a head's through head -> uint8 -> tail), agreement
+  with the PyTorch model, latency; TensorRT artifacts cannot run here: their accuracy is measured on
+  ONNX Runtime from the very ONNX TensorRT will build from (labelled as such), and their latency is a
+  roofline estimate of the unit's own model, labelled ``estimated``;
+- estimates for a device we cannot reach (of the unit's model: a head's estimate is the head's);
+- ``precision: auto``: per part and backend, every precision the target supports is compiled and
+  measured; the fastest candidate whose top-1 drop vs the PyTorch reference is within
   ``max_accuracy_drop`` (default 1.0 point) is marked ``chosen`` with the reason, and the others
   stay in the bundle with why they lost. INT8 is not always faster (MobileNetV3 on XNNPACK), so
   the choice is measured, never assumed.
-
-TensorRT artifacts cannot run here: their accuracy is measured on ONNX Runtime from the very ONNX
-TensorRT will build from (labelled as such), and their latency is a roofline estimate from the
-target's figures, labelled ``estimated``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from edgekit import ui
-from edgekit.backends import BACKENDS, Artifact, CompileRequest
+from edgekit.backends import BACKENDS, Artifact, CompileRequest, Session
 from edgekit.calibration import draw_calibration, save_calibration
 from edgekit.data import DataSplits
 from edgekit.data.core import prepared_batches
 from edgekit.models.loaded import LoadedModel
-from edgekit.profiling.artifacts import agreement, profile_artifact, session_logits
-from edgekit.recipe import Recipe
+from edgekit.profiling.artifacts import agreement, session_logits
+from edgekit.profiling.estimate import attach_estimates, estimate_module
+from edgekit.profiling.latency import measure_latency
+from edgekit.recipe import ProfileSettings, Recipe
+from edgekit.spec import ModelSpec
+from edgekit.split import deploy as split_deploy
+from edgekit.split.model import is_split_model
 from edgekit.targets import Target
 from edgekit.training.evaluate import accuracy_counts
 
 DEFAULT_AUTO_DROP = 1.0   # percentage points, when the recipe sets no max_accuracy_drop
 VALIDATION_IMAGES = 1000  # cap for accuracy-aware quantization's validation loop
+TRT_PROXY = "onnxruntime on the TensorRT input ONNX, Q/DQ simulated in float (proxy; TensorRT not here)"
+
+
+@dataclass
+class CompileUnit:
+    """One model to compile for one target: the whole model, or a split model's head or tail."""
+
+    part: str                                   # whole | head | tail
+    model: LoadedModel                          # what the backends compile (its spec is its input)
+    target: Target
+    plan: list[tuple[str, str]]                 # (backend, precision)
+    eval_data: Dataset                          # the test split as this part's runtime sees it
+    eval_spec: ModelSpec                        # prepares eval_data (identity for a tail's bottlenecks)
+    to_input: Callable[[np.ndarray], np.ndarray] | None = None   # model-ready images -> this part's input
+    outputs_logits: bool = True                 # False for a head: scored through the split pair
+    transfer: dict | None = None                # a head's uint8 transfer (scale, zero point) to the tail
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    @property
+    def subdir(self) -> str:
+        return "" if self.part == "whole" else self.part
+
+    def artifact_name(self, name: str) -> str:
+        return name if self.part == "whole" else f"{self.part}-{name}"
+
+    def inputs(self, images: np.ndarray | None) -> np.ndarray | None:
+        return images if images is None or self.to_input is None else self.to_input(images)
+
+
+def artifact_part(artifact: Artifact) -> str:
+    return artifact.meta.get("split_part", "whole")
 
 
 def expand_auto(recipe: Recipe, target: Target) -> Recipe:
@@ -47,44 +91,196 @@ def expand_auto(recipe: Recipe, target: Target) -> Recipe:
     return recipe.model_copy(update={"compile": recipe.compile.model_copy(update={"precisions": expanded})})
 
 
-def compile_all(final: LoadedModel, data: DataSplits, recipe: Recipe, target: Target, plan: list[tuple[str, str]],
-                out_dir: Path, threads: int, ref_logits: np.ndarray, ref_top1: float) -> tuple[list[Artifact], dict]:
-    """Compile and profile ``plan``; returns (artifacts, extra manifest sections)."""
+def plan_compilation(recipe: Recipe, target: Target) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(backend, precision) pairs to build, and the ones skipped with a reason."""
+    backends = list(recipe.compile.backends or target.backends)
+    if "onnxruntime" not in backends:
+        backends.append("onnxruntime")  # the universal baseline is always in the bundle
+    precisions = [target.default_precision if p == "target" else p for p in recipe.compile.precisions]
+    plan, skipped = [], []
+    for backend_name in backends:
+        if backend_name not in BACKENDS:
+            skipped.append({"backend": backend_name, "precision": "*",
+                            "reason": "backend not available in this edgekit version"})
+            continue
+        backend = BACKENDS.get(backend_name)
+        if not backend.available():
+            skipped.append({"backend": backend_name, "precision": "*",
+                            "reason": f"runtime not installed (pip install 'edgekit[{backend.extra}]')"})
+            continue
+        for precision in precisions:
+            if precision not in target.precisions:
+                skipped.append({"backend": backend_name, "precision": precision,
+                                "reason": f"target {target.name} does not support {precision}"})
+            elif precision not in backend.precisions:
+                skipped.append({"backend": backend_name, "precision": precision,
+                                "reason": f"{backend_name} backend does not build {precision}"})
+            else:
+                plan.append((backend_name, precision))
+    return plan, skipped
+
+
+def build_units(final: LoadedModel, data: DataSplits, recipe: Recipe, target: Target, server_target: Target
+                ) -> tuple[list[CompileUnit], list[dict]]:
+    """The compile units of the final model and what is skipped. Order matters: a split model's tail
+    is compiled and chosen before its heads, whose accuracy is measured through it."""
+    plan, skipped = plan_compilation(expand_auto(recipe, target), target)  # auto -> the target's candidates
+    units = [CompileUnit("whole", final, target, plan, data.test, final.spec)]
+    if not is_split_model(final.module):
+        return units, skipped
+    head, tail = split_deploy.split_parts(final)
+    to_tail = split_deploy.TailInputs(final)
+    tail_recipe = recipe.model_copy(update={"compile": recipe.compile.model_copy(
+        update={"backends": [split_deploy.TAIL_BACKEND]})})
+    tail_plan, tail_skipped = plan_compilation(expand_auto(tail_recipe, server_target), server_target)
+    units.append(CompileUnit("tail", tail, server_target, tail_plan, to_tail.dataset(data.test, final.spec),
+                             tail.spec, to_input=to_tail))
+    units.append(CompileUnit("head", head, target, plan, data.test, final.spec, outputs_logits=False,
+                             transfer=to_tail.quant))
+    return units, skipped + [{**s, "part": "tail"} for s in tail_skipped]
+
+
+def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_dir: Path, threads: int,
+                ref_logits: np.ndarray, ref_top1: float) -> tuple[list[Artifact], dict]:
+    """Compile, profile and (``precision: auto``) choose for every unit; returns (artifacts, extra
+    manifest sections: calibration, precision_selection, deploy)."""
     extra: dict = {}
-    request = CompileRequest(out_dir=out_dir, target=target, options=recipe.compile.options,
-                             max_accuracy_drop=recipe.compile.max_accuracy_drop)
-    if any(p == "int8" for _, p in plan):
+    calibration, validation = None, None
+    whole = units[0].model
+    if any(p == "int8" for unit in units for _, p in unit.plan):
         seed = recipe.compile.calibration_seed if recipe.compile.calibration_seed is not None else recipe.seed
-        cal = draw_calibration(data.train, final.spec, recipe.compile.calibration_size, seed)
+        cal = draw_calibration(data.train, whole.spec, recipe.compile.calibration_size, seed)
         sha = save_calibration(cal, out_dir / "calibration.npz")
-        request.calibration = cal.inputs
+        calibration = cal.inputs
         extra["calibration"] = {**cal.meta, "path": "calibration.npz", "sha256": sha,
                                 "class_counts": cal.class_counts()}
+        if len(units) > 1:
+            extra["calibration"]["parts"] = {"head": "the images of calibration.npz",
+                                             "tail": "the PyTorch head's outputs of them after the uint8 transfer"}
         if recipe.compile.max_accuracy_drop is not None:
-            request.validation = _validation(data, final)
-    artifacts: list[Artifact] = []
-    for backend_name, precision in plan:
-        ui.info(f"[bold]compile[/bold] {backend_name} {precision}")
-        artifact = BACKENDS.get(backend_name)().compile(final, precision, request)
-        if artifact.runnable_here:
-            ui.info(f"[bold]profile[/bold] {artifact.name} ({threads} threads)")
-            artifact.metrics = profile_artifact(artifact, out_dir, final.spec, data.test, recipe.profile,
-                                                threads, ref_logits)
-        elif backend_name == "tensorrt":
-            artifact.metrics = _tensorrt_proxy(artifact, out_dir, final, data, recipe, target, threads, ref_logits)
-        artifacts.append(artifact)
-    if "auto" in recipe.compile.precisions:
-        bound = recipe.compile.max_accuracy_drop if recipe.compile.max_accuracy_drop is not None else DEFAULT_AUTO_DROP
-        extra["precision_selection"] = select_precisions(artifacts, ref_top1, bound)
-        extra["deploy"] = recommend(extra["precision_selection"])
-    return artifacts, extra
+            validation = _validation(data, whole)
+    auto = "auto" in recipe.compile.precisions
+    bound = recipe.compile.max_accuracy_drop if recipe.compile.max_accuracy_drop is not None else DEFAULT_AUTO_DROP
+    decisions: list[dict] = []
+    tail_session: Session | None = None   # the serving tail, which a head is scored through
+    try:
+        for unit in units:
+            request = make_request(unit, out_dir, recipe, calibration, validation)
+            if unit.part == "head":
+                tail_session = _open_serving_tail(units, out_dir, threads)
+            for backend_name, precision in unit.plan:
+                ui.info(f"[bold]compile[/bold] {unit.artifact_name(backend_name)} {precision}"
+                        + (f" (target {unit.target.name})" if unit.part == "tail" else ""))
+                artifact = BACKENDS.get(backend_name)().compile(unit.model, precision, request)
+                artifact = artifact.model_copy(update={"name": unit.artifact_name(artifact.name)})
+                if unit.part != "whole":
+                    artifact.meta["split_part"] = unit.part
+                ui.info(f"[bold]profile[/bold] {artifact.name} ({threads} threads)")
+                artifact.metrics = profile_unit_artifact(unit, artifact, out_dir, recipe.profile, threads,
+                                                         ref_logits, tail_session)
+                unit.artifacts.append(artifact)
+            attach_estimates(unit.artifacts, unit.model, unit.target)  # labelled; only where nothing is measured
+            if auto:
+                decisions += select_precisions(unit.artifacts, ref_top1, bound)
+    finally:
+        if tail_session is not None:
+            tail_session.close()
+    if auto:
+        extra["precision_selection"] = decisions
+        extra["deploy"] = recommend(decisions)
+    return [a for unit in units for a in unit.artifacts], extra
+
+
+def make_request(unit: CompileUnit, out_dir: Path, recipe: Recipe, calibration: np.ndarray | None,
+                 validation: tuple[np.ndarray, np.ndarray] | None) -> CompileRequest:
+    """The one request factory: the unit's target, inputs and folder, the recipe's options."""
+    needs_int8 = any(p == "int8" for _, p in unit.plan)
+    unit_validation = None
+    if validation is not None and unit.outputs_logits:  # labelled data only means something for logits
+        unit_validation = (unit.inputs(validation[0]), validation[1])
+    return CompileRequest(out_dir=out_dir, target=unit.target, options=recipe.compile.options.for_backends(),
+                          calibration=unit.inputs(calibration) if needs_int8 else None,
+                          validation=unit_validation, max_accuracy_drop=recipe.compile.max_accuracy_drop,
+                          subdir=unit.subdir)
+
+
+def serving_tail(artifacts: list[Artifact]) -> Artifact | None:
+    """The tail the server runs: the one precision selection chose, else the first FP32 one."""
+    runnable = [a for a in artifacts if a.runnable_here]
+    return (next((a for a in runnable if a.meta.get("chosen")), None)
+            or next((a for a in runnable if a.precision == "fp32"), None)
+            or (runnable[0] if runnable else None))
+
+
+def _open_serving_tail(units: list[CompileUnit], out_dir: Path, threads: int) -> Session:
+    tail = serving_tail(next(u for u in units if u.part == "tail").artifacts)
+    if tail is None:
+        from edgekit.errors import EdgekitError
+
+        raise EdgekitError("no tail artifact runs on this host, so the split pair cannot be measured")
+    return BACKENDS.get(tail.backend)().load(tail, out_dir, threads)
+
+
+def profile_unit_artifact(unit: CompileUnit, artifact: Artifact, out_dir: Path, settings: ProfileSettings,
+                          threads: int, ref_logits: np.ndarray | None, tail: Session | None = None) -> dict:
+    """Accuracy, agreement and latency of one artifact through its runtime session (the TensorRT
+    proxy for TensorRT inputs). A head is scored through head -> uint8 -> ``tail``; it is timed alone."""
+    if artifact.runnable_here:
+        session, proxy = BACKENDS.get(artifact.backend)().load(artifact, out_dir, threads), None
+    elif artifact.backend == "tensorrt":
+        from edgekit.backends.onnxruntime import OrtSession
+        # Q/DQ simulated in float: TensorRT's int8 math has no U8S8 saturation; ORT's int8 kernels on an x86
+        # without VNNI do (a ResNet-18-style QDQ model read 3 points low through them).
+        session, proxy = OrtSession(out_dir / artifact.meta["build"]["onnx"], threads, simulate_qdq=True), TRT_PROXY
+    else:
+        return {}
+    try:
+        scored = session if unit.outputs_logits else split_deploy.PairSession(session, tail, unit.transfer)
+        logits, labels = session_logits(scored, unit.eval_spec, unit.eval_data, settings.eval_batch)
+        accuracy = {**accuracy_counts(logits, labels), "samples": int(len(labels))}
+        if proxy:
+            accuracy["measured"] = proxy
+        metrics: dict = {"accuracy": accuracy}
+        if not unit.outputs_logits:
+            metrics["split_accuracy"] = accuracy   # of head + 8-bit transfer + tail
+        if ref_logits is not None:
+            metrics["agreement"] = agreement(logits, ref_logits)
+        if proxy is None:
+            sample = next(prepared_batches(unit.eval_data, unit.eval_spec, settings.batch))[0].numpy()
+            metrics["latency"] = {**measure_latency(session.run, sample, settings.warmup, settings.runs,
+                                                    settings.max_seconds), "threads": threads, "measured": "host"}
+            metrics["session"] = session.info
+        else:
+            metrics.update(_estimated_latency(unit, artifact))
+    finally:
+        session.close()
+    return metrics
+
+
+def _estimated_latency(unit: CompileUnit, artifact: Artifact) -> dict:
+    """The unit's own roofline estimate as its latency (so ``precision: auto`` can rank TensorRT)."""
+    try:
+        est = estimate_module(unit.model.module, unit.model.spec, unit.target, artifact.precision)
+    except Exception:  # noqa: BLE001 - no estimate: auto then cannot rank this candidate ("not measured")
+        return {}
+    return {"latency": {"p50_ms": est["latency_ms"], "batch": est.get("batch", 1), "measured": "estimated",
+                        "estimator": "edgekit.profiling.estimate (see metrics.estimate)"}}
+
+
+def _validation(data: DataSplits, model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for x, y in prepared_batches(data.val, model.spec, 256, VALIDATION_IMAGES):
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def recommend(decisions: list[dict]) -> dict | None:
     """The artifact to deploy: of each backend's chosen candidate (all within the accuracy bound, or
     the most accurate where none is), the fastest by p50. Why: a user deploying to an x86 box wants
     one answer, not one per runtime; the other backends stay in the bundle for devices without it."""
-    chosen = [next(r for r in d["candidates"] if r["chosen"]) for d in decisions if d["chosen"]]
+    chosen = [next(r for r in d["candidates"] if r["chosen"]) for d in decisions
+              if d["chosen"] and d.get("part", "whole") == "whole"]
     timed = [r for r in chosen if r["p50_ms"] is not None]
     if not timed:
         return None
@@ -96,46 +292,12 @@ def recommend(decisions: list[dict]) -> dict | None:
                       + (f"; others: {others}" if others else "")}
 
 
-def _validation(data: DataSplits, model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for x, y in prepared_batches(data.val, model.spec, 256, VALIDATION_IMAGES):
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-def _tensorrt_proxy(artifact: Artifact, out_dir: Path, model: LoadedModel, data: DataSplits, recipe: Recipe,
-                    target: Target, threads: int, ref_logits: np.ndarray) -> dict:
-    """Accuracy of TensorRT's input ONNX on ONNX Runtime, and a labelled roofline latency estimate."""
-    from edgekit.backends.onnxruntime import OrtSession
-    # Q/DQ simulated in float: TensorRT's int8 math has no U8S8 saturation; ORT's int8 kernels on an x86
-    # without VNNI do (a ResNet-18-style QDQ model read 3 points low through them).
-    session = OrtSession(out_dir / artifact.meta["build"]["onnx"], threads, simulate_qdq=True)
-    try:
-        logits, labels = session_logits(session, model.spec, data.test, recipe.profile.eval_batch)
-    finally:
-        session.close()
-    metrics: dict = {"accuracy": {**accuracy_counts(logits, labels), "samples": int(len(labels)),
-                                  "measured": "onnxruntime on the TensorRT input ONNX, Q/DQ simulated in float "
-                                              "(proxy; TensorRT not here)"},
-                     "agreement": agreement(logits, ref_logits)}
-    try:  # the project's device estimator (profiling/estimate.py), for precision: auto on TensorRT
-        from edgekit.profiling.estimate import estimate_module
-
-        est = estimate_module(model.module, model.spec, target, artifact.precision)
-        metrics["latency"] = {"p50_ms": est["latency_ms"], "batch": est.get("batch", 1), "measured": "estimated",
-                              "estimator": "edgekit.profiling.estimate (see metrics.estimate)"}
-    except Exception:  # noqa: BLE001 - no estimate: auto then cannot rank this candidate ("not measured")
-        pass
-    return metrics
-
-
 def select_precisions(artifacts: list[Artifact], ref_top1: float, max_drop: float) -> list[dict]:
-    """Per backend: the fastest candidate within ``max_drop`` points of the reference. Marks the
+    """Per part (whole, head, tail) and backend: the fastest candidate within ``max_drop`` points of the reference. Marks the
     winner's ``meta.chosen``/``meta.chosen_reason`` and returns the decision table for the manifest."""
     decisions = []
-    for backend in dict.fromkeys(a.backend for a in artifacts):
-        group = [a for a in artifacts if a.backend == backend]
+    for part, backend in dict.fromkeys((artifact_part(a), a.backend) for a in artifacts):
+        group = [a for a in artifacts if (artifact_part(a), a.backend) == (part, backend)]
         rows = []
         for a in group:
             top1 = a.metrics.get("accuracy", {}).get("top1")
@@ -152,7 +314,7 @@ def select_precisions(artifacts: list[Artifact], ref_top1: float, max_drop: floa
         else:
             measured = [r for r in rows if r["top1"] is not None]
             if not measured:
-                decisions.append({"backend": backend, "chosen": None, "max_accuracy_drop": max_drop,
+                decisions.append({"part": part, "backend": backend, "chosen": None, "max_accuracy_drop": max_drop,
                                   "reason": "no candidate could be measured", "candidates": rows})
                 continue
             best = max(measured, key=lambda r: r["top1"])
@@ -171,31 +333,6 @@ def select_precisions(artifacts: list[Artifact], ref_top1: float, max_drop: floa
             row = next(r for r in rows if r["artifact"] == a.name)
             a.meta["chosen"] = row["chosen"]
             a.meta["selection"] = row["why"]
-        decisions.append({"backend": backend, "chosen": best["artifact"], "max_accuracy_drop": max_drop,
+        decisions.append({"part": part, "backend": backend, "chosen": best["artifact"], "max_accuracy_drop": max_drop,
                           "reason": reason, "candidates": rows})
     return decisions
-
-
-def selection_markdown(manifest: dict) -> str:
-    """Report section: calibration set and the ``precision: auto`` decisions."""
-    out = []
-    cal = manifest.get("calibration")
-    if cal:
-        out += ["## Calibration", "",
-                f"{cal['size']} images from the {cal['split']} split (seed {cal['seed']}, "
-                f"{'class-balanced' if cal.get('balanced') else 'random'}), `calibration.npz` sha256 "
-                f"`{cal['sha256'][:16]}…`", ""]
-    deploy = manifest.get("deploy")
-    if deploy:
-        out += ["## Deploy", "", f"**{deploy['artifact']}** — top-1 {deploy['top1']:.2f}% "
-                f"(drop {deploy['drop']:+.2f} pt), {deploy['reason']}", ""]
-    for d in manifest.get("precision_selection", []):
-        out += [f"## Precision selection: {d['backend']}", "",
-                f"Chosen: **{d['chosen']}** — {d['reason']}", "",
-                "| artifact | top-1 % | drop pt | p50 ms | latency | chosen | why |", "|---|---|---|---|---|---|---|"]
-        for r in d["candidates"]:
-            f = lambda v, n=2: "—" if v is None else f"{v:.{n}f}"  # noqa: E731
-            out.append(f"| {r['artifact']} | {f(r['top1'])} | {f(r['drop'])} | {f(r['p50_ms'], 3)} | "
-                       f"{r['latency_source']} | {'yes' if r['chosen'] else ''} | {r['why']} |")
-        out.append("")
-    return ("\n" + "\n".join(out) + "\n") if out else ""

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from edgekit.errors import EXIT_GATE_FAILED, EdgekitError
+
+if TYPE_CHECKING:  # the CLI imports this module before anything heavy (the manifest pulls in torch)
+    from edgekit.manifest import GateReport, Manifest
 
 
 @dataclass
@@ -36,47 +41,38 @@ class GateFailed(EdgekitError):
     exit_code = EXIT_GATE_FAILED
 
 
-def gate_latency(artifact: dict, target: dict) -> tuple[float | None, str]:
-    m = artifact.get("metrics", {})
-    if target.get("reach", "local") == "local" and m.get("latency", {}).get("p50_ms") is not None:
-        return m["latency"]["p50_ms"], "measured"
-    if m.get("estimate", {}).get("latency_ms") is not None:
-        return m["estimate"]["latency_ms"], "estimated"
-    if m.get("latency", {}).get("p50_ms") is not None:
-        return m["latency"]["p50_ms"], "measured on build host"
-    return None, "not available"
+def evaluate_gates(manifest: Manifest, gates: Gates) -> GateReport:
+    """Which artifacts meet every gate; the gates pass when at least one does."""
+    from edgekit.manifest import GateReport, GateResult
 
-
-def evaluate_gates(manifest: dict, gates: Gates) -> dict:
-    """{"passed", "deployable": [artifact names], "results": [{gate, limit, value, artifact, passed, basis}]}"""
-    reference = manifest["reference"]["accuracy"]["top1"]
+    reference = manifest.reference.accuracy.top1
     results, deployable = [], []
-    for a in manifest.get("artifacts", []):
+    for a in manifest.artifacts:
         ok = True
         if gates.max_accuracy_drop is not None:
-            top1 = a.get("metrics", {}).get("accuracy", {}).get("top1")
-            drop = None if top1 is None else round(reference - top1, 4)
+            top1 = a.top1
+            drop = None if top1 is None or reference is None else round(reference - top1, 4)
             passed = drop is not None and drop <= gates.max_accuracy_drop
-            results.append({"gate": "max_accuracy_drop (pt)", "limit": gates.max_accuracy_drop, "value": drop,
-                            "artifact": a["name"], "passed": passed,
-                            "basis": "measured" if drop is not None else "not measured"})
+            results.append(GateResult(gate="max_accuracy_drop (pt)", limit=gates.max_accuracy_drop, value=drop,
+                                      artifact=a.name, passed=passed,
+                                      basis="measured" if drop is not None else "not measured"))
             ok &= passed
         if gates.max_latency_ms is not None:
-            latency, basis = gate_latency(a, manifest["target"])
+            latency, basis = a.latency_for(manifest.target)
             passed = latency is not None and latency <= gates.max_latency_ms
-            results.append({"gate": f"max_latency_ms ({basis})", "limit": gates.max_latency_ms, "value": latency,
-                            "artifact": a["name"], "passed": passed, "basis": basis})
+            results.append(GateResult(gate=f"max_latency_ms ({basis})", limit=gates.max_latency_ms, value=latency,
+                                      artifact=a.name, passed=passed, basis=basis))
             ok &= passed
         if ok:
-            deployable.append(a["name"])
-    return {"passed": bool(deployable), "deployable": deployable, "results": results,
-            "limits": {"max_accuracy_drop": gates.max_accuracy_drop, "max_latency_ms": gates.max_latency_ms}}
+            deployable.append(a.name)
+    return GateReport(passed=bool(deployable), deployable=deployable, results=results,
+                      limits={"max_accuracy_drop": gates.max_accuracy_drop, "max_latency_ms": gates.max_latency_ms})
 
 
-def gate_failure(manifest: dict) -> GateFailed | None:
-    gates = manifest.get("gates")
-    if not gates or gates["passed"]:
+def gate_failure(manifest: Manifest) -> GateFailed | None:
+    report = manifest.gates
+    if report is None or report.passed:
         return None
-    failed = sorted({r["gate"].split(" ")[0] for r in gates["results"] if not r["passed"]})
-    return GateFailed(f"CI gate failed: no artifact meets {' and '.join(failed)} (limits {gates['limits']})",
-                      f"see the gates table in {manifest.get('bundle', 'the bundle')}/report.md")
+    failed = sorted({r.gate.split(" ")[0] for r in report.results if not r.passed})
+    return GateFailed(f"CI gate failed: no artifact meets {' and '.join(failed)} (limits {report.limits})",
+                      f"see the gates table in {manifest.bundle or 'the bundle'}/report.md")

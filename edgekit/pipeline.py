@@ -19,24 +19,23 @@ import numpy as np
 import torch
 
 from edgekit import __version__, ui
-from edgekit.backends import BACKENDS
 from edgekit.bundle import atomic_bundle, check_out_dir, write_json
-from edgekit.compilation import compile_all, expand_auto, selection_markdown
+from edgekit.compilation import build_units, compile_all, serving_tail
 from edgekit.data import DataSplits, load_data_for
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint, load_model, save_checkpoint
 from edgekit.models.checkpoint import file_sha256
 from edgekit.training.default_teacher import DEFAULT_DATA, default_teacher_path
 from edgekit.models.sources import replace_classifier
-from edgekit.profiling.complexity import count_macs, count_params
+from edgekit.models.complexity import count_macs, count_params
 from edgekit.profiling.latency import host_identity
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.gates import Gates, evaluate_gates
-from edgekit.profiling.estimate import attach_estimates
+from edgekit.manifest import Manifest, write_manifest
 from edgekit.reports.render import write_reports
 from edgekit.resources import cache_dir
-from edgekit.profiling.robustness import robustness_markdown, robustness_section
-from edgekit.split.model import is_split_model
+from edgekit.profiling.robustness import robustness_section
+from edgekit.split.deploy import split_section as split_section_of
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target, load_target
 from edgekit.training import distributed
@@ -197,37 +196,9 @@ def _cache_put(key: str, model: LoadedModel | None, metrics: dict) -> None:
     (folder / f"{key}.json").write_text(json.dumps(metrics, default=str))
 
 
-def plan_compilation(recipe: Recipe, target: Target) -> tuple[list[tuple[str, str]], list[dict]]:
-    """(backend, precision) pairs to build, and the ones skipped with a reason."""
-    backends = recipe.compile.backends or list(target.backends)
-    if "onnxruntime" not in backends:
-        backends.append("onnxruntime")  # the universal baseline is always in the bundle
-    precisions = [target.default_precision if p == "target" else p for p in recipe.compile.precisions]
-    plan, skipped = [], []
-    for backend_name in backends:
-        if backend_name not in BACKENDS:
-            skipped.append({"backend": backend_name, "precision": "*",
-                            "reason": "backend not available in this edgekit version"})
-            continue
-        backend = BACKENDS.get(backend_name)
-        if not backend.available():
-            skipped.append({"backend": backend_name, "precision": "*",
-                            "reason": f"runtime not installed (pip install 'edgekit[{backend.extra}]')"})
-            continue
-        for precision in precisions:
-            if precision not in target.precisions:
-                skipped.append({"backend": backend_name, "precision": precision,
-                                "reason": f"target {target.name} does not support {precision}"})
-            elif precision not in backend.precisions:
-                skipped.append({"backend": backend_name, "precision": precision,
-                                "reason": f"{backend_name} backend does not build {precision}"})
-            else:
-                plan.append((backend_name, precision))
-    return plan, skipped
-
-
-def compress(opts: CompressOptions) -> dict:
-    """Run everything and write the bundle; returns the manifest."""
+def compress(opts: CompressOptions) -> Manifest | None:
+    """Run everything and write the bundle; returns its manifest (None on a torchrun rank other than 0,
+    which only trains)."""
     target = load_target(opts.target)
     recipe = load_recipe(opts.recipe or target.recipe)
     if opts.overrides:
@@ -255,7 +226,7 @@ def compress(opts: CompressOptions) -> dict:
         final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
                                              resume=opts.resume)
     if not distributed.is_main():
-        return {"rank": distributed.rank(), "stages": stage_records}  # rank 0 compiles and writes the bundle
+        return None  # rank 0 compiles and writes the bundle
     if final.notes.get("head"):
         ui.warn(f"{final.notes['head']} — the recipe has no training stage, so accuracy will be near chance")
 
@@ -265,57 +236,48 @@ def compress(opts: CompressOptions) -> dict:
     reference = {"accuracy": {**accuracy_counts(ref_logits, ref_labels), "samples": int(len(ref_labels))},
                  "params": count_params(final.module), "macs": count_macs(final.module, final.spec)}
 
-    plan, skipped = plan_compilation(expand_auto(recipe, target), target)  # auto -> the target's candidates
+    units, skipped = build_units(final, data, recipe, target, server_target)
     with atomic_bundle(out, opts.force) as tmp:
         checkpoint_sha = save_checkpoint(final, tmp / "artifacts" / "model.pt") if final.arch else None
-        artifacts, quant_sections = compile_all(final, data, recipe, target, plan, tmp, threads, ref_logits,
+        artifacts, quant_sections = compile_all(units, data, recipe, tmp, threads, ref_logits,
                                                 reference["accuracy"]["top1"])
-        attach_estimates(artifacts, final, target)  # labelled "estimated"; only where nothing is measured
         split_section = None
-        if is_split_model(final.module):  # bottleneck stage: head for the device, tail for the server
-            from edgekit.split.deploy import compile_split
-
-            split_artifacts, split_section = compile_split(final, plan, tmp, target, server_target, recipe.compile.options,
-                                                           data.test, recipe.profile, threads, ref_logits,
-                                                           stage_records)
-            artifacts += split_artifacts
-        # --- robustness (issue 17, optional): input vs final model vs each artifact ---
+        if len(units) > 1:  # bottleneck stage: head for the device, tail for the server
+            by_part = {u.part: u.artifacts for u in units}
+            stage = next((r["metrics"] for r in reversed(stage_records) if r["name"] == "bottleneck"), {})
+            split_section = split_section_of(final, by_part["head"], by_part["tail"], serving_tail(by_part["tail"]),
+                                             server_target.name, stage)
+        # robustness (optional): input vs final model vs each artifact
         robustness = (robustness_section(input_model, final, artifacts, tmp, data.test, recipe.robustness, threads)
                       if recipe.robustness else None)
-        manifest = {
-            "edgekit_version": __version__,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "run_name": out.name,
-            "command": sys.argv,
-            "host": host_identity(),
-            "versions": _versions(),
-            "recipe": recipe.model_dump(mode="json"),
-            "target": target.model_dump(mode="json"),
-            "model": source_info,
-            "data": data.summary(),
-            "stages": stage_records,
-            "reference": reference,
-            "final_model": {"path": "artifacts/model.pt" if checkpoint_sha else None, "sha256": checkpoint_sha,
-                            "spec": final.spec.model_dump(mode="json")},
-            "artifacts": [a.model_dump(mode="json") for a in artifacts],
-            "skipped": skipped,
+        manifest = Manifest(
+            edgekit_version=__version__,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            run_name=out.name,
+            command=sys.argv,
+            host=host_identity(),
+            versions=_versions(),
+            recipe=recipe,
+            target=target,
+            model=source_info,
+            data=data.summary(),
+            stages=stage_records,
+            reference=reference,
+            final_model={"path": "artifacts/model.pt" if checkpoint_sha else None, "sha256": checkpoint_sha,
+                         "spec": final.spec},
+            artifacts=[a.model_dump() for a in artifacts],
+            skipped=skipped,
             **quant_sections,   # calibration set, precision: auto decisions
-            **({"split": split_section} if split_section else {}),
-            **({"robustness": robustness} if robustness else {}),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
+            split=split_section,
+            robustness=robustness,
+            seconds=round(time.perf_counter() - started, 1),
+        )
         if opts.gates.active:
-            manifest["gates"] = evaluate_gates(manifest, opts.gates)
-        write_json(tmp / "manifest.json", manifest)
+            manifest.gates = evaluate_gates(manifest, opts.gates)
+        write_manifest(tmp, manifest)
         write_reports(tmp, manifest)
-        if quant_sections:  # calibration set and precision: auto decisions (edgekit/compilation.py)
-            with open(tmp / "report.md", "a") as report:
-                report.write(selection_markdown(manifest))
-        if robustness:  # robustness (issue 17)
-            with open(tmp / "report.md", "a") as report:
-                report.write(robustness_markdown(robustness))
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})
-    manifest["bundle"] = str(out)
+    manifest.bundle = str(out)
     return manifest
 
 

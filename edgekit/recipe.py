@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekit.errors import EdgekitError
 from edgekit.resources import shipped_dir
@@ -28,6 +28,55 @@ class StageEntry(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OnnxRuntimeOptions(_Strict):
+    """What ``backends/onnx_quant.py`` reads (the TensorRT QDQ export uses its own fixed settings)."""
+
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    reduce_range: bool | Literal["auto"] = Field("auto", description="7-bit weights; auto: on x86 without VNNI")
+    activation_type: Literal["U8", "S8"] | None = Field(None, description="default: U8 on x86, S8 on Arm")
+
+    @field_validator("reduce_range", mode="before")
+    @classmethod
+    def _reduce_range(cls, v: Any) -> Any:
+        if v is True or v is False or v == "auto":
+            return v
+        raise ValueError(f"{v!r} is not one of: true, false, auto")
+
+    @field_validator("activation_type", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class OpenVinoOptions(_Strict):
+    preset: Literal["performance", "mixed"] = "performance"
+
+
+class TensorRTOptions(_Strict):
+    version: str | None = Field(None, description="TensorRT version on the device (calibration cache header)")
+
+
+class TfliteOptions(_Strict):
+    """The LiteRT backend reads no options yet; any key is a typo."""
+
+
+class CompileOptions(_Strict):
+    """``compile.options``, one section per backend, validated when the recipe loads so that a typo
+    or an unknown value fails before any training (backends read them as a plain dict)."""
+
+    onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
+    openvino: OpenVinoOptions = OpenVinoOptions()
+    tensorrt: TensorRTOptions = TensorRTOptions()
+    tflite: TfliteOptions = TfliteOptions()
+
+    def for_backends(self) -> dict[str, dict[str, Any]]:
+        return self.model_dump(mode="json")
+
+
 class CompileSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Precisions to compile; "target" means the target's default precision, "auto" lets the
@@ -35,7 +84,7 @@ class CompileSettings(BaseModel):
     precisions: list[str] = Field(default_factory=lambda: ["fp32"])
     backends: list[str] | None = Field(None, description="override the target's backend list")
     max_accuracy_drop: float | None = Field(None, description="percentage points vs the PyTorch model")
-    options: dict[str, Any] = Field(default_factory=dict, description="per-backend options")
+    options: CompileOptions = Field(default_factory=CompileOptions, description="per-backend options")
     calibration_size: int = Field(300, ge=1, description="INT8 calibration images (see calibration/README.md)")
     calibration_seed: int | None = Field(None, description="default: the recipe's seed")
 
@@ -137,9 +186,24 @@ def validate_stage_params(recipe: Recipe) -> None:
             raise EdgekitError(f"recipe stage '{entry.name}' has bad settings: {_first_error(err)}") from None
 
 
-def _first_error(err: Exception) -> str:
+def _first_error(err: Exception, model: type[BaseModel] = Recipe) -> str:
     if isinstance(err, ValidationError):
         e = err.errors()[0]
         loc = ".".join(str(p) for p in e["loc"])
-        return f"{loc}: {e['msg']}"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, e["loc"][:-1])
+            msg = f"unknown key (allowed: {', '.join(allowed) or 'none'})" if allowed is not None else msg
+        return f"{loc}: {msg}"
     return str(err).splitlines()[0]
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names of the model at ``loc`` (for an unknown-key error), or None when it is not a model."""
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return list(model.model_fields)

@@ -160,3 +160,23 @@ def test_inspect_reports_params_macs_layers():
     assert any(layer["name"] == "fc" and layer["output"] == [1, 10] for layer in info["layers"])
     human = run_cli("inspect", "torchvision:resnet18?weights=none")
     assert "MACs 1,814" in human.stdout and "layer4.1.conv2" in human.stdout
+
+
+@pytest.mark.parametrize("options, needles", [
+    ("{onnxruntime: {calibration_metod: entropy}}", ["compile.options.onnxruntime.calibration_metod",
+                                                      "calibration_method"]),
+    ("{openvino: {preset: fast}}", ["compile.options.openvino.preset", "'performance' or 'mixed'"]),
+])
+def test_bad_compile_option_fails_before_training(tmp_path, options, needles):
+    """A typo in compile.options (or a value the backend does not know) is a usage error at load
+    time: exit 2, one line naming the key and what is allowed, in seconds (before any stage)."""
+    import time
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"stages:\n  - finetune: {{epochs: 50}}\ncompile:\n  options: {options}\n")
+    started = time.perf_counter()
+    result = run_cli("compress", "--recipe", str(recipe), "--out", str(tmp_path / "b"))
+    assert time.perf_counter() - started < 5
+    assert result.returncode == 2
+    _one_line_error(result, *needles)
+    _no_bundle_left(tmp_path / "b")

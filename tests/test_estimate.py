@@ -11,7 +11,7 @@ from bundle_fixture import RECIPE
 from conftest import run_cli
 from edgekit.errors import EdgekitError
 from edgekit.models import load_model
-from edgekit.profiling.complexity import count_macs
+from edgekit.models.complexity import count_macs
 from edgekit.profiling.estimate import estimate, layer_costs
 from edgekit.targets import load_target
 

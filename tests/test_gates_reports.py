@@ -14,6 +14,7 @@ from bundle_fixture import RECIPE
 from conftest import run_cli
 from edgekit.errors import EXIT_GATE_FAILED
 from edgekit.gates import Gates, evaluate_gates
+from edgekit.manifest import read_manifest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -40,14 +41,14 @@ def test_failed_gate_writes_bundle_then_exits_3(tmp_path):
 
 
 def test_gates_pass_when_one_artifact_meets_all(small_bundle):
-    manifest = json.loads((small_bundle / "manifest.json").read_text())
+    manifest = read_manifest(small_bundle)
     result = evaluate_gates(manifest, Gates(max_accuracy_drop=1.0, max_latency_ms=1000))
-    assert result["passed"] and set(result["deployable"]) == {a["name"] for a in manifest["artifacts"]}
-    slowest = max(a["metrics"]["latency"]["p50_ms"] for a in manifest["artifacts"])
-    fastest = min(a["metrics"]["latency"]["p50_ms"] for a in manifest["artifacts"])
+    assert result.passed and set(result.deployable) == {a.name for a in manifest.artifacts}
+    slowest = max(a.metrics.latency.p50_ms for a in manifest.artifacts)
+    fastest = min(a.metrics.latency.p50_ms for a in manifest.artifacts)
     if fastest < slowest:
         mid = evaluate_gates(manifest, Gates(max_latency_ms=(fastest + slowest) / 2))
-        assert mid["passed"] and len(mid["deployable"]) == 1
+        assert mid.passed and len(mid.deployable) == 1
     with pytest.raises(Exception, match="negative"):
         Gates(max_accuracy_drop=-1)
 
@@ -75,3 +76,30 @@ def test_html_report_renders_in_chromium(small_bundle, tmp_path):
     assert artifacts_table.count("<tr>") == 1 + len(manifest["artifacts"])
     for external in ('src="http', "src='http", 'href="http', "<link", "url(http"):   # self-contained: nothing fetched
         assert external not in dom, external
+
+
+def test_manifest_round_trip_and_one_line_errors(small_bundle, tmp_path):
+    """manifest.json is read only through edgekit.manifest: what it writes it reads back unchanged,
+    and a missing, older or broken manifest is one line naming the file, not a KeyError later."""
+    from edgekit.errors import EdgekitError
+    from edgekit.manifest import SCHEMA_VERSION, write_manifest
+
+    manifest = read_manifest(small_bundle)
+    assert manifest.schema_version == SCHEMA_VERSION == 2 and manifest.bundle == str(small_bundle)
+    copy = tmp_path / "copy"
+    write_manifest(copy, manifest)
+    assert json.loads((copy / "manifest.json").read_text()) == json.loads((small_bundle / "manifest.json").read_text())
+    data = json.loads((small_bundle / "manifest.json").read_text())
+    cases = {"missing": None, "old": {k: v for k, v in data.items() if k != "schema_version"},
+             "broken": {**data, "reference": {"accuracy": {"top1": "high"}}}}
+    for name, content in cases.items():
+        bundle = tmp_path / name
+        bundle.mkdir()
+        if content is not None:
+            (bundle / "manifest.json").write_text(json.dumps(content))
+        with pytest.raises(EdgekitError) as err:
+            read_manifest(bundle)
+        message = str(err.value)
+        assert "\n" not in message and ("manifest schema 1" in message if name == "old" else True)
+        assert {"missing": "not an edgekit bundle", "old": "this edgekit reads schema 2",
+                "broken": "reference.accuracy.top1"}[name] in message

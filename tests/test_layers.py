@@ -12,18 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest layer first. A module may import modules of its own layer or of a lower one, never a higher one.
 # Entries are module prefixes; a module belongs to its longest matching entry. Most entries are whole
 # packages; a few modules sit in a different layer than their package and are listed on their own:
-#   - profiling.complexity counts MACs/params of an nn.Module (pure torch): stages and pruning use it,
-#     so it is model analysis, below them (it could move to models/);
-#   - profiling's measurement (runner, latency, artifacts, estimate) sits below compile: compile units
+#   - profiling's measurement (latency, artifacts, estimate, robustness) sits below compile: compile units
 #     go "through the same ... profiler and estimator" (issue 13), i.e. compile calls the profiler;
 #   - profiling.bench/remote (`edgekit bench`) merge results into a bundle and re-render its reports,
 #     so they sit above bundle/reports, with the other commands built on bundles;
-#   - split spans layers: the SplitModel is a model built by a stage, split.deploy compiles its halves,
-#     split.bundle/report write and render them, split.client/server/profile run a split bundle.
+#   - split spans layers: the SplitModel and its head/tail/transfer helpers are built by a stage;
+#     split.bundle reads a split bundle, split.client/server/profile run one (its report section is reports.split).
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["edgekit", "edgekit.errors", "edgekit.spec", "edgekit.registry", "edgekit.resources",
                     "edgekit.ui", "edgekit.targets"]),
-    ("models", ["edgekit.models", "edgekit.profiling.complexity"]),
+    ("models", ["edgekit.models"]),
     # runtime is a leaf (stdlib + numpy, shipped to devices as is), so it sits below data: the host's
     # image-folder decoding uses runtime.preprocess, the very function the device runner uses (issue 16).
     ("runtime", ["edgekit.runtime"]),
@@ -33,9 +31,9 @@ LAYERS: list[tuple[str, list[str]]] = [
                 "edgekit.split.transfer", "edgekit.recipe"]),
     ("backends", ["edgekit.backends"]),
     ("measure", ["edgekit.profiling"]),
-    ("compile", ["edgekit.compilation", "edgekit.split.deploy"]),
-    ("bundle/reports", ["edgekit.bundle", "edgekit.reports", "edgekit.gates", "edgekit.split.bundle",
-                        "edgekit.split.report"]),
+    ("compile", ["edgekit.compilation"]),
+    ("bundle/reports", ["edgekit.bundle", "edgekit.manifest", "edgekit.reports", "edgekit.gates",
+                        "edgekit.split.bundle"]),
     ("commands", ["edgekit.pipeline", "edgekit.profiling.bench", "edgekit.profiling.remote",
                   "edgekit.split.profile", "edgekit.split.client", "edgekit.split.server", "edgekit.split.netns"]),
     ("cli", ["edgekit.cli", "edgekit.__main__"]),

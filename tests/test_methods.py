@@ -20,11 +20,12 @@ from edgekit.backends.onnxruntime import OrtSession
 from edgekit.data import load_data
 from edgekit.errors import EdgekitError
 from edgekit.models import load_checkpoint, load_model, save_checkpoint
-from edgekit.profiling.complexity import count_macs
+from edgekit.models.complexity import count_macs
 from edgekit.pruning.lowrank import candidates, factorize_layer, factorize_model, rank_for
 from edgekit.models.factorized import replace_layer
 from edgekit.recipe import RobustnessSettings
-from edgekit.profiling.robustness import corrupt, fgsm, pgd, pixel_images, robustness_markdown, robustness_section
+from edgekit.profiling.robustness import corrupt, fgsm, pgd, pixel_images, robustness_section
+from edgekit.reports.robustness import robustness_markdown
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import load_target
 from edgekit.training import TrainParams, evaluate_module, train

@@ -11,7 +11,7 @@ import torchvision
 
 from edgekit.errors import EdgekitError
 from edgekit.models import load_checkpoint, load_model, save_checkpoint
-from edgekit.profiling.complexity import count_macs, count_params
+from edgekit.models.complexity import count_macs, count_params
 
 
 def test_builtin_models_build_and_count():

@@ -18,7 +18,7 @@ from edgekit.backends.onnxruntime import OrtSession
 from edgekit.data import load_data
 from edgekit.errors import EdgekitError
 from edgekit.models import load_checkpoint, load_model, save_checkpoint
-from edgekit.profiling.complexity import count_macs
+from edgekit.models.complexity import count_macs
 from edgekit.pruning import channel_table, structured_prune, StructuredPlan
 from edgekit.pruning.sparsity import is_2_4_sparse
 from edgekit.stages import STAGES, StageContext

@@ -450,3 +450,20 @@ def test_quantize_stage_qat_runs_and_keeps_architecture(digits, teacher, tmp_pat
     res2 = skip.run(StageContext(model=copy.deepcopy(teacher), teacher=teacher, data=digits,
                                  target=load_target("x86-cpu"), work_dir=tmp_path / "2"))
     assert not res2.metrics["qat"] and not res2.changed_model and "not needed" in res2.metrics["why"]
+
+
+def test_selection_is_per_part_and_deploy_is_the_whole_model():
+    """A split model's head and tail candidates are chosen among themselves (never against the whole
+    model's), and the deploy recommendation stays a whole-model artifact."""
+    from edgekit.compilation import recommend, select_precisions
+
+    arts = [_fake("onnxruntime-fp32", "fp32", 90.0, 2.0), _fake("onnxruntime-int8", "int8", 89.9, 1.0),
+            _fake("head-onnxruntime-fp32", "fp32", 90.0, 0.2), _fake("head-onnxruntime-int8", "int8", 89.8, 0.1)]
+    for a in arts:
+        a.backend = "onnxruntime"
+    for a in arts[2:]:
+        a.meta["split_part"] = "head"
+    decisions = select_precisions(arts, 90.0, 1.0)
+    assert [(d["part"], d["chosen"]) for d in decisions] == [("whole", "onnxruntime-int8"),
+                                                              ("head", "head-onnxruntime-int8")]
+    assert recommend(decisions)["artifact"] == "onnxruntime-int8"

@@ -98,7 +98,7 @@ def split_bundle(tmp_path_factory) -> tuple[Path, dict]:
     from edgekit.pipeline import CompressOptions, compress
 
     out = tmp_path_factory.mktemp("split") / "bundle"
-    manifest = compress(CompressOptions(recipe=str(RECIPE), out=out))
+    manifest = compress(CompressOptions(recipe=str(RECIPE), out=out)).as_json()
     return out, manifest
 
 
@@ -120,6 +120,51 @@ def test_bundle_has_head_and_tail_with_quantization(split_bundle):
     # the pair still classifies digits (teacher ~97%; a 32-byte bottleneck after short training)
     assert manifest["reference"]["accuracy"]["top1"] > 75
     assert "report.md" in os.listdir(out)
+
+
+@pytest.mark.parametrize("target", ["x86-cpu", "rpi4", "jetson-orin-nano"])
+def test_split_int8_heads_for_every_device_backend(tmp_path, target):
+    """``precisions: [fp32, int8]`` with a bottleneck recipe: every backend of the target gets an INT8
+    head, calibrated and measured through head -> uint8 -> tail like the whole model's artifacts
+    (TensorRT: on ONNX Runtime from its QDQ ONNX), with the head's own estimate where the device is
+    remote; the tail is INT8 too, calibrated on the head's outputs."""
+    from edgekit.pipeline import CompressOptions, compress
+    from edgekit.targets import load_target
+
+    recipe = tmp_path / "split-int8.yaml"
+    recipe.write_text(RECIPE.read_text().replace("precisions: [fp32]", "precisions: [fp32, int8]"))
+    out = tmp_path / "bundle"
+    manifest = compress(CompressOptions(recipe=str(recipe), target=target, out=out)).as_json()
+    backends = load_target(target).backends
+    names = {a["name"]: a for a in manifest["artifacts"]}
+    ref = manifest["reference"]["accuracy"]["top1"]
+    assert set(manifest["split"]["head"]["artifacts"]) == {f"head-{b}-{p}" for b in backends for p in ("fp32", "int8")}
+    for backend in backends:
+        head, whole = names[f"head-{backend}-int8"], names[f"{backend}-int8"]
+        assert head["meta"]["split_part"] == "head" and all((out / f).is_file() for f in head["files"])
+        assert all(f.startswith("artifacts/head/") for f in head["files"])
+        m = head["metrics"]
+        assert m["accuracy"]["samples"] == manifest["data"]["test"]          # the pair, on the test split
+        assert abs(m["accuracy"]["top1"] - ref) < 5.0 and m["agreement"]["top1_agreement"] > 90
+        if backend == "tensorrt":
+            assert "proxy" in m["accuracy"]["measured"] and m["latency"]["measured"] == "estimated"
+            build = head["meta"]["build"]
+            assert build["onnx"].startswith("artifacts/head/trt/") and (out / build["onnx"]).is_file()
+            from edgekit.cli.build_engine import _build_settings
+
+            assert _build_settings(out, "int8", "head") == build                  # build-engine --part head
+            assert _build_settings(out, "int8")["onnx"].startswith("artifacts/trt/")   # default: the whole model
+            sh = out / "artifacts/head/trt/build_int8.sh"
+            assert 'cd "$(dirname "$0")/../../.."' in sh.read_text() and subprocess.run(["sh", "-n", str(sh)]).returncode == 0
+        else:
+            assert m["latency"]["measured"] == "host" and m["latency"]["p50_ms"] > 0
+        if load_target(target).reach != "local":   # the head's own cost on the device, not the whole model's
+            assert m["estimate"]["target"] == target
+            assert m["estimate"]["latency_ms"] < whole["metrics"]["estimate"]["latency_ms"]
+    tail = names["tail-onnxruntime-int8"]
+    assert tail["meta"]["calibration_images"] == manifest["calibration"]["size"]
+    assert abs(tail["metrics"]["accuracy"]["top1"] - ref) < 5.0
+    assert manifest["split"]["tail"]["artifact"] == "tail-onnxruntime-fp32"
 
 
 def _free_port() -> int:
@@ -201,10 +246,12 @@ def test_serve_tail_requires_a_token(split_bundle):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_split_commands_refuse_a_bundle_without_split(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": []}))
-    result = run_cli("split-profile", str(tmp_path))
+def test_split_commands_refuse_a_bundle_without_split(small_bundle, tmp_path):
+    result = run_cli("split-profile", str(small_bundle))
     assert result.returncode == 2 and "holds no split model" in result.stderr
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": []}))     # written before schema 2
+    old = run_cli("split-profile", str(tmp_path))
+    assert old.returncode == 2 and "manifest schema 1" in old.stderr and len(old.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -48,11 +48,17 @@ class CompileRequest:
     target: Target
     calibration: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    reference: Any = None             # optional callable for accuracy-aware compilation
+    # Where under artifacts/ the files go: "" for the whole model, "head" / "tail" for a split model's
+    # parts (artifacts/head/...), so parts compile with the same backends into their own folders.
+    subdir: str = ""
     # Labelled model-ready data (inputs, labels) for accuracy-aware quantization, and its bound in
     # percentage points (the recipe's compile.max_accuracy_drop).
     validation: tuple[np.ndarray, np.ndarray] | None = None
     max_accuracy_drop: float | None = None
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.out_dir / "artifacts" / self.subdir if self.subdir else self.out_dir / "artifacts"
 
 
 class Backend:

@@ -26,11 +26,11 @@ class OnnxRuntime(Backend):
         ort = self.runtime()
         if precision not in self.precisions:
             raise EdgekitError(f"onnxruntime backend cannot compile {precision}", "use precision fp32 or int8")
-        path = request.out_dir / "artifacts" / "model.onnx"
+        path = request.artifacts_dir / "model.onnx"
         if precision == "fp32":
             meta = export_onnx(model.module, model.spec, path)
         else:  # the FP32 graph is an intermediate here; only the QDQ file goes in the bundle
-            path = request.out_dir / "artifacts" / "model_int8.onnx"
+            path = request.artifacts_dir / "model_int8.onnx"
             with tempfile.TemporaryDirectory() as tmp:
                 fp32 = Path(tmp) / "model.onnx"
                 meta = export_onnx(model.module, model.spec, fp32)

@@ -51,7 +51,7 @@ class OpenVino(Backend):
             ov_options = request.options.get("openvino", {})
             ov_model, quant_meta = nncf_int8(ov_model, request.calibration, request.validation,
                                              request.max_accuracy_drop, ov_options.get("preset", "performance"))
-        xml = request.out_dir / "artifacts" / "openvino" / f"model_{precision}.xml"
+        xml = request.artifacts_dir / "openvino" / f"model_{precision}.xml"
         xml.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(ov_model, str(xml), compress_to_fp16=compress)
         files, size, sha = describe_files(request.out_dir, [xml, xml.with_suffix(".bin")])

@@ -84,7 +84,7 @@ class TensorRT(Backend):
     def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
         if precision not in self.precisions:
             raise EdgekitError(f"tensorrt backend cannot compile {precision}", "use fp32, fp16 or int8")
-        out = request.out_dir / "artifacts" / "trt"
+        out = request.artifacts_dir / "trt"
         out.mkdir(parents=True, exist_ok=True)
         c, h, w = model.spec.input_shape
         batches = batch_profile(request.target)
@@ -108,7 +108,7 @@ class TensorRT(Backend):
             meta["int8_modes"] = {"explicit": "model_int8_qdq.onnx (QDQ; no calibrator needed)",
                                   "implicit": "model.onnx + calibration.cache (IInt8EntropyCalibrator2 cache)"}
         onnx_rel = str(onnx_file.relative_to(request.out_dir))
-        engine_rel = f"artifacts/trt/model_{precision}.engine"
+        engine_rel = str((out / f"model_{precision}.engine").relative_to(request.out_dir))
         commands = build_commands(onnx_rel, engine_rel, precision, shape)
         if precision == "int8":
             commands["trtexec_implicit"] = build_commands(str(fp32.relative_to(request.out_dir)), engine_rel,
@@ -119,8 +119,9 @@ class TensorRT(Backend):
         build_json = out / f"build_{precision}.json"
         build_json.write_text(json.dumps(build, indent=2) + "\n")
         build_sh = out / f"build_{precision}.sh"
+        up = "/".join([".."] * len(build_sh.parent.relative_to(request.out_dir).parts))  # to the bundle root
         build_sh.write_text("#!/bin/sh\n# Build the TensorRT engine on the device; run from the bundle root.\n"
-                            "set -e\ncd \"$(dirname \"$0\")/../..\"\n"
+                            f"set -e\ncd \"$(dirname \"$0\")/{up}\"\n"
                             f"if command -v edgekit >/dev/null 2>&1; then\n  {commands['edgekit']}\nelse\n"
                             f"  {commands['trtexec']}\nfi\n")
         build_sh.chmod(0o755)

@@ -46,7 +46,7 @@ class Tflite(Backend):
         c, h, w = model.spec.input_shape
         module = litert_torch.to_channel_last_io(copy.deepcopy(model.module).eval(), args=[0])
         sample = (torch.zeros(1, h, w, c),)
-        path = request.out_dir / "artifacts" / f"model_{precision}.tflite"
+        path = request.artifacts_dir / f"model_{precision}.tflite"
         path.parent.mkdir(parents=True, exist_ok=True)
         meta: dict = {"converter": f"litert-torch {litert_torch.__version__}", "layout": "NHWC"}
         target = request.target.name

@@ -55,8 +55,8 @@ def bench_command(
 
       edgekit bench runs/fm --host pi@raspberrypi.local -i ~/.ssh/id_ed25519
     """
+    from edgekit.manifest import read_manifest
     from edgekit.profiling.bench import BenchSettings, bench_bundle
-    from edgekit.bundle import read_manifest
 
     if runs < 1 or warmup < 0 or batch < 1 or (limit is not None and limit < 1):
         raise EdgekitError("--runs, --batch and --limit must be >= 1 and --warmup >= 0")
@@ -71,14 +71,13 @@ def bench_command(
                                  python=remote_python, timeout=timeout)
     entry = bench_bundle(bundle, settings, remote=remote, update_bundle=not no_update)
     if json_out:
-        print_json(entry)
+        print_json(entry.model_dump(mode="json", exclude_none=True))
         return
-    manifest = read_manifest(bundle) if not no_update else {"artifacts": read_manifest(bundle)["artifacts"],
-                                                            "benchmarks": [entry]}
-    if entry["results"]:
-        stdout.print(table(bench_title(entry), BENCH_COLUMNS, bench_rows(manifest, entry)))
-    est = estimate_rows({"artifacts": manifest["artifacts"], "benchmarks": [entry]})
-    if entry.get("estimates") and est:
+    artifacts = read_manifest(bundle).artifacts
+    if entry.results:
+        stdout.print(table(bench_title(entry), BENCH_COLUMNS, bench_rows(artifacts, entry)))
+    est = estimate_rows(artifacts, [entry])
+    if entry.estimates and est:
         stdout.print(table("estimated (not measured: these artifacts cannot run here)", ESTIMATE_COLUMNS, est))
     if not no_update:
         stdout.print(f"results merged into {bundle / 'manifest.json'} and {bundle / 'report.html'}")

@@ -19,20 +19,21 @@ from edgekit.runtime import MissingRuntime, RuntimeLayerError, import_runtime
 from edgekit.runtime.tensorrt_engine import PRECISIONS, EnginePlan, build_engine, engine_plan
 
 
-def _plan(bundle: Path, precision: Optional[str]) -> tuple[EnginePlan, str]:
+def _plan(bundle: Path, precision: Optional[str], part: str = "whole") -> tuple[EnginePlan, str]:
     """The build plan the bundle's TensorRT artifact records (the device runner reads the same one)
     and the engine path it names."""
-    from edgekit.bundle import read_manifest
+    from edgekit.manifest import read_manifest
 
     manifest = read_manifest(bundle)
-    trt = [a for a in manifest.get("artifacts", []) if a["backend"] == "tensorrt"
-           and (precision is None or a["precision"] == precision)]
+    trt = [a for a in manifest.artifacts if a.backend == "tensorrt" and a.part == part
+           and (precision is None or a.precision == precision)]
     if not trt:
-        raise EdgekitError(f"bundle {bundle} has no TensorRT artifact" + (f" for {precision}" if precision else ""),
+        raise EdgekitError(f"bundle {bundle} has no TensorRT artifact" + (f" for {precision}" if precision else "")
+                           + ("" if part == "whole" else f" of the split {part}"),
                            "compress with a TensorRT target, e.g. --target jetson-orin-nano")
-    chosen = next((a for a in trt if a.get("meta", {}).get("chosen")), trt[0])
+    chosen = next((a for a in trt if a.meta.get("chosen")), trt[0])
     try:
-        return engine_plan(chosen, bundle), chosen["meta"]["build"].get("engine")
+        return engine_plan(chosen.model_dump(mode="json"), bundle), chosen.meta["build"].get("engine")
     except RuntimeLayerError as err:
         raise EdgekitError(err.problem, err.hint) from None
 
@@ -50,6 +51,7 @@ def build_engine_command(
     recalibrate: bool = typer.Option(False, help="implicit INT8: recalibrate with TensorRT's entropy calibrator "
                                      "from the bundle's calibration.npz (rewrites the cache)"),
     workspace_mb: int = typer.Option(1024, help="builder workspace (MiB)"),
+    part: str = typer.Option("whole", help="whole | head: which model of a split bundle to build"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Build a TensorRT engine (on the device) from a bundle made for a TensorRT target."""
@@ -59,10 +61,12 @@ def build_engine_command(
         raise EdgekitError("building a TensorRT engine needs the Python package 'tensorrt', which is not installed "
                            "here", "run build-engine on the Jetson/GPU machine (JetPack ships tensorrt; elsewhere: "
                            "pip install 'edgekit[tensorrt]' with NVIDIA's index)") from None
+    if part not in ("whole", "head", "tail"):
+        raise EdgekitError(f"--part {part!r} is not whole, head or tail")
     if precision is not None and precision not in PRECISIONS:
         raise EdgekitError(f"--precision {precision!r} is not fp32, fp16 or int8")
     if onnx is None or precision is None:
-        plan, engine_rel = _plan(bundle, precision)
+        plan, engine_rel = _plan(bundle, precision, part)
     else:
         plan, engine_rel = EnginePlan(onnx=bundle / onnx, precision=precision), None
     lo, opt, hi = plan.batches

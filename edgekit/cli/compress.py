@@ -9,9 +9,8 @@ import typer
 
 from edgekit.cli import app
 from edgekit.cli.common import parse_size, print_json, stdout, table
-from edgekit.pipeline import CompressOptions, compress
 from edgekit.gates import Gates, gate_failure
-from edgekit.reports.tables import ARTIFACT_COLUMNS, GATE_COLUMNS, artifact_rows, gate_rows
+from edgekit.reports.tables import ARTIFACT_COLUMNS, GATE_COLUMNS, artifact_rows, fmt, gate_rows, skipped_label
 
 
 @app.command("compress")
@@ -55,6 +54,14 @@ def compress_command(
 
       edgekit compress -m torchvision:resnet50 -d ./my-images -t jetson-orin-nano
     """
+    from edgekit.recipe import load_recipe
+    from edgekit.targets import load_target
+
+    # Usage errors in the target or recipe (an unknown compile.options key...) fail here, in seconds,
+    # before the pipeline imports the runtimes.
+    load_recipe(recipe or load_target(target).recipe)
+    from edgekit.pipeline import CompressOptions, compress
+
     opts = CompressOptions(model=model, data=data, recipe=recipe, target=target, out=out, force=force, arch=arch,
                            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
                            resume=resume, threads=threads, server_target=server_target,
@@ -62,24 +69,24 @@ def compress_command(
                            skip_broken_images=skip_broken_images,
                            overrides={"max_accuracy_drop": max_accuracy_drop} if max_accuracy_drop is not None else {})
     manifest = compress(opts)
-    if "bundle" not in manifest:
+    if manifest is None:
         return  # a non-zero rank under torchrun: rank 0 reports
     failure = gate_failure(manifest)
     if json_out:
-        print_json(manifest)
+        print_json(manifest.as_json())
         if failure:
             raise failure
         return
-    ref = manifest["reference"]["accuracy"]
-    stdout.print(table(f"artifacts (PyTorch reference top-1 {ref['top1']:.2f}%)", ARTIFACT_COLUMNS,
+    ref = manifest.reference.accuracy
+    stdout.print(table(f"artifacts (PyTorch reference top-1 {ref.top1:.2f}%)", ARTIFACT_COLUMNS,
                        artifact_rows(manifest)))
-    for s in manifest["skipped"]:
-        stdout.print(f"[dim]not produced: {s['backend']} {s['precision']}: {s['reason']}[/dim]")
-    if manifest.get("deploy"):
-        d = manifest["deploy"]
-        stdout.print(f"deploy: [bold]{d['artifact']}[/bold] — top-1 {d['top1']:.2f}%, {d['reason']}")
-    stdout.print(f"bundle: [bold]{manifest['bundle']}[/bold] ({manifest['seconds']:.0f} s)")
-    if manifest.get("gates"):
+    for s in manifest.skipped:
+        stdout.print(f"[dim]not produced: {skipped_label(s)}: {s.reason}[/dim]")
+    if manifest.deploy:
+        d = manifest.deploy
+        stdout.print(f"deploy: [bold]{d.artifact}[/bold] — top-1 {fmt(d.top1)}%, {d.reason}")
+    stdout.print(f"bundle: [bold]{manifest.bundle}[/bold] ({manifest.seconds or 0:.0f} s)")
+    if manifest.gates:
         stdout.print(table("CI gates", GATE_COLUMNS, gate_rows(manifest)))
     if failure:
         raise failure

@@ -8,8 +8,6 @@ import typer
 
 from edgekit.cli import app
 from edgekit.cli.common import parse_size, print_json, stdout, table
-from edgekit.models import load_model
-from edgekit.profiling.complexity import count_macs, count_params, layer_table
 
 
 @app.command("inspect")
@@ -22,6 +20,9 @@ def inspect_command(
     json_out: bool = typer.Option(False, "--json", help="print as JSON"),
 ) -> None:
     """Show a model's parameters, MACs (counted by torch.utils.flop_counter), input spec and layers."""
+    from edgekit.models import load_model  # torch: only when the command runs
+    from edgekit.models.complexity import count_macs, count_params, layer_table
+
     loaded = load_model(model, num_classes=num_classes, arch=arch, input_size=parse_size(input_size),
                         trust_pickle=trust_pickle)
     layers = layer_table(loaded.module, loaded.spec)

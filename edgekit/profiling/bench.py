@@ -24,8 +24,9 @@ from typing import Callable
 import numpy as np
 
 from edgekit import ui
-from edgekit.bundle import read_manifest, write_json
+from edgekit.bundle import write_json
 from edgekit.errors import EdgekitError
+from edgekit.manifest import ArtifactRecord, BenchEntry, Manifest, read_manifest, write_manifest
 from edgekit.runtime import EXIT_MISSING_RUNTIME, device_identity, package_files
 
 SHIPPED_PACKAGE = "edgekit_runtime"
@@ -55,9 +56,10 @@ class BenchSettings:
     artifacts: list[str] = field(default_factory=list)    # names to bench ([] -> all)
 
 
-def select_artifacts(manifest: dict, names: list[str], remote: bool) -> tuple[list[dict], list[dict]]:
+def select_artifacts(manifest: Manifest, names: list[str], remote: bool
+                     ) -> tuple[list[ArtifactRecord], list[ArtifactRecord]]:
     """(artifacts to run, artifacts that cannot run here). On a device everything is attempted."""
-    known = {a["name"]: a for a in manifest.get("artifacts", [])}
+    known = {a.name: a for a in manifest.artifacts}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise EdgekitError(f"no artifact named {', '.join(unknown)} in the bundle",
@@ -65,17 +67,16 @@ def select_artifacts(manifest: dict, names: list[str], remote: bool) -> tuple[li
     chosen = [known[n] for n in names] if names else list(known.values())
     if remote:
         return chosen, []
-    return ([a for a in chosen if a.get("runnable_here", True)], [a for a in chosen if not a.get("runnable_here", True)])
+    return [a for a in chosen if a.runnable_here], [a for a in chosen if not a.runnable_here]
 
 
-def write_eval_inputs(manifest: dict, source: str | None, limit: int | None, path: Path) -> dict:
+def write_eval_inputs(manifest: Manifest, source: str | None, limit: int | None, path: Path) -> dict:
     """Model-ready test inputs + labels (float32 NCHW, through the bundle's ModelSpec) -> ``path`` (.npz)."""
     from edgekit.data import load_data_for
     from edgekit.data.core import prepared_batches
-    from edgekit.spec import ModelSpec
 
-    spec = ModelSpec(**manifest["final_model"]["spec"])
-    source = source or manifest["data"]["source"]
+    spec = manifest.final_model.spec
+    source = source or manifest.data.source
     data = load_data_for(source, spec)  # decoded as in training/evaluation: the spec's resize + crop
     if data.num_classes != spec.num_classes:
         raise EdgekitError(f"data source '{source}' has {data.num_classes} classes but the model has "
@@ -89,10 +90,10 @@ def write_eval_inputs(manifest: dict, source: str | None, limit: int | None, pat
             "transform": spec.transform()}
 
 
-def make_job(manifest: dict, artifacts: list[dict], settings: BenchSettings, where: str) -> dict:
-    batch_sizes = settings.batch_sizes or list(manifest.get("target", {}).get("input", {}).get("batch", [1]))
-    return {"artifacts": [{k: a.get(k) for k in ("name", "backend", "runtime", "precision", "path", "files",
-                                                  "layout", "input_shape", "meta")} for a in artifacts],
+def make_job(manifest: Manifest, artifacts: list[ArtifactRecord], settings: BenchSettings, where: str) -> dict:
+    batch_sizes = settings.batch_sizes or list(manifest.target.input.batch or [1])
+    fields = {"name", "backend", "runtime", "precision", "path", "files", "layout", "input_shape", "meta"}
+    return {"artifacts": [a.model_dump(mode="json", include=fields) for a in artifacts],
             "data": "eval.npz", "warmup": settings.warmup, "runs": settings.runs,
             "max_seconds": settings.max_seconds, "batch": settings.batch, "batch_sizes": batch_sizes,
             "threads": settings.threads, "eval_batch": settings.eval_batch, "where": where,
@@ -148,7 +149,7 @@ def missing_runtime_error(results: dict, where: str) -> EdgekitError:
                         f"install {package} there")
 
 
-def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bundle: bool = True) -> dict:
+def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bundle: bool = True) -> BenchEntry:
     """Benchmark a bundle; returns the bench entry (also merged into manifest.json and the reports)."""
     manifest = read_manifest(bundle)
     artifacts, not_here = select_artifacts(manifest, settings.artifacts, remote is not None)
@@ -162,7 +163,7 @@ def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bund
         with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, \
                 (remote.connected() if remote is not None else contextlib.nullcontext()) as client:
             work = Path(tmp)
-            ui.info(f"preparing eval inputs from {settings.data or manifest['data']['source']}")
+            ui.info(f"preparing eval inputs from {settings.data or manifest.data.source}")
             data_info = write_eval_inputs(manifest, settings.data, settings.limit, work / "eval.npz")
             job = make_job(manifest, artifacts, settings, where)
             with ui.progress(f"bench {where}", total=len(artifacts)) as bar:
@@ -173,41 +174,35 @@ def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bund
                     results = remote.run(client, job, work, bundle, sink)
         if results.get("exit_code") == EXIT_MISSING_RUNTIME:
             raise missing_runtime_error(results, "this host" if remote is None else remote.describe())
-    entry = {"where": where, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-             "device": results["device"], "data": data_info,
-             "settings": {k: v for k, v in settings.__dict__.items() if k not in ("data", "artifacts")},
-             "results": results["results"]}
-    if not_here:
-        entry["estimates"] = estimates_for(manifest, not_here, bundle)
+    entry = BenchEntry(where=where, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                       device=results["device"], data=data_info,
+                       settings={k: v for k, v in settings.__dict__.items() if k not in ("data", "artifacts")},
+                       results=results["results"],
+                       estimates=estimates_for(manifest, not_here, bundle) if not_here else None)
     if update_bundle:
         merge_into_bundle(bundle, entry)
     return entry
 
 
-def estimates_for(manifest: dict, artifacts: list[dict], bundle: Path) -> dict:
+def estimates_for(manifest: Manifest, artifacts: list[ArtifactRecord], bundle: Path) -> dict:
     """Roofline estimates for artifacts this host cannot run (labelled ``estimated``)."""
     from edgekit.profiling.estimate import estimate_for_bundle
 
     out = {}
     for art in artifacts:
         try:
-            out[art["name"]] = estimate_for_bundle(manifest, bundle, art)
+            out[art.name] = estimate_for_bundle(manifest, bundle, art)
         except EdgekitError as err:
-            out[art["name"]] = {"error": str(err)}
+            out[art.name] = {"error": str(err)}
     return out
 
 
-def merge_into_bundle(bundle: Path, entry: dict) -> dict:
+def merge_into_bundle(bundle: Path, entry: BenchEntry) -> Manifest:
     """Adds/replaces the bench entry for this (machine, data) in manifest.json and rewrites the reports."""
     from edgekit.reports.render import write_reports
 
     manifest = read_manifest(bundle)
-    key = (entry["where"], entry["device"].get("hostname"), entry["data"].get("source"))
-    kept = [b for b in manifest.get("benchmarks", [])
-            if (b["where"], b["device"].get("hostname"), b["data"].get("source")) != key]
-    manifest["benchmarks"] = kept + [entry]
-    tmp = bundle / f".manifest.json.tmp-{os.getpid()}"
-    write_json(tmp, manifest)
-    os.replace(tmp, bundle / "manifest.json")
+    manifest.benchmarks = [b for b in manifest.benchmarks if b.key != entry.key] + [entry]
+    write_manifest(bundle, manifest)
     write_reports(bundle, manifest)
     return manifest

@@ -47,7 +47,7 @@ class LayerCost:
 
 def layer_costs(module: nn.Module, spec: ModelSpec) -> list[LayerCost]:
     """Per-layer MACs, weights and activation sizes at batch 1 (forward hooks + torch's FLOP counter)."""
-    from edgekit.profiling.complexity import count_macs
+    from edgekit.models.complexity import count_macs
 
     _, macs = count_macs(module, spec, per_layer=True)
     sizes: dict[str, int] = {}
@@ -138,26 +138,22 @@ def estimate_module(module: nn.Module, spec: ModelSpec, target: Target, precisio
     return estimate(layer_costs(module, spec), target, precision, batch)
 
 
-def estimate_for_bundle(manifest: dict, bundle: Path, artifact: dict) -> dict:
-    """Estimate for an artifact of a bundle on the bundle's target (model rebuilt from artifacts/model.pt)."""
+def estimate_for_bundle(manifest, bundle: Path, artifact) -> dict:
+    """Estimate for an artifact (``manifest.ArtifactRecord``) of a bundle on the bundle's target, from
+    the model the artifact was compiled from (artifacts/model.pt; a split part's own module)."""
     from edgekit.models import load_checkpoint
-    from edgekit.targets import load_target
 
-    path = manifest.get("final_model", {}).get("path")
+    path = manifest.final_model.path
     if not path or not (bundle / path).is_file():
         raise EdgekitError("the bundle has no artifacts/model.pt to estimate from")
     model = load_checkpoint(bundle / path)
-    target = _bundle_target(manifest, load_target)
-    return estimate_module(model.module, model.spec, target, artifact["precision"])
+    module, spec = model.module, model.spec
+    if artifact.part != "whole":
+        from edgekit.split.deploy import split_parts
 
-
-def _bundle_target(manifest: dict, load_target) -> Target:
-    data = dict(manifest["target"])
-    data.pop("source_file", None)
-    try:
-        return Target(**data)
-    except Exception:  # noqa: BLE001 - an older manifest: fall back to the shipped file of that name
-        return load_target(manifest["target"]["name"])
+        part = dict(zip(("head", "tail"), split_parts(model)))[artifact.part]
+        module, spec = part.module, part.spec
+    return estimate_module(module, spec, manifest.target, artifact.precision)
 
 
 def fit_efficiency(samples: list[tuple[list[LayerCost], float]], base: DeviceModel) -> dict:

@@ -194,35 +194,3 @@ def robustness_section(input_model: LoadedModel | None, final_model: LoadedModel
             "corruptions": settings.corruptions, "severities": settings.severities,
             "severity_levels": {c: list(SEVERITY[c]) for c in settings.corruptions},
             "models": rows, "skipped": skipped}
-
-
-def _eps_label(eps: float) -> str:
-    n = eps * 255
-    return f"{round(n)}/255" if abs(n - round(n)) < 1e-6 else f"{eps:g}"
-
-
-def robustness_markdown(section: dict) -> str:
-    """The report's robustness section, rendered from the manifest section."""
-    eps = [_eps_label(e) for e in section["eps"]]
-    head = ["model", "attack"] + [f"{a.upper()} ε={e}" for a in section["attacks"] for e in eps]
-    lines = ["", "## Robustness", "",
-             f"Top-1 (%) on the first {section['samples']} test images. ε is an L∞ budget in [0, 1] pixels; "
-             f"PGD: {section['pgd_steps']} steps, random start. Artifact rows are *transfer* attacks: images "
-             "crafted on the final PyTorch model, run through the artifact's own runtime.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in section["models"]:
-        cells = [row["model"], row["attack"]] + [f"{v:.2f}" for a in section["attacks"] for v in row["attacks"][a]]
-        lines.append("| " + " | ".join(cells) + " |")
-    if section["corruptions"]:
-        sev = section["severities"]
-        head = ["model", "clean"] + [f"{c} s{s}" for c in section["corruptions"] for s in sev]
-        lines += ["", "Common corruptions (severity levels: " + "; ".join(
-            f"{c} {section['severity_levels'][c]}" for c in section["corruptions"]) + "):", "",
-                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for row in section["models"]:
-            cells = [row["model"], f"{row['clean']:.2f}"] + [f"{v:.2f}" for c in section["corruptions"]
-                                                              for v in row["corruptions"][c]]
-            lines.append("| " + " | ".join(cells) + " |")
-    for s in section.get("skipped", []):
-        lines.append(f"\n- not evaluated: {s['artifact']} ({s['reason']})")
-    return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from edgekit import ui
 from edgekit.errors import EdgekitError, MissingDependency
-from edgekit.profiling.complexity import count_macs
+from edgekit.models.complexity import count_macs
 from edgekit.pruning.layers import protected_layers
 from edgekit.spec import ModelSpec
 

@@ -10,34 +10,36 @@ from __future__ import annotations
 
 import io
 
+from edgekit.manifest import Estimate, Manifest
 
-def collect_points(manifest: dict) -> list[dict]:
+
+def collect_points(manifest: Manifest) -> list[dict]:
     """[{series, name, latency_ms, top1, estimated}] for every variant with both numbers."""
     points = []
     accuracy = {}
-    for a in manifest.get("artifacts", []):
-        m = a.get("metrics", {})
-        top1 = m.get("accuracy", {}).get("top1")
-        accuracy[a["name"]] = top1
-        if top1 is not None and m.get("latency", {}).get("p50_ms") is not None:
-            points.append({"series": "measured: build host (compress)", "name": a["name"],
-                           "latency_ms": m["latency"]["p50_ms"], "top1": top1, "estimated": False})
-        est = m.get("estimate")
-        if est and est.get("latency_ms") is not None and top1 is not None:
-            points.append({"series": f"estimated: {est.get('target')}", "name": a["name"],
-                           "latency_ms": est["latency_ms"], "top1": top1, "estimated": True})
-    for b in manifest.get("benchmarks", []):
-        where = "this host" if b["where"] == "local" else b["where"]
-        label = f"measured: {where} ({b['device'].get('model', '?')})"
-        for name, r in b.get("results", {}).items():
+    for a in manifest.artifacts:
+        m = a.metrics
+        top1 = a.top1
+        accuracy[a.name] = top1
+        if top1 is not None and m.latency and m.latency.p50_ms is not None and m.latency.measured != "estimated":
+            points.append({"series": "measured: build host (compress)", "name": a.name,
+                           "latency_ms": m.latency.p50_ms, "top1": top1, "estimated": False})
+        est = m.estimate
+        if est and est.latency_ms is not None and top1 is not None:
+            points.append({"series": f"estimated: {est.target}", "name": a.name,
+                           "latency_ms": est.latency_ms, "top1": top1, "estimated": True})
+    for b in manifest.benchmarks:
+        where = "this host" if b.where == "local" else b.where
+        label = f"measured: {where} ({b.device.get('model', '?')})"
+        for name, r in b.results.items():
             if r.get("accuracy") and r.get("latency"):
                 points.append({"series": label, "name": name, "latency_ms": r["latency"]["p50_ms"],
                                "top1": r["accuracy"]["top1"], "estimated": False})
-        for name, e in b.get("estimates", {}).items():
-            top1 = accuracy.get(name)
-            if e.get("latency_ms") is not None and top1 is not None:
-                points.append({"series": f"estimated: {e.get('target')}", "name": name,
-                               "latency_ms": e["latency_ms"], "top1": top1, "estimated": True})
+        for name, raw in (b.estimates or {}).items():
+            e, top1 = Estimate(**raw), accuracy.get(name)
+            if e.latency_ms is not None and top1 is not None:
+                points.append({"series": f"estimated: {e.target}", "name": name,
+                               "latency_ms": e.latency_ms, "top1": top1, "estimated": True})
     return points
 
 
@@ -51,7 +53,7 @@ def pareto_front(points: list[dict]) -> list[dict]:
     return front
 
 
-def pareto_svg(manifest: dict) -> str | None:
+def pareto_svg(manifest: Manifest) -> str | None:
     """The plot as an SVG string, or None when no variant has both accuracy and latency."""
     points = collect_points(manifest)
     if not points:

@@ -3,6 +3,11 @@ three never disagree."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports this module before anything heavy (the manifest pulls in torch)
+    from edgekit.manifest import ArtifactRecord, BenchEntry, Decision, Estimate, Manifest, Skipped
+
 
 def fmt(value, digits: int = 2, suffix: str = "") -> str:
     if value is None:
@@ -26,40 +31,34 @@ ARTIFACT_COLUMNS = ["artifact", "runtime", "precision", "executed", "top-1 %", "
                     "p99 ms", "size", "latency", "estimated ms"]
 
 
-def estimate_cell(estimate: dict | None) -> str:
+def estimate_cell(estimate: Estimate | None) -> str:
     """An estimate is always labelled as one, with the device it is for, never in a measured column."""
-    if not estimate or estimate.get("latency_ms") is None:
+    if not estimate or estimate.latency_ms is None:
         return "—"
-    return f"{estimate['latency_ms']:.3f} (estimated, {estimate.get('target', '?')})"
+    return f"{estimate.latency_ms:.3f} (estimated, {estimate.target or '?'})"
 
 
-def artifact_rows(manifest: dict) -> list[list[str]]:
+def artifact_rows(manifest: Manifest) -> list[list[str]]:
     rows = []
-    for a in manifest.get("artifacts", []):
-        m = a.get("metrics", {})
-        lat, acc, agree = m.get("latency", {}), m.get("accuracy", {}), m.get("agreement", {})
-        rows.append([a["name"], a["runtime"], a["precision"], str(a.get("meta", {}).get("executed_precision", "—")),
-                     fmt(acc.get("top1")), fmt(agree.get("top1_agreement")), fmt(lat.get("p50_ms"), 3),
-                     fmt(lat.get("p90_ms"), 3), fmt(lat.get("p99_ms"), 3), human_bytes(a.get("bytes")),
-                     f"measured ({lat.get('measured', 'host')})" if lat else
-                     ("not run here" if not a.get("runnable_here", True) else "—"),
-                     estimate_cell(m.get("estimate"))])
+    for a in manifest.artifacts:
+        m = a.metrics
+        lat, acc, agree = m.latency, m.accuracy, m.agreement
+        rows.append([a.name, a.runtime, a.precision, str(a.meta.get("executed_precision", "—")),
+                     fmt(acc.top1 if acc else None), fmt(agree.top1_agreement if agree else None),
+                     fmt(lat.p50_ms if lat else None, 3), fmt(lat.p90_ms if lat else None, 3),
+                     fmt(lat.p99_ms if lat else None, 3), human_bytes(a.bytes),
+                     f"measured ({lat.measured or 'host'})" if lat else ("not run here" if not a.runnable_here else "—"),
+                     estimate_cell(m.estimate)])
     return rows
 
 
 STAGE_COLUMNS = ["stage", "params", "MMACs", "top-1 % (split)", "seconds", "cached"]
 
 
-def stage_rows(manifest: dict) -> list[list[str]]:
-    rows = []
-    for s in manifest.get("stages", []):
-        # top1 + split since the stage records name their split (an evaluate stage may be on test);
-        # bundles written before that have val_top1, always on val.
-        top1 = s.get("top1", s.get("val_top1"))
-        rows.append([s["name"], f"{s['params_after']:,}", fmt(s["macs_after"] / 1e6, 2),
-                     f"{fmt(top1)} ({s.get('split', 'val')})" if top1 is not None else fmt(None),
-                     fmt(s.get("seconds"), 1), "yes" if s.get("cached") else "no"])
-    return rows
+def stage_rows(manifest: Manifest) -> list[list[str]]:
+    return [[s.name, f"{s.params_after:,}", fmt(s.macs_after / 1e6, 2),
+             f"{fmt(s.top1)} ({s.split})" if s.top1 is not None else fmt(None), fmt(s.seconds, 1),
+             "yes" if s.cached else "no"] for s in manifest.stages]
 
 
 BENCH_COLUMNS = ["artifact", "runtime", "precision", "top-1 %", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms",
@@ -70,25 +69,28 @@ def throughput_cell(throughput: list[dict]) -> str:
     return ", ".join(f"{t['images_per_s']:.0f}/s@{t['batch']}" for t in throughput) or "—"
 
 
-def bench_title(entry: dict) -> str:
-    d = entry.get("device", {})
-    data = entry.get("data", {})
-    where = "this host" if entry.get("where") == "local" else entry.get("where")
+def bench_title(entry: BenchEntry) -> str:
+    d, data = entry.device, entry.data
+    where = "this host" if entry.where == "local" else entry.where
     return (f"Measured on {where}: {d.get('model', '?')}, {d.get('cpu', '?')}, {d.get('os', '?')} "
-            f"({data.get('samples', 0)} images of {data.get('source', '?')}, {entry.get('created', '')})")
+            f"({data.get('samples', 0)} images of {data.get('source', '?')}, {entry.created})")
 
 
-def bench_rows(manifest: dict, entry: dict) -> list[list[str]]:
+def _runtime_precision(arts: dict[str, ArtifactRecord], name: str) -> list[str]:
+    a = arts.get(name)
+    return [a.runtime, a.precision] if a else ["?", "?"]
+
+
+def bench_rows(artifacts: list[ArtifactRecord], entry: BenchEntry) -> list[list[str]]:
     """Measured rows of one ``edgekit bench`` run (on this host or a device)."""
-    arts = {a["name"]: a for a in manifest.get("artifacts", [])}
+    arts = {a.name: a for a in artifacts}
     rows = []
-    for name, r in entry.get("results", {}).items():
-        a = arts.get(name, {})
+    for name, r in entry.results.items():
         if "error" in r:
-            rows.append([name, a.get("runtime", "?"), a.get("precision", "?")] + ["—"] * 8 + [f"failed: {r['error']}"])
+            rows.append([name, *_runtime_precision(arts, name)] + ["—"] * 8 + [f"failed: {r['error']}"])
             continue
         lat, acc = r.get("latency", {}), r.get("accuracy", {})
-        rows.append([name, a.get("runtime", "?"), a.get("precision", "?"), fmt(acc.get("top1")),
+        rows.append([name, *_runtime_precision(arts, name), fmt(acc.get("top1")),
                      fmt(lat.get("p50_ms"), 3), fmt(lat.get("p90_ms"), 3), fmt(lat.get("p99_ms"), 3),
                      fmt(lat.get("mean_ms"), 3), fmt(lat.get("std_ms"), 3), throughput_cell(r.get("throughput", [])),
                      fmt(r.get("memory", {}).get("peak_rss_mb"), 1), "measured"])
@@ -98,27 +100,41 @@ def bench_rows(manifest: dict, entry: dict) -> list[list[str]]:
 ESTIMATE_COLUMNS = ["artifact", "runtime", "precision", "device", "estimated ms", "compute-bound layers", "model"]
 
 
-def estimate_rows(manifest: dict) -> list[list[str]]:
+def estimate_rows(artifacts: list[ArtifactRecord], benchmarks: list[BenchEntry]) -> list[list[str]]:
     """Every estimate in the bundle (artifacts and bench runs), in a table of its own."""
+    from edgekit.manifest import Estimate
+
     rows = []
     seen = set()
-    sources = [(a["name"], a, a.get("metrics", {}).get("estimate")) for a in manifest.get("artifacts", [])]
-    arts = {a["name"]: a for a in manifest.get("artifacts", [])}
-    for b in manifest.get("benchmarks", []):
-        sources += [(n, arts.get(n, {}), e) for n, e in b.get("estimates", {}).items()]
-    for name, a, e in sources:
-        if not e or e.get("latency_ms") is None or (name, e.get("target")) in seen:
+    sources = [(a.name, a.metrics.estimate) for a in artifacts]
+    arts = {a.name: a for a in artifacts}
+    for b in benchmarks:
+        sources += [(n, Estimate(**e)) for n, e in (b.estimates or {}).items()]
+    for name, e in sources:
+        if not e or e.latency_ms is None or (name, e.target) in seen:
             continue
-        seen.add((name, e.get("target")))
-        rows.append([name, a.get("runtime", "?"), a.get("precision", "?"), e.get("target", "?"),
-                     f"{e['latency_ms']:.3f} (estimated)", f"{e.get('compute_bound_fraction', 0) * 100:.0f}%",
-                     e.get("model", "roofline")])
+        seen.add((name, e.target))
+        rows.append([name, *_runtime_precision(arts, name), e.target or "?", f"{e.latency_ms:.3f} (estimated)",
+                     f"{(e.compute_bound_fraction or 0) * 100:.0f}%", e.model or "roofline"])
     return rows
 
 
 GATE_COLUMNS = ["gate", "limit", "value", "artifact", "result"]
 
 
-def gate_rows(manifest: dict) -> list[list[str]]:
-    return [[g["gate"], fmt(g["limit"]), fmt(g.get("value"), 3), g.get("artifact") or "—",
-             "pass" if g["passed"] else "FAIL"] for g in manifest.get("gates", {}).get("results", [])]
+def gate_rows(manifest: Manifest) -> list[list[str]]:
+    results = manifest.gates.results if manifest.gates else []
+    return [[g.gate, fmt(g.limit), fmt(g.value, 3), g.artifact or "—", "pass" if g.passed else "FAIL"] for g in results]
+
+
+SELECTION_COLUMNS = ["artifact", "top-1 %", "drop pt", "p50 ms", "latency", "chosen", "why"]
+
+
+def selection_rows(decision: Decision) -> list[list[str]]:
+    """Candidates of one ``precision: auto`` decision (one part and backend)."""
+    return [[r.artifact, fmt(r.top1), fmt(r.drop), fmt(r.p50_ms, 3), r.latency_source, "yes" if r.chosen else "",
+             r.why] for r in decision.candidates]
+
+
+def skipped_label(skipped: Skipped) -> str:
+    return f"{skipped.part + ' ' if skipped.part else ''}{skipped.backend} {skipped.precision}"

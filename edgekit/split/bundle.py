@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from edgekit.backends import BACKENDS
 from edgekit.backends.base import Artifact, Session
 from edgekit.errors import EdgekitError
+from edgekit.manifest import Manifest, SplitSection, read_manifest
 from edgekit.spec import ModelSpec
 
 TOKEN_ENV = "EDGEKIT_SPLIT_TOKEN"
@@ -18,44 +18,50 @@ TOKEN_ENV = "EDGEKIT_SPLIT_TOKEN"
 @dataclass
 class SplitBundle:
     root: Path
-    manifest: dict
-    split: dict
+    manifest: Manifest
+    split: SplitSection
     spec: ModelSpec
 
     @property
+    def quantization(self) -> dict:
+        return self.split.bottleneck.quantization
+
+    @property
     def scale(self) -> float:
-        return float(self.split["bottleneck"]["quantization"]["scale"])
+        return float(self.quantization["scale"])
 
     @property
     def zero_point(self) -> int:
-        return int(self.split["bottleneck"]["quantization"]["zero_point"])
+        return int(self.quantization["zero_point"])
 
     @property
     def bottleneck_shape(self) -> tuple[int, int, int]:
-        return tuple(self.split["bottleneck"]["shape"])
+        return tuple(self.split.bottleneck.shape)
 
     def artifact(self, name: str) -> Artifact:
-        for a in self.manifest["artifacts"]:
-            if a["name"] == name:
-                return Artifact(**a)
-        raise EdgekitError(f"bundle {self.root} has no artifact '{name}'",
-                           f"available: {', '.join(a['name'] for a in self.manifest['artifacts'])}")
+        return self.manifest.artifact(name)
 
     def head_artifact(self, backend: str | None = None) -> Artifact:
         """The head for ``backend`` (default: the first one that runs here, i.e. the target's preferred)."""
-        for name in self.split["head"]["artifacts"]:
+        for name in self.split.head.artifacts:
             a = self.artifact(name)
             if (backend is None and a.runnable_here) or a.backend == backend:
                 return a
         raise EdgekitError(f"bundle {self.root} has no runnable head artifact"
                            + (f" for backend {backend}" if backend else ""),
-                           f"heads: {', '.join(self.split['head']['artifacts'])}")
+                           f"heads: {', '.join(self.split.head.artifacts)}")
+
+    def tail_artifact(self) -> Artifact:
+        """The tail the server runs (chosen at compress time)."""
+        if not self.split.tail.artifact:
+            raise EdgekitError(f"bundle {self.root} has no tail that runs on the server")
+        return self.artifact(self.split.tail.artifact)
 
     def full_artifact(self, backend: str = "onnxruntime") -> Artifact:
         """The whole split model in one graph (for the local and full-offload baselines)."""
-        for a in self.manifest["artifacts"]:
-            if a["backend"] == backend and not a.get("meta", {}).get("split_part") and a["precision"] == "fp32":
-                return Artifact(**a)
+        for a in self.manifest.artifacts:
+            if a.backend == backend and a.part == "whole" and a.precision == "fp32":
+                return a
         raise EdgekitError(f"bundle {self.root} has no fp32 {backend} artifact of the whole model")
 
     def session(self, artifact: Artifact, threads: int) -> Session:
@@ -63,15 +69,11 @@ class SplitBundle:
 
 
 def load_split_bundle(path: Path) -> SplitBundle:
-    manifest_path = Path(path) / "manifest.json"
-    if not manifest_path.is_file():
-        raise EdgekitError(f"{path} is not an edgekit bundle (no manifest.json)", "give the directory compress wrote")
-    manifest = json.loads(manifest_path.read_text())
-    if "split" not in manifest:
+    manifest = read_manifest(Path(path))
+    if manifest.split is None:
         raise EdgekitError(f"bundle {path} holds no split model",
                            "compress with a recipe that has a bottleneck stage, e.g. -r split")
-    split = manifest["split"]
-    return SplitBundle(Path(path), manifest, split, ModelSpec(**split["spec"]))
+    return SplitBundle(Path(path), manifest, manifest.split, manifest.split.spec)
 
 
 def read_token(token_file: Path | None) -> str:

@@ -115,7 +115,7 @@ def run_split(bundle_dir: Path, server: str, token: str, data_source: str, limit
     labels_a = np.asarray(labels)
     result = {"bundle": str(bundle_dir), "server": server, "data": data_source, "images": len(labels),
               "head_artifact": head_artifact.name, "bottleneck_shape": list(bundle.bottleneck_shape),
-              "quantization": bundle.split["bottleneck"]["quantization"], "threads": threads, "modes": {}}
+              "quantization": bundle.quantization, "threads": threads, "modes": {}}
     names = {"split": ("head", "tail"), "raw": ("device", "server"), "jpeg": ("jpeg_encode", "server")}
     for mode in modes:
         acc = accuracy_counts(np.concatenate(logits[mode]), labels_a)

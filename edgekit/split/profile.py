@@ -25,7 +25,7 @@ from edgekit.errors import EdgekitError
 from edgekit.profiling.latency import measure_latency
 from edgekit.split.bundle import load_split_bundle
 from edgekit.split.deploy import dequantize, quantize
-from edgekit.targets import Target, load_target
+from edgekit.targets import load_target
 
 HOST_TARGET = "x86-cpu"
 
@@ -53,10 +53,10 @@ def profile_split(bundle_dir: Path, bandwidths: list[float], target_name: str | 
     from PIL import Image
 
     bundle = load_split_bundle(bundle_dir)
-    target = load_target(target_name) if target_name else Target(**bundle.manifest["target"])
+    target = load_target(target_name) if target_name else bundle.manifest.target
     host = load_target(HOST_TARGET)
     spec = bundle.spec
-    stage = bundle.split.get("stage", {})
+    stage = bundle.split.stage
     rng = np.random.default_rng(0)
     c, h, w = spec.input_shape
     raw = rng.integers(0, 256, size=(1, c, h, w), dtype=np.uint8)
@@ -64,7 +64,7 @@ def profile_split(bundle_dir: Path, bandwidths: list[float], target_name: str | 
 
     full = bundle.session(bundle.full_artifact(), threads)
     head = bundle.session(bundle.head_artifact(), threads)
-    tail = bundle.session(bundle.artifact(bundle.split["tail"]["artifact"]), threads)
+    tail = bundle.session(bundle.tail_artifact(), threads)
     try:
         z = head.run(x)
         host_ms = {
@@ -98,7 +98,7 @@ def profile_split(bundle_dir: Path, bandwidths: list[float], target_name: str | 
         device_label = f"estimated (host measurement x {factor:.2f}, peak FP32 {host_peak:g}/{device_peak:g} GOPS)"
     device = {k: host_ms[k] * factor for k in ("full", "head", "jpeg_encode")}
     jpeg_bytes = float(stage.get("input_bytes_jpeg95") or len(jpeg))
-    bottleneck_bytes = float(bundle.split["bottleneck"]["bytes_per_image"])
+    bottleneck_bytes = float(bundle.split.bottleneck.bytes_per_image)
     reply = 4.0 * spec.num_classes
     rows = []
     for bw in bandwidths:

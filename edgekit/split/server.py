@@ -61,7 +61,7 @@ def create_app(bundle: SplitBundle, token: str, threads: int = 1, max_batch: int
     from fastapi import Request, Response
     from fastapi.responses import JSONResponse
 
-    tail = bundle.session(bundle.artifact(bundle.split["tail"]["artifact"]), threads)
+    tail = bundle.session(bundle.tail_artifact(), threads)
     full = bundle.session(bundle.full_artifact(), threads)
     spec = bundle.spec
     bshape = bundle.bottleneck_shape
@@ -100,7 +100,7 @@ def create_app(bundle: SplitBundle, token: str, threads: int = 1, max_batch: int
     @app.get("/v1/health")
     async def health():
         return {"status": "ok", "bottleneck_shape": list(bshape),
-                "quantization": bundle.split["bottleneck"]["quantization"], "max_request_bytes": limit}
+                "quantization": bundle.quantization, "max_request_bytes": limit}
 
     @app.post("/v1/tail")
     async def run_tail(request: Request):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgekit import ui
 from edgekit.data.core import prepared_batches
 from edgekit.models.loaded import LoadedModel
-from edgekit.profiling.complexity import count_macs, count_params
+from edgekit.models.complexity import count_macs, count_params
 from edgekit.split.model import SplitModel, build_split_model, feature_at, make_config
 from edgekit.split.transfer import transfer_sizes
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage

@@ -110,7 +110,7 @@ class Distill(Stage):
         student.notes.pop("head", None)
         student.notes["distilled"] = f"{p.loss} from {teacher.source}"
         metrics = {**report.model_dump(), "teacher": teacher.source, "student": student.source,
-                   "loss": p.loss, "teacher_logits": logits_mode, "teacher_val_top1": teacher_top1,
+                   "loss": p.loss, "teacher_logits": logits_mode, "val_top1_teacher": teacher_top1,
                    "labels_used": p.loss == "kd" and p.alpha < 1}
         if isinstance(p.teacher, list):
             metrics["teachers"] = teacher.notes["members"]

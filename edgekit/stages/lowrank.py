@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edgekit import ui
 from edgekit.errors import EdgekitError
 from edgekit.models.factorized import factorized_arch
-from edgekit.profiling.complexity import count_macs, count_params
+from edgekit.models.complexity import count_macs, count_params
 from edgekit.pruning.lowrank import candidates, choose_ratio_for_macs, factorize_model
 from edgekit.pruning.measure import ort_latency_interleaved
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage

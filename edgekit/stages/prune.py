@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekit.data.core import make_loader
-from edgekit.profiling.complexity import count_macs, count_params
+from edgekit.models.complexity import count_macs, count_params
 from edgekit.pruning.layers import channel_changes, channel_table, protected_layers
 from edgekit.pruning.measure import ort_latency, ort_latency_interleaved
 from edgekit.pruning.sparsity import semi_structured_2_4, unstructured_magnitude

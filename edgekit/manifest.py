@@ -1,0 +1,372 @@
+"""The bundle's ``manifest.json`` as typed models, written and read only through this module.
+
+Everything that reads a bundle (gates, reports, ``edgekit bench``, the split commands,
+``build-engine``) gets a ``Manifest`` from ``read_manifest`` and reads fields, so a renamed or
+missing field is an error here, once, not a ``KeyError`` somewhere downstream. ``schema_version``
+says which layout a file has; an older or invalid file is a one-line error naming the bundle.
+
+Free-form parts stay dicts on purpose: stage params/metrics (each stage's own), runtime session
+info, a device's bench results (written by the self-contained runner). Sections a run does not
+produce are ``None`` and are left out of the JSON (the layout before schema 2 did the same).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekit.backends.base import Artifact
+from edgekit.errors import EdgekitError
+from edgekit.recipe import Recipe
+from edgekit.spec import ModelSpec
+from edgekit.targets import Target
+
+SCHEMA_VERSION = 2
+FILE = "manifest.json"
+
+
+class Record(BaseModel):
+    """A manifest section: known fields typed, extra keys kept (runtimes and stages add their own)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- what was measured ----------------------------------------------------------------------------
+
+class Accuracy(Record):
+    top1: float | None = None
+    top5: float | None = None
+    samples: int | None = None
+    measured: str | None = None        # set when not through the artifact's own runtime (TensorRT proxy)
+
+
+class Agreement(Record):
+    top1_agreement: float | None = None
+    max_abs_logit_diff: float | None = None
+
+
+class Latency(Record):
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    threads: int | None = None
+    measured: str | None = None        # host | estimated
+
+
+class Estimate(Record):
+    kind: str = "estimated"
+    target: str | None = None
+    precision: str | None = None
+    latency_ms: float | None = None
+    compute_bound_fraction: float | None = None
+    model: str | None = None
+    error: str | None = None
+
+
+class ArtifactMetrics(Record):
+    accuracy: Accuracy | None = None          # a split head's: of head -> uint8 -> tail
+    split_accuracy: Accuracy | None = None    # a split head's accuracy again, under the name readers know
+    agreement: Agreement | None = None
+    latency: Latency | None = None
+    estimate: Estimate | None = None
+    session: dict[str, Any] | None = None
+
+
+class ArtifactRecord(Artifact):
+    """An ``Artifact`` with typed metrics; backends load it like any artifact."""
+
+    metrics: ArtifactMetrics = Field(default_factory=ArtifactMetrics)  # type: ignore[assignment]
+
+    @property
+    def part(self) -> str:
+        """whole | head | tail (a split model's parts live under artifacts/<part>/)."""
+        return self.meta.get("split_part", "whole")
+
+    @property
+    def top1(self) -> float | None:
+        return self.metrics.accuracy.top1 if self.metrics.accuracy else None
+
+    def latency_for(self, target: Target) -> tuple[float | None, str]:
+        """The latency decisions use, and its basis: measured here for a local target, else the
+        device estimate, else the build host's measurement (labelled so)."""
+        lat, est = self.metrics.latency, self.metrics.estimate
+        if target.reach == "local" and lat and lat.p50_ms is not None:
+            return lat.p50_ms, "measured"
+        if est and est.latency_ms is not None:
+            return est.latency_ms, "estimated"
+        if lat and lat.p50_ms is not None:
+            return lat.p50_ms, "measured on build host"
+        return None, "not available"
+
+
+# --- inputs and stages -----------------------------------------------------------------------------
+
+class ModelRecord(Record):
+    source: str
+    sha256: str | None = None
+    arch: str | None = None
+    spec: ModelSpec
+    params: int
+    macs: int
+    notes: dict[str, Any] = Field(default_factory=dict)
+    requested: str | None = None
+
+
+class SkippedImages(Record):
+    """Unreadable files left out under ``--skip-broken-images``: file -> why it could not be read."""
+    count: int
+    files: dict[str, str]
+
+
+class DataRecord(Record):
+    source: str
+    train: int
+    val: int
+    test: int
+    num_classes: int
+    channels: int | None = None
+    image_size: list[int] | None = None
+    fingerprint: str | None = None
+    skipped_images: SkippedImages | None = None
+
+
+class StageRecord(Record):
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_1_val_top1(cls, data: Any) -> Any:
+        """Bundles written before stage records named their split have ``val_top1`` (always val)."""
+        if isinstance(data, dict) and "val_top1" in data and "top1" not in data:
+            data = {**data, "top1": data["val_top1"]}
+            data.pop("val_top1")
+        return data
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    top1: float | None = None          # of the model after the stage, on ``split``
+    split: str = "val"                 # val, or test for an ``evaluate: {split: test}`` stage
+    seconds: float | None = None
+    cached: bool = False
+    cache_key: str | None = None
+
+
+class Reference(Record):
+    """PyTorch accuracy of the final model on the test split: what an artifact's drop is against."""
+
+    accuracy: Accuracy
+    params: int
+    macs: int
+
+
+class FinalModel(Record):
+    path: str | None = None            # artifacts/model.pt, None when the model cannot be rebuilt
+    sha256: str | None = None
+    spec: ModelSpec
+
+
+class Skipped(Record):
+    backend: str
+    precision: str
+    reason: str
+    part: str | None = None            # set for a split tail's own plan
+
+
+# --- decisions -------------------------------------------------------------------------------------
+
+class Calibration(Record):
+    size: int
+    seed: int
+    split: str
+    balanced: bool = False
+    path: str = "calibration.npz"
+    sha256: str
+    class_counts: dict[int, int] = Field(default_factory=dict)
+    parts: dict[str, str] | None = None  # what a split head / tail calibrates on
+
+
+class Candidate(Record):
+    artifact: str
+    precision: str
+    top1: float | None = None
+    drop: float | None = None
+    p50_ms: float | None = None
+    latency_source: str = "none"
+    eligible: bool = False
+    chosen: bool = False
+    why: str = ""
+
+
+class Decision(Record):
+    part: str = "whole"
+    backend: str
+    chosen: str | None = None
+    max_accuracy_drop: float
+    reason: str
+    candidates: list[Candidate] = Field(default_factory=list)
+
+
+class Deploy(Record):
+    artifact: str
+    top1: float | None = None
+    drop: float | None = None
+    p50_ms: float | None = None
+    latency_source: str | None = None
+    reason: str
+
+
+class GateResult(Record):
+    gate: str
+    limit: float
+    value: float | None = None
+    artifact: str | None = None
+    passed: bool
+    basis: str
+
+
+class GateReport(Record):
+    passed: bool
+    deployable: list[str] = Field(default_factory=list)
+    results: list[GateResult] = Field(default_factory=list)
+    limits: dict[str, float | None] = Field(default_factory=dict)
+
+
+# --- split models ----------------------------------------------------------------------------------
+
+class Bottleneck(Record):
+    shape: list[int]
+    bytes_per_image: int
+    quantization: dict[str, Any]       # scale, zero_point, dtype, ... (TransferQuant.settings())
+
+
+class SplitHead(Record):
+    artifacts: list[str]
+    input: str = ""
+    output: str = ""
+
+
+class SplitTail(Record):
+    artifact: str | None               # the one the server runs
+    artifacts: list[str] = Field(default_factory=list)
+    server_target: str
+    input: str = ""
+    output: str = ""
+
+
+class SplitAccuracy(Record):
+    split_pair_top1: float | None = None   # head -> uint8 -> tail through the runtimes
+    val_top1_teacher: float | None = None  # named as the bottleneck stage's metric
+    val_top1_split: float | None = None
+
+
+class SplitSection(Record):
+    split_at: str
+    bottleneck: Bottleneck
+    feature_shape: list[int]
+    head: SplitHead
+    tail: SplitTail
+    spec: ModelSpec
+    stage: dict[str, Any] = Field(default_factory=dict)   # the bottleneck stage's metrics
+    accuracy: SplitAccuracy = Field(default_factory=SplitAccuracy)
+
+
+# --- edgekit bench ---------------------------------------------------------------------------------
+
+class BenchEntry(Record):
+    where: str                           # local | ssh://user@host
+    created: str = ""
+    device: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = Field(default_factory=dict)   # the runner's, per artifact
+    estimates: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def key(self) -> tuple:
+        """One entry per (machine, data): a rerun replaces it."""
+        return self.where, self.device.get("hostname"), self.data.get("source")
+
+
+# --- the manifest ----------------------------------------------------------------------------------
+
+class Manifest(Record):
+    schema_version: int = SCHEMA_VERSION
+    edgekit_version: str
+    created: str
+    run_name: str
+    command: list[str] = Field(default_factory=list)
+    host: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    recipe: Recipe
+    target: Target
+    model: ModelRecord
+    data: DataRecord
+    stages: list[StageRecord] = Field(default_factory=list)
+    reference: Reference
+    final_model: FinalModel
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)
+    skipped: list[Skipped] = Field(default_factory=list)
+    calibration: Calibration | None = None
+    precision_selection: list[Decision] | None = None
+    deploy: Deploy | None = None
+    split: SplitSection | None = None
+    robustness: dict[str, Any] | None = None     # edgekit.profiling.robustness (recipe ``robustness:``)
+    gates: GateReport | None = None
+    benchmarks: list[BenchEntry] = Field(default_factory=list)
+    seconds: float | None = None
+    bundle: str | None = Field(None, exclude=True)   # where it was read from / written to; not in the file
+
+    def artifact(self, name: str) -> ArtifactRecord:
+        for a in self.artifacts:
+            if a.name == name:
+                return a
+        raise EdgekitError(f"no artifact named {name} in the bundle",
+                           f"artifacts: {', '.join(a.name for a in self.artifacts) or 'none'}")
+
+    def as_json(self) -> dict[str, Any]:
+        """The file's layout (what ``--json`` prints, with ``bundle`` added when known)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        return {**data, "bundle": self.bundle} if self.bundle else data
+
+
+def write_manifest(bundle: Path, manifest: Manifest) -> None:
+    """Write ``<bundle>/manifest.json`` atomically (a reader never sees half a file)."""
+    bundle.mkdir(parents=True, exist_ok=True)
+    tmp = bundle / f".{FILE}.tmp-{os.getpid()}"
+    data = manifest.model_dump(mode="json", exclude_none=True)
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, bundle / FILE)
+
+
+def read_manifest(bundle: Path) -> Manifest:
+    """The bundle's manifest, or a one-line error: missing, not JSON, older schema, invalid."""
+    bundle = Path(bundle)
+    path = bundle / FILE
+    if not path.is_file():
+        raise EdgekitError(f"{bundle} is not an edgekit bundle (no {FILE})", "give the directory compress wrote")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EdgekitError(f"{path} is not valid JSON ({err})", "rebuild the bundle with edgekit compress") from None
+    version = data.get("schema_version", 1) if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise EdgekitError(f"{path} has manifest schema {version}; this edgekit reads schema {SCHEMA_VERSION}",
+                           "rebuild the bundle with this edgekit's compress")
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = ".".join(str(p) for p in e["loc"])
+        raise EdgekitError(f"{path} is invalid: {where}: {e['msg']}", "rebuild the bundle with edgekit compress") from None
+    manifest.bundle = str(bundle)
+    return manifest
