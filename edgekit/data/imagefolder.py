@@ -5,12 +5,15 @@ Upfront checking scales with the folder: every file's *header* is read (format, 
 opens without decoding), in parallel threads, so a file that is not an image is reported by name before
 any work starts; a file whose header is fine but whose data is broken (truncated) fails when it is
 decoded - in a loader worker - with a one-line error naming it. Measured on 3,000 JPEGs of 500x375 on
-this 2-core host (benchmarks/results/train_throughput.md): header scan ~0.3 ms/file vs ~4 ms/file for the
-former full decode of every file, which for 1.28M ImageNet files is minutes instead of well over an hour.
+the shared 2-core Zen 4 host (benchmarks/results/train_throughput.md): header scan 0.2-0.34 ms/file,
+the former serial verify + full decode + sha256 of every file 3.4 ms/file; for 1.28M ImageNet files that
+is ~5 minutes instead of over an hour before any work starts.
 ``skip_broken`` (``--skip-broken-images``) decodes every file once, in parallel, and leaves out those
 that fail (listed in ``DataSplits.skipped``, hence in the manifest), so a long run cannot stop half-way.
 
-Decoding and augmentation run in the dataset's ``__getitem__``, i.e. in the DataLoader workers.
+Decoding and augmentation run in the dataset's ``__getitem__``, i.e. in the DataLoader workers. Pillow
+decodes: torchvision.io.decode_image was no faster here (3.5 vs 3.6 ms per 500x375 JPEG), and the eval
+view must be Pillow's to equal the weights' own ``transforms()`` (which resize PIL images) bit for bit.
 Photo models (a spec with ``resize``: the weights' transform) get the weights' eval transform (short side
 + centre crop, ``edgekit.runtime.preprocess`` - the very function the device runner uses) and, for
 training, random-resized-crop + flip at the model's resolution; other models get the whole image
