@@ -182,7 +182,7 @@ def test_photo_folder_training_resumes_to_the_uninterrupted_weights(tmp_path, mo
     from edgekit.training import TrainParams, loop, train
 
     base = load_model("builtin:tinycnn", num_classes=2)
-    spec = base.spec.model_copy(update={"input_shape": (3, 16, 16), "resize": 18})
+    spec = base.spec.model_copy(update={"input_shape": (1, 16, 16), "resize": 18})
     data = load_data_for(str(_folder(tmp_path / "imgs", per_class=8, size=(30, 40))), spec)
     params = TrainParams(epochs=3, batch_size=4, lr=0.05, keep="last", workers=1, eval_limit=4)
 

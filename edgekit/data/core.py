@@ -163,9 +163,16 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int =
     g.manual_seed(seed)
     if workers is None:
         workers = default_workers() if getattr(ds, "decodes_files", False) else 0
+    # With workers, the DataLoader draws their base seed from ``generator`` when an iterator starts: once per
+    # run with persistent workers, so a resumed run would shift any order drawn from that generator. The
+    # order (and the per-item seeds, for any number of workers) come from a generator of their own, which
+    # ``train`` checkpoints; in-memory sets in the main process keep the loader's generator.
+    order = torch.Generator().manual_seed(seed + 1)
     if getattr(ds, "per_item_seeds", False):
-        inner = sampler or (RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds))
-        sampler, shuffle = SeededSampler(inner, torch.Generator().manual_seed(seed + 1)), False
+        inner = sampler or (RandomSampler(ds, generator=order) if shuffle else SequentialSampler(ds))
+        sampler, shuffle = SeededSampler(inner, order), False
+    elif shuffle and sampler is None and workers > 0:
+        sampler, shuffle = RandomSampler(ds, generator=order), False
     extra = {"prefetch_factor": 4, "persistent_workers": persistent} if workers > 0 else {}
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       generator=g, num_workers=workers, drop_last=drop_last, pin_memory=pin_memory, **extra)

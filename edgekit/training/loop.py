@@ -329,10 +329,11 @@ def _rng_state(loader, sampler) -> dict:
     plain tuples so the checkpoint loads with ``weights_only=True``."""
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     sampler_gen = getattr(sampler, "generator", None)
+    # the loader's own sampler (shuffle order / per-item augmentation seeds; see make_loader)
     seeds_gen = getattr(loader.sampler, "generator", None) if loader.sampler is not sampler else None
     return {"loader": loader.generator.get_state() if loader.generator is not None else None,
             "sampler": sampler_gen.get_state() if isinstance(sampler_gen, torch.Generator) else None,
-            "item_seeds": seeds_gen.get_state() if isinstance(seeds_gen, torch.Generator) else None,
+            "loader_sampler": seeds_gen.get_state() if isinstance(seeds_gen, torch.Generator) else None,
             "torch": torch.get_rng_state(), "python": random.getstate(),
             "numpy": (np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss)}
 
@@ -344,8 +345,8 @@ def _set_rng_state(rng: dict, loader, sampler) -> None:
     if rng.get("sampler") is not None and isinstance(sampler_gen, torch.Generator):
         sampler_gen.set_state(rng["sampler"])
     seeds_gen = getattr(loader.sampler, "generator", None) if loader.sampler is not sampler else None
-    if rng.get("item_seeds") is not None and isinstance(seeds_gen, torch.Generator):
-        seeds_gen.set_state(rng["item_seeds"])
+    if rng.get("loader_sampler") is not None and isinstance(seeds_gen, torch.Generator):
+        seeds_gen.set_state(rng["loader_sampler"])
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = rng["numpy"]
