@@ -44,7 +44,12 @@ class ModelSpec(BaseModel):
         return self.input_shape[1], self.input_shape[2]
 
     def with_input_size(self, h: int, w: int) -> "ModelSpec":
-        return self.model_copy(update={"input_shape": (self.channels, h, w)})
+        """The same model at another input size; a weights' short-side resize keeps its ratio to the crop
+        (232/224 at 224 px becomes 166/160 at 160 px), as timm and torchvision scale their eval transforms."""
+        update: dict = {"input_shape": (self.channels, h, w)}
+        if self.resize is not None:
+            update["resize"] = int(round(self.resize * min(h, w) / min(self.hw)))
+        return self.model_copy(update=update)
 
     def transform(self) -> dict:
         """The file -> input recipe as plain JSON (what ``edgekit_runtime.preprocess`` reads on devices)."""
