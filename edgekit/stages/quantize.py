@@ -146,7 +146,8 @@ class Quantize(Stage):
                                                                 eval_limit=p.eval_limit, seed=ctx.seed,
                                                                 augment=p.augment, hflip=p.hflip),
                            description="QAT", checkpoint_dir=ctx.work_dir, resume=ctx.resume)
-            qat_top1 = evaluate_module(prepared.eval(), spec, ctx.data.val, limit=p.eval_limit)["top1"]
+            prepared.eval()  # (returns None: the PT2E wrapper's own train/eval)
+            qat_top1 = evaluate_module(prepared, spec, ctx.data.val, limit=p.eval_limit)["top1"]
         copied = copy_float_weights(prepared, model.module)
         model.module.eval()
         model.notes["quantization"] = "QAT-adapted weights (torchao PT2E fake-quant fine-tuning)"
