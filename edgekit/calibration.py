@@ -100,7 +100,8 @@ def draw_calibration(ds: Dataset, spec: ModelSpec, size: int = DEFAULT_SIZE, see
     arr = np.concatenate(inputs)
     lab = np.asarray(out_labels, dtype=np.int64)
     meta = {"format": FORMAT, "size": int(len(arr)), "requested": int(size), "seed": int(seed), "split": source,
-            "balanced": labels is not None, "input_shape": list(arr.shape[1:])}
+            "balanced": labels is not None, "input_shape": list(arr.shape[1:]),
+            "transform": spec.transform()}  # the images went through the spec's own file -> input recipe
     return CalibrationSet(arr, lab, idx, meta)
 
 

@@ -118,6 +118,12 @@ class ModelRecord(Record):
     requested: str | None = None
 
 
+class SkippedImages(Record):
+    """Unreadable files left out under ``--skip-broken-images``: file -> why it could not be read."""
+    count: int
+    files: dict[str, str]
+
+
 class DataRecord(Record):
     source: str
     train: int
@@ -127,6 +133,7 @@ class DataRecord(Record):
     channels: int | None = None
     image_size: list[int] | None = None
     fingerprint: str | None = None
+    skipped_images: SkippedImages | None = None
 
 
 class StageRecord(Record):

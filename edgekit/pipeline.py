@@ -21,7 +21,7 @@ import torch
 from edgekit import __version__, ui
 from edgekit.bundle import atomic_bundle, check_out_dir, write_json
 from edgekit.compilation import build_units, compile_all, serving_tail
-from edgekit.data import DataSplits, load_data
+from edgekit.data import DataSplits, load_data_for
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint, load_model, save_checkpoint
 from edgekit.models.checkpoint import file_sha256
@@ -39,6 +39,7 @@ from edgekit.split.deploy import split_section as split_section_of
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target, load_target
 from edgekit.training import distributed
+from edgekit.training.device import current_device, resolve_device, using_device
 from edgekit.training.evaluate import module_logits, accuracy_counts
 
 
@@ -59,6 +60,8 @@ class CompressOptions:
     overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
     server_target: str = "x86-cpu"                  # where the tail of a split model runs
     gates: Gates = field(default_factory=Gates)      # CI gates (edgekit/gates.py); results go in the manifest
+    device: str = "auto"                             # auto | cpu | cuda | cuda:N: training and evaluation
+    skip_broken_images: bool = False                 # leave unreadable files out (listed in the manifest)
 
 
 def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
@@ -71,7 +74,7 @@ def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
     else:
         model_source, data_source = opts.model, opts.data
     model = load_model(model_source, arch=opts.arch, input_size=opts.input_size, trust_pickle=opts.trust_pickle)
-    data = load_data(data_source, image_size=model.spec.hw)
+    data = load_data_for(data_source, model.spec, skip_broken=opts.skip_broken_images)
     if data.num_classes != model.spec.num_classes:
         replace_classifier(model, data.num_classes)
         ui.warn(model.notes["head"])
@@ -115,7 +118,8 @@ def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Tar
         else:
             torch.manual_seed(recipe.seed + index)
             ctx = StageContext(model=model, teacher=teacher, data=data, target=target,
-                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache and resume)
+                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache and resume,
+                               device=current_device())
             result = stage_cls(params).run(ctx)
             results.append(result)
             model, metrics, changed = result.model, result.metrics, result.changed_model
@@ -206,7 +210,8 @@ def compress(opts: CompressOptions) -> Manifest | None:
     run_name = f"{recipe.name}-{target.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     out = opts.out or Path("edgekit-runs") / run_name
     check_out_dir(out, opts.force)  # fail before any training
-    distributed.init_if_launched()  # under torchrun: training stages run data-parallel
+    device = resolve_device(opts.device)  # --device cuda without CUDA fails here, before any work
+    distributed.init_if_launched(device)  # under torchrun: training stages run data-parallel
     # Profiling here runs on this host, so its thread count is the host's, not the device's.
     threads = opts.threads or recipe.profile.threads or os.cpu_count() or 1
 
@@ -217,15 +222,17 @@ def compress(opts: CompressOptions) -> Manifest | None:
                    "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
                    "requested": model_preview}
     input_model = copy.deepcopy(model) if recipe.robustness else None  # robustness (issue 17): stages mutate it
-    final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
-                                         resume=opts.resume)
+    with using_device(device):
+        final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
+                                             resume=opts.resume)
     if not distributed.is_main():
         return None  # rank 0 compiles and writes the bundle
     if final.notes.get("head"):
         ui.warn(f"{final.notes['head']} — the recipe has no training stage, so accuracy will be near chance")
 
     ui.info("[bold]reference[/bold]: PyTorch accuracy of the final model on the test split")
-    ref_logits, ref_labels = module_logits(final.module, final.spec, data.test)
+    with using_device(device):
+        ref_logits, ref_labels = module_logits(final.module, final.spec, data.test)
     reference = {"accuracy": {**accuracy_counts(ref_logits, ref_labels), "samples": int(len(ref_labels))},
                  "params": count_params(final.module), "macs": count_macs(final.module, final.spec)}
 

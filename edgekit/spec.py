@@ -20,6 +20,13 @@ class ModelSpec(BaseModel):
     num_classes: int
     class_names: list[str] | None = None
     # Inputs are scaled to [0, 1] before mean/std (torchvision convention).
+    # How an image file becomes the input, as the weights expect it: resize the short side to ``resize``
+    # (PIL, antialiased, ``interpolation``), then centre-crop to the input size (H, W). None: squash the
+    # whole image to the input size (edgekit's own small models and in-memory grey sets).
+    resize: int | None = Field(None, description="short side before the centre crop (None: squash)")
+    interpolation: str = Field("bilinear", description="PIL filter: nearest, bilinear, bicubic, lanczos, box, hamming")
+    transform_from: str | None = Field(None, description="where resize/crop/mean/std came from, e.g. "
+                                       "ResNet50_Weights.IMAGENET1K_V2 or timm resolve_data_config")
 
     @field_validator("input_shape")
     @classmethod
@@ -37,7 +44,18 @@ class ModelSpec(BaseModel):
         return self.input_shape[1], self.input_shape[2]
 
     def with_input_size(self, h: int, w: int) -> "ModelSpec":
-        return self.model_copy(update={"input_shape": (self.channels, h, w)})
+        """The same model at another input size; a weights' short-side resize keeps its ratio to the crop
+        (232/224 at 224 px becomes 166/160 at 160 px), as timm and torchvision scale their eval transforms."""
+        update: dict = {"input_shape": (self.channels, h, w)}
+        if self.resize is not None:
+            update["resize"] = int(round(self.resize * min(h, w) / min(self.hw)))
+        return self.model_copy(update=update)
+
+    def transform(self) -> dict:
+        """The file -> input recipe as plain JSON (what ``edgekit_runtime.preprocess`` reads on devices)."""
+        return {"resize": self.resize, "crop": list(self.hw), "interpolation": self.interpolation,
+                "mode": "L" if self.channels == 1 else "RGB", "channel_order": self.channel_order,
+                "mean": list(self._per_channel(self.mean)), "std": list(self._per_channel(self.std))}
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Raw batch (N, C', H', W'), uint8 or float in [0, 1] -> normalised model input (N, C, H, W).
@@ -51,7 +69,7 @@ class ModelSpec(BaseModel):
             if c == 1:
                 x = x.expand(-1, self.channels, -1, -1)
             elif self.channels == 1 and c == 3:
-                w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+                w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
                 x = (x * w).sum(1, keepdim=True)
             else:
                 raise ValueError(f"cannot map {c}-channel images to a {self.channels}-channel model")
@@ -60,8 +78,8 @@ class ModelSpec(BaseModel):
                               antialias=x.shape[-1] > self.hw[1])
         if self.channel_order == "BGR":
             x = x.flip(1)
-        mean = torch.tensor(self._per_channel(self.mean), dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self._per_channel(self.std), dtype=x.dtype).view(1, -1, 1, 1)
+        mean = torch.tensor(self._per_channel(self.mean), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self._per_channel(self.std), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return ((x - mean) / std).contiguous()
 
     def _per_channel(self, values: tuple[float, ...]) -> tuple[float, ...]:

@@ -20,14 +20,15 @@ def bundle(small_bundle) -> Path:
 
 def test_shipped_runtime_is_self_contained():
     """Every file ``edgekit bench`` ships to a device (the runtime package) imports only stdlib + numpy
-    + its own modules at module level, the runtimes only inside functions, and never edgekit or torch."""
+    + its own modules at module level, the runtimes (and Pillow, for jobs of raw image files) only inside
+    functions, and never edgekit or torch."""
     from edgekit.profiling.bench import shipped_files
 
     shipped = shipped_files()
     assert {rel for _, rel in shipped} >= {"edgekit_runtime/__init__.py", "edgekit_runtime/runner.py"}
     assert {f.name for f, _ in shipped} == {f.name for f in (ROOT / "edgekit" / "runtime").iterdir()
                                             if f.suffix == ".py"}
-    runtimes = {"onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "tensorrt"}
+    runtimes = {"onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "tensorrt", "PIL"}
     for path, _ in shipped:
         tree = ast.parse(path.read_text())
         top = set()

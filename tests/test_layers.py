@@ -22,8 +22,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["edgekit", "edgekit.errors", "edgekit.spec", "edgekit.registry", "edgekit.resources",
                     "edgekit.ui", "edgekit.targets"]),
     ("models", ["edgekit.models"]),
-    ("data", ["edgekit.data", "edgekit.calibration"]),
+    # runtime is a leaf (stdlib + numpy, shipped to devices as is), so it sits below data: the host's
+    # image-folder decoding uses runtime.preprocess, the very function the device runner uses (issue 16).
     ("runtime", ["edgekit.runtime"]),
+    ("data", ["edgekit.data", "edgekit.calibration"]),
     ("training", ["edgekit.training"]),
     ("stages", ["edgekit.stages", "edgekit.pruning", "edgekit.split", "edgekit.split.model",
                 "edgekit.split.transfer", "edgekit.recipe"]),

@@ -32,6 +32,10 @@ def compress_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="rerun every stage instead of reusing cached outputs"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue an interrupted training stage from "
                                 "its last epoch checkpoint (same model, recipe and data) [default: resume]"),
+    device: str = typer.Option("auto", "--device", help="where training and evaluation run: auto (CUDA when "
+                               "available) | cpu | cuda | cuda:N; under torchrun each rank uses its LOCAL_RANK GPU"),
+    skip_broken_images: bool = typer.Option(False, "--skip-broken-images", help="leave unreadable image files "
+                                            "out (counted and listed in the manifest) instead of stopping"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
     max_accuracy_drop: Optional[float] = typer.Option(
         None, "--max-accuracy-drop", help="CI gate: max top-1 drop (points) vs the PyTorch model; also the "
@@ -61,7 +65,8 @@ def compress_command(
     opts = CompressOptions(model=model, data=data, recipe=recipe, target=target, out=out, force=force, arch=arch,
                            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
                            resume=resume, threads=threads, server_target=server_target,
-                           gates=Gates(max_accuracy_drop, max_latency_ms),
+                           gates=Gates(max_accuracy_drop, max_latency_ms), device=device,
+                           skip_broken_images=skip_broken_images,
                            overrides={"max_accuracy_drop": max_accuracy_drop} if max_accuracy_drop is not None else {})
     manifest = compress(opts)
     if manifest is None:

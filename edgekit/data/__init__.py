@@ -8,10 +8,10 @@ Images stay raw (uint8, native channels); ``ModelSpec.prepare`` turns a batch in
 from __future__ import annotations
 
 from edgekit.data.core import DataSplits, ImageDataset, TensorImageDataset, make_loader, prepared_batches
-from edgekit.data.sources import DATA_SOURCES, load_data
+from edgekit.data.sources import DATA_SOURCES, load_data, load_data_for
 
 # Importing the modules registers their sources.
 from edgekit.data import digits, fashion_mnist, imagefolder  # noqa: F401,E402
 
-__all__ = ["DATA_SOURCES", "DataSplits", "ImageDataset", "TensorImageDataset", "load_data",
+__all__ = ["DATA_SOURCES", "DataSplits", "ImageDataset", "TensorImageDataset", "load_data", "load_data_for",
            "make_loader", "prepared_batches"]

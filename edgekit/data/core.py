@@ -4,14 +4,64 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from edgekit.errors import EdgekitError
 from edgekit.spec import ModelSpec
+
+MAX_WORKERS = 8
+
+
+class BrokenImage(EdgekitError):
+    """An image that fails to decode. Raised in a DataLoader worker, it reaches the main process rebuilt
+    from a message holding the worker's traceback; that message is cut back to the original line here,
+    so the user still sees one line naming the file."""
+
+    def __init__(self, problem: str, hint: str | None = None):
+        if "Traceback" in problem and "BrokenImage: " in problem:
+            problem = problem.rsplit("BrokenImage: ", 1)[1].strip().splitlines()[0]
+            problem, _, tail = problem.partition(" — ")
+            hint = hint or tail or None
+        super().__init__(problem, hint)
+
+
+def default_workers() -> int:
+    """DataLoader worker processes: the cores this process may use minus one (the training loop's), shared
+    among the ranks of this node under torchrun, capped at ``MAX_WORKERS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    per_rank = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(per_rank - 1, MAX_WORKERS))
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, seed)``: the seed of each item's random augmentation is drawn here, in the main
+    process, from ``generator`` (checkpointed with the training state), so an epoch's augmentations are the
+    same for any number of workers and after a resume (worker RNGs are neither)."""
+
+    def __init__(self, inner: Sampler, generator: torch.Generator):
+        self.inner = inner
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self):
+        indices = list(self.inner)
+        seeds = torch.randint(0, 2**62, (len(indices),), generator=self.generator).tolist()
+        return iter(zip(indices, seeds))
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
 
 
 class ImageDataset(Dataset):
@@ -71,6 +121,7 @@ class DataSplits:
     # Whether a left-right flip keeps the label (true for photos and clothes, false for digits or text):
     # training stages flip only when this is true unless the recipe sets hflip itself.
     mirror_invariant: bool = True
+    skipped: dict[str, str] = field(default_factory=dict)   # unreadable files left out (--skip-broken-images)
 
     @property
     def fingerprint(self) -> str:
@@ -84,7 +135,8 @@ class DataSplits:
     def summary(self) -> dict:
         return {"source": self.source, "train": len(self.train), "val": len(self.val),
                 "test": len(self.test), "num_classes": self.num_classes, "channels": self.channels,
-                "image_size": list(self.image_size), "fingerprint": self.fingerprint, **self.notes}
+                "image_size": list(self.image_size), "fingerprint": self.fingerprint, **self.notes,
+                **({"skipped_images": {"count": len(self.skipped), "files": self.skipped}} if self.skipped else {})}
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,21 +153,44 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-                sampler=None, drop_last: bool = False) -> DataLoader:
+                sampler=None, drop_last: bool = False, workers: int | None = None,
+                pin_memory: bool = False, persistent: bool = False) -> DataLoader:
+    """One DataLoader for every split. Datasets that decode files (``decodes_files``) get worker processes
+    (``default_workers()`` unless ``workers`` says otherwise) with prefetching; in-memory sets stay in
+    the main process, where a batch is a slice and workers would only add start-up and copies. Datasets
+    with per-item augmentation (``per_item_seeds``) get their seeds from a ``SeededSampler``."""
     g = torch.Generator()
     g.manual_seed(seed)
+    if workers is None:
+        workers = default_workers() if getattr(ds, "decodes_files", False) else 0
+    # With workers, the DataLoader draws their base seed from ``generator`` when an iterator starts: once per
+    # run with persistent workers, so a resumed run would shift any order drawn from that generator. The
+    # order (and the per-item seeds, for any number of workers) come from a generator of their own, which
+    # ``train`` checkpoints; in-memory sets in the main process keep the loader's generator.
+    order = torch.Generator().manual_seed(seed + 1)
+    if getattr(ds, "per_item_seeds", False):
+        inner = sampler or (RandomSampler(ds, generator=order) if shuffle else SequentialSampler(ds))
+        sampler, shuffle = SeededSampler(inner, order), False
+    elif shuffle and sampler is None and workers > 0:
+        sampler, shuffle = RandomSampler(ds, generator=order), False
+    extra = {"prefetch_factor": 4, "persistent_workers": persistent} if workers > 0 else {}
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      generator=g, num_workers=0, drop_last=drop_last)
+                      generator=g, num_workers=workers, drop_last=drop_last, pin_memory=pin_memory, **extra)
 
 
-def prepared_batches(ds: Dataset, spec: ModelSpec, batch_size: int = 256,
-                     limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Model-ready ``(inputs, labels)`` batches in dataset order, through ``spec.prepare``."""
+def prepared_batches(ds: Dataset, spec: ModelSpec, batch_size: int = 256, limit: int | None = None,
+                     device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Model-ready ``(inputs, labels)`` batches in dataset order, through ``spec.prepare`` - on ``device``
+    when given (the uint8 batch is moved, then prepared there: a quarter of the float copy)."""
     seen = 0
-    for images, labels in make_loader(ds, batch_size):
+    device = torch.device(device) if device is not None else None
+    cuda = device is not None and device.type == "cuda"
+    for images, labels in make_loader(ds, batch_size, pin_memory=cuda):
         if limit is not None and seen >= limit:
             break
         if limit is not None:
             images, labels = images[: limit - seen], labels[: limit - seen]
         seen += len(labels)
+        if device is not None:
+            images = images.to(device, non_blocking=cuda)
         yield spec.prepare(images), labels

@@ -11,7 +11,7 @@ from edgekit.data.sources import DATA_SOURCES, int_option
 
 
 @DATA_SOURCES.register("digits")
-def load_digits(location, options, image_size) -> DataSplits:
+def load_digits(location, options, image_size, **_) -> DataSplits:
     from sklearn.datasets import load_digits as sk_load
 
     seed = int_option(options, "seed", 0)

@@ -42,7 +42,7 @@ def _find(root: Path, stem: str) -> Path:
 
 
 @DATA_SOURCES.register("fashion-mnist")
-def load_fashion_mnist(location, options, image_size) -> DataSplits:
+def load_fashion_mnist(location, options, image_size, **_) -> DataSplits:
     root = Path(location) if location else DEFAULT_DIR
     if not root.is_dir():
         raise EdgekitError(f"Fashion-MNIST directory {root} does not exist",

@@ -10,7 +10,8 @@ from edgekit.data.core import DataSplits
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 
-# A loader takes (location or None, options, image_size for decoding files or None) -> DataSplits.
+# A loader takes (location or None, options, image_size for decoding files or None, **decode settings:
+# resize, interpolation, skip_broken - file sources use them, in-memory ones ignore them) -> DataSplits.
 DataLoaderFn = Callable[[str | None, dict[str, str], tuple[int, int] | None], DataSplits]
 DATA_SOURCES: Registry[DataLoaderFn] = Registry("data source")
 
@@ -27,12 +28,22 @@ def parse_source(source: str) -> tuple[str, str | None, dict[str, str]]:
     return "imagefolder", source, options
 
 
-def load_data(source: str, image_size: tuple[int, int] | None = None) -> DataSplits:
+def load_data(source: str, image_size: tuple[int, int] | None = None, resize: int | None = None,
+              interpolation: str = "bilinear", skip_broken: bool = False) -> DataSplits:
+    """``resize``/``interpolation``: how files are decoded for the model (its spec's transform);
+    ``skip_broken``: leave unreadable files out (listed in ``DataSplits.skipped``) instead of failing."""
     scheme, location, options = parse_source(source)
     if scheme == "imagefolder" and location and not Path(location).exists():
         raise EdgekitError(f"data source '{source}' not found: no such directory",
                            f"give an image folder path or one of: {', '.join(DATA_SOURCES.names())}")
-    return DATA_SOURCES.get(scheme)(location, options, image_size)
+    return DATA_SOURCES.get(scheme)(location, options, image_size, resize=resize, interpolation=interpolation,
+                                    skip_broken=skip_broken)
+
+
+def load_data_for(source: str, spec, skip_broken: bool = False) -> DataSplits:
+    """The data decoded the way ``spec`` (a ModelSpec) expects: its input size, resize and interpolation."""
+    return load_data(source, image_size=spec.hw, resize=spec.resize, interpolation=spec.interpolation,
+                     skip_broken=skip_broken)
 
 
 def int_option(options: dict[str, str], key: str, default: int) -> int:

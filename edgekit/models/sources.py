@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import pickle
 import sys
 import zipfile
@@ -115,8 +116,10 @@ def _load_torchvision(name: str, options: dict, num_classes: int | None) -> Load
         raise EdgekitError(f"torchvision has no model '{name}'",
                            "see torchvision.models.list_models(), e.g. torchvision:resnet18")
     weights_name = options.pop("weights", "DEFAULT")
-    weights = None if weights_name is None else torchvision.models.get_weight(
-        f"{torchvision.models.get_model_weights(name).__name__}.{weights_name}")
+    # transform=<WEIGHTS> with weights=none: random init, but the preprocessing those weights expect (the
+    # enum carries it, nothing is downloaded) - a from-scratch run on photos, or a test that must stay offline.
+    transform_name = options.pop("transform", None)
+    weights = None if weights_name is None else _weights_enum(name, weights_name)
     try:
         # torch.hub announces downloads on stdout; keep stdout clean for --json.
         with contextlib.redirect_stdout(sys.stderr):
@@ -128,19 +131,59 @@ def _load_torchvision(name: str, options: dict, num_classes: int | None) -> Load
         raise EdgekitError(f"cannot download weights {weights} for torchvision:{name} ({type(err).__name__})",
                            f"offline? place {Path(weights.url).name} in {hub.parent}, "
                            f"or use torchvision:{name}?weights=none") from None
+    source_weights = weights if weights is not None else (
+        _weights_enum(name, str(transform_name)) if transform_name is not None else None)
     if weights is not None:
-        meta = weights.meta
-        categories = meta.get("categories")
-        crop = getattr(weights.transforms(), "crop_size", [224])
-        size = crop[0] if isinstance(crop, (list, tuple)) else int(crop)
-        spec = ModelSpec(input_shape=(3, size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                         num_classes=len(categories), class_names=list(categories))
+        categories = weights.meta.get("categories")
+        spec = torchvision_spec(weights, num_classes=len(categories), class_names=list(categories))
+    elif source_weights is not None:
+        spec = torchvision_spec(source_weights, num_classes=options.get("num_classes", 1000))
     else:
         n = options.get("num_classes", 1000)
         spec = ModelSpec(input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=n)
     arch = _with_options(f"torchvision:{name}", {k: v for k, v in options.items() if k != "num_classes"})
     return LoadedModel(module.eval(), spec, source=f"torchvision:{name}", arch=arch,
                        notes={"weights": str(weights) if weights else "random init"})
+
+
+def _weights_enum(name: str, weights_name: str):
+    import torchvision
+
+    try:
+        return torchvision.models.get_weight(f"{torchvision.models.get_model_weights(name).__name__}.{weights_name}")
+    except (ValueError, KeyError, AttributeError):
+        raise EdgekitError(f"torchvision:{name} has no weights '{weights_name}'",
+                           f"see torchvision.models.get_model_weights('{name}')") from None
+
+
+def torchvision_spec(weights, num_classes: int, class_names: list[str] | None = None) -> ModelSpec:
+    """The spec from a weights enum's own eval transform (``weights.transforms()`` builds it without a
+    download): short-side resize, centre crop, interpolation, mean/std."""
+    t = weights.transforms()
+    crop = t.crop_size if isinstance(t.crop_size, (list, tuple)) else [t.crop_size]
+    crop_h, crop_w = (crop[0], crop[-1])
+    resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else int(t.resize_size)
+    return ModelSpec(input_shape=(3, int(crop_h), int(crop_w)), mean=tuple(t.mean), std=tuple(t.std),
+                     num_classes=num_classes, class_names=class_names, resize=int(resize),
+                     interpolation=t.interpolation.value, transform_from=f"torchvision {weights}")
+
+
+def timm_spec(module, num_classes: int) -> ModelSpec:
+    """The spec from ``timm.data.resolve_data_config`` (input_size, interpolation, crop_pct, crop_mode,
+    mean, std). timm's centre mode resizes the short side to floor(size / crop_pct); its other crop modes
+    (squash, border) are not short-side resizes, so those squash to the input size and say so."""
+    import timm.data
+
+    cfg = timm.data.resolve_data_config({}, model=module)
+    c, h, w = (int(v) for v in cfg["input_size"])
+    crop_pct, crop_mode = float(cfg.get("crop_pct") or 1.0), cfg.get("crop_mode", "center")
+    resize = int(math.floor(min(h, w) / crop_pct)) if crop_mode == "center" else None
+    interpolation = cfg.get("interpolation", "bilinear")
+    interpolation = interpolation if interpolation in ("nearest", "bilinear", "bicubic", "lanczos", "box",
+                                                        "hamming") else "bilinear"
+    return ModelSpec(input_shape=(c, h, w), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), num_classes=num_classes,
+                     resize=resize, interpolation=interpolation,
+                     transform_from=f"timm resolve_data_config (crop_pct {crop_pct}, crop_mode {crop_mode})")
 
 
 def _load_timm(name: str, options: dict, num_classes: int | None) -> LoadedModel:
@@ -159,10 +202,7 @@ def _load_timm(name: str, options: dict, num_classes: int | None) -> LoadedModel
         raise EdgekitError(f"cannot download pretrained weights for timm:{name} ({type(err).__name__})",
                            "offline? set HF_HUB_OFFLINE=1 with the weights in the HF cache, "
                            f"or use timm:{name}?pretrained=false") from None
-    cfg = module.pretrained_cfg
-    spec = ModelSpec(input_shape=tuple(cfg.get("input_size", (3, 224, 224))),
-                     mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-                     num_classes=module.num_classes)
+    spec = timm_spec(module, module.num_classes)
     arch = _with_options(f"timm:{name}", options)
     return LoadedModel(module.eval(), spec, source=f"timm:{name}", arch=arch,
                        notes={"weights": "pretrained" if pretrained else "random init"})

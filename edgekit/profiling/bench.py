@@ -72,12 +72,12 @@ def select_artifacts(manifest: Manifest, names: list[str], remote: bool
 
 def write_eval_inputs(manifest: Manifest, source: str | None, limit: int | None, path: Path) -> dict:
     """Model-ready test inputs + labels (float32 NCHW, through the bundle's ModelSpec) -> ``path`` (.npz)."""
-    from edgekit.data import load_data
+    from edgekit.data import load_data_for
     from edgekit.data.core import prepared_batches
 
     spec = manifest.final_model.spec
     source = source or manifest.data.source
-    data = load_data(source, image_size=spec.hw)
+    data = load_data_for(source, spec)  # decoded as in training/evaluation: the spec's resize + crop
     if data.num_classes != spec.num_classes:
         raise EdgekitError(f"data source '{source}' has {data.num_classes} classes but the model has "
                            f"{spec.num_classes}", "bench with the data the bundle was built for")
@@ -86,7 +86,8 @@ def write_eval_inputs(manifest: Manifest, source: str | None, limit: int | None,
         xs.append(x.numpy().astype(np.float32))
         ys.append(y.numpy().astype(np.int64))
     np.savez(path, inputs=np.concatenate(xs), labels=np.concatenate(ys))
-    return {"source": source, "split": "test", "samples": int(sum(len(y) for y in ys))}
+    return {"source": source, "split": "test", "samples": int(sum(len(y) for y in ys)),
+            "transform": spec.transform()}
 
 
 def make_job(manifest: Manifest, artifacts: list[ArtifactRecord], settings: BenchSettings, where: str) -> dict:

@@ -9,6 +9,8 @@ Job file (JSON)::
 
     {"artifacts": [{"name", "runtime", "precision", "path", "files", "layout", "input_shape", "meta"}],
      "data": "eval.npz" | null,          # inputs (N,C,H,W float32, model-ready) + labels
+     "images": ["imgs/0.jpg", ...],      # or raw image files (relative to the job's folder) + "labels" and
+     "labels": [3, ...], "transform": {...},   # the spec's transform, preprocessed here (preprocess.py)
      "warmup": 10, "runs": 100, "max_seconds": 5.0, "batch": 1, "batch_sizes": [1, 8],
      "threads": 4, "eval_batch": 64, "engine_cache": "~/.cache/edgekit/trt"}
 
@@ -31,6 +33,7 @@ import numpy as np
 from . import EXIT_MISSING_RUNTIME, MissingRuntime, open_session
 from .identity import device_identity
 from .measure import accuracy_counts, measure_latency, peak_memory_mb, reset_peak_memory, rss_mb
+from .preprocess import preprocess_files
 
 RUNNER_VERSION = 2
 
@@ -97,6 +100,14 @@ def bench_artifact(art: dict, root: Path, job: dict, data: dict | None) -> dict:
         session.close()
 
 
+def load_images(job: dict, job_dir: Path) -> dict:
+    """Raw image files -> model inputs on this device, with the same preprocessing as the host's data path."""
+    images = job["images"]
+    labels = job.get("labels") or [-1] * len(images)
+    return {"inputs": preprocess_files([job_dir / p for p in images], job["transform"]),
+            "labels": np.asarray(labels, dtype=np.int64)}
+
+
 def run_job(job: dict, job_dir: Path) -> tuple[dict, int]:
     """Artifact paths are relative to ``artifact_root`` (default: the job's folder), data to the job's folder."""
     root = job_dir / job.get("artifact_root", ".")
@@ -104,6 +115,8 @@ def run_job(job: dict, job_dir: Path) -> tuple[dict, int]:
     if job.get("data"):
         with np.load(job_dir / job["data"]) as z:
             data = {"inputs": z["inputs"].astype(np.float32), "labels": z["labels"].astype(np.int64)}
+    elif job.get("images"):
+        data = load_images(job, job_dir)
     results, missing = {}, []
     artifacts = job["artifacts"]
     for i, art in enumerate(artifacts):

@@ -61,12 +61,12 @@ def run_split(bundle_dir: Path, server: str, token: str, data_source: str, limit
     """Per-image split inference over the network (batch 1), with optional interleaved offload."""
     import torch
 
-    from edgekit.data import load_data
+    from edgekit.data import load_data_for
     from edgekit.split.transfer import encode_jpeg
 
     bundle = load_split_bundle(bundle_dir)
     spec = bundle.spec
-    data = load_data(data_source, image_size=spec.hw)
+    data = load_data_for(data_source, spec)
     ds = data.test
     n = len(ds) if limit is None else min(limit, len(ds))
     head_artifact = bundle.head_artifact(head_backend)

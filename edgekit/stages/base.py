@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict
 
 from edgekit.data.core import DataSplits
@@ -23,6 +24,9 @@ class StageContext:
     work_dir: Path                     # per-stage scratch dir (checkpoints for --resume)
     seed: int = 0
     resume: bool = False
+    # Where training/evaluation run (training.device.using_device is set to it around each stage); models
+    # come in and go out on the CPU.
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 @dataclass

@@ -27,6 +27,7 @@ from edgekit.split.model import SplitModel, build_split_model, feature_at, make_
 from edgekit.split.transfer import transfer_sizes
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
 from edgekit.training import TrainParams, evaluate_module, train
+from edgekit.training.device import on_device
 from edgekit.training.losses import feature_distill_objective, kd_objective
 
 
@@ -82,11 +83,12 @@ class Bottleneck(Stage):
             return feature_at(teacher_module, cfg.split_at, x)
 
         model.frozen = {"tail"}
-        stage1 = train(model, spec, ctx.data, p.head_distillation,
-                       objective=feature_distill_objective(student_features, teacher_features),
-                       description="bottleneck: head distillation", checkpoint_dir=ctx.work_dir / "stage1",
-                       resume=ctx.resume,
-                       trainable=list(model.encoder.parameters()) + list(model.decoder.parameters()))
+        with on_device(teacher_module):  # the teacher runs where the split model trains
+            stage1 = train(model, spec, ctx.data, p.head_distillation,
+                           objective=feature_distill_objective(student_features, teacher_features),
+                           description="bottleneck: head distillation", checkpoint_dir=ctx.work_dir / "stage1",
+                           resume=ctx.resume,
+                           trainable=list(model.encoder.parameters()) + list(model.decoder.parameters()))
         if p.quantize:
             self._calibrate(model, spec, ctx)
         after_stage1 = evaluate_module(model, spec, ctx.data.val)["top1"]
@@ -97,10 +99,11 @@ class Bottleneck(Stage):
         if not p.freeze_encoder:
             trainable += list(model.encoder.parameters())
         model.encoder.requires_grad_(not p.freeze_encoder)
-        stage2 = train(model, spec, ctx.data, p.finetune,
-                       objective=kd_objective(teacher_module, p.kd_temperature, p.kd_alpha),
-                       description="bottleneck: fine-tune (KD)", checkpoint_dir=ctx.work_dir / "stage2",
-                       resume=ctx.resume, trainable=trainable)
+        with on_device(teacher_module):
+            stage2 = train(model, spec, ctx.data, p.finetune,
+                           objective=kd_objective(teacher_module, p.kd_temperature, p.kd_alpha),
+                           description="bottleneck: fine-tune (KD)", checkpoint_dir=ctx.work_dir / "stage2",
+                           resume=ctx.resume, trainable=trainable)
         if p.quantize and not p.freeze_encoder:
             self._calibrate(model, spec, ctx)   # the encoder moved: refit the transfer range
         model.frozen = set()
@@ -126,9 +129,10 @@ class Bottleneck(Stage):
     def _calibrate(self, model: SplitModel, spec, ctx: StageContext) -> None:
         values = []
         model.eval()
-        with torch.no_grad():
-            for x, _ in prepared_batches(ctx.data.train, spec, 256, limit=self.params.calibration_images):
-                values.append(model.encoder(x))
+        with torch.no_grad(), on_device(model) as device:
+            for x, _ in prepared_batches(ctx.data.train, spec, 256, limit=self.params.calibration_images,
+                                         device=device):
+                values.append(model.encoder(x).cpu())
         model.quant.calibrate(torch.cat(values))
         s = model.quant.settings()
         ui.info(f"bottleneck: 8-bit transfer scale {s['scale']:.5f}, zero point {s['zero_point']}")

@@ -29,6 +29,7 @@ from edgekit.models.loaded import LoadedModel
 from edgekit.models.sources import load_model
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
 from edgekit.training import TrainParams, evaluate_module, train
+from edgekit.training.device import on_device
 from edgekit.training.ensemble import EnsembleTeacher
 from edgekit.training.distill import input_converter, teacher_logits, with_indexed_train
 from edgekit.training.losses import FeatureMatch, distillation_loss, function_matching_objective, kd_objective
@@ -101,8 +102,9 @@ class Distill(Stage):
         if feature is not None:
             objective = _with_features(objective, feature, p.feature_weight)
         teacher_top1 = evaluate_module(t_mod, teacher.spec, ctx.data.val, limit=p.eval_limit)["top1"]
-        report = train(s_mod, student.spec, data, p, objective, description="distill",
-                       checkpoint_dir=ctx.work_dir, resume=ctx.resume, extra_modules=feature)
+        with on_device(t_mod):  # the teacher runs where the student trains (the current device)
+            report = train(s_mod, student.spec, data, p, objective, description="distill",
+                           checkpoint_dir=ctx.work_dir, resume=ctx.resume, extra_modules=feature)
         if feature is not None:
             feature.remove()
         student.notes.pop("head", None)

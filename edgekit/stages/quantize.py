@@ -31,6 +31,7 @@ from edgekit.calibration import draw_calibration
 from edgekit.errors import EdgekitError
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
 from edgekit.training import TrainParams, evaluate_module, train
+from edgekit.training.device import using_device
 
 
 class QuantizeParams(BaseModel):
@@ -125,7 +126,8 @@ class Quantize(Stage):
         with torch.no_grad():  # calibrate observers with the calibration set
             for x in cal.batches(32):
                 prepared(torch.from_numpy(x))
-        ptq_top1 = evaluate_module(prepared, spec, ctx.data.val, limit=p.eval_limit)["top1"]
+        with using_device(torch.device("cpu")):  # the PT2E graph stays on the CPU (see QAT below)
+            ptq_top1 = evaluate_module(prepared, spec, ctx.data.val, limit=p.eval_limit)["top1"]
         metrics = {"method": p.method, "float_val_top1": float_top1, "ptq_simulated_val_top1": ptq_top1,
                    "ptq_simulated_drop": round(float_top1 - ptq_top1, 3), "max_accuracy_drop": p.max_accuracy_drop,
                    "simulation": "torchao PT2E fake-quant (int8 per-channel weights, int8 activations)"}
@@ -136,13 +138,16 @@ class Quantize(Stage):
             ui.info(f"  quantize: {why}")
             return StageResult(model, {**metrics, "qat": False, "why": why}, changed_model=False)
         ui.info(f"  quantize: simulated PTQ drop {float_top1 - ptq_top1:.2f} pt -> QAT fine-tuning")
-        report = train(prepared, spec, ctx.data, TrainParams(epochs=p.epochs, lr=p.lr, batch_size=p.batch_size,
-                                                            max_steps_per_epoch=p.max_steps_per_epoch,
-                                                            eval_limit=p.eval_limit, seed=ctx.seed,
-                                                            augment=p.augment, hflip=p.hflip),
-                       description="QAT", checkpoint_dir=ctx.work_dir, resume=ctx.resume)
-        prepared.eval()
-        qat_top1 = evaluate_module(prepared, spec, ctx.data.val, limit=p.eval_limit)["top1"]
+        # On the CPU whatever the run's device: the PT2E graph was exported on the CPU and may hold CPU
+        # constants, and QAT here is a short fine-tune.
+        with using_device(torch.device("cpu")):
+            report = train(prepared, spec, ctx.data, TrainParams(epochs=p.epochs, lr=p.lr, batch_size=p.batch_size,
+                                                                max_steps_per_epoch=p.max_steps_per_epoch,
+                                                                eval_limit=p.eval_limit, seed=ctx.seed,
+                                                                augment=p.augment, hflip=p.hflip),
+                           description="QAT", checkpoint_dir=ctx.work_dir, resume=ctx.resume)
+            prepared.eval()  # (returns None: the PT2E wrapper's own train/eval)
+            qat_top1 = evaluate_module(prepared, spec, ctx.data.val, limit=p.eval_limit)["top1"]
         copied = copy_float_weights(prepared, model.module)
         model.module.eval()
         model.notes["quantization"] = "QAT-adapted weights (torchao PT2E fake-quant fine-tuning)"

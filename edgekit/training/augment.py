@@ -12,13 +12,14 @@ def random_crop_flip(x: torch.Tensor, pad: int = 2, flip: bool = True, generator
     n, _, h, w = x.shape
     if pad > 0:
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
+        # offsets drawn on the CPU generator (same numbers on any device), then moved to the batch's device
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device)[None])[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
         x = padded.gather(2, rows)
-        cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :].expand(n, x.shape[1], h, w)
+        cols = (dx[:, None] + torch.arange(w, device=x.device)[None])[:, None, None, :].expand(n, x.shape[1], h, w)
         x = x.gather(3, cols)
     if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
+        mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from edgekit.data.core import DataSplits, prepared_batches
 from edgekit.spec import ModelSpec
+from edgekit.training.device import on_device
 
 
 def same_input(a: ModelSpec, b: ModelSpec) -> bool:
@@ -29,7 +30,7 @@ def input_converter(student: ModelSpec, teacher: ModelSpec) -> Callable[[torch.T
     std = torch.tensor(student._per_channel(student.std)).view(1, -1, 1, 1)
 
     def convert(x: torch.Tensor) -> torch.Tensor:
-        raw = (x.float() * std + mean).clamp(0, 1)
+        raw = (x.float() * std.to(x.device) + mean.to(x.device)).clamp(0, 1)
         if student.channel_order == "BGR":
             raw = raw.flip(1)
         return teacher.prepare(raw)
@@ -60,7 +61,9 @@ def teacher_logits(teacher: nn.Module, teacher_spec: ModelSpec, ds: Dataset,
     the student's prepared view (converted), exactly what it would see on the fly without augmentation."""
     teacher.eval()
     convert = input_converter(student_spec, teacher_spec) or (lambda x: x)
-    return torch.cat([teacher(convert(x)).float() for x, _ in prepared_batches(ds, student_spec, 256)])
+    with on_device(teacher) as device:
+        return torch.cat([teacher(convert(x)).float()
+                          for x, _ in prepared_batches(ds, student_spec, 256, device=device)])
 
 
 def with_indexed_train(data: DataSplits) -> DataSplits:

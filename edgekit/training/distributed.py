@@ -2,9 +2,13 @@
 
 The same ``train`` loop runs in every process: the model is wrapped in DistributedDataParallel, each
 process reads its shard of the data through a DistributedSampler, only rank 0 writes checkpoints
-and bundles. CPU processes use the gloo backend, GPUs NCCL. edgekit has no launcher of its own:
+and bundles. CPU processes use the gloo backend; on CUDA each rank trains on its node-local GPU
+(``LOCAL_RANK``, set by torchrun) and the group uses NCCL. edgekit has no launcher of its own:
 
     torchrun --nproc_per_node 2 -m edgekit compress -m teacher.pt -d digits -r recipes/distill.yaml
+    # two nodes with 8 GPUs each (run on both; the c10d rendezvous needs no edgekit-specific setup):
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint node0:29400 \
+        --rdzv-id run1 -m edgekit compress --device cuda -m torchvision:resnet50 -d /data/imgs -r r.yaml
 """
 
 from __future__ import annotations
@@ -28,12 +32,22 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_if_launched() -> bool:
-    """Join the process group when started by a launcher; True when running distributed."""
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_if_launched(device: torch.device | None = None) -> bool:
+    """Join the process group when started by a launcher; True when running distributed. The backend
+    follows the training device: NCCL for CUDA (this rank's GPU selected first), gloo for the CPU - also
+    on a GPU machine run with ``--device cpu``, where NCCL would have no CUDA tensors to reduce."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
         if not is_main():
             from edgekit import ui
 
@@ -46,10 +60,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def wrap(model: nn.Module) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device | None = None) -> nn.Module:
     """DDP wrapper (gradients all-reduced in backward); the inner module stays the one to save."""
     from torch.nn.parallel import DistributedDataParallel
 
+    if device is not None and device.type == "cuda":
+        return DistributedDataParallel(model, device_ids=[device.index], output_device=device.index,
+                                       broadcast_buffers=True)
     return DistributedDataParallel(model, broadcast_buffers=True)
 
 

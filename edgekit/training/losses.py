@@ -57,7 +57,7 @@ def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator | None = Non
     if alpha <= 0:
         return x
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(x.shape[0], generator=generator)
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
     return lam * x + (1 - lam) * x[perm]
 
 
