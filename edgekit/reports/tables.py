@@ -33,7 +33,9 @@ ARTIFACT_COLUMNS = ["artifact", "runtime", "precision", "executed", "top-1 %", "
 
 def drop_cell(value: float | None) -> str:
     """A drop in points shown as the change a reader expects: a loss is negative."""
-    return "—" if value is None else f"{-value:+.2f}"
+    if value is None:
+        return "—"
+    return "0.00" if round(value, 2) == 0 else f"{-value:+.2f}"
 
 
 def target_latency_cell(artifact, manifest: Manifest) -> str:
