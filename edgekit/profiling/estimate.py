@@ -147,6 +147,8 @@ def estimate_for_bundle(manifest, bundle: Path, artifact) -> dict:
     the model the artifact was compiled from (artifacts/model.pt; a split part's own module)."""
     from edgekit.models import load_checkpoint
 
+    if artifact.part == "input":   # the bundle keeps the final model only; compress estimated this one
+        raise EdgekitError("the input model's artifact is estimated at compress time (the bundle has no input model.pt)")
     path = manifest.final_model.path
     if not path or not (bundle / path).is_file():
         raise EdgekitError("the bundle has no artifacts/model.pt to estimate from")
