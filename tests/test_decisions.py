@@ -87,7 +87,7 @@ def test_bench_keeps_every_section_and_redecides(small_bundle, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     after_md = md_sections((bundle / "report.md").read_text())
     after_html = html_sections((bundle / "report.html").read_text())
-    assert set(before_md) <= set(after_md) and after_md == after_html
+    assert set(before_md) <= set(after_md) and after_md == after_html and set(before_html) <= set(after_html)
     assert any(s.startswith("Measured on this host") for s in after_md)
     m = read_manifest(bundle)
     # deploy now ranks on the bench's latency (the latest measurement here)
