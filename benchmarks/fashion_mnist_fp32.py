@@ -32,7 +32,7 @@ def main() -> None:
         manifest = compress(CompressOptions(model=args.model, data="fashion-mnist", recipe=args.recipe,
                                             target="x86-cpu", out=bundle, force=True)).as_json()
     args.model = manifest["model"]["source"]
-    ref = manifest["reference"]["accuracy"]["top1"]
+    ref = manifest["references"]["final"]["accuracy"]["top1"]
     rows = [{"artifact": a["name"], "top1": a["metrics"]["accuracy"]["top1"],
              "delta_vs_pytorch": round(a["metrics"]["accuracy"]["top1"] - ref, 3),
              "agreement": a["metrics"]["agreement"]["top1_agreement"],

@@ -43,7 +43,7 @@ def accuracy_phase(teacher: Path, recipe: Path, bundle: Path) -> dict:
             if a.get("meta", {}).get("split_part") == "head"}
     pair_top1 = pair.get("head-onnxruntime-fp32")
     return {"teacher_test_top1": teacher_top1, "split_pair_test_top1": pair, "split_pytorch_test_top1":
-            manifest["reference"]["accuracy"]["top1"], "drop_points": teacher_top1 - pair_top1,
+            manifest["references"]["final"]["accuracy"]["top1"], "drop_points": teacher_top1 - pair_top1,
             "bottleneck_shape": split["bottleneck"]["shape"], "bottleneck_bytes": split["bottleneck"]["bytes_per_image"],
             "input_bytes_raw": stage["input_bytes_raw"], "input_bytes_jpeg95": stage["input_bytes_jpeg95"],
             "bottleneck_ratio_raw": stage["bottleneck_ratio_raw"], "bottleneck_ratio_jpeg95": stage["bottleneck_ratio_jpeg95"],

@@ -12,10 +12,10 @@
   roofline estimate of the unit's own model, labelled ``estimated``;
 - estimates for a device we cannot reach (of the unit's model: a head's estimate is the head's);
 - ``precision: auto``: per part and backend, every precision the target supports is compiled and
-  measured; the fastest candidate whose top-1 drop vs the PyTorch reference is within
-  ``max_accuracy_drop`` (default 1.0 point) is marked ``chosen`` with the reason, and the others
-  stay in the bundle with why they lost. INT8 is not always faster (MobileNetV3 on XNNPACK), so
-  the choice is measured, never assumed.
+  measured; choosing among them is ``edgekit.decisions`` (run on the whole bundle by the pipeline and
+  again by ``edgekit bench``); here only a split tail is chosen, because its heads are scored through it.
+- the input model (part ``input``): compiled once at FP32 for the target's first CPU runtime, so the
+  report compares the deployed artifact with what the user started from, file against file.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from edgekit.backends import BACKENDS, Artifact, CompileRequest, Session
 from edgekit.calibration import draw_calibration, save_calibration
 from edgekit.data import DataSplits
 from edgekit.data.core import prepared_batches
+from edgekit.decisions import DEFAULT_AUTO_DROP, select_precisions
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.artifacts import agreement, session_logits
 from edgekit.profiling.estimate import attach_estimates, estimate_module
@@ -43,7 +44,6 @@ from edgekit.split.model import is_split_model
 from edgekit.targets import Target
 from edgekit.training.evaluate import accuracy_counts
 
-DEFAULT_AUTO_DROP = 1.0   # percentage points, when the recipe sets no max_accuracy_drop
 VALIDATION_IMAGES = 1000  # cap for accuracy-aware quantization's validation loop
 TRT_PROXY = "onnxruntime on the TensorRT input ONNX, Q/DQ simulated in float (proxy; TensorRT not here)"
 
@@ -61,6 +61,7 @@ class CompileUnit:
     to_input: Callable[[np.ndarray], np.ndarray] | None = None   # model-ready images -> this part's input
     outputs_logits: bool = True                 # False for a head: scored through the split pair
     transfer: dict | None = None                # a head's uint8 transfer (scale, zero point) to the tail
+    ref_logits: np.ndarray | None = None        # what agreement is against (default: the final model's)
     artifacts: list[Artifact] = field(default_factory=list)
 
     @property
@@ -120,12 +121,34 @@ def plan_compilation(recipe: Recipe, target: Target) -> tuple[list[tuple[str, st
     return plan, skipped
 
 
-def build_units(final: LoadedModel, data: DataSplits, recipe: Recipe, target: Target, server_target: Target
+INPUT_BACKENDS = ("openvino", "onnxruntime")   # cheap to build for any model; onnxruntime always is
+
+
+def input_backend(target: Target) -> str:
+    """The runtime the input model's FP32 reference artifact is built for: the target's first backend
+    when it is a cheap CPU one (OpenVINO, ONNX Runtime) and installed, else ONNX Runtime."""
+    for name in target.backends:
+        if name in INPUT_BACKENDS and name in BACKENDS and BACKENDS.get(name).available():
+            return name
+    return "onnxruntime"
+
+
+def input_unit(model: LoadedModel, data: DataSplits, target: Target, ref_logits: np.ndarray | None) -> CompileUnit:
+    """The input model as a compile unit of its own (part ``input``), FP32 only."""
+    return CompileUnit("input", model, target, [(input_backend(target), "fp32")], data.test, model.spec,
+                       ref_logits=ref_logits)
+
+
+def build_units(final: LoadedModel, data: DataSplits, recipe: Recipe, target: Target, server_target: Target,
+                input_model: LoadedModel | None = None, input_logits: np.ndarray | None = None
                 ) -> tuple[list[CompileUnit], list[dict]]:
-    """The compile units of the final model and what is skipped. Order matters: a split model's tail
-    is compiled and chosen before its heads, whose accuracy is measured through it."""
+    """The compile units of the final model (and of the input model, when given) and what is skipped.
+    Order matters: a split model's tail is compiled and chosen before its heads, whose accuracy is
+    measured through it."""
     plan, skipped = plan_compilation(expand_auto(recipe, target), target)  # auto -> the target's candidates
     units = [CompileUnit("whole", final, target, plan, data.test, final.spec)]
+    if input_model is not None:
+        units.append(input_unit(input_model, data, target, input_logits))
     if not is_split_model(final.module):
         return units, skipped
     head, tail = split_deploy.split_parts(final)
@@ -142,8 +165,8 @@ def build_units(final: LoadedModel, data: DataSplits, recipe: Recipe, target: Ta
 
 def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_dir: Path, threads: int,
                 ref_logits: np.ndarray, ref_top1: float) -> tuple[list[Artifact], dict]:
-    """Compile, profile and (``precision: auto``) choose for every unit; returns (artifacts, extra
-    manifest sections: calibration, precision_selection, deploy)."""
+    """Compile and profile every unit (``precision: auto``: a split tail is chosen here, its heads are
+    scored through it); returns (artifacts, extra manifest sections: calibration)."""
     extra: dict = {}
     calibration, validation = None, None
     whole = units[0].model
@@ -161,7 +184,6 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
             validation = _validation(data, whole)
     auto = "auto" in recipe.compile.precisions
     bound = recipe.compile.max_accuracy_drop if recipe.compile.max_accuracy_drop is not None else DEFAULT_AUTO_DROP
-    decisions: list[dict] = []
     tail_session: Session | None = None   # the serving tail, which a head is scored through
     try:
         for unit in units:
@@ -176,18 +198,16 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
                 if unit.part != "whole":
                     artifact.meta["split_part"] = unit.part
                 ui.info(f"[bold]profile[/bold] {artifact.name} ({threads} threads)")
-                artifact.metrics = profile_unit_artifact(unit, artifact, out_dir, recipe.profile, threads,
-                                                         ref_logits, tail_session)
+                artifact.metrics = profile_unit_artifact(
+                    unit, artifact, out_dir, recipe.profile, threads,
+                    unit.ref_logits if unit.ref_logits is not None else ref_logits, tail_session)
                 unit.artifacts.append(artifact)
             attach_estimates(unit.artifacts, unit.model, unit.target)  # labelled; only where nothing is measured
-            if auto:
-                decisions += select_precisions(unit.artifacts, ref_top1, bound)
+            if auto and unit.part == "tail":   # the server's tail (this host): measured here
+                select_precisions(unit.artifacts, unit.target, ref_top1, bound)
     finally:
         if tail_session is not None:
             tail_session.close()
-    if auto:
-        extra["precision_selection"] = decisions
-        extra["deploy"] = recommend(decisions)
     return [a for unit in units for a in unit.artifacts], extra
 
 
@@ -273,66 +293,3 @@ def _validation(data: DataSplits, model: LoadedModel) -> tuple[np.ndarray, np.nd
         xs.append(x.numpy())
         ys.append(y.numpy())
     return np.concatenate(xs), np.concatenate(ys)
-
-
-def recommend(decisions: list[dict]) -> dict | None:
-    """The artifact to deploy: of each backend's chosen candidate (all within the accuracy bound, or
-    the most accurate where none is), the fastest by p50. Why: a user deploying to an x86 box wants
-    one answer, not one per runtime; the other backends stay in the bundle for devices without it."""
-    chosen = [next(r for r in d["candidates"] if r["chosen"]) for d in decisions
-              if d["chosen"] and d.get("part", "whole") == "whole"]
-    timed = [r for r in chosen if r["p50_ms"] is not None]
-    if not timed:
-        return None
-    best = min(timed, key=lambda r: (not r["eligible"], r["p50_ms"]))
-    others = ", ".join(f"{r['artifact']} {r['p50_ms']:.3f} ms" for r in timed if r is not best)
-    return {"artifact": best["artifact"], "top1": best["top1"], "drop": best["drop"], "p50_ms": best["p50_ms"],
-            "latency_source": best["latency_source"],
-            "reason": f"fastest per-backend choice (p50 {best['p50_ms']:.3f} ms {best['latency_source']})"
-                      + (f"; others: {others}" if others else "")}
-
-
-def select_precisions(artifacts: list[Artifact], ref_top1: float, max_drop: float) -> list[dict]:
-    """Per part (whole, head, tail) and backend: the fastest candidate within ``max_drop`` points of the reference. Marks the
-    winner's ``meta.chosen``/``meta.chosen_reason`` and returns the decision table for the manifest."""
-    decisions = []
-    for part, backend in dict.fromkeys((artifact_part(a), a.backend) for a in artifacts):
-        group = [a for a in artifacts if (artifact_part(a), a.backend) == (part, backend)]
-        rows = []
-        for a in group:
-            top1 = a.metrics.get("accuracy", {}).get("top1")
-            p50 = a.metrics.get("latency", {}).get("p50_ms")
-            drop = None if top1 is None else round(ref_top1 - top1, 3)
-            rows.append({"artifact": a.name, "precision": a.precision, "top1": top1, "drop": drop, "p50_ms": p50,
-                         "latency_source": a.metrics.get("latency", {}).get("measured", "none"),
-                         "eligible": drop is not None and p50 is not None and drop <= max_drop})
-        eligible = [r for r in rows if r["eligible"]]
-        if eligible:
-            best = min(eligible, key=lambda r: r["p50_ms"])
-            reason = (f"fastest of {len(eligible)} candidate(s) within {max_drop} pt "
-                      f"(p50 {best['p50_ms']:.3f} ms {best['latency_source']}, drop {best['drop']:+.2f} pt)")
-        else:
-            measured = [r for r in rows if r["top1"] is not None]
-            if not measured:
-                decisions.append({"part": part, "backend": backend, "chosen": None, "max_accuracy_drop": max_drop,
-                                  "reason": "no candidate could be measured", "candidates": rows})
-                continue
-            best = max(measured, key=lambda r: r["top1"])
-            reason = f"no candidate within {max_drop} pt; kept the most accurate ({best['precision']})"
-        for r in rows:
-            r["chosen"] = r is best
-            if r is best:
-                r["why"] = reason
-            elif r["drop"] is None or r["p50_ms"] is None:
-                r["why"] = "not measured"
-            elif r["drop"] > max_drop:
-                r["why"] = f"accuracy drop {r['drop']:+.2f} pt > {max_drop} pt"
-            else:
-                r["why"] = f"slower: p50 {r['p50_ms']:.3f} ms vs {best['p50_ms']:.3f} ms"
-        for a in group:
-            row = next(r for r in rows if r["artifact"] == a.name)
-            a.meta["chosen"] = row["chosen"]
-            a.meta["selection"] = row["why"]
-        decisions.append({"part": part, "backend": backend, "chosen": best["artifact"], "max_accuracy_drop": max_drop,
-                          "reason": reason, "candidates": rows})
-    return decisions

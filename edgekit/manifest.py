@@ -69,12 +69,21 @@ class Estimate(Record):
     error: str | None = None
 
 
+class Drops(Record):
+    """Top-1 drop in percentage points: against the input model (what compression cost: gates, deploy)
+    and against the final FP32 PyTorch model (what compiling/quantizing cost: precision selection)."""
+
+    vs_input: float | None = None
+    vs_final: float | None = None
+
+
 class ArtifactMetrics(Record):
     accuracy: Accuracy | None = None          # a split head's: of head -> uint8 -> tail
     split_accuracy: Accuracy | None = None    # a split head's accuracy again, under the name readers know
     agreement: Agreement | None = None
     latency: Latency | None = None
     estimate: Estimate | None = None
+    drops: Drops | None = None
     session: dict[str, Any] | None = None
 
 
@@ -92,17 +101,9 @@ class ArtifactRecord(Artifact):
     def top1(self) -> float | None:
         return self.metrics.accuracy.top1 if self.metrics.accuracy else None
 
-    def latency_for(self, target: Target) -> tuple[float | None, str]:
-        """The latency decisions use, and its basis: measured here for a local target, else the
-        device estimate, else the build host's measurement (labelled so)."""
-        lat, est = self.metrics.latency, self.metrics.estimate
-        if target.reach == "local" and lat and lat.p50_ms is not None:
-            return lat.p50_ms, "measured"
-        if est and est.latency_ms is not None:
-            return est.latency_ms, "estimated"
-        if lat and lat.p50_ms is not None:
-            return lat.p50_ms, "measured on build host"
-        return None, "not available"
+    @property
+    def drops(self) -> "Drops":
+        return self.metrics.drops or Drops()
 
 
 # --- inputs and stages -----------------------------------------------------------------------------
@@ -162,11 +163,20 @@ class StageRecord(Record):
 
 
 class Reference(Record):
-    """PyTorch accuracy of the final model on the test split: what an artifact's drop is against."""
+    """PyTorch accuracy of a model on the test split: the input model (before any stage) or the final one."""
 
     accuracy: Accuracy
     params: int
     macs: int
+    val_top1: float | None = None      # the input model's, for the near-chance warning
+
+
+class References(Record):
+    """``input``: the model the user gave, measured before any stage (None in bundles written before
+    it was measured); ``final``: the model after the stages, what the artifacts are compiled from."""
+
+    input: Reference | None = None
+    final: Reference
 
 
 class FinalModel(Record):
@@ -199,8 +209,9 @@ class Candidate(Record):
     artifact: str
     precision: str
     top1: float | None = None
-    drop: float | None = None
-    p50_ms: float | None = None
+    drop: float | None = None          # vs the final FP32 model: what the bound is on
+    drop_vs_input: float | None = None
+    p50_ms: float | None = None        # latency_for(artifact, target, benchmarks), whatever its basis
     latency_source: str = "none"
     eligible: bool = False
     chosen: bool = False
@@ -213,16 +224,19 @@ class Decision(Record):
     chosen: str | None = None
     max_accuracy_drop: float
     reason: str
+    also_kept: list[str] = Field(default_factory=list)   # estimates within their error: measure on the device
     candidates: list[Candidate] = Field(default_factory=list)
 
 
 class Deploy(Record):
     artifact: str
     top1: float | None = None
-    drop: float | None = None
+    drop: float | None = None          # vs the input model
+    drop_vs_final: float | None = None
     p50_ms: float | None = None
     latency_source: str | None = None
     reason: str
+    also_kept: list[str] = Field(default_factory=list)
 
 
 class GateResult(Record):
@@ -312,7 +326,7 @@ class Manifest(Record):
     model: ModelRecord
     data: DataRecord
     stages: list[StageRecord] = Field(default_factory=list)
-    reference: Reference
+    references: References
     final_model: FinalModel
     artifacts: list[ArtifactRecord] = Field(default_factory=list)
     skipped: list[Skipped] = Field(default_factory=list)
@@ -325,6 +339,25 @@ class Manifest(Record):
     benchmarks: list[BenchEntry] = Field(default_factory=list)
     seconds: float | None = None
     bundle: str | None = Field(None, exclude=True)   # where it was read from / written to; not in the file
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_reference(cls, data: Any) -> Any:
+        """Bundles written before the input model was measured have one ``reference`` (the final model)."""
+        if isinstance(data, dict) and "reference" in data and "references" not in data:
+            final = data["reference"]
+            data = {k: v for k, v in data.items() if k != "reference"}
+            data["references"] = {"final": final}
+        return data
+
+    @property
+    def reference(self) -> Reference:
+        """The final model's reference (what ``reference`` meant before the input model was measured)."""
+        return self.references.final
+
+    @property
+    def input_reference(self) -> Reference | None:
+        return self.references.input
 
     def artifact(self, name: str) -> ArtifactRecord:
         for a in self.artifacts:

@@ -20,7 +20,7 @@ import torch
 
 from edgekit import __version__, ui
 from edgekit.bundle import atomic_bundle, check_out_dir, write_json
-from edgekit.compilation import build_units, compile_all, serving_tail
+from edgekit.compilation import artifact_part, build_units, compile_all, serving_tail
 from edgekit.data import DataSplits, load_data_for
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint, load_model, save_checkpoint
@@ -30,7 +30,8 @@ from edgekit.models.sources import replace_classifier
 from edgekit.models.complexity import count_macs, count_params
 from edgekit.profiling.latency import host_identity
 from edgekit.recipe import Recipe, load_recipe
-from edgekit.gates import Gates, evaluate_gates
+from edgekit.gates import Gates
+from edgekit.verdicts import decide
 from edgekit.manifest import Manifest, write_manifest
 from edgekit.reports.render import write_reports
 from edgekit.resources import cache_dir
@@ -57,7 +58,7 @@ class CompressOptions:
     use_cache: bool = True
     resume: bool = True            # continue an interrupted training stage from its last epoch checkpoint
     threads: int | None = None
-    overrides: dict = field(default_factory=dict)   # recipe overrides (compile.max_accuracy_drop, ...)
+    overrides: dict = field(default_factory=dict)   # recipe compile overrides (library callers; the CLI's gates never set them)
     server_target: str = "x86-cpu"                  # where the tail of a split model runs
     gates: Gates = field(default_factory=Gates)      # CI gates (edgekit/gates.py); results go in the manifest
     device: str = "auto"                             # auto | cpu | cuda | cuda:N: training and evaluation
@@ -81,6 +82,24 @@ def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
     if model.spec.class_names is None:
         model.spec = model.spec.model_copy(update={"class_names": data.class_names})
     return model, data
+
+
+NEAR_CHANCE = 1.5   # x the chance level: below it the input model has learnt (almost) nothing
+
+
+def measure_input(model: LoadedModel, data: DataSplits) -> tuple[dict, np.ndarray]:
+    """The INPUT reference: the model the user gave, in PyTorch on the test split, before any stage
+    (what gates and deploy measure the cost of compression against). Warns when it is near chance on the
+    validation split: distilling from or pruning an untrained model gives meaningless numbers."""
+    ui.info("[bold]input reference[/bold]: PyTorch accuracy of the input model on the test split")
+    logits, labels = module_logits(model.module, model.spec, data.test)
+    val_top1 = accuracy_counts(*module_logits(model.module, model.spec, data.val))["top1"] if len(data.val) else None
+    chance = 100.0 / max(model.spec.num_classes, 1)
+    if val_top1 is not None and val_top1 < NEAR_CHANCE * chance:
+        ui.warn(f"the input model is near chance on the validation split (top-1 {val_top1:.2f}%, chance "
+                f"{chance:.2f}%): is it trained for this data? Distillation from it is meaningless")
+    return ({"accuracy": {**accuracy_counts(logits, labels), "samples": int(len(labels))}, "val_top1": val_top1,
+             "params": count_params(model.module), "macs": count_macs(model.module, model.spec)}, logits)
 
 
 def state_hash(module: torch.nn.Module) -> str:
@@ -221,8 +240,9 @@ def compress(opts: CompressOptions) -> Manifest | None:
                    "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
                    "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
                    "requested": model_preview}
-    input_model = copy.deepcopy(model) if recipe.robustness else None  # robustness (issue 17): stages mutate it
+    input_model = copy.deepcopy(model)   # stages mutate the model; the input reference artifact and robustness need it
     with using_device(device):
+        input_reference, input_logits = measure_input(model, data)
         final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
                                              resume=opts.resume)
     if not distributed.is_main():
@@ -236,19 +256,20 @@ def compress(opts: CompressOptions) -> Manifest | None:
     reference = {"accuracy": {**accuracy_counts(ref_logits, ref_labels), "samples": int(len(ref_labels))},
                  "params": count_params(final.module), "macs": count_macs(final.module, final.spec)}
 
-    units, skipped = build_units(final, data, recipe, target, server_target)
+    units, skipped = build_units(final, data, recipe, target, server_target, input_model, input_logits)
     with atomic_bundle(out, opts.force) as tmp:
         checkpoint_sha = save_checkpoint(final, tmp / "artifacts" / "model.pt") if final.arch else None
         artifacts, quant_sections = compile_all(units, data, recipe, tmp, threads, ref_logits,
                                                 reference["accuracy"]["top1"])
         split_section = None
-        if len(units) > 1:  # bottleneck stage: head for the device, tail for the server
+        if any(u.part == "head" for u in units):  # bottleneck stage: head for the device, tail for the server
             by_part = {u.part: u.artifacts for u in units}
             stage = next((r["metrics"] for r in reversed(stage_records) if r["name"] == "bottleneck"), {})
             split_section = split_section_of(final, by_part["head"], by_part["tail"], serving_tail(by_part["tail"]),
                                              server_target.name, stage)
         # robustness (optional): input vs final model vs each artifact
-        robustness = (robustness_section(input_model, final, artifacts, tmp, data.test, recipe.robustness, threads)
+        robustness = (robustness_section(input_model, final, [a for a in artifacts if artifact_part(a) != "input"],
+                                         tmp, data.test, recipe.robustness, threads)
                       if recipe.robustness else None)
         manifest = Manifest(
             edgekit_version=__version__,
@@ -262,7 +283,7 @@ def compress(opts: CompressOptions) -> Manifest | None:
             model=source_info,
             data=data.summary(),
             stages=stage_records,
-            reference=reference,
+            references={"input": input_reference, "final": reference},
             final_model={"path": "artifacts/model.pt" if checkpoint_sha else None, "sha256": checkpoint_sha,
                          "spec": final.spec},
             artifacts=[a.model_dump() for a in artifacts],
@@ -272,8 +293,7 @@ def compress(opts: CompressOptions) -> Manifest | None:
             robustness=robustness,
             seconds=round(time.perf_counter() - started, 1),
         )
-        if opts.gates.active:
-            manifest.gates = evaluate_gates(manifest, opts.gates)
+        decide(manifest, opts.gates)   # drops, precision selection, gates, deploy (edgekit.verdicts)
         write_manifest(tmp, manifest)
         write_reports(tmp, manifest)
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})

@@ -32,6 +32,10 @@ class DeviceFigures(BaseModel):
     # convs / depthwise convs / linear layers, per-op overhead, and where those numbers came from.
     runtime_efficiency: dict[str, float] = Field(default_factory=dict)
     layer_overhead_us: float | None = None
+    # Per precision (int8, fp16): its own efficiency factors and ``overhead_us``, where a runtime's
+    # INT8 kernels scale differently from its FP32 ones per layer type (fitted on host pairs; on a device
+    # solved from its published INT8/FP pair). Missing keys fall back to runtime_efficiency.
+    precision_efficiency: dict[str, dict[str, float]] = Field(default_factory=dict)
     calibrated_on: str | None = None
 
 

@@ -148,3 +148,26 @@ def test_timeout_kills_runner_and_cleans_up(sshd, bundle):
                 "--artifact", "onnxruntime-fp32")
     one_line_error(r, "did not finish within 4 s")
     assert_device_clean(sshd)
+
+
+def test_remote_bench_keeps_every_report_section(sshd, small_bundle, tmp_path):
+    """Over the loopback sshd: report.md and report.html keep every section they had, the device's run
+    added, and the two still list the same sections."""
+    import re
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(small_bundle, bundle)
+    def titles(found: list[str]) -> list[str]:   # a bench section's title ends with its run's time
+        return [re.sub(r" \(\d+ images of .*\)$", "", t) for t in found]
+
+    md = lambda: titles(re.findall(r"^## (.+)$", (bundle / "report.md").read_text(), flags=re.M))  # noqa: E731
+    html = lambda: titles(re.findall(r'<section id="[^"]+"><h2>(.+?)</h2>',  # noqa: E731
+                                     (bundle / "report.html").read_text()))
+    before = md()
+    r = run_cli("bench", str(bundle), *FAST, *ssh_args(sshd))
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = md()
+    assert set(before) <= set(after) and after == html()
+    assert any(s.startswith(f"Measured on ssh://{sshd.user}@127.0.0.1") for s in after)
+    assert after[0] == "Headline"

@@ -47,9 +47,13 @@ def test_demo_bundle_contents(demo_bundle):
     assert manifest["recipe"]["name"] == "x86-cpu"
     assert [s["name"] for s in manifest["stages"]] == ["prune", "distill", "evaluate"]
     assert manifest["stages"][0]["metrics"]["macs_fraction"] <= 0.2
-    names = {a["name"]: a for a in manifest["artifacts"]}
+    names = {a["name"]: a for a in manifest["artifacts"] if a["meta"].get("split_part") != "input"}
     assert set(names) == {"openvino-fp32", "openvino-int8", "onnxruntime-fp32", "onnxruntime-int8"}
-    ref = manifest["reference"]["accuracy"]["top1"]
+    inputs = [a for a in manifest["artifacts"] if a["meta"].get("split_part") == "input"]
+    assert [(a["name"], a["precision"]) for a in inputs] == [("input-openvino-fp32", "fp32")]
+    ref = manifest["references"]["final"]["accuracy"]["top1"]
+    teacher = manifest["references"]["input"]["accuracy"]["top1"]
+    assert abs(inputs[0]["metrics"]["accuracy"]["top1"] - teacher) <= 0.1   # the input model's own file
     assert ref > 90  # the pruned, distilled digits model is still a real classifier
     for artifact in names.values():
         for rel in artifact["files"]:
@@ -67,7 +71,8 @@ def test_demo_bundle_contents(demo_bundle):
     chosen = [d["chosen"] for d in manifest["precision_selection"]]
     assert deploy["artifact"] in chosen
     assert deploy["p50_ms"] == min(names[c]["metrics"]["latency"]["p50_ms"] for c in chosen)
-    assert deploy["drop"] <= manifest["recipe"]["compile"]["max_accuracy_drop"]
+    assert deploy["drop_vs_final"] <= manifest["recipe"]["compile"]["max_accuracy_drop"]   # quantization's cost
+    assert deploy["drop"] == pytest.approx(teacher - deploy["top1"], abs=1e-3)            # compression's cost
     assert f"**{deploy['artifact']}**" in (demo_bundle / "report.md").read_text()
 
 

@@ -192,7 +192,7 @@ def test_torchrun_two_process_distillation(teacher_file, digits, tmp_path):
     assert metrics["world_size"] == 2
     # each process trains on its half of the data
     assert metrics["steps_per_epoch"] == len(digits.train) // 2 // 32
-    assert manifest["reference"]["accuracy"]["top1"] > 80
+    assert manifest["references"]["final"]["accuracy"]["top1"] > 80
     assert len(list(tmp_path.glob(".bundle*"))) == 0 and proc.stdout.count('"run_name"') == 1
 
 
@@ -214,7 +214,7 @@ def test_prune_then_distill_recipe_end_to_end(teacher_file, digits, tmp_path):
     assert manifest["stages"][0]["split"] == distill["split"] == "val"  # the recipe evaluates on val first
     teacher_val = manifest["stages"][0]["top1"]
     assert distill["top1"] >= teacher_val - 5
-    assert manifest["reference"]["macs"] == prune["macs_after"]
+    assert manifest["references"]["final"]["macs"] == prune["macs_after"]
     reloaded = torch.load(out / "artifacts" / "model.pt", weights_only=True)
     assert reloaded["arch"] == "builtin:tinycnn"
     # A rerun reuses both cached stages (the pruned checkpoint reloads with its new shapes).
@@ -223,7 +223,7 @@ def test_prune_then_distill_recipe_end_to_end(teacher_file, digits, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     cached = json.loads((out / "manifest.json").read_text())
     assert all(s["cached"] for s in cached["stages"])
-    assert cached["reference"]["accuracy"] == manifest["reference"]["accuracy"]
+    assert cached["references"]["final"]["accuracy"] == manifest["references"]["final"]["accuracy"]
 
 
 def test_min_steps_gives_a_small_dataset_more_epochs(digits):

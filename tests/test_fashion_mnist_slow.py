@@ -23,7 +23,7 @@ def test_resnet_on_fashion_mnist_reaches_90_and_artifacts_agree(tmp_path):
                      "-r", str(ROOT / "recipes" / "fashion-mnist.yaml"), "-o", str(out), "--json", timeout=3600)
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads(result.stdout)
-    ref = manifest["reference"]["accuracy"]
+    ref = manifest["references"]["final"]["accuracy"]
     assert ref["samples"] == 10000 and ref["top1"] >= 90.0
     backends = {a["backend"] for a in manifest["artifacts"]}
     assert {"onnxruntime", "openvino"} <= backends

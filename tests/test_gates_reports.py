@@ -31,20 +31,20 @@ def test_failed_gate_writes_bundle_then_exits_3(tmp_path):
     assert gates["passed"] is False and gates["deployable"] == []
     latency = [g for g in gates["results"] if g["gate"].startswith("max_latency_ms")]
     accuracy = [g for g in gates["results"] if g["gate"].startswith("max_accuracy_drop")]
-    assert latency and all(not g["passed"] and g["basis"] == "measured" for g in latency)
+    assert latency and all(not g["passed"] and g["basis"] == "measured here" for g in latency)
     assert accuracy and all(g["passed"] for g in accuracy)        # same weights: ~0 drop through the runtimes
     assert "CI gates: FAILED" in (out / "report.md").read_text()
     assert "CI gates: FAILED" in (out / "report.html").read_text()
-    # the flag also reaches the recipe (precision: auto uses it)
-    assert manifest["recipe"]["compile"]["max_accuracy_drop"] == 1.0
+    # the gate only checks: it never reaches the recipe (what is built)
+    assert manifest["recipe"]["compile"].get("max_accuracy_drop") is None
 
 
 def test_gates_pass_when_one_artifact_meets_all(small_bundle):
     manifest = read_manifest(small_bundle)
     result = evaluate_gates(manifest, Gates(max_accuracy_drop=1.0, max_latency_ms=1000))
-    assert result.passed and set(result.deployable) == {a.name for a in manifest.artifacts}
-    slowest = max(a.metrics.latency.p50_ms for a in manifest.artifacts)
-    fastest = min(a.metrics.latency.p50_ms for a in manifest.artifacts)
+    assert result.passed and set(result.deployable) == {a.name for a in manifest.artifacts if a.part != "input"}
+    slowest = max(a.metrics.latency.p50_ms for a in manifest.artifacts if a.part != "input")
+    fastest = min(a.metrics.latency.p50_ms for a in manifest.artifacts if a.part != "input")
     if fastest < slowest:
         mid = evaluate_gates(manifest, Gates(max_latency_ms=(fastest + slowest) / 2))
         assert mid.passed and len(mid.deployable) == 1
@@ -90,7 +90,7 @@ def test_manifest_round_trip_and_one_line_errors(small_bundle, tmp_path):
     assert json.loads((copy / "manifest.json").read_text()) == json.loads((small_bundle / "manifest.json").read_text())
     data = json.loads((small_bundle / "manifest.json").read_text())
     cases = {"missing": None, "old": {k: v for k, v in data.items() if k != "schema_version"},
-             "broken": {**data, "reference": {"accuracy": {"top1": "high"}}}}
+             "broken": {**data, "references": {"final": {"accuracy": {"top1": "high"}}}}}
     for name, content in cases.items():
         bundle = tmp_path / name
         bundle.mkdir()
@@ -101,4 +101,4 @@ def test_manifest_round_trip_and_one_line_errors(small_bundle, tmp_path):
         message = str(err.value)
         assert "\n" not in message and ("manifest schema 1" in message if name == "old" else True)
         assert {"missing": "not an edgekit bundle", "old": "this edgekit reads schema 2",
-                "broken": "reference.accuracy.top1"}[name] in message
+                "broken": "references.final.accuracy.top1"}[name] in message

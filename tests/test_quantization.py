@@ -353,6 +353,9 @@ def test_build_engine_with_real_tensorrt(trt_int8, tmp_path):
 
 # --- precision: auto ------------------------------------------------------------------------------
 
+X86 = load_target("x86-cpu")  # a local target: the host's measurements are its latency
+
+
 def _fake(name: str, precision: str, top1: float, p50: float) -> Artifact:
     return Artifact(name=name, backend=name.split("-")[0], precision=precision, path="x", files=["x"], runtime="r",
                     runtime_version="1", input_shape=[1, 8, 8],
@@ -360,39 +363,39 @@ def _fake(name: str, precision: str, top1: float, p50: float) -> Artifact:
 
 
 def test_auto_picks_fastest_within_bound():
-    from edgekit.compilation import select_precisions
+    from edgekit.decisions import select_precisions
 
     arts = [_fake("tflite-fp32", "fp32", 90.0, 2.0), _fake("tflite-fp16", "fp16", 90.0, 2.1),
             _fake("tflite-int8", "int8", 89.5, 1.0)]
-    (d,) = select_precisions(arts, 90.0, 1.0)
+    (d,) = select_precisions(arts, X86, 90.0, 1.0)
     assert d["chosen"] == "tflite-int8" and arts[2].meta["chosen"] and not arts[0].meta["chosen"]
     assert "slower" in arts[0].meta["selection"]
 
 
 def test_auto_rejects_int8_that_is_slower_or_too_inaccurate():
-    from edgekit.compilation import select_precisions
+    from edgekit.decisions import select_precisions
 
     slower = [_fake("tflite-fp32", "fp32", 90.0, 1.0), _fake("tflite-int8", "int8", 90.0, 4.0)]  # MobileNetV3 case
-    assert select_precisions(slower, 90.0, 1.0)[0]["chosen"] == "tflite-fp32"
+    assert select_precisions(slower, X86, 90.0, 1.0)[0]["chosen"] == "tflite-fp32"
     lossy = [_fake("ort-fp32", "fp32", 90.0, 2.0), _fake("ort-int8", "int8", 85.0, 0.5)]
-    (d,) = select_precisions(lossy, 90.0, 1.0)
+    (d,) = select_precisions(lossy, X86, 90.0, 1.0)
     assert d["chosen"] == "ort-fp32" and "drop +5.00 pt > 1.0" in lossy[1].meta["selection"]
     none = [_fake("ort-fp32", "fp32", 80.0, 2.0), _fake("ort-int8", "int8", 70.0, 0.5)]
-    (d,) = select_precisions(none, 90.0, 1.0)
+    (d,) = select_precisions(none, X86, 90.0, 1.0)
     assert d["chosen"] == "ort-fp32" and "most accurate" in d["reason"]
 
 
 def test_deploy_is_the_fastest_backend_choice_within_bound():
     """One answer for the user: across backends, the fastest per-backend choice; a backend whose
     choice missed the bound (kept only as its most accurate) loses to any that met it."""
-    from edgekit.compilation import recommend, select_precisions
+    from edgekit.decisions import recommend, select_precisions
 
     arts = [_fake("openvino-fp32", "fp32", 90.0, 2.0), _fake("openvino-int8", "int8", 89.8, 0.6),
             _fake("onnxruntime-fp32", "fp32", 90.0, 1.8), _fake("onnxruntime-int8", "int8", 89.9, 0.7)]
-    deploy = recommend(select_precisions(arts, 90.0, 0.5))
+    deploy = recommend(select_precisions(arts, X86, 90.0, 0.5))
     assert deploy["artifact"] == "openvino-int8" and "onnxruntime-int8 0.700 ms" in deploy["reason"]
     missed = [_fake("tflite-fp32", "fp32", 80.0, 0.1), _fake("openvino-fp32", "fp32", 90.0, 2.0)]
-    assert recommend(select_precisions(missed, 90.0, 0.5))["artifact"] == "openvino-fp32"
+    assert recommend(select_precisions(missed, X86, 90.0, 0.5))["artifact"] == "openvino-fp32"
     assert recommend([]) is None
 
 
@@ -455,7 +458,7 @@ def test_quantize_stage_qat_runs_and_keeps_architecture(digits, teacher, tmp_pat
 def test_selection_is_per_part_and_deploy_is_the_whole_model():
     """A split model's head and tail candidates are chosen among themselves (never against the whole
     model's), and the deploy recommendation stays a whole-model artifact."""
-    from edgekit.compilation import recommend, select_precisions
+    from edgekit.decisions import recommend, select_precisions
 
     arts = [_fake("onnxruntime-fp32", "fp32", 90.0, 2.0), _fake("onnxruntime-int8", "int8", 89.9, 1.0),
             _fake("head-onnxruntime-fp32", "fp32", 90.0, 0.2), _fake("head-onnxruntime-int8", "int8", 89.8, 0.1)]
@@ -463,7 +466,7 @@ def test_selection_is_per_part_and_deploy_is_the_whole_model():
         a.backend = "onnxruntime"
     for a in arts[2:]:
         a.meta["split_part"] = "head"
-    decisions = select_precisions(arts, 90.0, 1.0)
+    decisions = select_precisions(arts, X86, 90.0, 1.0)
     assert [(d["part"], d["chosen"]) for d in decisions] == [("whole", "onnxruntime-int8"),
                                                               ("head", "head-onnxruntime-int8")]
     assert recommend(decisions)["artifact"] == "onnxruntime-int8"

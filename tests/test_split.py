@@ -118,7 +118,7 @@ def test_bundle_has_head_and_tail_with_quantization(split_bundle):
     for a in heads:  # head -> uint8 -> tail through the runtimes agrees with the PyTorch split model
         assert a["metrics"]["agreement"]["top1_agreement"] >= 99.0
     # the pair still classifies digits (teacher ~97%; a 32-byte bottleneck after short training)
-    assert manifest["reference"]["accuracy"]["top1"] > 75
+    assert manifest["references"]["final"]["accuracy"]["top1"] > 75
     assert "report.md" in os.listdir(out)
 
 
@@ -137,7 +137,7 @@ def test_split_int8_heads_for_every_device_backend(tmp_path, target):
     manifest = compress(CompressOptions(recipe=str(recipe), target=target, out=out)).as_json()
     backends = load_target(target).backends
     names = {a["name"]: a for a in manifest["artifacts"]}
-    ref = manifest["reference"]["accuracy"]["top1"]
+    ref = manifest["references"]["final"]["accuracy"]["top1"]
     assert set(manifest["split"]["head"]["artifacts"]) == {f"head-{b}-{p}" for b in backends for p in ("fp32", "int8")}
     for backend in backends:
         head, whole = names[f"head-{backend}-int8"], names[f"{backend}-int8"]

@@ -20,8 +20,9 @@ def print_json(data) -> None:
 
 def table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c, overflow="fold")
+    first = min(max([len(columns[0])] + [len(r[0]) for r in rows]), 40) if columns else 0
+    for i, c in enumerate(columns):   # the first column (a name people search for) is never folded
+        t.add_column(c, overflow="fold", min_width=first if i == 0 else None)
     for r in rows:
         t.add_row(*r)
     return t

@@ -198,11 +198,15 @@ def estimates_for(manifest: Manifest, artifacts: list[ArtifactRecord], bundle: P
 
 
 def merge_into_bundle(bundle: Path, entry: BenchEntry) -> Manifest:
-    """Adds/replaces the bench entry for this (machine, data) in manifest.json and rewrites the reports."""
+    """Adds/replaces the bench entry for this (machine, data) in manifest.json, re-runs the decisions
+    (a device's measurements replace estimates in precision selection, gates and deploy) and rewrites
+    the reports."""
     from edgekit.reports.render import write_reports
+    from edgekit.verdicts import decide
 
     manifest = read_manifest(bundle)
     manifest.benchmarks = [b for b in manifest.benchmarks if b.key != entry.key] + [entry]
+    decide(manifest)
     write_manifest(bundle, manifest)
     write_reports(bundle, manifest)
     return manifest

@@ -19,6 +19,7 @@ Everything this module returns is labelled ``estimated`` and carries the model t
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -86,8 +87,11 @@ class DeviceModel:
         if precision not in dev.peak_gops or not dev.memory_bandwidth_gbps:
             raise EdgekitError(f"target {target.name} has no peak_gops for {precision} or no memory_bandwidth_gbps",
                                "add them to the target's device section to get estimates")
-        efficiency = {**DEFAULT_EFFICIENCY, **dev.runtime_efficiency}
-        overhead = dev.layer_overhead_us if dev.layer_overhead_us is not None else DEFAULT_OVERHEAD_US
+        own = dict(dev.precision_efficiency.get(precision, {}))
+        efficiency = {**DEFAULT_EFFICIENCY, **dev.runtime_efficiency,
+                      **{k: v for k, v in own.items() if k != "overhead_us"}}
+        overhead = own.get("overhead_us", dev.layer_overhead_us)
+        overhead = overhead if overhead is not None else DEFAULT_OVERHEAD_US
         share = min(threads, target.threads) / target.threads if threads and target.threads else 1.0
         return cls(name=target.name, peak_gops=float(dev.peak_gops[precision]) * share,
                    bandwidth_gbps=float(dev.memory_bandwidth_gbps), efficiency=efficiency, overhead_us=overhead,
@@ -130,6 +134,8 @@ def estimate_for_bundle(manifest, bundle: Path, artifact) -> dict:
     the model the artifact was compiled from (artifacts/model.pt; a split part's own module)."""
     from edgekit.models import load_checkpoint
 
+    if artifact.part == "input":   # the bundle keeps the final model only; compress estimated this one
+        raise EdgekitError("the input model's artifact is estimated at compress time (the bundle has no input model.pt)")
     path = manifest.final_model.path
     if not path or not (bundle / path).is_file():
         raise EdgekitError("the bundle has no artifacts/model.pt to estimate from")
@@ -166,6 +172,32 @@ def fit_efficiency(samples: list[tuple[list[LayerCost], float]], base: DeviceMod
     eff, overhead = unpack(best.x)
     return {"runtime_efficiency": {k: round(v, 4) for k, v in eff.items()}, "layer_overhead_us": round(overhead, 3),
             "rms_log_error": float(np.sqrt(best.fun))}
+
+
+PUBLISHED_KEY = re.compile(r"^(?P<model>.+)_(?P<size>\d+)_(?P<precision>fp32|fp16|int8)$")
+
+
+def published_checks(targets: list[Target] | None = None) -> list[dict]:
+    """The estimate against every published latency in the target files (``published_ms`` keys are
+    ``<torchvision model>_<size>_<precision>``): the per-device error, and which precision it ranks faster."""
+    import torchvision
+
+    from edgekit.targets import list_targets
+
+    checks = []
+    for target in targets or list_targets():
+        for key, published in target.device.published_ms.items():
+            m = PUBLISHED_KEY.match(key)
+            if not m or m["precision"] not in target.device.peak_gops:
+                continue
+            size = int(m["size"])
+            module = torchvision.models.get_model(m["model"], weights=None, num_classes=1000).eval()
+            spec = ModelSpec(input_shape=(3, size, size), num_classes=1000)
+            est = estimate(layer_costs(module, spec), target, m["precision"])["latency_ms"]
+            checks.append({"target": target.name, "check": f"{m['model']} {size} px", "precision": m["precision"],
+                           "published_ms": published, "estimated_ms": round(est, 3),
+                           "error_pct": round((est / published - 1) * 100, 1)})
+    return checks
 
 
 def attach_estimates(artifacts: list, model, target: Target) -> None:

@@ -14,8 +14,13 @@ from edgekit.manifest import Estimate, Manifest
 
 
 def collect_points(manifest: Manifest) -> list[dict]:
-    """[{series, name, latency_ms, top1, estimated}] for every variant with both numbers."""
+    """[{series, name, latency_ms, top1, estimated, role}] for every variant with both numbers; role is
+    ``input`` for the input model's FP32 artifact, ``deployed`` for the deploy choice, else None."""
     points = []
+    deployed = manifest.deploy.artifact if manifest.deploy else None
+    roles = {a.name: "input" for a in manifest.artifacts if a.part == "input"}
+    if deployed:
+        roles[deployed] = "deployed"
     accuracy = {}
     for a in manifest.artifacts:
         m = a.metrics
@@ -40,6 +45,8 @@ def collect_points(manifest: Manifest) -> list[dict]:
             if e.latency_ms is not None and top1 is not None:
                 points.append({"series": f"estimated: {e.target}", "name": name,
                                "latency_ms": e.latency_ms, "top1": top1, "estimated": True})
+    for p in points:
+        p["role"] = roles.get(p["name"])
     return points
 
 
@@ -73,7 +80,13 @@ def pareto_svg(manifest: Manifest) -> str | None:
         ax.scatter([p["latency_ms"] for p in pts], [p["top1"] for p in pts], label=name, marker=markers[i % len(markers)],
                    s=55, facecolors="none" if estimated else color, edgecolors=color, linewidths=1.5)
         for p in pts:
-            ax.annotate(p["name"], (p["latency_ms"], p["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            label = p["name"] + {"input": " (input model)", "deployed": " (deployed)"}.get(p["role"] or "", "")
+            ax.annotate(label, (p["latency_ms"], p["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points",
+                        fontweight="bold" if p["role"] else "normal")
+            if p["role"]:
+                ax.scatter([p["latency_ms"]], [p["top1"]], s=220, facecolors="none", linewidths=1.2,
+                           edgecolors="black" if p["role"] == "deployed" else "grey",
+                           marker="*" if p["role"] == "deployed" else "s")
         if not estimated and len(pts) > 1:
             front = pareto_front(pts)
             ax.plot([p["latency_ms"] for p in front], [p["top1"] for p in front], color=color, alpha=0.5,

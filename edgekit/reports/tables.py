@@ -27,8 +27,22 @@ def human_bytes(n: int | None) -> str:
     return str(n)
 
 
-ARTIFACT_COLUMNS = ["artifact", "runtime", "precision", "executed", "top-1 %", "agree %", "p50 ms", "p90 ms",
-                    "p99 ms", "size", "latency", "estimated ms"]
+ARTIFACT_COLUMNS = ["artifact", "runtime", "precision", "executed", "top-1 %", "Δ input pt", "Δ final pt", "agree %",
+                    "p50 ms", "p90 ms", "p99 ms", "size", "on target ms (basis)", "estimated ms"]
+
+
+def drop_cell(value: float | None) -> str:
+    """A drop in points shown as the change a reader expects: a loss is negative."""
+    if value is None:
+        return "—"
+    return "0.00" if round(value, 2) == 0 else f"{-value:+.2f}"
+
+
+def target_latency_cell(artifact, manifest: Manifest) -> str:
+    from edgekit.decisions import latency_for
+
+    value, basis = latency_for(artifact, manifest.target, manifest.benchmarks)
+    return f"{value:.3f} ({basis})" if value is not None else basis
 
 
 def estimate_cell(estimate: Estimate | None) -> str:
@@ -43,12 +57,13 @@ def artifact_rows(manifest: Manifest) -> list[list[str]]:
     for a in manifest.artifacts:
         m = a.metrics
         lat, acc, agree = m.latency, m.accuracy, m.agreement
-        rows.append([a.name, a.runtime, a.precision, str(a.meta.get("executed_precision", "—")),
-                     fmt(acc.top1 if acc else None), fmt(agree.top1_agreement if agree else None),
+        rows.append([a.name + (" (input model)" if a.part == "input" else ""), a.runtime, a.precision,
+                     str(a.meta.get("executed_precision", "—")), fmt(acc.top1 if acc else None),
+                     drop_cell(a.drops.vs_input), drop_cell(a.drops.vs_final),
+                     fmt(agree.top1_agreement if agree else None),
                      fmt(lat.p50_ms if lat else None, 3), fmt(lat.p90_ms if lat else None, 3),
                      fmt(lat.p99_ms if lat else None, 3), human_bytes(a.bytes),
-                     f"measured ({lat.measured or 'host'})" if lat else ("not run here" if not a.runnable_here else "—"),
-                     estimate_cell(m.estimate)])
+                     target_latency_cell(a, manifest), estimate_cell(m.estimate)])
     return rows
 
 
@@ -61,7 +76,7 @@ def stage_rows(manifest: Manifest) -> list[list[str]]:
              "yes" if s.cached else "no"] for s in manifest.stages]
 
 
-BENCH_COLUMNS = ["artifact", "runtime", "precision", "top-1 %", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms",
+BENCH_COLUMNS = ["artifact", "runtime", "precision", "top-1 %", "Δ input pt", "Δ final pt", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms",
                  "throughput", "peak MB", "status"]
 
 
@@ -81,17 +96,22 @@ def _runtime_precision(arts: dict[str, ArtifactRecord], name: str) -> list[str]:
     return [a.runtime, a.precision] if a else ["?", "?"]
 
 
-def bench_rows(artifacts: list[ArtifactRecord], entry: BenchEntry) -> list[list[str]]:
-    """Measured rows of one ``edgekit bench`` run (on this host or a device)."""
+def bench_rows(artifacts: list[ArtifactRecord], entry: BenchEntry,
+               references: tuple[float | None, float | None] = (None, None)) -> list[list[str]]:
+    """Measured rows of one ``edgekit bench`` run (on this host or a device); ``references``: the input
+    and final models' top-1, for the drops."""
+    from edgekit.decisions import drop
+
     arts = {a.name: a for a in artifacts}
     rows = []
     for name, r in entry.results.items():
         if "error" in r:
-            rows.append([name, *_runtime_precision(arts, name)] + ["—"] * 8 + [f"failed: {r['error']}"])
+            rows.append([name, *_runtime_precision(arts, name)] + ["—"] * 10 + [f"failed: {r['error']}"])
             continue
         lat, acc = r.get("latency", {}), r.get("accuracy", {})
-        rows.append([name, *_runtime_precision(arts, name), fmt(acc.get("top1")),
-                     fmt(lat.get("p50_ms"), 3), fmt(lat.get("p90_ms"), 3), fmt(lat.get("p99_ms"), 3),
+        top1 = acc.get("top1")
+        rows.append([name, *_runtime_precision(arts, name), fmt(top1), drop_cell(drop(top1, references[0])),
+                     drop_cell(drop(top1, references[1])), fmt(lat.get("p50_ms"), 3), fmt(lat.get("p90_ms"), 3), fmt(lat.get("p99_ms"), 3),
                      fmt(lat.get("mean_ms"), 3), fmt(lat.get("std_ms"), 3), throughput_cell(r.get("throughput", [])),
                      fmt(r.get("memory", {}).get("peak_rss_mb"), 1), "measured"])
     return rows
@@ -119,21 +139,79 @@ def estimate_rows(artifacts: list[ArtifactRecord], benchmarks: list[BenchEntry])
     return rows
 
 
-GATE_COLUMNS = ["gate", "limit", "value", "artifact", "result"]
+GATE_COLUMNS = ["gate", "limit", "value", "artifact", "Δ input pt", "Δ final pt", "result"]
 
 
 def gate_rows(manifest: Manifest) -> list[list[str]]:
     results = manifest.gates.results if manifest.gates else []
-    return [[g.gate, fmt(g.limit), fmt(g.value, 3), g.artifact or "—", "pass" if g.passed else "FAIL"] for g in results]
+    arts = {a.name: a for a in manifest.artifacts}
+    rows = []
+    for g in results:
+        a = arts.get(g.artifact or "")
+        rows.append([g.gate, fmt(g.limit), fmt(g.value, 3), g.artifact or "—",
+                     drop_cell(a.drops.vs_input if a else None), drop_cell(a.drops.vs_final if a else None),
+                     "pass" if g.passed else "FAIL"])
+    return rows
 
 
-SELECTION_COLUMNS = ["artifact", "top-1 %", "drop pt", "p50 ms", "latency", "chosen", "why"]
+SELECTION_COLUMNS = ["artifact", "top-1 %", "drop vs final pt (bound)", "Δ input pt", "p50 ms", "latency basis",
+                     "chosen", "why"]
 
 
 def selection_rows(decision: Decision) -> list[list[str]]:
     """Candidates of one ``precision: auto`` decision (one part and backend)."""
-    return [[r.artifact, fmt(r.top1), fmt(r.drop), fmt(r.p50_ms, 3), r.latency_source, "yes" if r.chosen else "",
-             r.why] for r in decision.candidates]
+    return [[r.artifact, fmt(r.top1), fmt(r.drop), drop_cell(r.drop_vs_input), fmt(r.p50_ms, 3), r.latency_source,
+             "yes" if r.chosen else ("kept" if r.artifact in decision.also_kept else ""), r.why]
+            for r in decision.candidates]
+
+
+def reference_title(manifest: Manifest) -> str:
+    inp, final = manifest.input_reference, manifest.reference
+    text = f"final model PyTorch top-1 {fmt(final.accuracy.top1)}%"
+    return f"artifacts (input model top-1 {fmt(inp.accuracy.top1)}%, {text})" if inp else f"artifacts ({text})"
+
+
+def input_artifact(manifest: Manifest):
+    return next((a for a in manifest.artifacts if a.part == "input"), None)
+
+
+def _times(before: float | None, after: float | None) -> str:
+    if not before or not after:
+        return "—"
+    return f"×{before / after:.1f}"
+
+
+def headline(manifest: Manifest) -> list[str]:
+    """Input model -> deployed artifact, in five lines: what a reader wants before any table."""
+    from edgekit.decisions import latency_for
+
+    inp, final, deploy = manifest.input_reference, manifest.reference, manifest.deploy
+    if inp is None:
+        return ["(this bundle predates the input-model reference: no headline)"]
+    deployed = None
+    if deploy:
+        deployed = next((a for a in manifest.artifacts if a.name == deploy.artifact), None)
+    if deployed is None:
+        return [f"input model top-1 {fmt(inp.accuracy.top1)}%; no artifact was chosen for deploy"]
+    base = input_artifact(manifest)
+    top1 = deployed.top1
+    lines = [f"input model -> {deployed.name} (deployed on {manifest.target.name})",
+             f"- top-1: {fmt(inp.accuracy.top1)}% -> {fmt(top1)}% (Δ {drop_cell(deployed.drops.vs_input)} pt vs the "
+             f"input model, {drop_cell(deployed.drops.vs_final)} pt vs the final FP32 model)",
+             f"- MACs: {inp.macs / 1e6:.2f} M -> {final.macs / 1e6:.2f} M ({_times(inp.macs, final.macs)} fewer); "
+             f"params: {inp.params:,} -> {final.params:,} ({_times(inp.params, final.params)} fewer)"]
+    if base is not None:
+        lines.append(f"- size: {human_bytes(base.bytes)} ({base.name}) -> {human_bytes(deployed.bytes)} "
+                     f"({_times(base.bytes, deployed.bytes)} smaller)")
+        before, basis_in = latency_for(base, manifest.target, manifest.benchmarks)
+        after, basis_out = latency_for(deployed, manifest.target, manifest.benchmarks)
+        if before is not None and after is not None:
+            basis = basis_out if basis_in == basis_out else f"input {basis_in}, deployed {basis_out}: mixed bases"
+            lines.append(f"- latency on {manifest.target.name}: {before:.3f} ms -> {after:.3f} ms ({basis}); "
+                         f"speed-up {_times(before, after)}")
+        else:
+            lines.append(f"- latency on {manifest.target.name}: {basis_in if before is None else basis_out}")
+    return lines
 
 
 def skipped_label(skipped: Skipped) -> str:

@@ -1,0 +1,200 @@
+"""Decisions on a bundle's artifacts: which latency they use, precision selection, deploy.
+
+Two references and one latency (ARCHITECTURE.md, "Decisions"):
+
+- accuracy: precision selection bounds each candidate's drop against the final FP32 PyTorch model
+  (what compiling and quantizing cost); ``deploy`` and the CI gates report and judge the drop
+  against the input model (what the whole compression cost, what a user asks);
+- latency: ``latency_for(artifact, target, benchmarks)`` is the one number every decision ranks on,
+  with its basis: measured here for a local target (the latest ``edgekit bench`` on this host, else
+  the compress-time measurement), measured on the device once ``edgekit bench --host`` has run,
+  else the target's labelled estimate. The build host's latency is never a remote target's number.
+
+A ranking says when its candidates' bases differ, and when two estimates are closer than the
+estimator's error it keeps both and says "measure on the device" instead of pretending to know.
+
+Artifacts may be compile-time ``Artifact`` objects (metrics a dict) or the manifest's typed
+``ArtifactRecord``; benchmarks ``BenchEntry`` objects or their dicts: ``_plain`` reads either, so
+compilation (a split tail's choice, before its heads are scored) and ``edgekit bench`` (after the
+device ran) decide with the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from edgekit.targets import Target
+
+DEFAULT_AUTO_DROP = 1.0      # percentage points, when the recipe sets no max_accuracy_drop
+DEFAULT_ESTIMATE_ERROR = 0.25  # relative; a target file may give ``device.estimate_error`` (measured)
+MEASURE_ON_DEVICE = "measure on the device"
+
+MEASURED_HERE = "measured here"
+ESTIMATED = "estimated"
+NOT_AVAILABLE = "not available"
+
+
+def _plain(value: Any) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    return value.model_dump(mode="json", exclude_none=True)
+
+
+def _part(artifact) -> str:
+    return (artifact.meta or {}).get("split_part", "whole")
+
+
+def latency_for(artifact, target: Target, benchmarks: Iterable = ()) -> tuple[float | None, str]:
+    """(p50 ms at batch 1, basis) of ``artifact`` on ``target``: the one latency decisions use.
+
+    basis is ``measured here`` (local target), ``measured on the device (<where>)`` (a bench over SSH),
+    ``estimated (<target>)`` or ``not available``. A split tail runs on the server (this host)."""
+    metrics = _plain(artifact.metrics)
+    entries = [_plain(b) for b in benchmarks]
+    local = target.reach == "local" or _part(artifact) == "tail"
+    if not local:
+        for entry in reversed(entries):
+            result = entry.get("results", {}).get(artifact.name, {})
+            p50 = result.get("latency", {}).get("p50_ms")
+            if entry.get("where", "local") != "local" and p50 is not None:
+                return float(p50), f"measured on the device ({entry['where']})"
+    else:
+        for entry in reversed(entries):
+            result = entry.get("results", {}).get(artifact.name, {})
+            p50 = result.get("latency", {}).get("p50_ms")
+            if entry.get("where") == "local" and p50 is not None:
+                return float(p50), MEASURED_HERE
+        lat = metrics.get("latency") or {}
+        if lat.get("p50_ms") is not None and lat.get("measured", "host") != "estimated":
+            return float(lat["p50_ms"]), MEASURED_HERE
+    est = metrics.get("estimate") or {}
+    if est.get("latency_ms") is not None:
+        return float(est["latency_ms"]), f"{ESTIMATED} ({est.get('target') or target.name})"
+    lat = metrics.get("latency") or {}
+    if local and lat.get("p50_ms") is not None:   # a TensorRT artifact's own roofline, labelled
+        return float(lat["p50_ms"]), f"{ESTIMATED} ({target.name})"
+    return None, NOT_AVAILABLE
+
+
+def estimate_error(target: Target) -> float:
+    return float(getattr(target.device, "estimate_error", None) or DEFAULT_ESTIMATE_ERROR)
+
+
+def _top1(artifact) -> float | None:
+    return (_plain(artifact.metrics).get("accuracy") or {}).get("top1")
+
+
+def drop(top1: float | None, reference: float | None) -> float | None:
+    return None if top1 is None or reference is None else round(reference - top1, 3)
+
+
+def within_error(a: float, b: float, error: float) -> bool:
+    """True when estimates a and b (a <= b) cannot be told apart: the faster one's upper error bound
+    reaches the slower one's lower bound."""
+    return a * (1 + error) >= b * (1 - error)
+
+
+def _bases(rows: list[dict]) -> str:
+    kinds = sorted({r["latency_source"] for r in rows if r["p50_ms"] is not None})
+    return "" if len(kinds) <= 1 else f"; mixed latency bases ({', '.join(kinds)})"
+
+
+def _ties(best: dict, rows: list[dict], error: float) -> list[dict]:
+    """Estimated candidates the estimate cannot separate from ``best``."""
+    if not best["latency_source"].startswith(ESTIMATED):
+        return []
+    return [r for r in rows if r is not best and r["latency_source"].startswith(ESTIMATED)
+            and within_error(best["p50_ms"], r["p50_ms"], error)]
+
+
+def select_precisions(artifacts: list, target: Target, final_top1: float | None, max_drop: float,
+                      benchmarks: Iterable = (), input_top1: float | None = None,
+                      server_target: Target | None = None) -> list[dict]:
+    """Per part and backend: the fastest candidate (``latency_for``) whose drop against the final FP32
+    model is within ``max_drop`` points. Marks ``meta.chosen``/``meta.selection`` and returns the decision
+    table. The input model's own artifact (part ``input``) is a reference, never a candidate."""
+    benchmarks = list(benchmarks)
+    error = estimate_error(target)
+    decisions = []
+    groups = dict.fromkeys((_part(a), a.backend) for a in artifacts if _part(a) != "input")
+    for part, backend in groups:
+        group = [a for a in artifacts if (_part(a), a.backend) == (part, backend)]
+        part_target = server_target if part == "tail" and server_target is not None else target
+        rows = []
+        for a in group:
+            top1 = _top1(a)
+            p50, basis = latency_for(a, part_target, benchmarks)
+            d = drop(top1, final_top1)
+            rows.append({"artifact": a.name, "precision": a.precision, "top1": top1, "drop": d,
+                         "drop_vs_input": drop(top1, input_top1) if part != "tail" else None, "p50_ms": p50,
+                         "latency_source": basis, "eligible": d is not None and p50 is not None and d <= max_drop})
+        eligible = [r for r in rows if r["eligible"]]
+        also: list[dict] = []
+        if eligible:
+            best = min(eligible, key=lambda r: r["p50_ms"])
+            also = _ties(best, eligible, error)
+            reason = (f"fastest of {len(eligible)} candidate(s) within {max_drop} pt of the final FP32 model "
+                      f"(p50 {best['p50_ms']:.3f} ms {best['latency_source']}, drop {best['drop']:+.2f} pt)"
+                      + _bases(eligible))
+            if also:
+                reason += (f"; {', '.join(r['artifact'] for r in also)} within the estimate's ±{error:.0%} error: "
+                           f"kept too, {MEASURE_ON_DEVICE}")
+        else:
+            measured = [r for r in rows if r["top1"] is not None]
+            if not measured:
+                decisions.append({"part": part, "backend": backend, "chosen": None, "max_accuracy_drop": max_drop,
+                                  "reason": "no candidate could be measured", "candidates": rows})
+                continue
+            best = max(measured, key=lambda r: r["top1"])
+            reason = f"no candidate within {max_drop} pt of the final FP32 model; kept the most accurate ({best['precision']})"
+        kept = {r["artifact"] for r in also}
+        for r in rows:
+            r["chosen"] = r is best
+            if r is best:
+                r["why"] = reason
+            elif r["artifact"] in kept:
+                r["why"] = f"kept: estimate within ±{error:.0%} of the chosen one, {MEASURE_ON_DEVICE}"
+            elif r["drop"] is None or r["p50_ms"] is None:
+                r["why"] = "not measured"
+            elif r["drop"] > max_drop:
+                r["why"] = f"accuracy drop {r['drop']:+.2f} pt > {max_drop} pt"
+            else:
+                r["why"] = f"slower: p50 {r['p50_ms']:.3f} ms vs {best['p50_ms']:.3f} ms ({r['latency_source']})"
+        for a in group:
+            row = next(r for r in rows if r["artifact"] == a.name)
+            a.meta["chosen"] = row["chosen"]
+            a.meta["selection"] = row["why"]
+        decisions.append({"part": part, "backend": backend, "chosen": best["artifact"], "max_accuracy_drop": max_drop,
+                          "reason": reason, "also_kept": sorted(kept), "candidates": rows})
+    return decisions
+
+
+def recommend(decisions: list[dict], target: Target | None = None, deployable: list[str] | None = None) -> dict | None:
+    """The artifact to deploy: of each backend's chosen candidate, the fastest on ``latency_for`` (those
+    passing the CI gates first, when gates ran). Its drop is reported against the input model. Why one:
+    a user deploying to a device wants one answer; the other backends stay in the bundle."""
+    chosen = [next(r for r in d["candidates"] if r["chosen"]) for d in decisions
+              if d["chosen"] and d.get("part", "whole") == "whole"]
+    timed = [r for r in chosen if r["p50_ms"] is not None]
+    if not timed:
+        return None
+    gated = deployable is not None
+    best = min(timed, key=lambda r: (gated and r["artifact"] not in deployable, not r["eligible"], r["p50_ms"]))
+    error = estimate_error(target) if target is not None else DEFAULT_ESTIMATE_ERROR
+    also = [r for r in _ties(best, [r for r in timed if r["eligible"]], error)]
+    others = ", ".join(f"{r['artifact']} {r['p50_ms']:.3f} ms ({r['latency_source']})" for r in timed if r is not best)
+    reason = (f"fastest per-backend choice (p50 {best['p50_ms']:.3f} ms {best['latency_source']})"
+              + (" among those passing the CI gates" if gated and best["artifact"] in deployable else "")
+              + (f"; others: {others}" if others else "") + _bases(timed))
+    if also:
+        reason += f"; {', '.join(r['artifact'] for r in also)} cannot be told apart by the estimate: {MEASURE_ON_DEVICE}"
+    return {"artifact": best["artifact"], "top1": best["top1"], "drop": best["drop_vs_input"],
+            "drop_vs_final": best["drop"], "p50_ms": best["p50_ms"], "latency_source": best["latency_source"],
+            "reason": reason, "also_kept": [r["artifact"] for r in also]}
+
+
+def artifact_drops(artifact, input_top1: float | None, final_top1: float | None) -> dict:
+    top1 = _top1(artifact)
+    return {"vs_input": drop(top1, input_top1), "vs_final": drop(top1, final_top1)}

@@ -1,0 +1,136 @@
+"""The report's sections, built once from the manifest; report.md and report.html render the same list,
+so the two can never disagree on what a bundle says (and ``edgekit bench`` keeps every section: it
+re-renders from the manifest, where everything lives).
+
+A section is a title and blocks: text lines (Markdown-ish: ``- `` bullets, ``**bold**``, ``code``) and
+tables (columns + rows, with an id the HTML keeps for tests and links).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgekit.manifest import Manifest
+from edgekit.reports.robustness import robustness_markdown
+from edgekit.reports.split import split_markdown
+from edgekit.reports.tables import (ARTIFACT_COLUMNS, BENCH_COLUMNS, ESTIMATE_COLUMNS, GATE_COLUMNS, SELECTION_COLUMNS,
+                                    STAGE_COLUMNS, artifact_rows, bench_rows, bench_title, drop_cell, estimate_rows,
+                                    fmt, gate_rows, headline, selection_rows, skipped_label, stage_rows)
+
+PLOT = "pareto.svg"   # written next to report.md (the HTML inlines it)
+
+
+@dataclass
+class Table:
+    id: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list = field(default_factory=list)   # str | Table | Plot
+
+
+@dataclass
+class Plot:
+    """The accuracy-vs-latency plot: inline SVG in HTML, an image link in Markdown."""
+
+
+def blocks_from_markdown(lines: list[str], table_id: str) -> list:
+    """Text lines and tables of a Markdown fragment (its ``## `` title dropped): lets sections written as
+    Markdown (split, robustness) render as real HTML tables too."""
+    blocks, table, n = [], None, 0
+    for line in lines:
+        if line.startswith("## "):
+            continue
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if table is None:
+                table = Table(f"{table_id}-{n}", cells, [])
+                n += 1
+                blocks.append(table)
+            elif not all(set(c) <= set("-:") for c in cells):
+                table.rows.append(cells)
+            continue
+        table = None
+        blocks.append(line)
+    while blocks and blocks[0] == "":
+        blocks.pop(0)
+    return blocks
+
+
+def summary_lines(manifest: Manifest) -> list[str]:
+    model, data, final, target, host = manifest.model, manifest.data, manifest.reference, manifest.target, manifest.host
+    inp = manifest.input_reference
+    lines = [f"- model: `{model.source}` ({model.params:,} params, {model.macs / 1e6:.2f} MMACs in)",
+             f"- data: `{data.source}` (train {data.train}, val {data.val}, test {data.test})",
+             f"- target: **{target.name}** — {target.description} (runtime {target.runtime})",
+             f"- recipe: `{manifest.recipe.name}`"]
+    if inp:
+        lines.append(f"- input model (PyTorch, before any stage): top-1 {fmt(inp.accuracy.top1)}% on "
+                     f"{inp.accuracy.samples} test images"
+                     + (f" (validation {fmt(inp.val_top1)}%)" if inp.val_top1 is not None else ""))
+    lines += [f"- final model (PyTorch, after the stages): top-1 {fmt(final.accuracy.top1)}% on "
+              f"{final.accuracy.samples} test images",
+              "- Δ input / Δ final: an artifact's top-1 change in points against the input model (what gates "
+              "and deploy judge) and against the final FP32 model (what precision selection bounds)",
+              f"- measured on: {host.get('cpu')}, {host.get('cores')} cores, {host.get('os')}"]
+    return lines
+
+
+def build_sections(manifest: Manifest) -> list[Section]:
+    out = [Section("headline", "Headline", headline(manifest)),
+           Section("summary", "Summary", summary_lines(manifest)),
+           Section("pareto", "Accuracy vs latency",
+                   ["Every artifact measured (filled) or estimated (hollow); the input model's FP32 artifact and "
+                    "the deployed one are marked.", Plot()])]
+    if manifest.gates:
+        verdict = "passed" if manifest.gates.passed else "FAILED"
+        out.append(Section("gates", f"CI gates: {verdict}", [Table("gates", GATE_COLUMNS, gate_rows(manifest))]))
+    out += [Section("stages", "Stages", [Table("stages", STAGE_COLUMNS, stage_rows(manifest))]),
+            Section("artifacts", "Artifacts",
+                    [f"Accuracy and latency are measured through each artifact's own runtime (batch "
+                     f"{manifest.recipe.profile.batch}); 'on target' is the latency decisions use, with its basis.",
+                     Table("artifacts", ARTIFACT_COLUMNS, artifact_rows(manifest))])]
+    split = split_markdown(manifest)
+    if split:
+        out.append(Section("split", "Split (head on the device, tail on the server)", blocks_from_markdown(split, "split")))
+    cal = manifest.calibration
+    if cal:
+        lines = [f"{cal.size} images from the {cal.split} split (seed {cal.seed}, "
+                 f"{'class-balanced' if cal.balanced else 'random'}), `{cal.path}` sha256 `{cal.sha256[:16]}…`"]
+        if cal.parts:
+            lines += [""] + [f"- {part}: {what}" for part, what in cal.parts.items()]
+        out.append(Section("calibration", "Calibration", lines))
+    deploy = manifest.deploy
+    if deploy:
+        drops = ("" if deploy.drop is None and deploy.drop_vs_final is None else
+                 f" (Δ {drop_cell(deploy.drop)} pt vs the input model, {drop_cell(deploy.drop_vs_final)} pt vs the "
+                 "final FP32 model)")
+        out.append(Section("deploy", "Deploy", [f"**{deploy.artifact}** — top-1 {fmt(deploy.top1)}%{drops}, "
+                                                f"{deploy.reason}"]))
+    for i, d in enumerate(manifest.precision_selection or []):
+        out.append(Section(f"selection-{i}", f"Precision selection: {d.backend}" + ("" if d.part == "whole" else f" ({d.part})"),
+                           [f"Chosen: **{d.chosen}** — {d.reason}",
+                            Table(f"selection-{i}", SELECTION_COLUMNS, selection_rows(d))]))
+    if manifest.robustness:
+        out.append(Section("robustness", "Robustness",
+                           blocks_from_markdown(robustness_markdown(manifest.robustness).splitlines(), "robustness")))
+    inp = manifest.input_reference
+    refs = (inp.accuracy.top1 if inp else None, manifest.reference.accuracy.top1)
+    for i, entry in enumerate(manifest.benchmarks):
+        out.append(Section(f"bench-{i}", bench_title(entry),
+                           [Table(f"bench-{i}", BENCH_COLUMNS, bench_rows(manifest.artifacts, entry, refs))]))
+    rows = estimate_rows(manifest.artifacts, manifest.benchmarks)
+    if rows:
+        out.append(Section("estimates", "Estimated latency (not measured)",
+                           ["Roofline estimates from per-layer MACs and bytes, the device's peak ops/s and memory "
+                            "bandwidth from its target file, and runtime efficiency factors (per precision) calibrated "
+                            "on measurements (benchmarks/results/estimator_x86.md). They are estimates, not "
+                            "measurements.", Table("estimates", ESTIMATE_COLUMNS, rows)]))
+    if manifest.skipped:
+        out.append(Section("skipped", "Not produced", [f"- {skipped_label(s)}: {s.reason}" for s in manifest.skipped]))
+    return out

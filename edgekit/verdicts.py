@@ -1,0 +1,36 @@
+"""Every decision on a bundle, taken from its manifest: drops, precision selection, CI gates, deploy.
+
+The pipeline calls ``decide`` once the artifacts are measured; ``edgekit bench`` calls it again after
+merging a run (a device's measurements change the latency basis, so the choices can change). The
+rules themselves are in ``edgekit.decisions``; this module applies them to a typed ``Manifest``.
+"""
+
+from __future__ import annotations
+
+from edgekit.decisions import DEFAULT_AUTO_DROP, artifact_drops, recommend, select_precisions
+from edgekit.gates import Gates, evaluate_gates
+from edgekit.manifest import Decision, Deploy, Drops, Manifest
+
+
+def decide(manifest: Manifest, gates: Gates | None = None) -> Manifest:
+    """Fill drops, ``precision_selection`` (``precision: auto``), ``gates`` and ``deploy`` in place.
+    ``gates`` None: the limits the bundle's gates were evaluated with, if any (a bench rerun)."""
+    inp = manifest.input_reference
+    input_top1 = inp.accuracy.top1 if inp else None
+    final_top1 = manifest.reference.accuracy.top1
+    for a in manifest.artifacts:
+        a.metrics.drops = Drops(**artifact_drops(a, input_top1, final_top1))
+    compile_settings = manifest.recipe.compile
+    bound = compile_settings.max_accuracy_drop if compile_settings.max_accuracy_drop is not None else DEFAULT_AUTO_DROP
+    decisions = select_precisions(manifest.artifacts, manifest.target, final_top1, bound, manifest.benchmarks,
+                                  input_top1)
+    manifest.precision_selection = ([Decision.model_validate(d) for d in decisions]
+                                    if "auto" in compile_settings.precisions else None)
+    if gates is None and manifest.gates is not None:
+        limits = manifest.gates.limits
+        gates = Gates(limits.get("max_accuracy_drop"), limits.get("max_latency_ms"))
+    if gates is not None and gates.active:
+        manifest.gates = evaluate_gates(manifest, gates)
+    deploy = recommend(decisions, manifest.target, manifest.gates.deployable if manifest.gates else None)
+    manifest.deploy = Deploy.model_validate(deploy) if deploy else None
+    return manifest
