@@ -14,14 +14,16 @@ module gathers, before pruning:
 - attention modules of a form it does not know: every layer inside them is ignored (reported);
 
 and after each pruning step ``sync_attributes`` writes the new sizes back into those attributes.
-Re-parameterizable models (RepVGG, MobileOne, FastViT) are fused first with timm's
-``reparameterize_model``: the branches of a train-time block cannot be pruned consistently, the
-fused conv can, and the fused model is what gets deployed anyway.
+Re-parameterizable models (RepVGG, MobileOne, FastViT) are fused first (``models.reparam``). A
+ShuffleNet channel shuffle (a reshape-transpose-reshape torch-pruning cannot map) is traced as an
+opaque op, and the layers whose channels pass through it are kept whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -36,19 +38,6 @@ class ArchitectureHints:
     ignored: dict[str, str] = field(default_factory=dict)                 # module path -> why
     attention: dict[str, nn.Module] = field(default_factory=dict)         # path -> qkv-style attention
     notes: list[str] = field(default_factory=list)
-
-
-def reparameterize(module: nn.Module) -> tuple[nn.Module, bool]:
-    """Fuse train-time branches (timm ``reparameterize_model``) when the model has any; returns
-    (model, whether anything changed). Fusion keeps the function (same outputs up to float rounding)."""
-    if not any(callable(getattr(m, a, None)) for m in module.modules()
-               for a in ("reparameterize", "switch_to_deploy")):
-        return module, False
-    try:
-        from timm.utils.model import reparameterize_model
-    except ImportError:
-        return module, False
-    return reparameterize_model(module.eval(), inplace=False).eval(), True
 
 
 def _qkv_layers(m: nn.Module) -> list[nn.Module]:
@@ -78,6 +67,12 @@ def collect_hints(module: nn.Module, example: torch.Tensor) -> ArchitectureHints
         elif _looks_like_attention(m) and not any(name.startswith(a + ".") for a in hints.attention):
             if not any(name.startswith(p + ".") or name == p for p in hints.ignored):
                 hints.ignored[name] = f"{type(m).__name__}: attention whose head layout torch-pruning is not told"
+    for name, m in module.named_modules():
+        if type(m).__name__ == "InvertedResidual" and type(m).__module__.endswith("shufflenetv2"):
+            for branch in ("branch1", "branch2"):
+                convs = [n for n, c in getattr(m, branch).named_modules() if isinstance(c, nn.Conv2d)]
+                if convs:
+                    hints.ignored[f"{name}.{branch}.{convs[-1]}"] = "its channels pass a channel shuffle"
     for pname, p in module.named_parameters():
         owner = pname.rpartition(".")[0]
         if isinstance(module.get_submodule(owner) if owner else module, _STANDARD):
@@ -153,3 +148,42 @@ def sync_attributes(module: nn.Module, hints: ArchitectureHints, pruner) -> None
                     m.out_channels = sum(int(c.out_channels) for c in convs)
         if isinstance(getattr(m, "hidden_dim", None), int) and isinstance(getattr(m, "conv_proj", None), nn.Conv2d):
             m.hidden_dim = m.conv_proj.out_channels  # torchvision VisionTransformer reshapes by it
+
+
+class _OpaqueShuffle(torch.autograd.Function):
+    """Channel shuffle as one autograd node: torch-pruning then sees a channel-preserving op."""
+
+    @staticmethod
+    def forward(ctx, x, groups):
+        b, c, h, w = x.shape
+        return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+@contextlib.contextmanager
+def tracing(module: nn.Module) -> Iterator[None]:
+    """While torch-pruning traces ``module``: operations it cannot map made opaque (see above)."""
+    import sys
+
+    shufflenet = sys.modules.get("torchvision.models.shufflenetv2")
+    if shufflenet is None or not any(type(m).__module__ == shufflenet.__name__ for m in module.modules()):
+        yield
+        return
+    original = shufflenet.channel_shuffle
+    shufflenet.channel_shuffle = lambda x, groups: _OpaqueShuffle.apply(x, groups)
+    try:
+        yield
+    finally:
+        shufflenet.channel_shuffle = original
+
+
+def clear_caches(module: nn.Module) -> None:
+    """Drop tensors models cache from a forward (LeViT's attention biases): made under autograd they
+    cannot be deep-copied, and after pruning they have stale shapes."""
+    for m in module.modules():
+        cache = getattr(m, "attention_bias_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from edgekit import ui
 from edgekit.errors import EdgekitError, MissingDependency
 from edgekit.profiling.complexity import count_macs
-from edgekit.pruning.adapters import collect_hints, sync_attributes
+from edgekit.pruning.adapters import clear_caches, collect_hints, sync_attributes, tracing
 from edgekit.pruning.layers import protected_layers
 from edgekit.spec import ModelSpec
 
@@ -112,6 +112,7 @@ def structured_prune(module: nn.Module, spec: ModelSpec, plan: StructuredPlan,
     if not reached:
         ui.warn(f"prune: {plan.target} target {plan.value} not reached within max_layer_ratio "
                 f"{plan.max_layer_ratio} (ended at {trajectory[-1]})")
+    clear_caches(module)
     if auto_ignored:
         ui.warn(f"prune: kept {len(auto_ignored)} layer group(s) unpruned that torch-pruning cannot prune "
                 f"consistently (e.g. {next(iter(auto_ignored))}: {next(iter(auto_ignored.values()))})")
@@ -139,6 +140,7 @@ class _PrunerState:
         self.ignored_names, self.auto_ignored = ignored_names, auto_ignored
         self.pruner = None
         self.hints = None
+        self.current_root: nn.Module | None = None
         self.repairs = 0
 
     def _ignored_modules(self) -> list[nn.Module]:
@@ -157,14 +159,16 @@ class _PrunerState:
         ratio = self.final_ratio if steps_left == self.steps else self.final_ratio * steps_left / self.steps
         heads = plan.attention == "heads"
         try:
-            self.pruner = tp.pruner.BasePruner(
-                self.module, self.example, importance=_importance(tp, plan.importance),
-                global_pruning=plan.scope == "global", pruning_ratio=ratio,
-                max_pruning_ratio=plan.max_layer_ratio, iterative_steps=steps_left,
-                ignored_layers=self._ignored_modules(), round_to=plan.round_to,
-                num_heads=dict(self.hints.num_heads), out_channel_groups=dict(self.hints.out_channel_groups),
-                prune_num_heads=heads, prune_head_dims=not heads, head_pruning_ratio=ratio if heads else 0.0,
-                unwrapped_parameters=list(self.hints.unwrapped_parameters) or None)
+            with tracing(self.module):
+                self.pruner = tp.pruner.BasePruner(
+                    self.module, self.example, importance=_importance(tp, plan.importance),
+                    global_pruning=plan.scope == "global", pruning_ratio=ratio,
+                    max_pruning_ratio=plan.max_layer_ratio, iterative_steps=steps_left,
+                    ignored_layers=self._ignored_modules(), round_to=plan.round_to,
+                    num_heads=dict(self.hints.num_heads), out_channel_groups=dict(self.hints.out_channel_groups),
+                    prune_num_heads=heads, prune_head_dims=not heads, head_pruning_ratio=ratio if heads else 0.0,
+                    unwrapped_parameters=list(self.hints.unwrapped_parameters) or None)
+            self._track_groups()
         except MemoryError:
             raise EdgekitError("prune: out of memory while torch-pruning traced the model",
                                "prune at a smaller input size (--input-size), or use mode unstructured") from None
@@ -174,7 +178,7 @@ class _PrunerState:
 
     def step(self, steps_left: int) -> bool:
         """One pruning step that leaves a working model; False when no group could be pruned."""
-        backup = copy.deepcopy(self.module)
+        backup = _snapshot(self.module)
         try:
             self.pruner.step()
             sync_attributes(self.module, self.hints, self.pruner)
@@ -191,39 +195,78 @@ class _PrunerState:
 
     def _step_by_group(self, steps_left: int, first_error: str) -> bool:
         """Prune group by group, undoing (and from then on keeping unpruned) each group that breaks
-        the forward pass."""
-        names = {m: n for n, m in self.module.named_modules()}
-        pruned, failures = 0, 0
-        for group in self.pruner.step(interactive=True):
-            root = group[0].dep.target.module
-            backup = copy.deepcopy(self.module)
-            try:
-                group.prune()
-                sync_attributes(self.module, self.hints, self.pruner)
-                self._check()
-                pruned += 1
-            except MemoryError:
-                raise EdgekitError("prune: out of memory in a pruning step",
-                                   "prune at a smaller input size (--input-size)") from None
-            except Exception as err:  # noqa: BLE001
-                _restore(self.module, backup)
-                sync_attributes(self.module, self.hints, self.pruner)
-                failures += 1
-                self.repairs += 1
-                name = names.get(root, type(root).__name__)
-                self.auto_ignored[name] = f"pruning it breaks the forward pass ({_first_line(err)[:160]})"
-                if self.repairs > self.MAX_REPAIRS:
-                    raise EdgekitError(f"prune: more than {self.MAX_REPAIRS} layer groups break the model when "
-                                       f"pruned (last: {name}: {_first_line(err)[:160]}; first error: "
-                                       f"{first_error[:160]})",
-                                       "list those layers under `ignore`, or use mode unstructured") from None
-        if failures:
-            self.build(max(steps_left - 1, 1))  # later steps keep the culprits whole
-        return pruned > 0
+        the forward pass or that torch-pruning itself fails on."""
+        while True:
+            step_backup = _snapshot(self.module)
+            names = {m: n for n, m in self.module.named_modules()}
+            pruned, failures, restart = 0, 0, False
+            groups = iter(self.pruner.step(interactive=True))
+            while True:
+                self.current_root = None
+                try:
+                    group = next(groups)
+                except StopIteration:
+                    break
+                except MemoryError:
+                    raise EdgekitError("prune: out of memory in a pruning step",
+                                       "prune at a smaller input size (--input-size)") from None
+                except Exception as err:  # noqa: BLE001 - torch-pruning failed computing this group
+                    _restore(self.module, step_backup)
+                    self._give_up_on(names.get(self.current_root), err, first_error)
+                    self.build(steps_left)
+                    restart = True
+                    break
+                root = group[0].dep.target.module
+                backup = _snapshot(self.module)
+                try:
+                    group.prune()
+                    sync_attributes(self.module, self.hints, self.pruner)
+                    self._check()
+                    pruned += 1
+                except MemoryError:
+                    raise EdgekitError("prune: out of memory in a pruning step",
+                                       "prune at a smaller input size (--input-size)") from None
+                except Exception as err:  # noqa: BLE001
+                    _restore(self.module, backup)
+                    sync_attributes(self.module, self.hints, self.pruner)
+                    failures += 1
+                    self._give_up_on(names.get(root, type(root).__name__), err, first_error)
+            if restart:
+                continue
+            if failures:
+                self.build(max(steps_left - 1, 1))  # later steps keep the culprits whole
+            return pruned > 0
+
+    def _give_up_on(self, name: str | None, err: BaseException, first_error: str) -> None:
+        """Keep the group rooted at ``name`` unpruned from now on (reported as auto_ignored)."""
+        self.repairs += 1
+        if name is None or name in self.auto_ignored or self.repairs > self.MAX_REPAIRS:
+            where = f"last: {name}: " if name else ""
+            raise EdgekitError(f"prune: torch-pruning cannot prune this model ({where}{_first_line(err)[:160]}; "
+                               f"first error: {first_error[:160]})",
+                               "list the offending layers under `ignore`, or use mode unstructured") from None
+        self.auto_ignored[name] = f"pruning it breaks the model ({_first_line(err)[:160]})"
+
+    def _track_groups(self) -> None:
+        """Record the root layer of the group torch-pruning is working on, to name it if it fails."""
+        graph = self.pruner.DG
+        original = graph.get_all_groups
+
+        def groups(*args, **kwargs):
+            for group in original(*args, **kwargs):
+                self.current_root = group[0].dep.target.module
+                yield group
+
+        graph.get_all_groups = groups
 
     def _check(self) -> None:
         with torch.no_grad():
             self.module.eval()(self.example)
+
+
+def _snapshot(module: nn.Module) -> nn.Module:
+    clear_caches(module)
+    return copy.deepcopy(module)
 
 
 def _restore(module: nn.Module, backup: nn.Module) -> None:
