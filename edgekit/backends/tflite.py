@@ -44,7 +44,9 @@ class Tflite(Backend):
         from edgekit.backends.tflite_prep import prepare_for_pt2e
 
         c, h, w = model.spec.input_shape
-        module = litert_torch.to_channel_last_io(copy.deepcopy(model.module).eval(), args=[0])
+        # the NHWC wrapper is a new module in training mode: without .eval() litert-torch converts
+        # training-mode BatchNorm/Dropout ("Your model is converted in training mode")
+        module = litert_torch.to_channel_last_io(copy.deepcopy(model.module).eval(), args=[0]).eval()
         sample = (torch.zeros(1, h, w, c),)
         path = request.out_dir / "artifacts" / f"model_{precision}.tflite"
         path.parent.mkdir(parents=True, exist_ok=True)
