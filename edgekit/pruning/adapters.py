@@ -163,6 +163,21 @@ class _OpaqueShuffle(torch.autograd.Function):
         return grad, None
 
 
+class _OpaqueSlice(torch.autograd.Function):
+    """``x[:, start:end]`` as one autograd node (torch-pruning's chunk mapping fails on ShuffleNet)."""
+
+    @staticmethod
+    def forward(ctx, x, start, end):
+        ctx.shape, ctx.start, ctx.end = x.shape, start, end
+        return x[:, start:end].clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        full = grad.new_zeros(ctx.shape)
+        full[:, ctx.start:ctx.end] = grad
+        return full, None, None
+
+
 @contextlib.contextmanager
 def tracing(module: nn.Module) -> Iterator[None]:
     """While torch-pruning traces ``module``: operations it cannot map made opaque (see above)."""
@@ -172,12 +187,23 @@ def tracing(module: nn.Module) -> Iterator[None]:
     if shufflenet is None or not any(type(m).__module__ == shufflenet.__name__ for m in module.modules()):
         yield
         return
-    original = shufflenet.channel_shuffle
+    original, forward = shufflenet.channel_shuffle, shufflenet.InvertedResidual.forward
+
+    def traced_forward(self, x):  # torchvision's forward, with the chunk as two opaque slices
+        if self.stride == 1:
+            half = x.shape[1] // 2
+            x1, x2 = _OpaqueSlice.apply(x, 0, half), _OpaqueSlice.apply(x, half, x.shape[1])
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return shufflenet.channel_shuffle(out, 2)
+
     shufflenet.channel_shuffle = lambda x, groups: _OpaqueShuffle.apply(x, groups)
+    shufflenet.InvertedResidual.forward = traced_forward
     try:
         yield
     finally:
-        shufflenet.channel_shuffle = original
+        shufflenet.channel_shuffle, shufflenet.InvertedResidual.forward = original, forward
 
 
 def clear_caches(module: nn.Module) -> None:
