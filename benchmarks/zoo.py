@@ -286,7 +286,10 @@ def main() -> None:
     rows = dict(previous)
     for source, px in selected:
         print(f"== {source} ({px} px)", flush=True)
-        rows[source] = run_isolated(source, px, args.timeout, args.memory_gb)
+        row = run_isolated(source, px, args.timeout, args.memory_gb)
+        if (RESULTS / "zoo.json").exists():  # another sweep process may have added rows meanwhile
+            rows.update({r["model"]: r for r in json.loads((RESULTS / "zoo.json").read_text())["models"]})
+        rows[source] = row
         print(json.dumps(rows[source]["stages"], default=str)[:600], flush=True)
         order = [s for s, _, _ in MODELS] + [s for s in rows if s not in {m for m, _, _ in MODELS}]
         write_results([rows[s] for s in order if s in rows])
