@@ -25,6 +25,7 @@ from edgekit.errors import EdgekitError, MissingDependency
 from edgekit.profiling.complexity import count_macs
 from edgekit.pruning.adapters import clear_caches, collect_hints, sync_attributes, tracing
 from edgekit.pruning.layers import protected_layers
+from edgekit.pruning.guard import is_out_of_memory, memory_guard
 from edgekit.spec import ModelSpec
 
 
@@ -84,8 +85,31 @@ def structured_prune(module: nn.Module, spec: ModelSpec, plan: StructuredPlan,
     hints = collect_hints(module, example)
     for path, why in hints.ignored.items():
         auto_ignored[path] = why
-    state = _PrunerState(tp, module, example, plan, final_ratio, steps, ignored_names, auto_ignored)
-    state.build(steps)
+    with memory_guard("prune"):
+        state = _PrunerState(tp, module, example, plan, final_ratio, steps, ignored_names, auto_ignored)
+        state.build(steps)
+        reached, trajectory = _run_steps(state, module, spec, plan, steps, base_macs, grad_batches, latency_fn)
+    clear_caches(module)
+    if not reached:
+        ui.warn(f"prune: {plan.target} target {plan.value} not reached within max_layer_ratio "
+                f"{plan.max_layer_ratio} (ended at {trajectory[-1]})")
+    if auto_ignored:
+        ui.warn(f"prune: kept {len(auto_ignored)} layer group(s) unpruned that torch-pruning cannot prune "
+                f"consistently (e.g. {next(iter(auto_ignored))}: {next(iter(auto_ignored.values()))})")
+    names = {m: n for n, m in module.named_modules()}
+    return {"target": plan.target, "target_value": plan.value, "target_met": reached,
+            "steps_taken": len(trajectory) - 1, "trajectory": trajectory, "macs_fraction":
+            round(trajectory[-1]["macs"] / base_macs, 4),
+            "ignored_layers": sorted(n for n in state.ignored_names if n in dict(module.named_modules())),
+            "auto_ignored": auto_ignored,
+            "attention": {"modules": len(state.hints.attention) + len(state.hints.out_channel_groups),
+                          "pruning": "head dims" if plan.attention == "head_dims" else "whole heads",
+                          "num_heads": {names.get(q, "?"): int(h) for q, h in state.pruner.num_heads.items()}
+                          if state.pruner is not None else {}}}
+
+
+def _run_steps(state: "_PrunerState", module: nn.Module, spec: ModelSpec, plan: StructuredPlan, steps: int,
+               base_macs: int, grad_batches, latency_fn) -> tuple[bool, list[dict]]:
     trajectory = [{"step": 0, "macs": base_macs}]
     reached = plan.target == "ratio"
     latency = None
@@ -109,23 +133,7 @@ def structured_prune(module: nn.Module, spec: ModelSpec, plan: StructuredPlan,
         trajectory.append(point)
         if reached:
             break
-    if not reached:
-        ui.warn(f"prune: {plan.target} target {plan.value} not reached within max_layer_ratio "
-                f"{plan.max_layer_ratio} (ended at {trajectory[-1]})")
-    clear_caches(module)
-    if auto_ignored:
-        ui.warn(f"prune: kept {len(auto_ignored)} layer group(s) unpruned that torch-pruning cannot prune "
-                f"consistently (e.g. {next(iter(auto_ignored))}: {next(iter(auto_ignored.values()))})")
-    names = {m: n for n, m in module.named_modules()}
-    return {"target": plan.target, "target_value": plan.value, "target_met": reached,
-            "steps_taken": len(trajectory) - 1, "trajectory": trajectory, "macs_fraction":
-            round(trajectory[-1]["macs"] / base_macs, 4),
-            "ignored_layers": sorted(n for n in state.ignored_names if n in dict(module.named_modules())),
-            "auto_ignored": auto_ignored,
-            "attention": {"modules": len(state.hints.attention) + len(state.hints.out_channel_groups),
-                          "pruning": "head dims" if plan.attention == "head_dims" else "whole heads",
-                          "num_heads": {names.get(q, "?"): int(h) for q, h in state.pruner.num_heads.items()}
-                          if state.pruner is not None else {}}}
+    return reached, trajectory
 
 
 class _PrunerState:
@@ -239,6 +247,9 @@ class _PrunerState:
 
     def _give_up_on(self, name: str | None, err: BaseException, first_error: str) -> None:
         """Keep the group rooted at ``name`` unpruned from now on (reported as auto_ignored)."""
+        if is_out_of_memory(err):
+            raise EdgekitError("prune: out of memory in a pruning step",
+                               "prune at a smaller input size (--input-size)") from None
         self.repairs += 1
         if name is None or name in self.auto_ignored or self.repairs > self.MAX_REPAIRS:
             where = f"last: {name}: " if name else ""
