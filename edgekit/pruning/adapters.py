@@ -178,9 +178,50 @@ class _OpaqueSlice(torch.autograd.Function):
         return full, None, None
 
 
+class _OpaqueTake(torch.autograd.Function):
+    """The first ``n`` features of the last dim as one autograd node (a stand-in for attention)."""
+
+    @staticmethod
+    def forward(ctx, x, n):
+        ctx.shape, ctx.n = x.shape, n
+        return x[..., :n].clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        full = grad.new_zeros(ctx.shape)
+        full[..., :ctx.n] = grad
+        return full, None
+
+
+def _surrogate(m: nn.Module):
+    """``proj(qkv(x)[..., :proj_in])``: the same layers and channel couplings as the attention, none of
+    its window partitions, rolls and bias-table gathers (torch-pruning needed minutes and gigabytes on
+    torchvision's Swin-T to trace those, for layers kept whole anyway)."""
+    def forward(x, *args, **kwargs):
+        return m.proj(_OpaqueTake.apply(m.qkv(x), m.proj.in_features))
+    return forward
+
+
 @contextlib.contextmanager
-def tracing(module: nn.Module) -> Iterator[None]:
-    """While torch-pruning traces ``module``: operations it cannot map made opaque (see above)."""
+def tracing(module: nn.Module, hints: ArchitectureHints | None = None) -> Iterator[None]:
+    """While torch-pruning traces ``module``: operations it cannot map made opaque (see above), and
+    attention kept whole (Linear ``qkv`` and ``proj``) traced through a stand-in of the same layers."""
+    names = dict(module.named_modules())
+    stand_ins = [names[p] for p in (hints.ignored if hints else {}) if p in names
+                 and isinstance(getattr(names[p], "qkv", None), nn.Linear)
+                 and isinstance(getattr(names[p], "proj", None), nn.Linear)]
+    for m in stand_ins:
+        m.forward = _surrogate(m)
+    try:
+        with _shufflenet_tracing(module):
+            yield
+    finally:
+        for m in stand_ins:
+            del m.forward
+
+
+@contextlib.contextmanager
+def _shufflenet_tracing(module: nn.Module) -> Iterator[None]:
     import sys
 
     shufflenet = sys.modules.get("torchvision.models.shufflenetv2")

@@ -167,7 +167,7 @@ class _PrunerState:
         ratio = self.final_ratio if steps_left == self.steps else self.final_ratio * steps_left / self.steps
         heads = plan.attention == "heads"
         try:
-            with tracing(self.module):
+            with tracing(self.module, self.hints):
                 self.pruner = tp.pruner.BasePruner(
                     self.module, self.example, importance=_importance(tp, plan.importance),
                     global_pruning=plan.scope == "global", pruning_ratio=ratio,
