@@ -180,7 +180,9 @@ def _rss_gb(pid: int) -> float:
 def run_isolated(source: str, px: int, timeout: float, memory_gb: float) -> dict:
     """The child process for one model; a kill (memory, time) becomes a one-line result."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT.parent), "PYTHONWARNINGS": "ignore"}
+           "PYTHONPATH": str(ROOT.parent), "PYTHONWARNINGS": "ignore",
+           # edgekit's own guard fails pruning with a one-line error before the sweep's kill limit
+           "EDGEKIT_MEMORY_LIMIT_GB": str(memory_gb - 1.5)}
     out = Path(f"/tmp/zoo-row-{os.getpid()}.json")
     out.unlink(missing_ok=True)
     log = open(RESULTS / "zoo_logs" / (source.split("?")[0].replace(":", "_") + ".log"), "w")

@@ -13,6 +13,7 @@ from typing import Iterator
 from edgekit.errors import EdgekitError
 
 FRACTION = 0.75  # of physical memory, as address space (which also counts mapped libraries)
+ENV = "EDGEKIT_MEMORY_LIMIT_GB"  # an explicit cap instead (e.g. below a sweep's own kill limit)
 
 
 def _total_memory() -> int | None:
@@ -38,6 +39,8 @@ def memory_guard(what: str, hint: str = "prune at a smaller input size (--input-
     total = _total_memory()
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = int(total * FRACTION) if total else None
+    if os.environ.get(ENV):
+        limit = int(float(os.environ[ENV]) * 2**30)
     tighten = limit is not None and (soft == resource.RLIM_INFINITY or soft > limit) and \
         (hard == resource.RLIM_INFINITY or hard >= limit)
     if tighten:
@@ -47,8 +50,8 @@ def memory_guard(what: str, hint: str = "prune at a smaller input size (--input-
     except (MemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
-        raise EdgekitError(f"{what}: out of memory (capped at {FRACTION:.0%} of {total / 2**30:.0f} GB RAM)",
-                           hint) from None
+        cap = f"{limit / 2**30:.1f} GB address space" if tighten else "the machine's memory"
+        raise EdgekitError(f"{what}: out of memory (capped at {cap})", hint) from None
     finally:
         if tighten:
             resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
