@@ -91,3 +91,21 @@ def test_every_head_form_is_replaced(source, px):
     with torch.no_grad():
         assert model.module.eval()(torch.zeros(2, 3, px, px)).shape == (2, 6)
     assert model.spec.num_classes == 6 and "head" in model.notes
+
+
+def test_memory_guard_turns_exhaustion_into_one_line_error(monkeypatch):
+    """Pruning runs capped below physical memory: an allocation beyond the cap is an EdgekitError, not a
+    kernel kill, and the cap is lifted afterwards."""
+    import resource
+
+    from edgekit.errors import EdgekitError
+    from edgekit.pruning.guard import ENV, memory_guard
+
+    with open("/proc/self/status") as f:
+        vm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+    monkeypatch.setenv(ENV, str(vm_kb / 2**20 + 1.0))  # 1 GB above what this process maps now
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with pytest.raises(EdgekitError, match="out of memory"):
+        with memory_guard("prune"):
+            torch.empty(int(3 * 2**30) // 4).fill_(1.0)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
