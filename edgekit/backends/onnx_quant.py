@@ -102,7 +102,9 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calibration: np.ndarray | None, pro
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     act, symmetric, why = PROFILES[profile]
-    input_name = onnx.load(str(fp32_onnx), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(fp32_onnx), load_external_data=False).graph
+    input_name = graph.input[0].name
+    op_types, kept_float = float_kept_ops({n.op_type for n in graph.node})
     reader = type("Reader", (NpzReader, CalibrationDataReader), {})(calibration, input_name)
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
@@ -116,6 +118,7 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calibration: np.ndarray | None, pro
         quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8 if act == "U8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=calib, reduce_range=reduce_range[0],
+                        op_types_to_quantize=op_types,
                         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                                        # TensorRT takes INT8 Q/DQ only; its biases stay float.
                                        "QuantizeBias": profile != "tensorrt"})
@@ -123,4 +126,22 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calibration: np.ndarray | None, pro
             "activation_symmetric": symmetric, "bias": "int32" if profile != "tensorrt" else "float",
             "calibration_method": method, "activation_choice": why, "reduce_range": reduce_range[0],
             "reduce_range_choice": reduce_range[1],
-            "calibration_images": int(len(calibration)), "quantizer": "onnxruntime.quantization.quantize_static"}
+            "calibration_images": int(len(calibration)), "quantizer": "onnxruntime.quantization.quantize_static",
+            "kept_float": kept_float}
+
+
+# Normalization, softmax and GELU of attention models lose most in 8 bits (outliers in LayerNorm
+# inputs, softmax's exponent range) and gain little speed: they stay float between Q/DQ pairs.
+KEEP_FLOAT = ("LayerNormalization", "Softmax", "Gelu", "Erf", "ReduceMean", "Pow", "Sqrt", "Div")
+
+
+def float_kept_ops(graph_ops: set[str]) -> tuple[list[str] | None, list[str]]:
+    """(op types to quantize, op types kept float): None (ORT's defaults) when the graph has none of
+    ``KEEP_FLOAT``, so convolutional graphs quantize exactly as before."""
+    kept = sorted(graph_ops & set(KEEP_FLOAT))
+    if not kept:
+        return None, []
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    quantizable = (set(QDQRegistry) | set(QLinearOpsRegistry)) - set(KEEP_FLOAT)
+    return sorted(quantizable & graph_ops), kept

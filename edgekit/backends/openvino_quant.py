@@ -31,6 +31,13 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
                     "mixed": nncf.QuantizationPreset.MIXED}[preset]
     meta = {"quantizer": f"nncf {nncf.__version__}", "preset": preset, "calibration_images": len(items),
             "weights": "int8 per-channel symmetric"}
+    # Attention graphs: NNCF's transformer scheme keeps LayerNorm/Softmax/GELU paths float and
+    # quantizes the MatMuls (the default CNN scheme quantizes them too and hurts accuracy).
+    kwargs = {}
+    if is_transformer(ov_model):
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+        meta["model_type"] = "transformer"
+        meta["kept_float"] = "LayerNorm, Softmax, GELU (nncf.ModelType.TRANSFORMER)"
     if max_accuracy_drop is not None and validation is not None:
         inputs, labels = validation
         val_items = [(inputs[i:i + 64], labels[i:i + 64]) for i in range(0, len(inputs), 64)]
@@ -47,15 +54,28 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars; keep --json stdout clean
             quantized = nncf.quantize_with_accuracy_control(
                 ov_model, cal_ds, nncf.Dataset(val_items), validate, max_drop=max_accuracy_drop / 100.0,
-                drop_type=nncf.DropType.ABSOLUTE, preset=preset_value, subset_size=len(items))
+                drop_type=nncf.DropType.ABSOLUTE, preset=preset_value, subset_size=len(items), **kwargs)
         meta.update({"method": "nncf.quantize_with_accuracy_control", "max_accuracy_drop": max_accuracy_drop,
                      "validation_images": int(len(inputs))})
     else:
         with contextlib.redirect_stdout(sys.stderr):
-            quantized = nncf.quantize(ov_model, cal_ds, preset=preset_value, subset_size=len(items))
+            quantized = nncf.quantize(ov_model, cal_ds, preset=preset_value, subset_size=len(items), **kwargs)
         meta["method"] = "nncf.quantize"
         quantized, meta["float_weight_layers_compressed"] = _compress_float_weights(nncf, quantized)
     return quantized, meta
+
+
+def is_transformer(ov_model) -> bool:
+    """An attention graph: ScaledDotProductAttention, a Softmax over tokens or a MatMul of two activations."""
+    for op in ov_model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "ScaledDotProductAttention":
+            return True
+        if kind == "Softmax" and op.get_output_partial_shape(0).rank.get_length() >= 3:
+            return True
+        if kind == "MatMul" and all(op.input_value(i).get_node().get_type_name() != "Constant" for i in range(2)):
+            return True
+    return False
 
 
 def _float_weight_layers(ov_model) -> int:

@@ -44,7 +44,9 @@ class Tflite(Backend):
         from edgekit.backends.tflite_prep import prepare_for_pt2e
 
         c, h, w = model.spec.input_shape
-        module = litert_torch.to_channel_last_io(copy.deepcopy(model.module).eval(), args=[0])
+        # the NHWC wrapper is a new module in training mode: without .eval() litert-torch converts
+        # training-mode BatchNorm/Dropout ("Your model is converted in training mode")
+        module = litert_torch.to_channel_last_io(copy.deepcopy(model.module).eval(), args=[0]).eval()
         sample = (torch.zeros(1, h, w, c),)
         path = request.artifacts_dir / f"model_{precision}.tflite"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,17 +79,19 @@ class Tflite(Backend):
                                "compile through `edgekit compress` (it draws one from the training split)")
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         module, fixes = prepare(module, sample)
         quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         try:
             exported = torch.export.export(module, sample).module()
-            prepared = prepare_pt2e(exported, quantizer)
+            prepared = move_exported_model_to_eval(prepare_pt2e(exported, quantizer))
             with torch.no_grad():
                 for i in range(len(request.calibration)):  # exported with batch 1
                     prepared(torch.from_numpy(request.calibration[i:i + 1]).permute(0, 2, 3, 1).contiguous())
-            converted = convert_pt2e(prepared, fold_quantize=False)
+            # exported graph modules report training mode; the converter would warn and keep it
+            converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
         except Exception as err:  # noqa: BLE001
             raise _op_error(err, target, "PT2E quantization") from None
         edge = _convert(litert_torch, converted, sample, target, QuantConfig(pt2e_quantizer=quantizer))

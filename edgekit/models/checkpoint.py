@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
+from edgekit.models.reparam import NOTE as REPARAM_NOTE, reparameterize
 from edgekit.models.schemes import rebuild_architecture
 from edgekit.spec import ModelSpec
 
@@ -32,6 +33,7 @@ def save_checkpoint(model: LoadedModel, path: Path) -> str:
         "spec": model.spec.model_dump(mode="json"),
         "state_dict": model.module.state_dict(),
         "notes": dict(model.notes),
+        "attrs": shape_attributes(model.module),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -50,8 +52,11 @@ def load_checkpoint(path: Path, payload: dict | None = None) -> LoadedModel:
         raise EdgekitError(f"{path} is not an edgekit checkpoint")
     spec = ModelSpec(**payload["spec"])
     module = rebuild_architecture(payload["arch"], spec.num_classes, spec.channels)
+    if payload.get("notes", {}).get(REPARAM_NOTE):
+        reparameterize(module)
     state = payload["state_dict"]
     reshape_to(module, state)
+    apply_shape_attributes(module, payload.get("attrs", {}))
     module.load_state_dict(state)
     module.eval()
     return LoadedModel(module, spec, source=payload.get("source", str(path)), arch=payload["arch"],
@@ -98,6 +103,40 @@ def _fix_layer_attrs(layer: nn.Module, depthwise: bool = False) -> None:
         layer.normalized_shape = tuple(layer.weight.shape)
     elif isinstance(layer, nn.GroupNorm) and layer.weight is not None:
         layer.num_channels = layer.weight.shape[0]
+
+
+# Size attributes that a forward reads besides the tensors' shapes (attention heads, mixed-kernel
+# splits, ViT widths); pruning changes them, so the checkpoint stores them.
+SHAPE_ATTRS = ("num_heads", "head_dim", "attn_dim", "splits", "hidden_dim", "embed_dim", "kdim", "vdim",
+               "key_dim", "val_dim", "dim", "num_features", "head_hidden_size", "embed_dim_per_head")
+
+
+def shape_attributes(module: nn.Module) -> dict[str, dict]:
+    """{module path: {attr: int or list of ints}} for ``SHAPE_ATTRS`` found on the modules."""
+    out: dict[str, dict] = {}
+    for name, m in module.named_modules():
+        found = {}
+        for attr in SHAPE_ATTRS:
+            value = m.__dict__.get(attr)
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, int) or (isinstance(value, (list, tuple)) and value
+                                          and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+                found[attr] = list(value) if isinstance(value, (list, tuple)) else value
+        if found:
+            out[name] = found
+    return out
+
+
+def apply_shape_attributes(module: nn.Module, attrs: dict[str, dict]) -> None:
+    names = dict(module.named_modules())
+    for name, values in attrs.items():
+        m = names.get(name)
+        if m is None:
+            continue
+        for attr, value in values.items():
+            old = m.__dict__.get(attr)
+            setattr(m, attr, type(old)(value) if isinstance(old, (list, tuple)) else value)
 
 
 def file_sha256(path: Path) -> str:

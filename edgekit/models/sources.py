@@ -140,7 +140,8 @@ def _load_torchvision(name: str, options: dict, num_classes: int | None) -> Load
         spec = torchvision_spec(source_weights, num_classes=options.get("num_classes", 1000))
     else:
         n = options.get("num_classes", 1000)
-        spec = ModelSpec(input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=n)
+        size = int(options.get("image_size", 224))  # ViTs are built for one resolution
+        spec = ModelSpec(input_shape=(3, size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=n)
     arch = _with_options(f"torchvision:{name}", {k: v for k, v in options.items() if k != "num_classes"})
     return LoadedModel(module.eval(), spec, source=f"torchvision:{name}", arch=arch,
                        notes={"weights": str(weights) if weights else "random init"})
@@ -203,6 +204,9 @@ def _load_timm(name: str, options: dict, num_classes: int | None) -> LoadedModel
                            "offline? set HF_HUB_OFFLINE=1 with the weights in the HF cache, "
                            f"or use timm:{name}?pretrained=false") from None
     spec = timm_spec(module, module.num_classes)
+    if "img_size" in options:  # created for another resolution (ViT position embeddings follow it)
+        size = options["img_size"]
+        spec = spec.with_input_size(*((size, size) if isinstance(size, int) else size))
     arch = _with_options(f"timm:{name}", options)
     return LoadedModel(module.eval(), spec, source=f"timm:{name}", arch=arch,
                        notes={"weights": "pretrained" if pretrained else "random init"})
@@ -308,18 +312,59 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def replace_classifier(loaded: LoadedModel, num_classes: int) -> None:
-    """Swap the last Linear layer for one with ``num_classes`` outputs (transfer to the user's data)."""
+    """Give the model ``num_classes`` outputs (transfer to the user's data), for every head form:
+    timm's own ``reset_classifier`` (it knows distillation heads, LeViT's NormLinear, pooling heads),
+    else the last Linear, else a final 1x1 convolution classifier (SqueezeNet)."""
     module = loaded.module
-    name = next((n for n, m in reversed(list(module.named_modules())) if isinstance(m, nn.Linear)), None)
-    if name is None or isinstance(module, torch.jit.ScriptModule):
+    if isinstance(module, torch.jit.ScriptModule):
         raise EdgekitError(f"model {loaded.source} has {loaded.spec.num_classes} outputs but the data has "
-                           f"{num_classes} classes, and it has no Linear head to replace")
-    old = module.get_submodule(name)
-    parent_name, _, attr = name.rpartition(".")
-    setattr(module.get_submodule(parent_name) if parent_name else module, attr,
-            nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
-    loaded.notes["head"] = f"replaced {name}: {old.out_features} -> {num_classes} classes (needs training)"
+                           f"{num_classes} classes, and a TorchScript head cannot be replaced",
+                           "save the model as a state dict with --arch, or export it with the right classes")
+    if callable(getattr(module, "reset_classifier", None)) and hasattr(module, "num_classes"):
+        old = _head_names(module)
+        module.reset_classifier(num_classes)
+        loaded.notes["head"] = (f"replaced {', '.join(old) or 'classifier'} with timm reset_classifier: "
+                                f"{loaded.spec.num_classes} -> {num_classes} classes (needs training)")
+    else:
+        name, old = _last_classifier(module, loaded.spec.num_classes)
+        if name is None:
+            raise EdgekitError(f"model {loaded.source} has {loaded.spec.num_classes} outputs but the data has "
+                               f"{num_classes} classes, and it has no Linear or 1x1 convolution head to replace",
+                               "replace the head yourself and save the model, or pass data with matching classes")
+        if isinstance(old, nn.Linear):
+            new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+        else:
+            new = nn.Conv2d(old.in_channels, num_classes, 1, bias=old.bias is not None)
+        parent_name, _, attr = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, attr, new)
+        if isinstance(getattr(module, "num_classes", None), int):
+            module.num_classes = num_classes
+        loaded.notes["head"] = (f"replaced {name} ({type(old).__name__}): {loaded.spec.num_classes} -> "
+                                f"{num_classes} classes (needs training)")
     loaded.spec = loaded.spec.model_copy(update={"num_classes": num_classes, "class_names": None})
+
+
+def _head_names(module: nn.Module) -> list[str]:
+    """Module paths of timm's classifier(s) (``get_classifier`` may return a (head, head_dist) pair)."""
+    try:
+        heads = module.get_classifier()
+    except Exception:  # noqa: BLE001 - informational only
+        return []
+    heads = heads if isinstance(heads, (tuple, list)) else [heads]
+    return [n for n, m in module.named_modules() if any(m is h for h in heads)]
+
+
+def _last_classifier(module: nn.Module, outputs: int) -> tuple[str | None, nn.Module | None]:
+    """The last Linear, or failing that the last 1x1 Conv2d with ``outputs`` channels (SqueezeNet)."""
+    modules = list(module.named_modules())
+    for name, m in reversed(modules):
+        if isinstance(m, nn.Linear):
+            return name, m
+    for name, m in reversed(modules):
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.out_channels == outputs and m.groups == 1:
+            return name, m
+    return None, None
 
 
 def check_forward(loaded: LoadedModel) -> None:

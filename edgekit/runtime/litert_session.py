@@ -46,8 +46,21 @@ class LiteRTSession(Session):
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         x = np.asarray(inputs, dtype=np.float32)
+        if x.shape[0] != self._batch and not self._dynamic_batch():
+            # Exported with a fixed batch (litert-torch: batch 1): resizing the input leaves the graph's
+            # constant Reshape shapes (AlexNet/VGG flatten, ConvNeXt's LayerNorm permutes) at the old
+            # batch and XNNPACK fails "to reshape runtime"; run the batch image by image instead.
+            if self._batch == 1:
+                return np.concatenate([self._invoke(x[i:i + 1]) for i in range(x.shape[0])])
         if x.shape[0] != self._batch:
             self._resize(x.shape[0])
+        return self._invoke(x)
+
+    def _dynamic_batch(self) -> bool:
+        signature = self._in.get("shape_signature")
+        return signature is not None and len(signature) > 0 and int(signature[0]) == -1
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
         if self._nhwc:
             x = x.transpose(0, 2, 3, 1)
         dtype = self._in["dtype"]

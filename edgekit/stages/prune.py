@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekit.data.core import make_loader
 from edgekit.models.complexity import count_macs, count_params
+from edgekit.models.reparam import NOTE as REPARAM_NOTE, reparameterize
 from edgekit.pruning.layers import channel_changes, channel_table, protected_layers
 from edgekit.pruning.measure import ort_latency, ort_latency_interleaved
 from edgekit.pruning.sparsity import semi_structured_2_4, unstructured_magnitude
@@ -35,6 +36,8 @@ class PruneParams(BaseModel):
     scope: Literal["uniform", "global"] = "uniform"
     importance: Literal["l1", "l2", "taylor"] = "l2"
     ignore: list[str] = Field(default_factory=list, description="module paths whose output channels are kept")
+    attention: Literal["head_dims", "heads"] = Field("head_dims", description="attention: shrink every head "
+                                                     "(head dims) or remove whole heads")
     steps: int = Field(20, ge=1, le=200, description="pruning steps towards a macs/latency target")
     max_layer_ratio: float = Field(0.9, gt=0, lt=1)
     round_to: int | None = Field(None, ge=1)
@@ -64,15 +67,18 @@ class Prune(Stage):
         p: PruneParams = self.params
         model = ctx.model
         module, spec = model.module, model.spec
+        reparameterized = p.mode == "structured" and reparameterize(module)
+        if reparameterized:  # fused branches prune as one conv; checkpoints rebuild the fused form
+            model.notes[REPARAM_NOTE] = "timm reparameterize_model before pruning"
         before_module = copy.deepcopy(module) if p.measure_latency else None
         channels_before = channel_table(module)
         params_before, macs_before = count_params(module), count_macs(module, spec)
-        metrics: dict = {"mode": p.mode}
+        metrics: dict = {"mode": p.mode, "reparameterized": reparameterized}
         if p.mode == "structured":
             target = next(n for n in ("ratio", "macs", "latency_ms") if getattr(p, n) is not None)
             plan = StructuredPlan(target=target, value=getattr(p, target), importance=p.importance, scope=p.scope,
                                   steps=p.steps, max_layer_ratio=p.max_layer_ratio, round_to=p.round_to,
-                                  ignore=p.ignore)
+                                  ignore=p.ignore, attention=p.attention)
             metrics.update(structured_prune(module, spec, plan, self._grad_batches(ctx), self._latency_fn(spec)))
             metrics["speedup_note"] = "structured: a smaller dense model, faster on every runtime"
         else:
