@@ -100,7 +100,7 @@ class ProfileSettings(BaseModel):
 
 
 class RobustnessSettings(BaseModel):
-    """Optional robustness evaluation (edgekit/robustness.py): top-1 under FGSM/PGD and common corruptions
+    """Optional robustness evaluation (edgekit/profiling/robustness.py): top-1 under FGSM/PGD and common corruptions
     for the input model, the final model and each artifact. Off unless the recipe has ``robustness:``."""
 
     model_config = ConfigDict(extra="forbid")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.backends.onnx_export import export_onnx
+from edgekit.models.onnx_export import export_onnx
 from edgekit.models.checkpoint import load_checkpoint, save_checkpoint
 from edgekit.models.reparam import NOTE, reparameterize
 from edgekit.models.sources import load_model, replace_classifier

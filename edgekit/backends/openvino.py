@@ -73,7 +73,7 @@ def _convert(ov, model: LoadedModel, out_dir) -> tuple[object, str]:
                                     input=[(-1, c, h, w)]), "ov.convert_model (PyTorch, traced)"
     except Exception as err:  # noqa: BLE001 - try the ONNX route before giving up
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-    from edgekit.backends.onnx_export import export_onnx
+    from edgekit.models.onnx_export import export_onnx
 
     with tempfile.TemporaryDirectory(dir=out_dir if Path(out_dir).exists() else None) as tmp:
         path = Path(tmp) / "model.onnx"
