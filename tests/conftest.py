@@ -34,3 +34,27 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL right after an epoch checkpoint is on disk (the process state is lost; only
+    the checkpoint survives, and the rerun starts from fresh seeds exactly as a new process does)."""
+
+
+def killed_after_epoch_1_then_resumed(monkeypatch, run, work_dir: Path):
+    """``run(work_dir)`` killed right after its epoch-1 checkpoint is written, then ``run(work_dir)`` again
+    (resuming from that checkpoint); returns what the resumed run returns."""
+    from edgekit.training import loop
+
+    real_save = loop._save_state
+
+    def save_then_die(*args):
+        real_save(*args)
+        if args[6]["epoch"] == 1:  # (path, model, extra, optimizer, schedule, generator, state, ...)
+            raise Killed
+
+    monkeypatch.setattr(loop, "_save_state", save_then_die)
+    with pytest.raises(Killed):
+        run(work_dir)
+    monkeypatch.setattr(loop, "_save_state", real_save)
+    return run(work_dir)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, killed_after_epoch_1_then_resumed, run_cli
 from edgekit.data import load_data
 from edgekit.data.core import TensorImageDataset
 from edgekit.errors import EdgekitError
@@ -270,17 +270,10 @@ def test_bf16_warns_where_it_would_be_slow(digits, capsys):
         assert "student: this CPU has no native bf16" in err and "training in fp32" in err
 
 
-class _Killed(Exception):
-    """Stands in for SIGKILL right after an epoch checkpoint is on disk (the process state is lost; only
-    the checkpoint survives, and the rerun starts from fresh seeds exactly as a new process does)."""
-
-
 @pytest.mark.parametrize("loss", ["kd", "function_matching"])  # function matching draws mixup from the global RNG
 def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(digits, tmp_path, monkeypatch, loss):
     """A 3-epoch distill killed after epoch 1 and resumed ends with the weights of one that ran through:
     the shuffle order, augmentation, mixup, optimizer momentum and LR schedule all continue where they were."""
-    from edgekit.training import loop
-
     params = Distill.Params(student="builtin:tinycnn?width=8", loss=loss, epochs=3, lr=0.05, batch_size=64,
                             hflip=False, crop_pad=1, keep="last", eval_limit=64)
     torch.manual_seed(0)
@@ -293,19 +286,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(digits, tmp_p
         return Distill(params).run(ctx)
 
     straight = run(tmp_path / "straight")
-
-    real_save = loop._save_state
-
-    def save_then_die(*args):
-        real_save(*args)
-        if args[6]["epoch"] == 1:  # (path, model, extra, optimizer, schedule, generator, state, ...)
-            raise _Killed
-
-    monkeypatch.setattr(loop, "_save_state", save_then_die)
-    with pytest.raises(_Killed):
-        run(tmp_path / "killed")
-    monkeypatch.setattr(loop, "_save_state", real_save)
-    resumed = run(tmp_path / "killed")
+    resumed = killed_after_epoch_1_then_resumed(monkeypatch, run, tmp_path / "killed")
 
     assert resumed.metrics["resumed_from_epoch"] == 1 and resumed.metrics["epochs_run"] == 3
     assert [h["train_loss"] for h in resumed.metrics["history"]] == pytest.approx(

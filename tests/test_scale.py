@@ -21,7 +21,7 @@ from edgekit.errors import EdgekitError
 from edgekit.models import load_model
 from edgekit.runtime.runner import load_images
 from edgekit.training.device import resolve_device
-from tests.conftest import run_cli
+from tests.conftest import killed_after_epoch_1_then_resumed, run_cli
 
 CUDA = torch.cuda.is_available()
 
@@ -172,14 +172,10 @@ def test_training_on_cuda_leaves_a_cpu_model_and_cpu_checkpoint(tmp_path):
     assert all(t.device.type == "cpu" for t in saved["model"].values())
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_photo_folder_training_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
     """Per-item random-resized-crop + flip in a loader worker: a run killed after epoch 1 and resumed ends
     with the weights of one that ran through (seeds come from a checkpointed generator, not worker RNGs)."""
-    from edgekit.training import TrainParams, loop, train
+    from edgekit.training import TrainParams, train
 
     base = load_model("builtin:tinycnn", num_classes=2)
     spec = base.spec.model_copy(update={"input_shape": (1, 16, 16), "resize": 18})
@@ -194,18 +190,7 @@ def test_photo_folder_training_resumes_to_the_uninterrupted_weights(tmp_path, mo
         return model.state_dict()
 
     straight = run(tmp_path / "straight")
-    real_save = loop._save_state
-
-    def save_then_die(*args):
-        real_save(*args)
-        if args[6]["epoch"] == 1:
-            raise _Killed
-
-    monkeypatch.setattr(loop, "_save_state", save_then_die)
-    with pytest.raises(_Killed):
-        run(tmp_path / "killed")
-    monkeypatch.setattr(loop, "_save_state", real_save)
-    resumed = run(tmp_path / "killed")
+    resumed = killed_after_epoch_1_then_resumed(monkeypatch, run, tmp_path / "killed")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     other = TrainParams(**{**params.model_dump(), "seed": 1})
     torch.manual_seed(0)
