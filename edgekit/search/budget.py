@@ -91,6 +91,9 @@ class Search:
         self.aim = budget.latency_ms * (1 - budget.margin)
         self.prune_index, self.prune_base = prune_entry(recipe)
         self.levels = sorted({float(m) for m in budget.macs if m < 1.0}, reverse=True)
+        # the budget's roundings, plus the recipe's own (x86-cpu prunes to multiples of 16)
+        own = self.prune_base.get("round_to")
+        self.round_tos = list(dict.fromkeys([*budget.round_to, *([own] if own else [])]))
         self.trace: list[SearchCandidate] = []
         self._rows: dict[tuple[float, int | None], list[SearchCandidate]] = {}
 
@@ -149,7 +152,7 @@ class Search:
             probe = (lo + hi) // 2
 
     def run(self) -> SearchCandidate:
-        for round_to in self.budget.round_to:
+        for round_to in self.round_tos:
             for combo in range(len(self.combos)):
                 self.walk(round_to, combo)
         mark_pareto(self.trace)
@@ -223,7 +226,7 @@ def search_budget(model: LoadedModel, data: DataSplits, recipe: Recipe, target: 
     combos = combos_for(target, budget, measured)
     search = Search(model, data, recipe, target, budget, timer, combos)
     ui.info(f"[bold]latency budget[/bold] {budget.latency_ms:g} ms on {target.name} ({timer.basis}): "
-            f"searching {len(search.levels) + 1} MACs levels × rounding {budget.round_to} × "
+            f"searching {len(search.levels) + 1} MACs levels × rounding {search.round_tos} × "
             + ", ".join(f"{b} {p}" for b, p in combos))
     with timer.session():
         chosen = search.run()
