@@ -30,7 +30,8 @@ class DeviceFigures(BaseModel):
     published_ms: dict[str, float] = Field(default_factory=dict)
     # Latency estimator (edgekit/profiling/estimate.py): fraction of peak the runtime reaches on dense
     # convs / depthwise convs / linear layers, per-op overhead, and where those numbers came from;
-    # ``epilogue_ns`` / ``elementwise_ns`` keys are ns per element of unfused element-wise ops (0 if absent).
+    # ``epilogue_ns`` / ``lookup_ns`` / ``elementwise_ns`` keys are ns per element of unfused element-wise
+    # ops (0 if absent; a missing ``lookup_ns`` falls back to ``elementwise_ns``).
     runtime_efficiency: dict[str, float] = Field(default_factory=dict)
     layer_overhead_us: float | None = None
     # Per precision (int8, fp16): its own efficiency factors, ``overhead_us`` and per-element costs, where a runtime's

@@ -4,7 +4,7 @@ For each compute layer (conv, linear, pooling) of the model, at batch 1::
 
     t_layer = max(2 * MACs / (peak_ops[precision] * efficiency[kind]),  bytes / memory_bandwidth) + overhead
 
-and for each element-wise or data-movement op (``EPILOGUE_OPS``, ``ELEMENTWISE_OPS``)::
+and for each element-wise or data-movement op (``EPILOGUE_OPS``, ``LOOKUP_OPS``, ``ELEMENTWISE_OPS``)::
 
     t_op = (input + output elements) * ns_per_element[kind, precision]
 
@@ -12,16 +12,22 @@ and for each element-wise or data-movement op (``EPILOGUE_OPS``, ``ELEMENTWISE_O
   input + output activations at the precision's element size. BatchNorm and ReLU/ReLU6 cost nothing:
   every runtime we target folds them into the preceding conv at every precision (QDQ INT8 folds a ReLU
   into the quantized conv's output range).
-- Element-wise ops are where precisions part ways, so they are costed per precision, in two kinds
-  (seen in ONNX Runtime's optimised graphs of MobileNetV3, EfficientNet and ResNet):
-  ``epilogue`` ops (HardSwish, HardSigmoid, residual add) are fused into the conv kernel by ORT FP32,
-  but its QDQ INT8 graph keeps them apart: HardSwish becomes a float HardSigmoid between
-  DequantizeLinear/QuantizeLinear plus a QLinearMul, a residual ``+`` a QLinearAdd. ``elementwise`` ops
-  (the squeeze-excitation ``scale * x``, Sigmoid/SiLU, GELU, concat/copies of channel shuffles) run as
-  their own kernels at every precision. Their time per element (``epilogue_ns``, ``elementwise_ns``)
-  is fitted per precision; the host fit gives FP32 ``epilogue_ns`` ~0 (fused) and INT8 a real cost,
-  which is why INT8 MobileNetV3 is not faster than FP32 on the host although its convs are.
-  Targets without fitted values get 0 for both (fused: the roofline they were calibrated with).
+- Element-wise ops are where precisions part ways, so they are costed per precision, in three kinds
+  (seen in ONNX Runtime 1.32's optimised graphs of MobileNetV3, EfficientNet and ResNet, and of one-op
+  test graphs): ``epilogue`` ops (HardSwish, HardSigmoid, residual add) are fused into the conv kernel by
+  ORT FP32, but its QDQ INT8 graph keeps them apart: HardSwish becomes a float HardSigmoid between
+  DequantizeLinear/QuantizeLinear plus a QLinearMul, a residual ``+`` a QLinearAdd. ``lookup`` ops
+  (Sigmoid, SiLU) are the ones the QDQ INT8 graph turns into a table lookup: EfficientNet-B0's 65
+  Sigmoids (49 from SiLU = x * sigmoid(x)) all become QLinearSigmoid (256-entry table per uint8 value,
+  no float work; SiLU adds a QLinearMul), while Tanh, GELU and HardSigmoid stay float between DQ/Q
+  (FP32 runs SiLU as one QuickGelu kernel and fuses a Sigmoid that follows a conv). ``elementwise`` ops
+  (the squeeze-excitation ``scale * x``, Tanh, GELU, concat/copies of channel shuffles) run as their
+  own kernels at every precision. Their time per element (``epilogue_ns``, ``lookup_ns``,
+  ``elementwise_ns``) is fitted per precision; the host fit gives FP32 ``epilogue_ns`` ~0 (fused) and
+  INT8 a real cost, which is why INT8 MobileNetV3 is not faster than FP32 on the host although its
+  convs are. Targets without fitted values get 0 for epilogue and element-wise ops (fused: the roofline
+  they were calibrated with) and cost lookups like element-wise ops (what they were before the kind
+  existed). ORT's other lookup op, QLinearLeakyRelu, is not costed: FP32 fuses LeakyReLU like ReLU.
 - ``peak_gops`` (per precision) and ``memory_bandwidth_gbps`` are the target's published figures
   (targets/*.yaml ``device``); ``runtime_efficiency`` (the fraction of peak a runtime reaches on dense
   and on depthwise convolutions), ``layer_overhead_us`` (per-layer dispatch cost) and the per-element
@@ -52,19 +58,25 @@ DEFAULT_EFFICIENCY = {"dense": 0.5, "depthwise": 0.1, "linear": 0.3, "memory": 0
 DEFAULT_OVERHEAD_US = 10.0
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 # aten ops (in-place variants included) costed per element, by kind (module docstring): those a runtime
-# may fuse into the producing conv, and those that are kernels of their own at every precision.
+# may fuse into the producing conv, those QDQ INT8 runs as table lookups, and those that are kernels of
+# their own at every precision.
 EPILOGUE_OPS = frozenset({"hardswish", "hardsigmoid", "add"})
-ELEMENTWISE_OPS = frozenset({"mul", "sub", "div", "sigmoid", "silu", "gelu", "tanh", "cat", "clone"})
+LOOKUP_OPS = frozenset({"sigmoid", "silu"})
+ELEMENTWISE_OPS = frozenset({"mul", "sub", "div", "gelu", "tanh", "cat", "clone"})
+OP_KINDS = {**dict.fromkeys(EPILOGUE_OPS, "epilogue"), **dict.fromkeys(LOOKUP_OPS, "lookup"),
+            **dict.fromkeys(ELEMENTWISE_OPS, "elementwise")}
 # The per-element cost of each kind: keys of runtime_efficiency / precision_efficiency in target files,
-# which (like overhead_us) are not efficiency factors.
-NS_PER_ELEMENT = {"epilogue": "epilogue_ns", "elementwise": "elementwise_ns"}
+# which (like overhead_us) are not efficiency factors. A target without a kind's key costs it like its
+# fallback kind (lookups were element-wise ops before they had their own figure), else as fused (0).
+NS_PER_ELEMENT = {"epilogue": "epilogue_ns", "lookup": "lookup_ns", "elementwise": "elementwise_ns"}
+NS_FALLBACK = {"lookup": "elementwise"}
 NON_EFFICIENCY_KEYS = ("overhead_us", *NS_PER_ELEMENT.values())
 
 
 @dataclass
 class LayerCost:
     name: str
-    kind: str          # dense | depthwise | linear | pool | epilogue | elementwise
+    kind: str          # dense | depthwise | linear | pool | epilogue | lookup | elementwise
     macs: int
     weights: int       # parameter count
     activations: int   # input + output elements
@@ -72,7 +84,7 @@ class LayerCost:
 
 def layer_costs(module: nn.Module, spec: ModelSpec) -> list[LayerCost]:
     """Per-layer MACs, weights and activation sizes at batch 1 (forward hooks + torch's FLOP counter),
-    then one ``epilogue`` / ``elementwise`` entry per call of such an op (torch's dispatcher)."""
+    then one ``epilogue`` / ``lookup`` / ``elementwise`` entry per call of such an op (torch's dispatcher)."""
     _, macs = count_macs(module, spec, per_layer=True)
     shapes = layer_io_shapes(module, spec, (nn.Conv2d, nn.Linear, *POOLS))
     sizes = {name: sum(math.prod(i) for i in ins) + (math.prod(out) if out is not None else 0)
@@ -89,9 +101,8 @@ def layer_costs(module: nn.Module, spec: ModelSpec) -> list[LayerCost]:
             kind = "pool"
         costs.append(LayerCost(name, kind, int(macs.get(name, 0)), sum(p.numel() for p in m.parameters(recurse=False)),
                                sizes[name]))
-    for i, (op, inputs, output) in enumerate(op_calls(module, spec, EPILOGUE_OPS | ELEMENTWISE_OPS)):
-        kind = "epilogue" if op in EPILOGUE_OPS else "elementwise"
-        costs.append(LayerCost(f"{op}#{i}", kind, 0, 0, inputs + output))
+    for i, (op, inputs, output) in enumerate(op_calls(module, spec, frozenset(OP_KINDS))):
+        costs.append(LayerCost(f"{op}#{i}", OP_KINDS[op], 0, 0, inputs + output))
     return costs
 
 
@@ -120,6 +131,9 @@ class DeviceModel:
         merged = {**dev.runtime_efficiency, **own}
         efficiency = {**DEFAULT_EFFICIENCY, **{k: v for k, v in merged.items() if k not in NON_EFFICIENCY_KEYS}}
         ns_per_element = {kind: float(merged.get(key, 0.0)) for kind, key in NS_PER_ELEMENT.items()}
+        for kind, fallback in NS_FALLBACK.items():
+            if NS_PER_ELEMENT[kind] not in merged:
+                ns_per_element[kind] = ns_per_element[fallback]
         overhead = own.get("overhead_us", dev.layer_overhead_us)
         overhead = overhead if overhead is not None else DEFAULT_OVERHEAD_US
         share = min(threads, target.threads) / target.threads if threads and target.threads else 1.0
@@ -184,18 +198,27 @@ def estimate_for_bundle(manifest, bundle: Path, artifact) -> dict:
 
 def fit_efficiency(samples: list[tuple[list[LayerCost], float]], base: DeviceModel) -> dict:
     """Calibrate efficiency (dense / depthwise / linear compute, memory bandwidth), per-layer overhead and
-    the per-element cost of epilogue and element-wise ops on measured latencies (ms), minimising squared
-    log error (relative error matters, not absolute). Bounded least squares in log space: efficiencies
-    at most 1 (a fraction of the published peak), costs positive."""
+    the per-element cost of each streaming kind (``NS_PER_ELEMENT``) on measured latencies (ms),
+    minimising squared log error (relative error matters, not absolute). Bounded least squares in log
+    space: efficiencies at most 1 (a fraction of the published peak), costs positive.
+
+    A streaming kind that no sample contains cannot be fitted (the data say nothing about it; the
+    optimiser would return its starting guess). It gets its physical floor instead: the roofline's own
+    memory term for its bytes, ``bytes_per_element / (bandwidth * memory efficiency)`` per element, the
+    cost of an op that streams its input and output and does no arithmetic - what a table lookup is
+    (QLinearSigmoid). This is what leave-one-out gives the one host model with lookups (EfficientNet-B0)."""
     from scipy.optimize import least_squares
 
     keys = ("dense", "depthwise", "linear", "memory")
-    kinds = tuple(NS_PER_ELEMENT)
+    present = {c.kind for costs, _ in samples for c in costs}
+    kinds = tuple(k for k in NS_PER_ELEMENT if k in present)
 
     def device(v) -> DeviceModel:
         x = np.exp(v)
-        return DeviceModel(**{**asdict(base), "efficiency": dict(zip(keys, map(float, x[:4]))),
-                              "overhead_us": float(x[4]), "ns_per_element": dict(zip(kinds, map(float, x[5:])))})
+        efficiency = dict(zip(keys, map(float, x[:4])))
+        floor = base.bytes_per_element / (base.bandwidth_gbps * efficiency["memory"])   # ns per element
+        return DeviceModel(**{**asdict(base), "efficiency": efficiency, "overhead_us": float(x[4]),
+                              "ns_per_element": {k: floor for k in NS_PER_ELEMENT} | dict(zip(kinds, map(float, x[5:])))})
 
     def residuals(v):
         d = device(v)
@@ -209,6 +232,7 @@ def fit_efficiency(samples: list[tuple[list[LayerCost], float]], base: DeviceMod
     return {"runtime_efficiency": {k: round(v, 4) for k, v in fitted.efficiency.items()},
             "layer_overhead_us": round(fitted.overhead_us, 3),
             **{NS_PER_ELEMENT[k]: round(v, 4) for k, v in fitted.ns_per_element.items()},
+            "unfitted_at_floor": [k for k in NS_PER_ELEMENT if k not in kinds],
             "rms_log_error": float(np.sqrt(np.mean(np.square(best.fun))))}
 
 
