@@ -182,8 +182,11 @@ STEP_CAP: int | None = None   # --quick: batches per epoch (a smoke run of the w
 
 def fit(model: nn.Module, spec, data, epochs: int, teacher: nn.Module | None = None, lr: float = 0.05,
         temperature: float = 4.0, alpha: float = 0.9) -> float:
-    """SGD + one-cycle, bf16 autocast, channels_last (the same speed settings edgekit uses); KD when a
-    teacher is given. Returns seconds."""
+    """SGD + one-cycle, bf16 autocast (fp32 for depthwise-conv models, as edgekit decides), channels_last:
+    the same speed settings edgekit uses; KD when a teacher is given. Returns seconds."""
+    from edgekit.training.loop import has_depthwise_conv
+
+    bf16 = not has_depthwise_conv(model)
     start = time.perf_counter()
     torch.manual_seed(0)
     loader = make_loader(data.train, 128, shuffle=True, seed=0, drop_last=True)
@@ -199,7 +202,7 @@ def fit(model: nn.Module, spec, data, epochs: int, teacher: nn.Module | None = N
             if step >= steps:
                 break
             x = random_crop_flip(spec.prepare(images), 2, True, gen).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x).float()
                 loss = F.cross_entropy(logits, labels)
                 if teacher is not None:
