@@ -77,16 +77,21 @@ class Tflite(Backend):
         if request.calibration is None or len(request.calibration) == 0:
             raise EdgekitError("TFLite INT8 needs a calibration set and none was given",
                                "compile through `edgekit compress` (it draws one from the training split)")
-        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+        from edgekit.backends.tflite_quantizer import FloatOnlyPT2EQuantizer
+
         module, fixes = prepare(module, sample)
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        quantizer = FloatOnlyPT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         try:
             exported = torch.export.export(module, sample).module()
             prepared = move_exported_model_to_eval(prepare_pt2e(exported, quantizer))
+            if quantizer.unquantized_integer_ops:
+                fixes.append(f"{len(quantizer.unquantized_integer_ops)} op(s) on integer tensors (index "
+                             f"arithmetic, e.g. {quantizer.unquantized_integer_ops[0]}) left unquantized")
             with torch.no_grad():
                 for i in range(len(request.calibration)):  # exported with batch 1
                     prepared(torch.from_numpy(request.calibration[i:i + 1]).permute(0, 2, 3, 1).contiguous())
