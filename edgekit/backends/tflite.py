@@ -8,9 +8,9 @@
   symmetric weights, int8 activations) calibrated on our calibration set. Traps handled
   (``tflite_prep.py``): a ReLU module used twice (torchvision BasicBlock) leaves residual adds in
   float, so each use gets its own module first; ``tflite_quantizer.py``: ops on integer tensors stay
-  unquantized, and activation scales are not floored at litert-torch's 2^-12. Known and measured, not hidden: PT2E leaves
-  Hardsigmoid in float and XNNPACK does not take int8 HARD_SWISH, so MobileNetV3 INT8 can be slower
-  than FP32 - ``precision: auto`` measures and picks.
+  unquantized, and activation scales are not floored at litert-torch's 2^-12. Known and measured,
+  not hidden: PT2E leaves Hardsigmoid in float and XNNPACK does not take int8 HARD_SWISH, so
+  MobileNetV3 INT8 can be slower than FP32 - ``precision: auto`` measures and picks.
 - I/O: float32 unless the file has int8/uint8 tensors, which the runtime layer's LiteRT session
   (``edgekit.runtime``) (de)quantizes with the tensors' own scale and zero point.
 """
