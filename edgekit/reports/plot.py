@@ -96,9 +96,16 @@ def pareto_svg(manifest: Manifest) -> str | None:
     ax.set_title("accuracy vs latency (dashed: Pareto front)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    return inline_svg(fig)
+
+
+def inline_svg(fig) -> str:
+    """A matplotlib figure as SVG text without the XML prolog/doctype, so it can be inlined in HTML; closes it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
     plt.close(fig)
     svg = buf.getvalue()
-    return svg[svg.index("<svg"):]  # drop the XML prolog/doctype so it can be inlined in HTML
+    return svg[svg.index("<svg"):]

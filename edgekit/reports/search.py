@@ -4,9 +4,8 @@ trace (latency against kept MACs, one series per runtime and precision, the budg
 
 from __future__ import annotations
 
-import io
-
 from edgekit.manifest import Manifest, SearchCandidate, SearchSection
+from edgekit.reports.plot import inline_svg
 
 SEARCH_COLUMNS = ["MACs asked", "round to", "MMACs", "params", "backend", "precision", "p50 ms", "basis", "fits",
                   "Pareto", "chosen"]
@@ -78,9 +77,4 @@ def search_svg(manifest: Manifest) -> str | None:
     ax.set_title(f"latency-budget search on {search.target}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    plt.close(fig)
-    svg = buf.getvalue()
-    return svg[svg.index("<svg"):]
+    return inline_svg(fig)
