@@ -94,6 +94,7 @@ def run_one(source: str, px: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    torch.manual_seed(0)   # the same random weights on every run, so agreements compare across runs
     from edgekit.backends import BACKENDS, CompileRequest
     from edgekit.calibration import draw_calibration
     from edgekit.data import load_data

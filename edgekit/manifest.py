@@ -311,6 +311,50 @@ class BenchEntry(Record):
         return self.where, self.device.get("hostname"), self.data.get("source")
 
 
+
+# --- latency budget search (edgekit/search/) -------------------------------------------------------
+
+class SearchCandidate(Record):
+    """One timed candidate: the input model pruned (untrained) to ``level`` of its MACs, compiled for one
+    (backend, precision), timed through that runtime (or estimated: ``basis`` says which)."""
+
+    level: float                         # MACs fraction asked (1.0: the input model, unpruned)
+    round_to: int | None = None          # channel rounding
+    macs: int
+    params: int
+    backend: str
+    precision: str
+    p50_ms: float | None = None
+    basis: str
+    fits: bool = False                   # p50 <= the search's aim (budget x (1 - margin))
+    pareto: bool = False                 # no other candidate is both faster and keeps more MACs
+    chosen: bool = False
+    error: str | None = None
+
+
+class SearchFinal(Record):
+    """The budget re-checked on the deployed (trained) artifact; ``edgekit bench`` updates it."""
+
+    artifact: str | None = None
+    p50_ms: float | None = None
+    basis: str = "not available"
+    met: bool = False
+    macs_match: bool | None = None       # the trained model has the chosen candidate's architecture
+
+
+class SearchSection(Record):
+    budget_ms: float
+    aim_ms: float
+    target: str
+    basis: str                           # how candidates were timed: measured here / on the device / estimated
+    trace: list[SearchCandidate] = Field(default_factory=list)
+    chosen: SearchCandidate | None = None
+    plan: dict[str, Any] = Field(default_factory=dict)   # the stages and compile settings the search set
+    seconds: float | None = None
+    notes: list[str] = Field(default_factory=list)
+    final: SearchFinal | None = None
+
+
 # --- the manifest ----------------------------------------------------------------------------------
 
 class Manifest(Record):
@@ -336,6 +380,7 @@ class Manifest(Record):
     split: SplitSection | None = None
     robustness: dict[str, Any] | None = None     # edgekit.profiling.robustness (recipe ``robustness:``)
     gates: GateReport | None = None
+    search: SearchSection | None = None
     benchmarks: list[BenchEntry] = Field(default_factory=list)
     seconds: float | None = None
     bundle: str | None = Field(None, exclude=True)   # where it was read from / written to; not in the file

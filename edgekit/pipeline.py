@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from edgekit.training.default_teacher import DEFAULT_DATA, default_teacher_path
 from edgekit.models.sources import replace_classifier
 from edgekit.models.complexity import count_macs, count_params
 from edgekit.profiling.latency import host_identity
-from edgekit.recipe import Recipe, load_recipe
+from edgekit.recipe import BudgetSettings, Recipe, load_recipe
 from edgekit.gates import Gates
 from edgekit.verdicts import decide
 from edgekit.manifest import Manifest, write_manifest
@@ -63,6 +64,29 @@ class CompressOptions:
     gates: Gates = field(default_factory=Gates)      # CI gates (edgekit/gates.py); results go in the manifest
     device: str = "auto"                             # auto | cpu | cuda | cuda:N: training and evaluation
     skip_broken_images: bool = False                 # leave unreadable files out (listed in the manifest)
+    latency_budget_ms: float | None = None           # the goal (recipe ``budget:``, edgekit/search/); overrides its latency_ms
+    remote: Any = None                               # an SshDevice: time search candidates there, bench the bundle there
+
+
+def effective_budget(recipe: Recipe, latency_budget_ms: float | None) -> BudgetSettings | None:
+    """The recipe's ``budget:`` with ``--latency-budget-ms`` over its latency (or alone, with defaults)."""
+    if latency_budget_ms is None:
+        if recipe.budget is not None and recipe.budget.latency_ms is None:
+            raise EdgekitError(f"recipe {recipe.name} has a budget: section without latency_ms",
+                               "set budget.latency_ms or pass --latency-budget-ms")
+        return recipe.budget
+    if latency_budget_ms <= 0:
+        raise EdgekitError(f"--latency-budget-ms {latency_budget_ms:g} is not positive", "give the budget in ms, e.g. 5")
+    base = recipe.budget or BudgetSettings(latency_ms=latency_budget_ms)
+    return base.model_copy(update={"latency_ms": latency_budget_ms})
+
+
+def budget_gates(gates: Gates, budget: BudgetSettings | None) -> Gates:
+    """A budget is also a latency gate on the deployed artifact: the bundle is judged on it (exit 3 when missed)."""
+    if budget is None:
+        return gates
+    limit = budget.latency_ms if gates.max_latency_ms is None else min(gates.max_latency_ms, budget.latency_ms)
+    return Gates(gates.max_accuracy_drop, limit)
 
 
 def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
@@ -223,6 +247,8 @@ def compress(opts: CompressOptions) -> Manifest | None:
     if opts.overrides:
         recipe = recipe.model_copy(update={"compile": recipe.compile.model_copy(update=opts.overrides)})
     server_target = load_target(opts.server_target)
+    budget = effective_budget(recipe, opts.latency_budget_ms)
+    gates = budget_gates(opts.gates, budget)
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
     model_preview = opts.model or "default"
@@ -243,6 +269,14 @@ def compress(opts: CompressOptions) -> Manifest | None:
     input_model = copy.deepcopy(model)   # stages mutate the model; the input reference artifact and robustness need it
     with using_device(device):
         input_reference, input_logits = measure_input(model, data)
+    search_section = None
+    if budget is not None:
+        if distributed.world_size() > 1:
+            raise EdgekitError("--latency-budget-ms cannot run under torchrun (every rank would time candidates)",
+                               "run the search once without torchrun, then train its recipe (manifest "
+                               "search.plan) with torchrun")
+        recipe, search_section = run_search(input_model, data, recipe, target, budget, threads, opts.remote)
+    with using_device(device):
         final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
                                              resume=opts.resume)
     if not distributed.is_main():
@@ -291,14 +325,37 @@ def compress(opts: CompressOptions) -> Manifest | None:
             **quant_sections,   # calibration set, precision: auto decisions
             split=split_section,
             robustness=robustness,
+            search=search_section,
             seconds=round(time.perf_counter() - started, 1),
         )
-        decide(manifest, opts.gates)   # drops, precision selection, gates, deploy (edgekit.verdicts)
+        decide(manifest, gates)   # drops, precision selection, gates, deploy (edgekit.verdicts)
         write_manifest(tmp, manifest)
         write_reports(tmp, manifest)
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})
+    if opts.remote is not None:   # measure the bundle on the device too; decisions then use its numbers
+        from edgekit.manifest import read_manifest
+        from edgekit.profiling.bench import BenchSettings, bench_bundle
+
+        ui.info(f"[bold]bench[/bold] the bundle on {opts.remote.describe()}")
+        bench_bundle(out, BenchSettings(), remote=opts.remote)
+        manifest = read_manifest(out)
     manifest.bundle = str(out)
     return manifest
+
+
+def run_search(input_model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target, budget: BudgetSettings,
+               threads: int, remote) -> tuple[Recipe, Any]:
+    """The latency-budget search (edgekit/search/) on a copy of the input model; returns the recipe to train."""
+    from edgekit.calibration import draw_calibration
+    from edgekit.search import search_budget
+    from edgekit.search.timing import make_timer
+
+    calibration = None
+    if "int8" in (budget.precisions or target.precisions):
+        calibration = draw_calibration(data.train, input_model.spec, budget.calibration_size, recipe.seed).inputs
+    timer, measured = make_timer(target, recipe, calibration, budget.runs, budget.max_seconds, threads, remote)
+    planned, section = search_budget(copy.deepcopy(input_model), data, recipe, target, budget, timer, measured)
+    return planned.model_copy(update={"budget": budget}), section
 
 
 def _versions() -> dict[str, str]:

@@ -124,6 +124,39 @@ class RobustnessSettings(BaseModel):
         return self
 
 
+DEFAULT_BUDGET_MACS = [1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05]
+
+
+class BudgetSettings(BaseModel):
+    """A latency budget as the goal (``edgekit compress --latency-budget-ms``; edgekit/search/): the search
+    prunes the input model to each level (untrained: latency does not depend on the weights), compiles it
+    for the target's runtimes and precisions, times it (here, on the device over SSH, or estimated), and
+    keeps the least-compressed candidate that fits; the recipe then prunes to it and trains once."""
+
+    model_config = ConfigDict(extra="forbid")
+    latency_ms: float | None = Field(None, gt=0, description="p50 at batch 1 of the deployed artifact on the "
+                                     "target (--latency-budget-ms overrides it)")
+    margin: float = Field(0.1, ge=0, lt=1, description="search against latency_ms x (1 - margin): timing noise")
+    macs: list[float] = Field(default_factory=lambda: list(DEFAULT_BUDGET_MACS),
+                              description="MACs fractions the search may prune to (1.0 = no pruning)")
+    round_to: list[int | None] = Field(default_factory=lambda: [None, 8],
+                                       description="channel rounding tried at each level (null: none)")
+    precisions: list[str] | None = Field(None, description="default: the target's precisions")
+    backends: list[str] | None = Field(None, description="default: the target's backends")
+    calibration_size: int = Field(32, ge=1, description="INT8 calibration images per candidate (timing only)")
+    runs: int = Field(60, ge=5, description="timed runs per candidate")
+    max_seconds: float = Field(3.0, gt=0, description="time cap per candidate")
+    distill_epochs: int = Field(8, ge=1, description="KD epochs when the recipe has no distill stage")
+
+    @model_validator(mode="after")
+    def _levels(self) -> "BudgetSettings":
+        if not self.macs or any(not 0 < m <= 1 for m in self.macs):
+            raise ValueError("budget.macs are fractions in (0, 1]")
+        if not self.round_to:
+            raise ValueError("budget.round_to needs at least one entry (null: no rounding)")
+        return self
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "recipe"
@@ -133,6 +166,7 @@ class Recipe(BaseModel):
     compile: CompileSettings = CompileSettings()
     profile: ProfileSettings = ProfileSettings()
     robustness: RobustnessSettings | None = None
+    budget: BudgetSettings | None = None
     source_file: str | None = None
 
     @model_validator(mode="before")

@@ -29,10 +29,12 @@ class DeviceFigures(BaseModel):
     memory_bandwidth_gbps: float | None = None
     published_ms: dict[str, float] = Field(default_factory=dict)
     # Latency estimator (edgekit/profiling/estimate.py): fraction of peak the runtime reaches on dense
-    # convs / depthwise convs / linear layers, per-op overhead, and where those numbers came from.
+    # convs / depthwise convs / linear layers, per-op overhead, and where those numbers came from;
+    # ``epilogue_ns`` / ``lookup_ns`` / ``elementwise_ns`` keys are ns per element of unfused element-wise
+    # ops (0 if absent; a missing ``lookup_ns`` falls back to ``elementwise_ns``).
     runtime_efficiency: dict[str, float] = Field(default_factory=dict)
     layer_overhead_us: float | None = None
-    # Per precision (int8, fp16): its own efficiency factors and ``overhead_us``, where a runtime's
+    # Per precision (int8, fp16): its own efficiency factors, ``overhead_us`` and per-element costs, where a runtime's
     # INT8 kernels scale differently from its FP32 ones per layer type (fitted on host pairs; on a device
     # solved from its published INT8/FP pair). Missing keys fall back to runtime_efficiency.
     precision_efficiency: dict[str, dict[str, float]] = Field(default_factory=dict)

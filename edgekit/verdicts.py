@@ -7,9 +7,9 @@ rules themselves are in ``edgekit.decisions``; this module applies them to a typ
 
 from __future__ import annotations
 
-from edgekit.decisions import DEFAULT_AUTO_DROP, artifact_drops, recommend, select_precisions
+from edgekit.decisions import DEFAULT_AUTO_DROP, artifact_drops, latency_for, recommend, select_precisions
 from edgekit.gates import Gates, evaluate_gates
-from edgekit.manifest import Decision, Deploy, Drops, Manifest
+from edgekit.manifest import Decision, Deploy, Drops, Manifest, SearchFinal
 
 
 def decide(manifest: Manifest, gates: Gates | None = None) -> Manifest:
@@ -33,4 +33,21 @@ def decide(manifest: Manifest, gates: Gates | None = None) -> Manifest:
         manifest.gates = evaluate_gates(manifest, gates)
     deploy = recommend(decisions, manifest.target, manifest.gates.deployable if manifest.gates else None)
     manifest.deploy = Deploy.model_validate(deploy) if deploy else None
+    if manifest.search is not None:
+        manifest.search.final = budget_check(manifest)
     return manifest
+
+
+def budget_check(manifest: Manifest) -> SearchFinal:
+    """The latency budget re-checked on the deployed artifact (its latency as every decision reads it:
+    a device's measurement once ``edgekit bench --host`` ran), and whether the trained model kept the
+    chosen candidate's architecture."""
+    search = manifest.search
+    chosen = search.chosen
+    macs_match = None if chosen is None else manifest.reference.macs == chosen.macs
+    deployed = next((a for a in manifest.artifacts if manifest.deploy and a.name == manifest.deploy.artifact), None)
+    if deployed is None:
+        return SearchFinal(macs_match=macs_match)
+    p50, basis = latency_for(deployed, manifest.target, manifest.benchmarks)
+    return SearchFinal(artifact=deployed.name, p50_ms=p50, basis=basis, met=p50 is not None and p50 <= search.budget_ms,
+                       macs_match=macs_match)

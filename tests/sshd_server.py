@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER_CANDIDATES = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server")
 
@@ -100,3 +102,19 @@ class LoopbackSshd:
         """Processes still running from a bench session (anything whose command line names our device tmp)."""
         out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
         return [line for line in out.splitlines() if str(self.device_tmp) in line or "edgekit_runtime.runner job.json" in line]
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """The loopback sshd, shared by every test that uses a "device" over SSH (skips when it cannot run)."""
+    server = LoopbackSshd.start(tmp_path_factory.mktemp("sshd"))
+    if isinstance(server, str):
+        pytest.skip(f"cannot start a loopback sshd: {server}")
+    yield server
+    server.stop()
+
+
+def ssh_args(server: LoopbackSshd, key: Path | None = None, known_hosts: Path | None = None) -> list[str]:
+    """The CLI's SSH options for the loopback "device"."""
+    return ["--host", f"{server.user}@127.0.0.1", "--port", str(server.port), "--identity", str(key or server.user_key),
+            "--known-hosts", str(known_hosts or server.known_hosts)]

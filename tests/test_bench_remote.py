@@ -12,28 +12,14 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from sshd_server import LoopbackSshd
+from sshd_server import LoopbackSshd, ssh_args
 
 FAST = ["--runs", "20", "--max-seconds", "1", "--batch-sizes", "1,4"]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = LoopbackSshd.start(tmp_path_factory.mktemp("sshd"))
-    if isinstance(server, str):
-        pytest.skip(f"cannot start a loopback sshd: {server}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
 def bundle(small_bundle) -> Path:
     return small_bundle
-
-
-def ssh_args(sshd: LoopbackSshd, key: Path | None = None, known_hosts: Path | None = None) -> list[str]:
-    return ["--host", f"{sshd.user}@127.0.0.1", "--port", str(sshd.port), "--identity", str(key or sshd.user_key),
-            "--known-hosts", str(known_hosts or sshd.known_hosts)]
 
 
 def assert_device_clean(sshd: LoopbackSshd) -> None:

@@ -251,9 +251,8 @@ def test_keep_last_returns_the_final_epoch_weights(digits, tmp_path):
 
 
 def test_bf16_warns_where_it_would_be_slow(digits, capsys):
-    """bf16 autocast is several times slower than fp32 on CPUs without native bf16 (then training runs in
-    fp32 and says so) and for depthwise convs even with it (then it warns, naming the setting); a dense
-    model on a bf16 CPU trains without a word."""
+    """bf16 autocast is several times slower than fp32 on CPUs without native bf16 and for depthwise convs
+    even with it: then training runs in fp32 and says why; a dense model on a bf16 CPU trains without a word."""
     from edgekit.training.loop import cpu_has_native_bf16
 
     params = TrainParams(epochs=1, batch_size=256, max_steps_per_epoch=1, eval_limit=32, bf16=True)
@@ -263,7 +262,8 @@ def test_bf16_warns_where_it_would_be_slow(digits, capsys):
     train(depthwise, spec, digits, params, description="student")
     err = capsys.readouterr().err
     if cpu_has_native_bf16():
-        assert "student: bf16 autocast is slow for depthwise convolutions" in err
+        assert "student: bf16 autocast is several times slower than fp32 for depthwise" in err
+        assert "training in fp32" in err
         train(load_model("builtin:tinycnn?width=8", num_classes=10).module, spec, digits, params)
         assert "bf16" not in capsys.readouterr().err
     else:

@@ -71,3 +71,103 @@ def test_bench_estimates_artifacts_that_cannot_run_here(small_bundle, tmp_path):
     report = (bundle / "report.md").read_text()
     section = report[report.index("Estimated latency (not measured)"):]
     assert "tensorrt-fp32" in section and "(estimated)" in section
+
+
+def test_int8_pays_for_unfused_elementwise_ops_on_the_host():
+    """ONNX Runtime FP32 fuses HardSwish into its convs, its QDQ INT8 graph does not: on the host target
+    the INT8 estimate of a HardSwish/SE-heavy model must carry a real cost for those ops, FP32 none for
+    the fused ones; a ReLU model (nothing unfused but residual adds) is barely touched."""
+    import torchvision
+
+    from edgekit.profiling.estimate import DeviceModel, roofline_ms
+    from edgekit.spec import ModelSpec
+
+    spec = ModelSpec(input_shape=(3, 128, 128), num_classes=1000)
+    host = load_target("x86-cpu")
+    v3 = layer_costs(torchvision.models.mobilenet_v3_small(weights=None).eval(), spec)
+    kinds = {c.kind for c in v3}
+    assert {"epilogue", "elementwise"} <= kinds
+    assert sum(c.name.startswith("hardswish") for c in v3) >= 10     # one per HardSwish call
+
+    def share(costs, precision):
+        device = DeviceModel.from_target(host, precision, 1)
+        total = roofline_ms(costs, device)["latency_ms"]
+        streaming = roofline_ms([c for c in costs if c.kind in ("epilogue", "elementwise")], device)["latency_ms"]
+        return streaming / total
+
+    assert share(v3, "int8") > 0.25                                   # INT8: a large part of the time
+    assert share(v3, "int8") > 3 * share(v3, "fp32")
+    fp32 = DeviceModel.from_target(host, "fp32", 1)
+    assert roofline_ms([c for c in v3 if c.kind == "epilogue"], fp32)["latency_ms"] < 1e-3   # fused in FP32
+    resnet = layer_costs(torchvision.models.resnet18(weights=None).eval(), spec)
+    assert share(resnet, "int8") < 0.1
+    # and the ordering the host measured (benchmarks/results/estimator_x86.md): INT8 MobileNetV3-S at
+    # 224 px is not faster than FP32, INT8 ResNet-18 is
+    spec224 = ModelSpec(input_shape=(3, 224, 224), num_classes=1000)
+    v3_224 = layer_costs(torchvision.models.mobilenet_v3_small(weights=None).eval(), spec224)
+    assert estimate(v3_224, host, "int8")["latency_ms"] > estimate(v3_224, host, "fp32")["latency_ms"]
+    assert estimate(resnet, host, "int8")["latency_ms"] < estimate(resnet, host, "fp32")["latency_ms"]
+
+
+def test_targets_without_elementwise_figures_treat_them_as_fused():
+    """Device targets calibrated before per-element costs existed keep their roofline: no epilogue /
+    element-wise cost unless the target file gives one."""
+    from edgekit.profiling.estimate import DeviceModel
+
+    rpi5 = DeviceModel.from_target(load_target("rpi5"), "int8")
+    assert rpi5.ns_per_element == {"epilogue": 0.0, "lookup": 0.0, "elementwise": 0.0}
+    assert not {"epilogue_ns", "lookup_ns", "elementwise_ns"} & set(rpi5.efficiency)
+
+
+def test_int8_lookups_are_cheaper_than_float_elementwise_ops_on_the_host():
+    """ONNX Runtime's QDQ INT8 graph of EfficientNet-B0 runs every Sigmoid (SiLU = x * sigmoid(x)) as a
+    QLinearSigmoid table lookup: its SiLUs are costed as lookups, which on the host cost less per element
+    in INT8 than the ops that stay float or run as their own kernels, so the estimate ranks INT8
+    EfficientNet-B0 faster than FP32, as measured (benchmarks/results/estimator_x86.md)."""
+    import torchvision
+
+    from edgekit.profiling.estimate import DeviceModel
+    from edgekit.spec import ModelSpec
+
+    spec = ModelSpec(input_shape=(3, 128, 128), num_classes=1000)
+    costs = layer_costs(torchvision.models.efficientnet_b0(weights=None).eval(), spec)
+    lookups = [c for c in costs if c.kind == "lookup"]
+    assert sum(c.name.startswith("silu") for c in lookups) == 49 and all(c.activations > 0 for c in lookups)
+    assert not any(c.name.startswith(("silu", "sigmoid")) for c in costs if c.kind == "elementwise")
+    host = load_target("x86-cpu")
+    int8 = DeviceModel.from_target(host, "int8", 1)
+    assert 0 < int8.ns_per_element["lookup"] < int8.ns_per_element["elementwise"]
+    assert estimate(costs, host, "int8")["latency_ms"] < estimate(costs, host, "fp32")["latency_ms"]
+
+
+def test_targets_without_a_lookup_figure_cost_lookups_as_elementwise_ops():
+    """Lookup ops were element-wise ops before they had their own figure: a target that gives
+    ``elementwise_ns`` but no ``lookup_ns`` estimates them exactly as before."""
+    from edgekit.profiling.estimate import DeviceModel
+
+    host = load_target("x86-cpu")
+    dev = host.device
+    plain = {k: v for k, v in dev.precision_efficiency["int8"].items() if k != "lookup_ns"}
+    older = host.model_copy(update={"device": dev.model_copy(update={
+        "runtime_efficiency": {k: v for k, v in dev.runtime_efficiency.items() if k != "lookup_ns"},
+        "precision_efficiency": {**dev.precision_efficiency, "int8": plain}})})
+    for precision in ("fp32", "int8"):
+        ns = DeviceModel.from_target(older, precision, 1).ns_per_element
+        assert ns["lookup"] == ns["elementwise"] > 0
+
+
+def test_a_kind_no_sample_contains_gets_its_memory_floor_not_a_guess():
+    """The fit cannot learn the cost of an op kind none of its samples has (leave-one-out on the one
+    model with lookups): it must use the memory-roofline floor for that kind's bytes, whatever the data."""
+    from edgekit.profiling.estimate import DeviceModel, LayerCost, fit_efficiency
+
+    base = DeviceModel("d", peak_gops=100.0, bandwidth_gbps=10.0, efficiency={}, overhead_us=1.0,
+                       bytes_per_element=1, calibrated="test")
+    samples = [([LayerCost("conv", "dense", macs, 1000, 10_000),
+                 LayerCost("mul#0", "elementwise", 0, 0, 10_000 * k)], ms)
+               for macs, k, ms in ((1e6, 1, 0.05), (4e6, 3, 0.2), (2e7, 2, 0.6), (5e7, 5, 1.5))]
+    fit = fit_efficiency(samples, base)
+    assert fit["unfitted_at_floor"] == ["epilogue", "lookup"]
+    floor = 1 / (10.0 * fit["runtime_efficiency"]["memory"])      # ns per element: 1 byte at 10 GB/s
+    assert fit["lookup_ns"] == pytest.approx(floor, rel=1e-3) and fit["epilogue_ns"] == pytest.approx(floor, rel=1e-3)
+    assert fit["elementwise_ns"] != pytest.approx(floor, rel=0.05)   # the kind the samples have is fitted

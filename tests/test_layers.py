@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("compile", ["edgekit.compilation", "edgekit.decisions"]),
     ("bundle/reports", ["edgekit.bundle", "edgekit.manifest", "edgekit.reports", "edgekit.gates", "edgekit.verdicts",
                         "edgekit.split.bundle"]),
-    ("commands", ["edgekit.pipeline", "edgekit.profiling.bench", "edgekit.profiling.remote",
+    ("commands", ["edgekit.pipeline", "edgekit.search", "edgekit.profiling.bench", "edgekit.profiling.remote",
                   "edgekit.split.profile", "edgekit.split.client", "edgekit.split.server", "edgekit.split.netns"]),
     ("cli", ["edgekit.cli", "edgekit.__main__"]),
 ]

@@ -215,6 +215,79 @@ def test_shared_relu_gets_one_module_per_use():
     assert torch.allclose(fixed(*sample), model(*sample), atol=1e-5)   # same function
 
 
+class _IndexArith(nn.Module):
+    """A conv net whose channel scale comes from integer index arithmetic, as EdgeNeXt's positional
+    encoding does (``2 * torch.div(arange, 2, rounding_mode='floor')``: an int64 mul)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 8, 3), nn.Linear(8, 4)
+
+    def forward(self, x):
+        k = 2 * torch.div(torch.arange(8), 2, rounding_mode="floor")       # int64 tensor
+        y = self.conv(x) * (1.0 + k.float() / 8).view(1, -1, 1, 1)
+        return self.fc(y.mean((2, 3)))
+
+
+def test_tflite_int8_leaves_integer_tensors_unobserved(tmp_path, teacher, calibration, digits):
+    torch.manual_seed(0)
+    model = LoadedModel(_IndexArith().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    request = CompileRequest(out_dir=tmp_path, target=load_target("rpi4"), calibration=calibration.inputs[:16])
+    art = BACKENDS.get("tflite")().compile(model, "int8", request)   # was: "histogram_cpu" not implemented for 'Long'
+    assert art.meta["int8_tensors"] > 0 and any("integer tensors" in f for f in art.meta["graph_fixes"])
+    session = BACKENDS.get("tflite")().load(art, tmp_path, 1)
+    x = calibration.inputs[16:48]
+    got = np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
+    with torch.no_grad():
+        want = model.module(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()       # quantized, not broken
+
+
+class _TinyActivations(nn.Module):
+    """Activations of ~1e-5, below litert-torch's 2^-12 scale floor (as in a pruned random-weight LeViT);
+    no biases, so the logits carry the input and not a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 8, 3, bias=False), nn.Linear(8, 4, bias=False)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x * 1e-5)).mean((2, 3)))
+
+
+def _int8_logits(model, calibration, root):
+    """(artifact, LiteRT INT8 logits, PyTorch logits) on 64 calibration-split images not used to calibrate."""
+    request = CompileRequest(out_dir=root, target=load_target("rpi4"), calibration=calibration.inputs[:16])
+    art = BACKENDS.get("tflite")().compile(model, "int8", request)
+    session = BACKENDS.get("tflite")().load(art, root, 1)
+    x = calibration.inputs[16:80]
+    got = np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
+    with torch.no_grad():
+        want = model.module(torch.from_numpy(x)).numpy()
+    return art, got, want
+
+
+def test_tflite_int8_resolves_activations_below_litert_scale_floor(tmp_path, teacher, calibration):
+    torch.manual_seed(0)
+    model = LoadedModel(_TinyActivations().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    art, got, want = _int8_logits(model, calibration, tmp_path)
+    # was all zeros: under a 2^-12 scale every tensor of this model quantized to 0
+    assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()
+    assert not art.meta["activations_below_litert_floor"].startswith("0 of")
+
+
+def test_tflite_int8_above_the_floor_is_litert_torchs_own_quantization(tmp_path, teacher, calibration, monkeypatch):
+    import litert_torch.quantize.pt2e_quantizer as pq
+
+    import edgekit.backends.tflite_quantizer as tq
+
+    ours = _int8_logits(teacher, calibration, tmp_path / "ours")[0]
+    assert ours.meta["activations_below_litert_floor"].startswith("0 of")
+    monkeypatch.setattr(tq, "int8_config", lambda: pq.get_symmetric_quantization_config(is_per_channel=True))
+    theirs = _int8_logits(teacher, calibration, tmp_path / "theirs")[0]
+    assert ours.sha256 == theirs.sha256                # same file, byte for byte
+
+
 class _Svd(nn.Module):
     def __init__(self):
         super().__init__()

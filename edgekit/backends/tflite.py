@@ -7,9 +7,10 @@
 - INT8: full-integer static quantization through litert-torch's PT2E quantizer (per-channel
   symmetric weights, int8 activations) calibrated on our calibration set. Traps handled
   (``tflite_prep.py``): a ReLU module used twice (torchvision BasicBlock) leaves residual adds in
-  float, so each use gets its own module first. Known and measured, not hidden: PT2E leaves
-  Hardsigmoid in float and XNNPACK does not take int8 HARD_SWISH, so MobileNetV3 INT8 can be slower
-  than FP32 - ``precision: auto`` measures and picks.
+  float, so each use gets its own module first; ``tflite_quantizer.py``: ops on integer tensors stay
+  unquantized, and activation scales are not floored at litert-torch's 2^-12. Known and measured,
+  not hidden: PT2E leaves Hardsigmoid in float and XNNPACK does not take int8 HARD_SWISH, so
+  MobileNetV3 INT8 can be slower than FP32 - ``precision: auto`` measures and picks.
 - I/O: float32 unless the file has int8/uint8 tensors, which the runtime layer's LiteRT session
   (``edgekit.runtime``) (de)quantizes with the tensors' own scale and zero point.
 """
@@ -77,19 +78,24 @@ class Tflite(Backend):
         if request.calibration is None or len(request.calibration) == 0:
             raise EdgekitError("TFLite INT8 needs a calibration set and none was given",
                                "compile through `edgekit compress` (it draws one from the training split)")
-        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+        from edgekit.backends.tflite_quantizer import FloatOnlyPT2EQuantizer, below_litert_floor, int8_config
+
         module, fixes = prepare(module, sample)
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        quantizer = FloatOnlyPT2EQuantizer().set_global(int8_config())
         try:
             exported = torch.export.export(module, sample).module()
             prepared = move_exported_model_to_eval(prepare_pt2e(exported, quantizer))
+            if quantizer.unquantized_integer_ops:
+                fixes.append(f"{len(quantizer.unquantized_integer_ops)} op(s) on integer tensors (index "
+                             f"arithmetic, e.g. {quantizer.unquantized_integer_ops[0]}) left unquantized")
             with torch.no_grad():
                 for i in range(len(request.calibration)):  # exported with batch 1
                     prepared(torch.from_numpy(request.calibration[i:i + 1]).permute(0, 2, 3, 1).contiguous())
+            fine, observed = below_litert_floor(prepared)
             # exported graph modules report training mode; the converter would warn and keep it
             converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
         except Exception as err:  # noqa: BLE001
@@ -98,6 +104,8 @@ class Tflite(Backend):
         edge.export(str(path))
         return {"quantizer": "litert-torch PT2EQuantizer (torchao prepare_pt2e/convert_pt2e)",
                 "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
+                "activation_scale_floor": "float32 eps (torchao's default), not litert-torch's 2^-12",
+                "activations_below_litert_floor": f"{fine} of {observed}",  # range under 255 x 2^-12
                 "calibration_images": int(len(request.calibration)), "graph_fixes": fixes}
 
 def _convert(litert_torch, module, sample, target: str, quant_config=None):

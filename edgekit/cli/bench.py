@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from edgekit.cli import app
-from edgekit.cli.common import print_json, stdout, table
+from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, print_json, ssh_device, stdout,
+                                table)
 from edgekit.errors import EdgekitError
 from edgekit.reports.tables import BENCH_COLUMNS, ESTIMATE_COLUMNS, bench_rows, bench_title, estimate_rows
 
@@ -28,11 +29,11 @@ def parse_batch_sizes(text: str | None) -> list[int]:
 @app.command("bench")
 def bench_command(
     bundle: Path = typer.Argument(..., help="bundle directory written by `edgekit compress`"),
-    host: Optional[str] = typer.Option(None, "--host", help="run on a device over SSH: user@host"),
-    port: int = typer.Option(22, "--port", help="SSH port"),
-    identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="SSH private key [default: agent / ~/.ssh]"),
-    known_hosts: Optional[Path] = typer.Option(None, "--known-hosts", help="known_hosts file [default: ~/.ssh/known_hosts]"),
-    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device (e.g. a venv's python)"),
+    host: Optional[str] = HOST,
+    port: int = PORT,
+    identity: Optional[Path] = IDENTITY,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    remote_python: str = REMOTE_PYTHON,
     timeout: float = typer.Option(900, "--timeout", help="seconds before the remote run is stopped"),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="data source for accuracy [default: the bundle's]"),
     limit: Optional[int] = typer.Option(None, "--limit", help="evaluate on at most this many test images"),
@@ -63,12 +64,7 @@ def bench_command(
     settings = BenchSettings(warmup=warmup, runs=runs, max_seconds=max_seconds, batch=batch,
                              batch_sizes=parse_batch_sizes(batch_sizes), threads=threads, data=data, limit=limit,
                              artifacts=list(artifact or []))
-    remote = None
-    if host:
-        from edgekit.profiling.remote import SshDevice
-
-        remote = SshDevice.parse(host, port=port, identity=identity, known_hosts=known_hosts,
-                                 python=remote_python, timeout=timeout)
+    remote = ssh_device(host, port, identity, known_hosts, remote_python, timeout)
     entry = bench_bundle(bundle, settings, remote=remote, update_bundle=not no_update)
     if json_out:
         print_json(entry.model_dump(mode="json", exclude_none=True))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+from typing import Optional
 
+import typer
 from rich.console import Console
 from rich.table import Table
-
-import os
 
 # Not a terminal (CI logs, pipes): wide enough that tables are not folded into unreadable columns.
 stdout = Console(highlight=False, width=None if os.isatty(1) else 160)
@@ -42,3 +44,22 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if len(parts) != 2 or min(parts) <= 0:
         raise EdgekitError(f"--input-size {text!r} is not a size", "use HxW, e.g. 224x224, or one number, e.g. 224")
     return parts[0], parts[1]
+
+
+# SSH options of every command that can measure on a device (bench, compress): one definition, one help text.
+HOST = typer.Option(None, "--host", help="measure on a device over SSH: user@host (host key must be known)")
+PORT = typer.Option(22, "--port", help="SSH port")
+IDENTITY = typer.Option(None, "--identity", "-i", help="SSH private key [default: agent / ~/.ssh]")
+KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="known_hosts file [default: ~/.ssh/known_hosts]")
+REMOTE_PYTHON = typer.Option("python3", "--remote-python", help="Python on the device (e.g. a venv's python)")
+
+
+def ssh_device(host: Optional[str], port: int, identity: Optional[Path], known_hosts: Optional[Path],
+               remote_python: str, timeout: float = 900.0):
+    """The ``SshDevice`` for ``--host`` (None without it); bad values are one-line errors here."""
+    if not host:
+        return None
+    from edgekit.profiling.remote import SshDevice
+
+    return SshDevice.parse(host, port=port, identity=identity, known_hosts=known_hosts, python=remote_python,
+                           timeout=timeout)

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from edgekit.cli import app
-from edgekit.cli.common import parse_size, print_json, stdout, table
+from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_json,
+                                ssh_device, stdout, table)
 from edgekit.gates import Gates, gate_failure
 from edgekit.reports.tables import (ARTIFACT_COLUMNS, GATE_COLUMNS, artifact_rows, fmt, gate_rows, headline,
                                     reference_title, skipped_label)
@@ -42,6 +43,16 @@ def compress_command(
         None, "--max-accuracy-drop", help="CI gate: max top-1 drop (points) of an artifact vs the input model "
         "(PyTorch, test split). Only checks: what is built is the recipe's (compile.max_accuracy_drop). "
         "Exit code 3 when no artifact meets the gates; the bundle is written anyway"),
+    latency_budget_ms: Optional[float] = typer.Option(
+        None, "--latency-budget-ms", help="the goal: p50 (batch 1) of the deployed artifact on the target. edgekit "
+        "prunes untrained copies of the model to several levels, times them through the target's runtimes and "
+        "precisions (here for a local target, on the device with --host, else estimated and labelled), trains the "
+        "least-compressed one that fits once (KD) and re-checks it (exit 3 when missed). Recipe: budget:"),
+    host: Optional[str] = HOST,
+    port: int = PORT,
+    identity: Optional[Path] = IDENTITY,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    remote_python: str = REMOTE_PYTHON,
     max_latency_ms: Optional[float] = typer.Option(
         None, "--max-latency-ms", help="CI gate: max p50 latency at batch 1 (measured here for local targets, "
         "estimated for remote devices). Exit code 3 when it fails; the bundle is written anyway"),
@@ -55,6 +66,10 @@ def compress_command(
       edgekit compress -m builtin:resnet8 -d fashion-mnist -r recipes/fashion-mnist.yaml -o runs/fm
 
       edgekit compress -m torchvision:resnet50 -d ./my-images -t jetson-orin-nano
+
+      edgekit compress -m torchvision:resnet18 -d ./my-images -t x86-cpu --latency-budget-ms 2
+
+      edgekit compress -m torchvision:mobilenet_v2 -d ./my-images -t rpi5 --latency-budget-ms 20 --host pi@pi5.local
     """
     from edgekit.recipe import load_recipe
     from edgekit.targets import load_target
@@ -68,7 +83,8 @@ def compress_command(
                            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
                            resume=resume, threads=threads, server_target=server_target,
                            gates=Gates(max_accuracy_drop, max_latency_ms), device=device,
-                           skip_broken_images=skip_broken_images)
+                           skip_broken_images=skip_broken_images, latency_budget_ms=latency_budget_ms,
+                           remote=ssh_device(host, port, identity, known_hosts, remote_python))
     manifest = compress(opts)
     if manifest is None:
         return  # a non-zero rank under torchrun: rank 0 reports

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgekit.spec import ModelSpec
@@ -35,6 +36,38 @@ def layer_io_shapes(module: nn.Module, spec: ModelSpec, types: tuple[type[nn.Mod
         for h in hooks:
             h.remove()
     return shapes
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Records (aten op, input elements, output elements) for every call of an op in ``names``."""
+
+    def __init__(self, names: frozenset[str]):
+        super().__init__()
+        self.names, self.calls = names, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__.rstrip("_")     # in-place hardswish_ / add_ are the same op
+        if name in self.names and isinstance(out, torch.Tensor):
+            inputs = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
+            self.calls.append((name, inputs, out.numel()))
+        return out
+
+
+@torch.no_grad()
+def op_calls(module: nn.Module, spec: ModelSpec, names: frozenset[str]) -> list[tuple[str, int, int]]:
+    """Every call of the aten ops ``names`` (e.g. ``hardswish``, ``mul``) in one batch-1 eval forward pass,
+    as (op, input elements, output elements), in call order. Functional ops (the residual ``+``, the
+    squeeze-excitation ``scale * x``) have no module to hook, so this watches torch's dispatcher instead."""
+    was_training = module.training
+    recorder = _OpRecorder(names)
+    try:
+        module.eval()
+        with recorder:
+            module(torch.zeros(1, *spec.input_shape))
+    finally:
+        module.train(was_training)
+    return recorder.calls
 
 
 def count_params(module: nn.Module) -> int:

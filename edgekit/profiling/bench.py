@@ -90,14 +90,21 @@ def write_eval_inputs(manifest: Manifest, source: str | None, limit: int | None,
             "transform": spec.transform()}
 
 
-def make_job(manifest: Manifest, artifacts: list[ArtifactRecord], settings: BenchSettings, where: str) -> dict:
-    batch_sizes = settings.batch_sizes or list(manifest.target.input.batch or [1])
-    fields = {"name", "backend", "runtime", "precision", "path", "files", "layout", "input_shape", "meta"}
-    return {"artifacts": [a.model_dump(mode="json", include=fields) for a in artifacts],
+JOB_FIELDS = {"name", "backend", "runtime", "precision", "path", "files", "layout", "input_shape", "meta"}
+
+
+def runner_job(artifacts: list, settings: BenchSettings, where: str, batch_sizes: list[int]) -> dict:
+    """The runner's job file for ``artifacts`` (manifest records or freshly compiled ``Artifact``s):
+    what ``edgekit bench`` and the latency-budget search both send to the runner."""
+    return {"artifacts": [a.model_dump(mode="json", include=JOB_FIELDS) for a in artifacts],
             "data": "eval.npz", "warmup": settings.warmup, "runs": settings.runs,
             "max_seconds": settings.max_seconds, "batch": settings.batch, "batch_sizes": batch_sizes,
             "threads": settings.threads, "eval_batch": settings.eval_batch, "where": where,
             "engine_cache": "~/.cache/edgekit/trt"}
+
+
+def make_job(manifest: Manifest, artifacts: list[ArtifactRecord], settings: BenchSettings, where: str) -> dict:
+    return runner_job(artifacts, settings, where, settings.batch_sizes or list(manifest.target.input.batch or [1]))
 
 
 class ProgressSink:

@@ -4,14 +4,35 @@ For each compute layer (conv, linear, pooling) of the model, at batch 1::
 
     t_layer = max(2 * MACs / (peak_ops[precision] * efficiency[kind]),  bytes / memory_bandwidth) + overhead
 
+and for each element-wise or data-movement op (``EPILOGUE_OPS``, ``LOOKUP_OPS``, ``ELEMENTWISE_OPS``)::
+
+    t_op = (input + output elements) * ns_per_element[kind, precision]
+
 - MACs per layer come from ``complexity.count_macs`` (torch's FLOP counter); bytes are weights +
-  input + output activations at the precision's element size. BatchNorm and activations are
-  treated as fused into the preceding conv (every runtime we target does so).
+  input + output activations at the precision's element size. BatchNorm and ReLU/ReLU6 cost nothing:
+  every runtime we target folds them into the preceding conv at every precision (QDQ INT8 folds a ReLU
+  into the quantized conv's output range).
+- Element-wise ops are where precisions part ways, so they are costed per precision, in three kinds
+  (seen in ONNX Runtime 1.32's optimised graphs of MobileNetV3, EfficientNet and ResNet, and of one-op
+  test graphs): ``epilogue`` ops (HardSwish, HardSigmoid, residual add) are fused into the conv kernel by
+  ORT FP32, but its QDQ INT8 graph keeps them apart: HardSwish becomes a float HardSigmoid between
+  DequantizeLinear/QuantizeLinear plus a QLinearMul, a residual ``+`` a QLinearAdd. ``lookup`` ops
+  (Sigmoid, SiLU) are the ones the QDQ INT8 graph turns into a table lookup: EfficientNet-B0's 65
+  Sigmoids (49 from SiLU = x * sigmoid(x)) all become QLinearSigmoid (256-entry table per uint8 value,
+  no float work; SiLU adds a QLinearMul), while Tanh, GELU and HardSigmoid stay float between DQ/Q
+  (FP32 runs SiLU as one QuickGelu kernel and fuses a Sigmoid that follows a conv). ``elementwise`` ops
+  (the squeeze-excitation ``scale * x``, Tanh, GELU, concat/copies of channel shuffles) run as their
+  own kernels at every precision. Their time per element (``epilogue_ns``, ``lookup_ns``,
+  ``elementwise_ns``) is fitted per precision; the host fit gives FP32 ``epilogue_ns`` ~0 (fused) and
+  INT8 a real cost, which is why INT8 MobileNetV3 is not faster than FP32 on the host although its
+  convs are. Targets without fitted values get 0 for epilogue and element-wise ops (fused: the roofline
+  they were calibrated with) and cost lookups like element-wise ops (what they were before the kind
+  existed). ORT's other lookup op, QLinearLeakyRelu, is not costed: FP32 fuses LeakyReLU like ReLU.
 - ``peak_gops`` (per precision) and ``memory_bandwidth_gbps`` are the target's published figures
   (targets/*.yaml ``device``); ``runtime_efficiency`` (the fraction of peak a runtime reaches on dense
-  and on depthwise convolutions) and ``layer_overhead_us`` (per-op dispatch cost) are calibrated:
-  on this host by ``benchmarks/estimator_accuracy.py`` against ONNX Runtime measurements, on devices
-  from their published latencies (see each target file).
+  and on depthwise convolutions), ``layer_overhead_us`` (per-layer dispatch cost) and the per-element
+  costs are calibrated: on this host by ``benchmarks/estimator_accuracy.py`` against ONNX Runtime
+  measurements, on devices from their published latencies (see each target file).
 
 Everything this module returns is labelled ``estimated`` and carries the model that produced it.
 """
@@ -20,14 +41,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch.nn as nn
 
 from edgekit.errors import EdgekitError
-from edgekit.models.complexity import count_macs, layer_io_shapes
+from edgekit.models.complexity import count_macs, layer_io_shapes, op_calls
 from edgekit.spec import ModelSpec
 from edgekit.targets import Target
 
@@ -36,19 +57,34 @@ BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 DEFAULT_EFFICIENCY = {"dense": 0.5, "depthwise": 0.1, "linear": 0.3, "memory": 0.5}
 DEFAULT_OVERHEAD_US = 10.0
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+# aten ops (in-place variants included) costed per element, by kind (module docstring): those a runtime
+# may fuse into the producing conv, those QDQ INT8 runs as table lookups, and those that are kernels of
+# their own at every precision.
+EPILOGUE_OPS = frozenset({"hardswish", "hardsigmoid", "add"})
+LOOKUP_OPS = frozenset({"sigmoid", "silu"})
+ELEMENTWISE_OPS = frozenset({"mul", "sub", "div", "gelu", "tanh", "cat", "clone"})
+OP_KINDS = {**dict.fromkeys(EPILOGUE_OPS, "epilogue"), **dict.fromkeys(LOOKUP_OPS, "lookup"),
+            **dict.fromkeys(ELEMENTWISE_OPS, "elementwise")}
+# The per-element cost of each kind: keys of runtime_efficiency / precision_efficiency in target files,
+# which (like overhead_us) are not efficiency factors. A target without a kind's key costs it like its
+# fallback kind (lookups were element-wise ops before they had their own figure), else as fused (0).
+NS_PER_ELEMENT = {"epilogue": "epilogue_ns", "lookup": "lookup_ns", "elementwise": "elementwise_ns"}
+NS_FALLBACK = {"lookup": "elementwise"}
+NON_EFFICIENCY_KEYS = ("overhead_us", *NS_PER_ELEMENT.values())
 
 
 @dataclass
 class LayerCost:
     name: str
-    kind: str          # dense | depthwise | linear | pool
+    kind: str          # dense | depthwise | linear | pool | epilogue | lookup | elementwise
     macs: int
     weights: int       # parameter count
     activations: int   # input + output elements
 
 
 def layer_costs(module: nn.Module, spec: ModelSpec) -> list[LayerCost]:
-    """Per-layer MACs, weights and activation sizes at batch 1 (forward hooks + torch's FLOP counter)."""
+    """Per-layer MACs, weights and activation sizes at batch 1 (forward hooks + torch's FLOP counter),
+    then one ``epilogue`` / ``lookup`` / ``elementwise`` entry per call of such an op (torch's dispatcher)."""
     _, macs = count_macs(module, spec, per_layer=True)
     shapes = layer_io_shapes(module, spec, (nn.Conv2d, nn.Linear, *POOLS))
     sizes = {name: sum(math.prod(i) for i in ins) + (math.prod(out) if out is not None else 0)
@@ -65,6 +101,8 @@ def layer_costs(module: nn.Module, spec: ModelSpec) -> list[LayerCost]:
             kind = "pool"
         costs.append(LayerCost(name, kind, int(macs.get(name, 0)), sum(p.numel() for p in m.parameters(recurse=False)),
                                sizes[name]))
+    for i, (op, inputs, output) in enumerate(op_calls(module, spec, frozenset(OP_KINDS))):
+        costs.append(LayerCost(f"{op}#{i}", OP_KINDS[op], 0, 0, inputs + output))
     return costs
 
 
@@ -79,6 +117,8 @@ class DeviceModel:
     overhead_us: float
     bytes_per_element: int
     calibrated: str        # where the efficiency factors come from
+    # ns per input+output element of an epilogue / element-wise op (``NS_PER_ELEMENT``); 0 = fused
+    ns_per_element: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_target(cls, target: Target, precision: str, threads: int | None = None) -> "DeviceModel":
@@ -88,21 +128,28 @@ class DeviceModel:
             raise EdgekitError(f"target {target.name} has no peak_gops for {precision} or no memory_bandwidth_gbps",
                                "add them to the target's device section to get estimates")
         own = dict(dev.precision_efficiency.get(precision, {}))
-        efficiency = {**DEFAULT_EFFICIENCY, **dev.runtime_efficiency,
-                      **{k: v for k, v in own.items() if k != "overhead_us"}}
+        merged = {**dev.runtime_efficiency, **own}
+        efficiency = {**DEFAULT_EFFICIENCY, **{k: v for k, v in merged.items() if k not in NON_EFFICIENCY_KEYS}}
+        ns_per_element = {kind: float(merged.get(key, 0.0)) for kind, key in NS_PER_ELEMENT.items()}
+        for kind, fallback in NS_FALLBACK.items():
+            if NS_PER_ELEMENT[kind] not in merged:
+                ns_per_element[kind] = ns_per_element[fallback]
         overhead = own.get("overhead_us", dev.layer_overhead_us)
         overhead = overhead if overhead is not None else DEFAULT_OVERHEAD_US
         share = min(threads, target.threads) / target.threads if threads and target.threads else 1.0
         return cls(name=target.name, peak_gops=float(dev.peak_gops[precision]) * share,
                    bandwidth_gbps=float(dev.memory_bandwidth_gbps), efficiency=efficiency, overhead_us=overhead,
                    bytes_per_element=BYTES_PER_ELEMENT.get(precision, 4),
-                   calibrated=dev.calibrated_on or "defaults (not calibrated)")
+                   calibrated=dev.calibrated_on or "defaults (not calibrated)", ns_per_element=ns_per_element)
 
 
 def roofline_ms(costs: list[LayerCost], device: DeviceModel, batch: int = 1) -> dict:
     """Estimated latency and how much of it is compute-bound."""
     total, compute_bound = 0.0, 0.0
     for c in costs:
+        if c.kind in NS_PER_ELEMENT:   # streaming ops: per-element time (fitted; includes their dispatch)
+            total += c.activations * batch * device.ns_per_element.get(c.kind, 0.0) * 1e-9
+            continue
         eff = device.efficiency.get(c.kind, device.efficiency["dense"]) if c.kind != "pool" else 1.0
         t_compute = 2.0 * c.macs * batch / (device.peak_gops * 1e9 * eff) if c.macs else 0.0
         t_memory = (c.weights + c.activations * batch) * device.bytes_per_element / (
@@ -150,28 +197,43 @@ def estimate_for_bundle(manifest, bundle: Path, artifact) -> dict:
 
 
 def fit_efficiency(samples: list[tuple[list[LayerCost], float]], base: DeviceModel) -> dict:
-    """Calibrate efficiency (dense / depthwise / linear compute, memory bandwidth) and per-layer overhead
-    on measured latencies (ms), minimising squared log error (relative error matters, not absolute)."""
-    from scipy.optimize import minimize
+    """Calibrate efficiency (dense / depthwise / linear compute, memory bandwidth), per-layer overhead and
+    the per-element cost of each streaming kind (``NS_PER_ELEMENT``) on measured latencies (ms),
+    minimising squared log error (relative error matters, not absolute). Bounded least squares in log
+    space: efficiencies at most 1 (a fraction of the published peak), costs positive.
+
+    A streaming kind that no sample contains cannot be fitted (the data say nothing about it; the
+    optimiser would return its starting guess). It gets its physical floor instead: the roofline's own
+    memory term for its bytes, ``bytes_per_element / (bandwidth * memory efficiency)`` per element, the
+    cost of an op that streams its input and output and does no arithmetic - what a table lookup is
+    (QLinearSigmoid). This is what leave-one-out gives the one host model with lookups (EfficientNet-B0)."""
+    from scipy.optimize import least_squares
 
     keys = ("dense", "depthwise", "linear", "memory")
+    present = {c.kind for costs, _ in samples for c in costs}
+    kinds = tuple(k for k in NS_PER_ELEMENT if k in present)
 
-    def unpack(v):
-        return {k: float(np.exp(x)) for k, x in zip(keys, v[:4])}, float(np.exp(v[4]))
+    def device(v) -> DeviceModel:
+        x = np.exp(v)
+        efficiency = dict(zip(keys, map(float, x[:4])))
+        floor = base.bytes_per_element / (base.bandwidth_gbps * efficiency["memory"])   # ns per element
+        return DeviceModel(**{**asdict(base), "efficiency": efficiency, "overhead_us": float(x[4]),
+                              "ns_per_element": {k: floor for k in NS_PER_ELEMENT} | dict(zip(kinds, map(float, x[5:])))})
 
-    def loss(v):
-        eff, overhead = unpack(v)
-        if max(eff.values()) > 1.0:
-            return 1e6
-        device = DeviceModel(**{**asdict(base), "efficiency": eff, "overhead_us": overhead})
-        errors = [np.log(roofline_ms(costs, device)["latency_ms"] / measured) for costs, measured in samples]
-        return float(np.mean(np.square(errors)))
+    def residuals(v):
+        d = device(v)
+        return [np.log(roofline_ms(costs, d)["latency_ms"] / measured) for costs, measured in samples]
 
-    start = np.log([0.5, 0.1, 0.3, 0.5, 5.0])
-    best = minimize(loss, start, method="Nelder-Mead", options={"maxiter": 6000, "xatol": 1e-4, "fatol": 1e-9})
-    eff, overhead = unpack(best.x)
-    return {"runtime_efficiency": {k: round(v, 4) for k, v in eff.items()}, "layer_overhead_us": round(overhead, 3),
-            "rms_log_error": float(np.sqrt(best.fun))}
+    start = np.log([0.5, 0.1, 0.3, 0.5, 5.0] + [0.5] * len(kinds))
+    lower = np.log([1e-4] * 4 + [1e-3] + [1e-5] * len(kinds))
+    upper = np.array([0.0] * 4 + [np.log(100.0)] * (1 + len(kinds)))
+    best = least_squares(residuals, start, bounds=(lower, upper), diff_step=1e-3)
+    fitted = device(best.x)
+    return {"runtime_efficiency": {k: round(v, 4) for k, v in fitted.efficiency.items()},
+            "layer_overhead_us": round(fitted.overhead_us, 3),
+            **{NS_PER_ELEMENT[k]: round(v, 4) for k, v in fitted.ns_per_element.items()},
+            "unfitted_at_floor": [k for k in NS_PER_ELEMENT if k not in kinds],
+            "rms_log_error": float(np.sqrt(np.mean(np.square(best.fun))))}
 
 
 PUBLISHED_KEY = re.compile(r"^(?P<model>.+)_(?P<size>\d+)_(?P<precision>fp32|fp16|int8)$")

@@ -118,8 +118,9 @@ class SshDevice:
             client.close()
 
     def run(self, client, job: dict, workdir: Path, bundle: Path, on_line: Callable[[str], None]) -> dict:
-        """Copy the runtime package + job + eval inputs + artifacts, run, fetch results.json, clean up."""
-        files = [*shipped_files(), (workdir / "eval.npz", "eval.npz")]
+        """Copy the runtime package + job + eval inputs (when the job has data) + artifacts, run, fetch
+        results.json, clean up."""
+        files = [*shipped_files()] + ([(workdir / job["data"], job["data"])] if job.get("data") else [])
         for art in job["artifacts"]:
             for rel in art.get("files") or [art["path"]]:
                 files.append((bundle / rel, "artifacts/" + _safe_relative(rel)))

@@ -29,7 +29,7 @@ def _table(table: Table) -> str:
     return f'<table id="{table.id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _blocks(blocks: list, svg: str | None) -> list[str]:
+def _blocks(blocks: list, svgs: dict[str, str]) -> list[str]:
     out, items = [], []
 
     def flush():
@@ -45,21 +45,23 @@ def _blocks(blocks: list, svg: str | None) -> list[str]:
         if isinstance(block, Table):
             out.append(_table(block))
         elif isinstance(block, Plot):
-            out.append(f'<div id="pareto-plot">{svg}</div>' if svg else
-                       "<p class=note>no variant has both accuracy and latency</p>")
+            svg = svgs.get(block.file)
+            plot_id = block.file.rsplit(".", 1)[0] + "-plot"
+            out.append(f'<div id="{plot_id}">{svg}</div>' if svg else f"<p class=note>{html.escape(block.missing)}</p>")
         elif block.strip():
             out.append(f"<p>{_inline(block)}</p>")
     flush()
     return out
 
 
-def render_html(manifest: Manifest, svg: str | None = None) -> str:
+def render_html(manifest: Manifest, svgs: dict[str, str] | None = None) -> str:
+    """``svgs``: plot file name -> SVG text (``Plot.file``), inlined."""
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit report: {e(manifest.run_name)}"
              f"</title><style>{CSS}</style></head><body>", f"<h1>edgekit report: {e(manifest.run_name)}</h1>"]
     for section in build_sections(manifest):
         parts.append(f'<section id="{section.id}"><h2>{e(section.title)}</h2>')
-        parts += _blocks(section.blocks, svg)
+        parts += _blocks(section.blocks, svgs or {})
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -12,7 +12,9 @@ def _table(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(manifest: Manifest, has_plot: bool = True) -> str:
+def render_markdown(manifest: Manifest, plots: set[str] | None = None) -> str:
+    """``plots``: the plot files written next to report.md (default: the accuracy-vs-latency one)."""
+    plots = {PLOT} if plots is None else plots
     out = [f"# edgekit report: {manifest.run_name}", ""]
     for section in build_sections(manifest):
         out += [f"## {section.title}", ""]
@@ -20,8 +22,7 @@ def render_markdown(manifest: Manifest, has_plot: bool = True) -> str:
             if isinstance(block, Table):
                 out += [_table(block.columns, block.rows), ""]
             elif isinstance(block, Plot):
-                out += [f"![accuracy vs latency]({PLOT})" if has_plot else "(no variant has both accuracy and latency)",
-                        ""]
+                out += [f"![{block.alt}]({block.file})" if block.file in plots else f"({block.missing})", ""]
             else:
                 out.append(block)
         if out[-1] != "":

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 from edgekit.manifest import Manifest
 from edgekit.reports.robustness import robustness_markdown
+from edgekit.reports.search import search_lines, search_table
 from edgekit.reports.split import split_markdown
 from edgekit.reports.tables import (ARTIFACT_COLUMNS, BENCH_COLUMNS, ESTIMATE_COLUMNS, GATE_COLUMNS, SELECTION_COLUMNS,
                                     STAGE_COLUMNS, artifact_rows, bench_rows, bench_title, drop_cell, estimate_rows,
                                     fmt, gate_rows, headline, selection_rows, skipped_label, stage_rows)
 
-PLOT = "pareto.svg"   # written next to report.md (the HTML inlines it)
+PLOT = "pareto.svg"          # written next to report.md (the HTML inlines it)
+SEARCH_PLOT = "search.svg"   # the latency-budget search's trace
 
 
 @dataclass
@@ -36,7 +38,11 @@ class Section:
 
 @dataclass
 class Plot:
-    """The accuracy-vs-latency plot: inline SVG in HTML, an image link in Markdown."""
+    """A plot file next to the report: inline SVG in HTML, an image link in Markdown."""
+
+    file: str = PLOT
+    alt: str = "accuracy vs latency"
+    missing: str = "no variant has both accuracy and latency"
 
 
 def blocks_from_markdown(lines: list[str], table_id: str) -> list:
@@ -90,6 +96,10 @@ def build_sections(manifest: Manifest) -> list[Section]:
     if manifest.gates:
         verdict = "passed" if manifest.gates.passed else "FAILED"
         out.append(Section("gates", f"CI gates: {verdict}", [Table("gates", GATE_COLUMNS, gate_rows(manifest))]))
+    if manifest.search:
+        out.append(Section("search", "Latency budget search",
+                           [*search_lines(manifest.search), Table("search", *search_table(manifest.search)),
+                            Plot(SEARCH_PLOT, "latency-budget search trace", "no candidate was timed")]))
     out += [Section("stages", "Stages", [Table("stages", STAGE_COLUMNS, stage_rows(manifest))]),
             Section("artifacts", "Artifacts",
                     [f"Accuracy and latency are measured through each artifact's own runtime (batch "

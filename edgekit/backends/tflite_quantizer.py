@@ -1,0 +1,114 @@
+"""The PT2E quantizer edgekit uses for LiteRT INT8: litert-torch's ``PT2EQuantizer`` and its
+per-channel symmetric config, with two changes.
+
+Scale floor. litert-torch's config floors every activation scale at 2^-12 (``eps=2**-12``, taken from
+PyTorch's XNNPACK config, where it kept XNNPACK's old ``requantization scale >= 2^-32`` check
+satisfied; current XNNPACK operators only reject a requantization scale ``>= 256``). A tensor whose range is under ~255 * 2^-12 = 0.06 then
+gets fewer than 256 levels, and one under 2^-12 quantizes to a constant: a pruned random-weight LeViT-128S
+at 64 px has activations of 1e-3 after its stem and logits of 1e-5, and its INT8 file agreed 0% with
+PyTorch (131 of its 137 activation tensors sat below the floor). Activations here use torchao's default
+floor (float32 eps); an all-zero tensor keeps 2^-12, so a zero output cannot drive
+input_scale * weight_scale / output_scale past XNNPACK's 256. A model whose activations are all above
+the floor gets the file it got before, byte for byte (seen: ResNet-18, the digits teacher); below it,
+XNNPACK still takes the same ops (seen: random-weight MobileNetV3-Small, MobileViT-XXS: same
+delegated partitions and latency). Weights keep litert-torch's spec (2^-12 floor).
+
+Float tensors only.
+
+litert-torch's add/mul/cat annotators put an activation observer on every input and output of the op,
+whatever its dtype (torchao's own XNNPACK quantizer skips non-float inputs; litert-torch's copy does
+not). Index arithmetic written with tensors then gets a HistogramObserver on an integer tensor and
+calibration fails with ``"histogram_cpu" not implemented for 'Long'`` - e.g. EdgeNeXt's positional
+encoding, ``2 * torch.div(arange, 2, rounding_mode='floor')``, whose scalar the quantizer itself turns
+into an int64 constant. Integer and bool tensors are indices and masks, not activations: the ops on
+them stay unquantized. A graph without such ops is annotated exactly as before (any observed integer
+tensor made calibration fail, so no graph that quantized before changes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+from litert_torch.quantize.pt2e_quantizer_utils import QuantizationConfig, propagate_annotation
+from torchao.quantization.pt2e.observer import HistogramObserver
+
+LITERT_FLOOR = 2.0 ** -12  # litert-torch's activation (and weight) scale floor
+
+
+class ActivationObserver(HistogramObserver):
+    """litert-torch's histogram observer with torchao's scale floor (float32 eps) instead of 2^-12,
+    except for an all-zero tensor, which keeps 2^-12 (nothing to resolve, and XNNPACK's ratio bound)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**{**kwargs, "eps": torch.finfo(torch.float32).eps})
+
+    def calculate_qparams(self):
+        scale, zero_point = super().calculate_qparams()
+        if float(self.max_val) == float(self.min_val) == 0.0:
+            scale = torch.clamp(scale, min=LITERT_FLOOR)
+        return scale, zero_point
+
+
+def int8_config() -> QuantizationConfig:
+    """litert-torch's per-channel symmetric static config, activations observed by ActivationObserver."""
+    base = get_symmetric_quantization_config(is_per_channel=True)
+    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=ActivationObserver)
+    return dataclasses.replace(base, input_activation=act, output_activation=act)
+
+
+def below_litert_floor(prepared: torch.fx.GraphModule) -> tuple[int, int]:
+    """(activation tensors of a calibrated model whose range is under 255 * 2^-12, i.e. that
+    litert-torch's floor would have coarsened; all activation tensors), for the manifest."""
+    observers = [m for m in prepared.modules() if isinstance(m, ActivationObserver)]
+    return sum(float(m.max_val - m.min_val) < 255 * LITERT_FLOOR for m in observers), len(observers)
+
+
+def tensor_dtype(node: torch.fx.Node, gm: torch.fx.GraphModule) -> torch.dtype | None:
+    """The dtype ``node`` produces: its traced value, or the buffer a ``get_attr`` reads (the scalar
+    constants the quantizer adds itself carry no traced value); None when unknown."""
+    value = node.meta.get("val")
+    if isinstance(value, torch.Tensor):
+        return value.dtype
+    if node.op == "get_attr":
+        attr = gm
+        for part in str(node.target).split("."):
+            attr = getattr(attr, part, None)
+        return attr.dtype if isinstance(attr, torch.Tensor) else None
+    return None
+
+
+def drop_non_float_annotations(gm: torch.fx.GraphModule) -> list[str]:
+    """Removes the quantization annotation of every node that reads or produces a non-float tensor;
+    returns those nodes' names. Unknown dtypes count as float (annotated as litert-torch does)."""
+
+    def non_float(n: torch.fx.Node) -> bool:
+        dtype = tensor_dtype(n, gm)
+        return dtype is not None and not dtype.is_floating_point
+
+    dropped = []
+    for node in gm.graph.nodes:
+        annotation = node.meta.get("quantization_annotation")
+        if annotation is None:
+            continue
+        if non_float(node) or any(non_float(i) for i in annotation.input_qspec_map):
+            del node.meta["quantization_annotation"]
+            dropped.append(node.name)
+    return dropped
+
+
+class FloatOnlyPT2EQuantizer(PT2EQuantizer):
+    """litert-torch's static PT2E quantizer, with ops on integer/bool tensors left unquantized."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unquantized_integer_ops: list[str] = []  # filled by annotate, for the manifest
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        if self.global_config and not self.global_config.input_activation:
+            return super().annotate(model)  # dynamic quantization observes weights only
+        model = self._annotate_for_static_quantization_config(model)
+        self.unquantized_integer_ops = drop_non_float_annotations(model)
+        propagate_annotation(model)  # after the drop, so nothing shares an observer with a dropped op
+        return model

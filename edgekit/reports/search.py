@@ -1,0 +1,86 @@
+"""The latency-budget search in the report: what was asked, how candidates were timed, the trace (every
+candidate, the Pareto front marked) and the budget re-checked on the deployed artifact; plus a plot of the
+trace (latency against kept MACs, one series per runtime and precision, the budget drawn)."""
+
+from __future__ import annotations
+
+import io
+
+from edgekit.manifest import Manifest, SearchCandidate, SearchSection
+
+SEARCH_COLUMNS = ["MACs asked", "round to", "MMACs", "params", "backend", "precision", "p50 ms", "basis", "fits",
+                  "Pareto", "chosen"]
+
+
+def _candidate(c: SearchCandidate) -> str:
+    rounding = f", channels ×{c.round_to}" if c.round_to else ""
+    return f"{c.level:.0%} of the MACs{rounding}, {c.backend} {c.precision}"
+
+
+def search_lines(search: SearchSection) -> list[str]:
+    lines = [f"Budget **{search.budget_ms:g} ms** p50 (batch 1) on **{search.target}**; candidates (the input model "
+             f"pruned, untrained: latency does not depend on the weights) had to fit {search.aim_ms:.3f} ms "
+             f"(the budget less the timing margin). Timing basis: {search.basis}. "
+             f"{len(search.trace)} candidates in {search.seconds or 0:.0f} s."]
+    if search.chosen:
+        lines.append(f"- chosen: **{_candidate(search.chosen)}** — {search.chosen.p50_ms:.3f} ms "
+                     f"({search.chosen.basis}), the candidate that keeps the most MACs within the aim")
+    lines += [f"- {note}" for note in search.notes]
+    final = search.final
+    if final:
+        verdict = "met" if final.met else "MISSED"
+        p50 = f"{final.p50_ms:.3f} ms" if final.p50_ms is not None else "not measured"
+        lines.append(f"- re-checked on the deployed artifact **{final.artifact}** after training: {p50} "
+                     f"({final.basis}): budget **{verdict}**"
+                     + ("" if final.macs_match in (None, True) else
+                        "; its architecture differs from the chosen candidate's"))
+    return lines + [""]
+
+
+def search_table(search: SearchSection) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for c in sorted(search.trace, key=lambda c: (-c.level, c.round_to or 0, c.backend, c.precision)):
+        rows.append([f"{c.level:.0%}", str(c.round_to or "—"), f"{c.macs / 1e6:.2f}", f"{c.params:,}", c.backend,
+                     c.precision, f"{c.p50_ms:.3f}" if c.p50_ms is not None else (c.error or "—"), c.basis,
+                     "yes" if c.fits else "no", "yes" if c.pareto else "", "**yes**" if c.chosen else ""])
+    return SEARCH_COLUMNS, rows
+
+
+def search_svg(manifest: Manifest) -> str | None:
+    """Latency of every timed candidate against its MACs; the budget and the aim as lines; the Pareto front
+    dashed; the chosen candidate starred. None without a search."""
+    search = manifest.search
+    timed = [c for c in (search.trace if search else []) if c.p50_ms is not None]
+    if not timed:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    estimated = "estimated" in search.basis
+    for i, key in enumerate(dict.fromkeys((c.backend, c.precision) for c in timed)):
+        pts = sorted((c for c in timed if (c.backend, c.precision) == key), key=lambda c: c.macs)
+        color = f"C{i % 10}"
+        ax.scatter([c.macs / 1e6 for c in pts], [c.p50_ms for c in pts], label=f"{key[0]} {key[1]}", s=40,
+                   facecolors="none" if estimated else color, edgecolors=color)
+    front = sorted((c for c in timed if c.pareto), key=lambda c: c.macs)
+    ax.plot([c.macs / 1e6 for c in front], [c.p50_ms for c in front], color="grey", linestyle="--", linewidth=1,
+            label="Pareto front")
+    ax.axhline(search.budget_ms, color="red", linewidth=1, label=f"budget {search.budget_ms:g} ms")
+    ax.axhline(search.aim_ms, color="red", linewidth=0.8, linestyle=":", label="aim (budget - margin)")
+    if search.chosen and search.chosen.p50_ms is not None:
+        ax.scatter([search.chosen.macs / 1e6], [search.chosen.p50_ms], marker="*", s=260, facecolors="none",
+                   edgecolors="black", label="chosen")
+    ax.set_xlabel("MMACs kept")
+    ax.set_ylabel(f"p50 batch 1 (ms), {search.basis}")
+    ax.set_title(f"latency-budget search on {search.target}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]

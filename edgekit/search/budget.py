@@ -1,0 +1,243 @@
+"""A latency budget as the goal: find the least-compressed model that meets it on the target, then train once.
+
+What no peer does in one command (ModelOpt searches under a FLOPs bound, NNCF dropped structured pruning):
+the budget is judged on the *deployed* artifact's runtime and precision, on the target.
+
+1. Candidates: the input model pruned (untrained) to each MACs level of ``budget.macs`` with each channel
+   rounding of ``budget.round_to``, by the very prune stage and settings the recipe will run (so the trained
+   model has the candidate's architecture), compiled for every (backend, precision) of the target and timed
+   (``timing.py``: here, on the device, or estimated). Latency does not depend on the weights, so nothing
+   is trained while searching.
+2. The walk: level 1.0 (the input model) first; from its latency a first guess (the largest level at most
+   aim / p50, since latency falls no faster than MACs), then bisection between the levels known to miss and
+   to fit. A level is pruned and timed once for all (backend, precision) pairs; the trace keeps every timed
+   candidate.
+3. The choice: of the candidates within the aim (budget x (1 - margin)), the one keeping the most MACs (the
+   most capacity left for distillation to recover accuracy); on a tie FP32 before a quantized precision,
+   then the faster.
+4. The plan: the recipe's structured prune stage set to that level and rounding (inserted first when the
+   recipe has none), a KD stage from the input model after it when the recipe has none, and compile limited
+   to the chosen backend and precision. The pipeline trains once and re-checks the budget on the deployed
+   artifact (``verdicts.decide`` fills ``search.final``; the CLI exits 3 when it is missed).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from edgekit import ui
+from edgekit.backends import BACKENDS
+from edgekit.data import DataSplits
+from edgekit.errors import EdgekitError
+from edgekit.manifest import SearchCandidate, SearchSection
+from edgekit.models.complexity import count_macs, count_params
+from edgekit.models.loaded import LoadedModel
+from edgekit.recipe import BudgetSettings, Recipe, StageEntry
+from edgekit.resources import cache_dir
+from edgekit.search.timing import CandidateTimer
+from edgekit.stages import STAGES, StageContext
+from edgekit.targets import Target
+
+PRUNE_DEFAULTS = {"mode": "structured", "importance": "l2", "scope": "uniform", "steps": 40}
+PRUNE_TARGETS = ("ratio", "macs", "latency_ms")
+DISTILL_DEFAULTS = {"student": "self", "loss": "kd", "temperature": 4.0, "alpha": 0.9}
+
+
+def combos_for(target: Target, budget: BudgetSettings, measured: bool) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to time: the target's (or the budget's) backends that build the precision,
+    installed ones when measuring. Estimates do not depend on the backend: one pair per precision then (the
+    first backend that builds it, which the plan then compiles)."""
+    precisions = [p for p in (budget.precisions or target.precisions) if p in target.precisions]
+    names = [n for n in (budget.backends or target.backends) if n in BACKENDS]
+    if measured:
+        names = [n for n in names if BACKENDS.get(n).available()]
+        if not names:
+            raise EdgekitError(f"none of the backends {', '.join(budget.backends or target.backends)} of "
+                               f"{target.name} is installed here",
+                               "install the target's extra, e.g. pip install 'edgekit[openvino]'")
+        pairs = [(b, p) for b in names for p in precisions if p in BACKENDS.get(b).precisions]
+    else:
+        pairs = [(next(b for b in names if p in BACKENDS.get(b).precisions), p) for p in precisions
+                 if any(p in BACKENDS.get(b).precisions for b in names)]
+    if not pairs:
+        raise EdgekitError(f"no (backend, precision) to search for {target.name}",
+                           f"budget.precisions must be among the target's ({', '.join(target.precisions)}) and "
+                           "built by one of its backends")
+    return pairs
+
+
+def prune_entry(recipe: Recipe) -> tuple[int | None, dict]:
+    """(index, params) of the recipe's structured prune stage, or (None, defaults)."""
+    for i, entry in enumerate(recipe.stages):
+        if entry.name == "prune" and entry.params.get("mode", "structured") == "structured":
+            return i, {k: v for k, v in entry.params.items() if k not in PRUNE_TARGETS}
+    return None, dict(PRUNE_DEFAULTS)
+
+
+def candidate_params(base: dict, level: float, round_to: int | None) -> dict:
+    return {**base, "macs": level, "round_to": round_to}
+
+
+class Search:
+    """One search: memoised levels, the trace, the walk and the choice."""
+
+    def __init__(self, model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target,
+                 budget: BudgetSettings, timer: CandidateTimer, combos: list[tuple[str, str]]):
+        self.model, self.data, self.recipe, self.target = model, data, recipe, target
+        self.budget, self.timer, self.combos = budget, timer, combos
+        self.aim = budget.latency_ms * (1 - budget.margin)
+        self.prune_index, self.prune_base = prune_entry(recipe)
+        self.levels = sorted({float(m) for m in budget.macs if m < 1.0}, reverse=True)
+        # the budget's roundings, plus the recipe's own (x86-cpu prunes to multiples of 16)
+        own = self.prune_base.get("round_to")
+        self.round_tos = list(dict.fromkeys([*budget.round_to, *([own] if own else [])]))
+        self.trace: list[SearchCandidate] = []
+        self._rows: dict[tuple[float, int | None], list[SearchCandidate]] = {}
+
+    # ------------------------------------------------------------------------------ candidates
+    def prune(self, level: float, round_to: int | None) -> LoadedModel:
+        """The input model pruned to ``level`` exactly as the recipe's prune stage will do it (same stage,
+        same settings, same seed), without its before/after timing."""
+        model = copy.deepcopy(self.model)
+        if level >= 1.0:
+            return model
+        params = STAGES.get("prune").Params(**{**candidate_params(self.prune_base, level, round_to),
+                                               "measure_latency": False})
+        index = self.prune_index if self.prune_index is not None else 0
+        torch.manual_seed(self.recipe.seed + index)
+        ctx = StageContext(model=model, teacher=self.model, data=self.data, target=self.target,
+                           work_dir=cache_dir("work", "search"), seed=self.recipe.seed)
+        return STAGES.get("prune")(params).run(ctx).model
+
+    def rows(self, level: float, round_to: int | None) -> list[SearchCandidate]:
+        key = (level, None if level >= 1.0 else round_to)
+        if key not in self._rows:
+            model = self.prune(*key)
+            macs, params = count_macs(model.module, model.spec), count_params(model.module)
+            timings = self.timer.time(model, self.combos)
+            rows = [SearchCandidate(level=key[0], round_to=key[1], macs=macs, params=params, backend=b,
+                                    precision=p, p50_ms=t.p50_ms, basis=t.basis, error=t.error,
+                                    fits=t.p50_ms is not None and t.p50_ms <= self.aim)
+                    for (b, p), t in zip(self.combos, timings)]
+            self._rows[key] = rows
+            self.trace += rows
+            shown = ", ".join(f"{r.backend} {r.precision} " + (f"{r.p50_ms:.3f} ms" if r.p50_ms is not None else "—")
+                              + (" fits" if r.fits else "") for r in rows)
+            ui.info(f"[bold]search[/bold] {level:.0%} MACs" + (f" ×{key[1]}" if key[1] else "")
+                    + f" ({macs / 1e6:.1f} MMACs): {shown}")
+        return self._rows[key]
+
+    def fits(self, level: float, round_to: int | None, combo: int) -> bool:
+        return self.rows(level, round_to)[combo].fits
+
+    # ------------------------------------------------------------------------------ the walk
+    def walk(self, round_to: int | None, combo: int) -> None:
+        """Bisection over the levels (fitting is monotone: a smaller model is no slower), first probing the
+        guess from the input model's latency: about log2(levels) + 1 timed levels per (rounding, pair)."""
+        top = self.rows(1.0, None)[combo]
+        if top.fits or not self.levels or top.p50_ms is None:
+            return
+        n = len(self.levels)
+        guess = next((k for k, level in enumerate(self.levels) if level <= self.aim / top.p50_ms), n - 1)
+        lo, hi = -1, n          # levels[lo] does not fit (-1: level 1.0); levels[hi] fits (n: none known)
+        probe = guess
+        while hi - lo > 1:
+            if self.fits(self.levels[probe], round_to, combo):
+                hi = probe
+            else:
+                lo = probe
+            probe = (lo + hi) // 2
+
+    def run(self) -> SearchCandidate:
+        for round_to in self.round_tos:
+            for combo in range(len(self.combos)):
+                self.walk(round_to, combo)
+        mark_pareto(self.trace)
+        fitting = [c for c in self.trace if c.fits]
+        if not fitting:
+            timed = [c for c in self.trace if c.p50_ms is not None]
+            if not timed:
+                errors = "; ".join(sorted({c.error for c in self.trace if c.error}))[:300]
+                raise EdgekitError(f"no search candidate could be timed on {self.target.name}: {errors or 'unknown'}")
+            fastest = min(timed, key=lambda c: c.p50_ms)
+            raise EdgekitError(
+                f"no candidate meets the {self.budget.latency_ms:g} ms budget on {self.target.name}: the fastest, "
+                f"{fastest.level:.0%} of the MACs with {fastest.backend} {fastest.precision}, runs at "
+                f"{fastest.p50_ms:.3f} ms ({fastest.basis})",
+                "raise --latency-budget-ms, add smaller levels to the recipe's budget.macs, or start from a "
+                "smaller model")
+        chosen = min(fitting, key=lambda c: (-c.macs, c.precision != "fp32", c.p50_ms))
+        chosen.chosen = True
+        return chosen
+
+
+def mark_pareto(trace: list[SearchCandidate]) -> None:
+    """A candidate is on the front when no other is at least as fast and keeps at least as many MACs,
+    one of them strictly."""
+    timed = [c for c in trace if c.p50_ms is not None]
+    for c in timed:
+        c.pareto = not any(o is not c and o.p50_ms <= c.p50_ms and o.macs >= c.macs
+                           and (o.p50_ms < c.p50_ms or o.macs > c.macs) for o in timed)
+
+
+def plan_recipe(recipe: Recipe, chosen: SearchCandidate, prune_index: int | None, prune_base: dict,
+                budget: BudgetSettings) -> tuple[Recipe, list[str]]:
+    """The recipe the pipeline runs after the search, and notes on what changed."""
+    stages = list(recipe.stages)
+    notes = []
+    if chosen.level >= 1.0:
+        if prune_index is not None:
+            stages.pop(prune_index)
+        self_kd = [s for s in stages if s.name == "distill" and s.params.get("student", "self") == "self"
+                   and s.params.get("teacher") in (None, "input")]
+        stages = [s for s in stages if s not in self_kd]
+        notes.append("the input model already meets the budget: no pruning"
+                     + (", and no distillation into itself" if self_kd else ""))
+    else:
+        entry = StageEntry(name="prune", params=candidate_params(prune_base, chosen.level, chosen.round_to))
+        if prune_index is None:
+            stages.insert(0, entry)
+            prune_index = 0
+            notes.append(f"a structured prune stage was added first ({chosen.level:.0%} of the MACs)")
+        else:
+            stages[prune_index] = entry
+            notes.append(f"the recipe's prune stage was set to {chosen.level:.0%} of the MACs"
+                         + (f", channels multiple of {chosen.round_to}" if chosen.round_to else ""))
+        if not any(s.name == "distill" for s in stages[prune_index + 1:]):
+            stages.insert(prune_index + 1, StageEntry(name="distill", params={**DISTILL_DEFAULTS,
+                                                                              "epochs": budget.distill_epochs}))
+            notes.append(f"a KD stage from the input model was added after pruning ({budget.distill_epochs} epochs)")
+    compile_update = {"precisions": [chosen.precision], "backends": [chosen.backend]}
+    new = recipe.model_copy(update={"stages": stages,
+                                    "compile": recipe.compile.model_copy(update=compile_update)})
+    notes.append(f"compile: {chosen.backend} {chosen.precision} only (ONNX Runtime, the universal baseline, is "
+                 "always built)")
+    return new, notes
+
+
+def search_budget(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target, budget: BudgetSettings,
+                  timer: CandidateTimer, measured: bool) -> tuple[Recipe, SearchSection]:
+    """Runs the search on ``model`` (the input model, not modified) and returns the recipe to train with
+    and the manifest's ``search`` section (its ``final`` is filled once the bundle is measured)."""
+    started = time.perf_counter()
+    combos = combos_for(target, budget, measured)
+    search = Search(model, data, recipe, target, budget, timer, combos)
+    ui.info(f"[bold]latency budget[/bold] {budget.latency_ms:g} ms on {target.name} ({timer.basis}): "
+            f"searching {len(search.levels) + 1} MACs levels × rounding {search.round_tos} × "
+            + ", ".join(f"{b} {p}" for b, p in combos))
+    with timer.session():
+        chosen = search.run()
+    planned, notes = plan_recipe(recipe, chosen, search.prune_index, search.prune_base, budget)
+    section = SearchSection(budget_ms=budget.latency_ms, aim_ms=round(search.aim, 4), target=target.name,
+                            basis=timer.basis, trace=search.trace, chosen=chosen,
+                            plan={"stages": [s.model_dump() for s in planned.stages],
+                                  "compile": {"precisions": planned.compile.precisions,
+                                              "backends": planned.compile.backends}},
+                            seconds=round(time.perf_counter() - started, 1), notes=notes)
+    ui.info(f"[bold]search[/bold] chose {chosen.level:.0%} of the MACs"
+            + (f" ×{chosen.round_to}" if chosen.round_to else "")
+            + f", {chosen.backend} {chosen.precision}: {chosen.p50_ms:.3f} ms ({chosen.basis}) in {section.seconds:.0f} s")
+    return planned, section

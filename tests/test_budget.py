@@ -1,0 +1,137 @@
+"""``edgekit compress --latency-budget-ms``: the search times untrained pruned candidates through the target's
+runtime (here, on a device over SSH, or estimated and labelled), trains the least-compressed one that fits
+once, and re-checks the budget on the deployed artifact.
+
+The model is the offline demo's digits teacher (tinycnn, 1.5 MMACs); the budgets are set from the input
+model's own latency, computed here independently of the search, so that pruning is needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from sshd_server import ssh_args
+
+RECIPE = """name: budget-test
+stages:
+  - distill: {epochs: 1, lr: 0.05}
+  - evaluate: {split: test}
+budget:
+  macs: [1.0, 0.6, 0.35, 0.2]
+  round_to: [null]
+  precisions: [fp32]
+  backends: [onnxruntime]
+  runs: 30
+  max_seconds: 1
+compile:
+  precisions: [fp32]
+profile: {warmup: 5, runs: 100, max_seconds: 2}
+"""
+
+
+@pytest.fixture
+def recipe(tmp_path) -> Path:
+    path = tmp_path / "budget.yaml"
+    path.write_text(RECIPE)
+    return path
+
+
+def _teacher():
+    from edgekit.models import load_model
+    from edgekit.training.default_teacher import default_teacher_path
+
+    return load_model(str(default_teacher_path()))
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def _assert_search_consistent(m: dict, basis_prefix: str) -> dict:
+    """The behaviour every search must have, whatever timed it."""
+    search = m["search"]
+    assert search["trace"] and all(c["basis"].startswith(basis_prefix) for c in search["trace"])
+    chosen = search["chosen"]
+    assert chosen["level"] < 1.0, "the budget is below the input model's latency: it must be pruned"
+    assert chosen["p50_ms"] <= search["aim_ms"] < search["budget_ms"]
+    # the choice keeps the most MACs among the candidates that fit; every bigger candidate was too slow
+    bigger = [c for c in search["trace"] if c["macs"] > chosen["macs"]]
+    assert bigger and not any(c["fits"] for c in bigger)
+    # the trained model has the chosen architecture, and the plan pruned to its level
+    assert m["references"]["final"]["macs"] == chosen["macs"]
+    prune = next(s for s in m["stages"] if s["name"] == "prune")
+    assert prune["params"]["macs"] == chosen["level"]
+    assert search["final"]["macs_match"] is True
+    return search
+
+
+def test_rpi5_budget_without_host_runs_on_estimates_and_says_so(recipe, tmp_path):
+    from edgekit.profiling.estimate import estimate_module
+    from edgekit.targets import load_target
+
+    teacher = _teacher()
+    input_ms = estimate_module(teacher.module, teacher.spec, load_target("rpi5"), "fp32")["latency_ms"]
+    budget = round(0.8 * input_ms, 4)
+    out = tmp_path / "rpi5"
+    r = run_cli("compress", "-t", "rpi5", "-r", str(recipe), "--latency-budget-ms", str(budget), "-o", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no --host was given" in r.stderr and "ESTIMATE" in r.stderr
+    m = _manifest(out)
+    search = _assert_search_consistent(m, "estimated (rpi5)")
+    assert search["basis"] == "estimated (rpi5)"
+    final = search["final"]
+    assert final["basis"].startswith("estimated") and final["met"] and final["p50_ms"] <= budget
+    report = (out / "report.md").read_text()
+    assert "## Latency budget search" in report and "Timing basis: estimated (rpi5)" in report
+    assert (out / "search.svg").is_file()
+
+
+def test_budget_measured_on_the_loopback_device_during_the_search(recipe, tmp_path, sshd):
+    import os
+
+    from edgekit.models import load_model
+    from edgekit.pruning.measure import ort_latency
+
+    # builtin:resnet8 (random weights, 9.3 MMACs): big enough that pruning shows in latency, unlike the
+    # overhead-bound 1.5-MMAC teacher. The device runner uses all cores, so the reference does too.
+    model = load_model("builtin:resnet8")
+    input_ms = ort_latency(model.module, model.spec, threads=os.cpu_count())["p50_ms"]
+    # the loopback "device" is this host; the bar is that the search measured THERE (basis and bench entry)
+    budget = round(0.7 * input_ms, 4)
+    out = tmp_path / "device"
+    r = run_cli("compress", "-m", "builtin:resnet8", "-d", "digits", "-t", "rpi5", "-r", str(recipe),
+                "--latency-budget-ms", str(budget), "-o", str(out), *ssh_args(sshd))
+    where = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}"
+    if r.returncode == 2 and "no candidate meets" in r.stderr:
+        pytest.skip(f"this host is too loaded to time the candidates under {budget} ms: {r.stderr.strip()[-300:]}")
+    assert r.returncode in (0, 3), r.stderr[-2000:]
+    m = _manifest(out)
+    search = _assert_search_consistent(m, f"measured on the device ({where})")
+    assert "no --host was given" not in r.stderr
+    assert any(b["where"] == where for b in m["benchmarks"]), "the bundle was benched on the device afterwards"
+    assert search["final"]["basis"] == f"measured on the device ({where})"
+    assert search["final"]["met"] == (r.returncode == 0)
+    assert list(sshd.device_tmp.iterdir()) == [], "files left in the device's temp folder"
+
+
+def test_impossible_budget_is_one_line_and_writes_nothing(recipe, tmp_path):
+    out = tmp_path / "none"
+    r = run_cli("compress", "-t", "rpi5", "-r", str(recipe), "--latency-budget-ms", "0.00001", "-o", str(out))
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.strip().splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "no candidate meets the 1e-05 ms budget on rpi5" in lines[0], r.stderr[-1500:]
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_bad_budget_values_are_usage_errors(recipe, tmp_path):
+    r = run_cli("compress", "-r", str(recipe), "--latency-budget-ms", "-1", "-o", str(tmp_path / "x"))
+    assert r.returncode == 2 and "--latency-budget-ms -1 is not positive" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RECIPE.replace("round_to: [null]", "round_to: []"))
+    r = run_cli("compress", "-r", str(bad), "--latency-budget-ms", "1", "-o", str(tmp_path / "y"))
+    assert r.returncode == 2 and "budget.round_to" in r.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
