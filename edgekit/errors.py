@@ -30,3 +30,12 @@ class MissingDependency(EdgekitError):
     def __init__(self, package: str, extra: str, why: str):
         super().__init__(f"{why} needs the Python package '{package}'",
                          f"install it with: pip install 'edgekit[{extra}]'")
+
+
+def first_line(err: BaseException, limit: int = 200, typed: bool = False) -> str:
+    """The first line of an exception's message, at most ``limit`` characters ("" when it has none), with
+    ``typed`` prefixed by the exception's type: how a library's multi-line error becomes part of one of
+    edgekit's one-line errors."""
+    lines = str(err).strip().splitlines()
+    text = lines[0][:limit] if lines else ""
+    return f"{type(err).__name__}: {text}" if typed else text

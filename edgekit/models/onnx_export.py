@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.errors import EdgekitError, MissingDependency, first_line
 from edgekit.spec import ModelSpec
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -37,7 +37,7 @@ def export_onnx(module: nn.Module, spec: ModelSpec, path: Path, dynamic_batch: b
                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                         dynamic_shapes=dynamic, verbose=False)
         except Exception as err:  # noqa: BLE001 - exporter errors are many; report the first line
-            raise EdgekitError(f"ONNX export failed: {_first_line(err)}") from None
+            raise EdgekitError(f"ONNX export failed: {first_line(err, 300, typed=True)[:300]}") from None
         program.save(str(path), external_data=False)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -55,8 +55,3 @@ class _Named(nn.Module):
 
     def forward(self, x):
         return self.inner(x)
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from edgekit.bundle import write_json
-from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.errors import EdgekitError, MissingDependency, first_line
 from edgekit.profiling.bench import runner_command, shipped_files
 
 REMOTE_PREFIX = "edgekit-bench."
@@ -97,13 +97,13 @@ class SshDevice:
                 raise EdgekitError(f"unknown host key for {self.host}:{self.port} (not in {known})",
                                    "verify the device by connecting once with ssh, or pass --known-hosts FILE"
                                    ) from None
-            raise EdgekitError(f"SSH to {name} failed: {_first_line(err)}") from None
+            raise EdgekitError(f"SSH to {name} failed: {first_line(err)}") from None
         except socket.gaierror:
             client.close()
             raise EdgekitError(f"cannot resolve host '{self.host}'", "check the --host name") from None
         except (OSError, EOFError) as err:  # refused, unreachable, timed out
             client.close()
-            raise EdgekitError(f"cannot connect to {self.host}:{self.port}: {_first_line(err) or type(err).__name__}",
+            raise EdgekitError(f"cannot connect to {self.host}:{self.port}: {first_line(err) or type(err).__name__}",
                                "check --host/--port and that sshd runs on the device") from None
         return client
 
@@ -253,10 +253,6 @@ def _sftp_makedirs(sftp, path: str, made: set[str]) -> None:
     except OSError:
         sftp.mkdir(path, mode=0o700)
     made.add(path)
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 __all__ = ["SshDevice"]

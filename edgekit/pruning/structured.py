@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgekit import ui
-from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.errors import EdgekitError, MissingDependency, first_line
 from edgekit.models.complexity import count_macs
 from edgekit.pruning.adapters import clear_caches, collect_hints, sync_attributes, tracing
 from edgekit.pruning.layers import protected_layers
@@ -181,7 +181,7 @@ class _PrunerState:
             raise EdgekitError("prune: out of memory while torch-pruning traced the model",
                                "prune at a smaller input size (--input-size), or use mode unstructured") from None
         except Exception as err:  # noqa: BLE001 - graph tracing failures are model-specific
-            raise EdgekitError(f"prune: torch-pruning cannot trace this model ({_first_line(err)})",
+            raise EdgekitError(f"prune: torch-pruning cannot trace this model ({first_line(err, typed=True)})",
                                "list the offending layers under `ignore`, or use mode unstructured") from None
 
     def step(self, steps_left: int) -> bool:
@@ -196,7 +196,7 @@ class _PrunerState:
             raise EdgekitError("prune: out of memory in a pruning step",
                                "prune at a smaller input size (--input-size)") from None
         except Exception as err:  # noqa: BLE001 - redo this step group by group, keeping the culprits
-            first = _first_line(err)
+            first = first_line(err, typed=True)
         _restore(self.module, backup)
         try:
             self.build(steps_left)
@@ -258,10 +258,10 @@ class _PrunerState:
         if name is None or name in self.auto_ignored or self.repairs > self.MAX_REPAIRS:
             # stop here: the model pruned so far works; the result says why the target was not met
             self.auto_ignored["(pruning stopped)"] = (f"after {self.repairs} groups that break the model "
-                                                      f"(last: {name or 'unknown'}: {_first_line(err)[:120]}; "
+                                                      f"(last: {name or 'unknown'}: {first_line(err, typed=True)[:120]}; "
                                                       f"first: {first_error[:120]})")
             raise _StopPruning
-        self.auto_ignored[name] = f"pruning it breaks the model ({_first_line(err)[:160]})"
+        self.auto_ignored[name] = f"pruning it breaks the model ({first_line(err, typed=True)[:160]})"
 
     def _track_groups(self) -> None:
         """Record the root layer of the group torch-pruning is working on, to name it if it fails."""
@@ -296,11 +296,6 @@ def _restore(module: nn.Module, backup: nn.Module) -> None:
         children = m._modules
         m.__dict__.update({k: v for k, v in b.__dict__.items() if k != "_modules"})
         m._modules = children
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
 
 
 def _accumulate_gradients(module: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:

@@ -60,8 +60,8 @@ def combos_for(target: Target, budget: BudgetSettings, measured: bool) -> list[t
                                "install the target's extra, e.g. pip install 'edgekit[openvino]'")
         pairs = [(b, p) for b in names for p in precisions if p in BACKENDS.get(b).precisions]
     else:
-        pairs = [(next(b for b in names if p in BACKENDS.get(b).precisions), p) for p in precisions
-                 if any(p in BACKENDS.get(b).precisions for b in names)]
+        first = {p: next((b for b in names if p in BACKENDS.get(b).precisions), None) for p in precisions}
+        pairs = [(b, p) for p, b in first.items() if b is not None]
     if not pairs:
         raise EdgekitError(f"no (backend, precision) to search for {target.name}",
                            f"budget.precisions must be among the target's ({', '.join(target.precisions)}) and "

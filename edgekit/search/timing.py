@@ -19,7 +19,7 @@ import numpy as np
 
 from edgekit.backends import BACKENDS, CompileRequest
 from edgekit.decisions import ESTIMATED, MEASURED_HERE
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.bench import BenchSettings, run_local, runner_job
 from edgekit.profiling.estimate import estimate_module
@@ -34,9 +34,6 @@ class Timing:
     error: str | None = None
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
 
 
 class CandidateTimer:
@@ -68,7 +65,7 @@ class EstimateTimer(CandidateTimer):
                 est = estimate_module(model.module, model.spec, self.target, precision)
                 out.append(Timing(float(est["latency_ms"]), self.basis))
             except Exception as err:  # noqa: BLE001 - one candidate without an estimate is a trace row, not a stop
-                out.append(Timing(None, self.basis, f"no estimate: {_first_line(err)}"))
+                out.append(Timing(None, self.basis, f"no estimate: {first_line(err) or type(err).__name__}"))
         return out
 
 
