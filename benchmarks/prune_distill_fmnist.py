@@ -21,7 +21,6 @@ Writes benchmarks/results/prune_distill_fmnist.json and .md.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import json
 import os
@@ -55,7 +54,6 @@ def small_student_comparison(teacher, data, epochs: int, steps: int | None, stud
     fast = not has_depthwise_conv(scratch.module)   # bf16 is ~18x slower for MobileNetV3 on this CPU
     common = dict(epochs=epochs, max_steps_per_epoch=steps, lr=0.05, warmup_epochs=0.1, eval_limit=2000,
                   bf16=fast, channels_last=fast, keep="last")
-    init = copy.deepcopy(scratch.module.state_dict())
     train(scratch.module, scratch.spec, data, TrainParams(**common), description="scratch")
     Distill = STAGES.get("distill")
     params = Distill.Params(student=student, student_input_size=teacher.spec.hw, loss="kd", temperature=4,

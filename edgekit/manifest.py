@@ -324,8 +324,9 @@ class SearchCandidate(Record):
     params: int
     backend: str
     precision: str
-    p50_ms: float | None = None
+    p50_ms: float | None = None          # the slowest of its timings (first + re-timings)
     basis: str
+    retimed_ms: list[float] = []         # re-timings of a chosen candidate (budget.confirm), in order
     fits: bool = False                   # p50 <= the search's aim (budget x (1 - margin))
     pareto: bool = False                 # no other candidate is both faster and keeps more MACs
     chosen: bool = False

@@ -146,6 +146,8 @@ class BudgetSettings(BaseModel):
     calibration_size: int = Field(32, ge=1, description="INT8 calibration images per candidate (timing only)")
     runs: int = Field(60, ge=5, description="timed runs per candidate")
     max_seconds: float = Field(3.0, gt=0, description="time cap per candidate")
+    confirm: int = Field(2, ge=0, description="measured searches: re-time the chosen candidate this many more "
+                         "times and judge it on its slowest p50; if it no longer fits, the next one is chosen")
     distill_epochs: int = Field(8, ge=1, description="KD epochs when the recipe has no distill stage")
 
     @model_validator(mode="after")

@@ -36,11 +36,18 @@ def search_lines(search: SearchSection) -> list[str]:
     return lines + [""]
 
 
+def _p50(c: SearchCandidate) -> str:
+    if c.p50_ms is None:
+        return c.error or "—"
+    retimed = f" (slowest of {1 + len(c.retimed_ms)} timings)" if c.retimed_ms else ""
+    return f"{c.p50_ms:.3f}{retimed}"
+
+
 def search_table(search: SearchSection) -> tuple[list[str], list[list[str]]]:
     rows = []
     for c in sorted(search.trace, key=lambda c: (-c.level, c.round_to or 0, c.backend, c.precision)):
         rows.append([f"{c.level:.0%}", str(c.round_to or "—"), f"{c.macs / 1e6:.2f}", f"{c.params:,}", c.backend,
-                     c.precision, f"{c.p50_ms:.3f}" if c.p50_ms is not None else (c.error or "—"), c.basis,
+                     c.precision, _p50(c), c.basis,
                      "yes" if c.fits else "no", "yes" if c.pareto else "", "**yes**" if c.chosen else ""])
     return SEARCH_COLUMNS, rows
 
