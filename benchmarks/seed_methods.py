@@ -81,8 +81,9 @@ def _train_settings(cfg: dict) -> dict:
 
 
 def _run(cfg, teacher_path: Path, recipe: Path, out: Path) -> dict:
-    return compress(CompressOptions(model=str(teacher_path), data=cfg["data"], recipe=str(recipe), target="x86-cpu",
-                                    out=out, force=True, threads=cfg["threads"]))
+    manifest = compress(CompressOptions(model=str(teacher_path), data=cfg["data"], recipe=str(recipe),
+                                        target="x86-cpu", out=out, force=True, threads=cfg["threads"]))
+    return {**manifest.model_dump(mode="json"), "bundle": manifest.bundle}
 
 
 def lowrank_section(cfg, teacher_path, teacher, data, work: Path, method: str) -> dict:

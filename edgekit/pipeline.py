@@ -26,6 +26,7 @@ from edgekit.data import DataSplits, load_data_for
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint, load_model, save_checkpoint
 from edgekit.models.checkpoint import file_sha256
+from edgekit.models.loaded import state_hash
 from edgekit.training.default_teacher import DEFAULT_DATA, default_teacher_path
 from edgekit.models.sources import replace_classifier
 from edgekit.models.complexity import count_macs, count_params
@@ -124,16 +125,6 @@ def measure_input(model: LoadedModel, data: DataSplits) -> tuple[dict, np.ndarra
                 f"{chance:.2f}%): is it trained for this data? Distillation from it is meaningless")
     return ({"accuracy": {**accuracy_counts(logits, labels), "samples": int(len(labels))}, "val_top1": val_top1,
              "params": count_params(model.module), "macs": count_macs(model.module, model.spec)}, logits)
-
-
-def state_hash(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                 if tensor.numel() else b"")
-    return h.hexdigest()[:16]
 
 
 def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target,

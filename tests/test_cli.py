@@ -45,7 +45,7 @@ def test_demo_bundle_contents(demo_bundle):
     assert (demo_bundle / "report.md").read_text().startswith("# edgekit report")
     assert manifest["data"]["source"] == "digits" and manifest["target"]["name"] == "x86-cpu"
     assert manifest["recipe"]["name"] == "x86-cpu"
-    assert [s["name"] for s in manifest["stages"]] == ["prune", "distill", "evaluate"]
+    assert [s["name"] for s in manifest["stages"]] == ["prune", "distill"]
     assert manifest["stages"][0]["metrics"]["macs_fraction"] <= 0.2
     names = {a["name"]: a for a in manifest["artifacts"] if a["meta"].get("split_part") != "input"}
     assert set(names) == {"openvino-fp32", "openvino-int8", "onnxruntime-fp32", "onnxruntime-int8"}

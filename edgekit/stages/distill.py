@@ -29,10 +29,11 @@ from edgekit.models.loaded import LoadedModel
 from edgekit.models.sources import load_model
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
 from edgekit.training import TrainParams, evaluate_module, train
-from edgekit.training.device import on_device
+from edgekit.training.device import current_device, on_device
 from edgekit.training.ensemble import EnsembleTeacher
 from edgekit.training.distill import input_converter, teacher_logits, with_indexed_train
 from edgekit.training.losses import FeatureMatch, distillation_loss, function_matching_objective, kd_objective
+from edgekit.training.loop import uses_channels_last
 
 
 class DistillParams(TrainParams):
@@ -102,9 +103,18 @@ class Distill(Stage):
         if feature is not None:
             objective = _with_features(objective, feature, p.feature_weight)
         teacher_top1 = evaluate_module(t_mod, teacher.spec, ctx.data.val, limit=p.eval_limit)["top1"]
-        with on_device(t_mod):  # the teacher runs where the student trains (the current device)
-            report = train(s_mod, student.spec, data, p, objective, description="distill",
-                           checkpoint_dir=ctx.work_dir, resume=ctx.resume, extra_modules=feature)
+        # the teacher runs where the student trains (the current device), in the student's memory format: a
+        # contiguous teacher fed channels_last batches ran its forward 2x slower (ResNet-18, bf16, Zen 5)
+        nhwc = uses_channels_last(p, current_device())
+        with on_device(t_mod):
+            if nhwc:
+                t_mod.to(memory_format=torch.channels_last)
+            try:
+                report = train(s_mod, student.spec, data, p, objective, description="distill",
+                               checkpoint_dir=ctx.work_dir, resume=ctx.resume, extra_modules=feature)
+            finally:
+                if nhwc:
+                    t_mod.to(memory_format=torch.contiguous_format)
         if feature is not None:
             feature.remove()
         student.notes.pop("head", None)

@@ -19,10 +19,22 @@ def module_logits(module: nn.Module, spec: ModelSpec, ds: Dataset, batch_size: i
     """Logits and labels on ``ds``, computed on the current device (the module returns where it was)."""
     module.eval()
     outs, labels = [], []
+    # channels_last: same FP32 math, 1.4-3x faster convolutions through oneDNN on the CPU (ResNet-18 at 28 px:
+    # 7.8 s instead of 23 s for the 10k test split, Zen 5); the evaluations of a compress run add up to
+    # minutes otherwise. The module is given back contiguous.
+    nhwc = any(isinstance(m, nn.Conv2d) for m in module.modules())
     with on_device(module) as device:
-        for x, y in prepared_batches(ds, spec, batch_size, limit, device=device):
-            outs.append(module(x).float().cpu().numpy())
-            labels.append(y.numpy())
+        if nhwc:
+            module.to(memory_format=torch.channels_last)
+        try:
+            for x, y in prepared_batches(ds, spec, batch_size, limit, device=device):
+                if nhwc and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                outs.append(module(x).float().cpu().numpy())
+                labels.append(y.numpy())
+        finally:
+            if nhwc:
+                module.to(memory_format=torch.contiguous_format)
     return np.concatenate(outs), np.concatenate(labels)
 
 

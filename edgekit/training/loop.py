@@ -148,6 +148,11 @@ class TrainReport(BaseModel):
     max_memory_mb: float | None = None   # CUDA: torch.cuda.max_memory_allocated during this training
 
 
+def uses_channels_last(params: TrainParams, device: torch.device) -> bool:
+    """The recipe's ``channels_last``, else on for CUDA only (what ``train`` and a distill teacher follow)."""
+    return params.channels_last if params.channels_last is not None else device.type == "cuda"
+
+
 def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainParams,
           objective: Objective | None = None, description: str = "train",
           checkpoint_dir: Path | None = None, resume: bool = False,
@@ -194,7 +199,7 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
         params_to_train = params_to_train + list(extra_modules.parameters())
     optimizer = _optimizer(params, params_to_train)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, total_steps, warmup))
-    channels_last = params.channels_last if params.channels_last is not None else cuda
+    channels_last = uses_channels_last(params, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     autocast, scaler, precision = mixed_precision(params, model, device, description)
