@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from edgekit import ui
 from edgekit.backends.base import BACKENDS, Artifact
 from edgekit.data.core import make_loader
 from edgekit.models.loaded import LoadedModel
@@ -131,21 +132,25 @@ def torch_predict(module: nn.Module, spec: ModelSpec) -> Predict:
 
 
 def crafted(module: nn.Module, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor,
-            settings: RobustnessSettings) -> dict[str, list[torch.Tensor]]:
-    """{attack: [adversarial images per eps]} crafted white-box on ``module``, batch by batch."""
+            settings: RobustnessSettings, label: str) -> dict[str, list[torch.Tensor]]:
+    """{attack: [adversarial images per eps]} crafted white-box on ``module``, batch by batch (PGD on the
+    10k test split takes minutes on a CPU: a progress bar per model)."""
     module.eval()
     g = torch.Generator().manual_seed(settings.seed)
     out: dict[str, list[torch.Tensor]] = {}
-    for attack in settings.attacks:
-        per_eps = []
-        for eps in settings.eps:
-            parts = []
-            for i in range(0, len(y), settings.batch):
-                xb, yb = x[i:i + settings.batch], y[i:i + settings.batch]
-                parts.append(fgsm(module, spec, xb, yb, eps) if attack == "fgsm"
-                             else pgd(module, spec, xb, yb, eps, settings.pgd_steps, g))
-            per_eps.append(torch.cat(parts))
-        out[attack] = per_eps
+    batches = range(0, len(y), settings.batch)
+    with ui.progress(f"robustness: attacking the {label}", len(settings.attacks) * len(settings.eps) * len(batches)) as bar:
+        for attack in settings.attacks:
+            per_eps = []
+            for eps in settings.eps:
+                parts = []
+                for i in batches:
+                    xb, yb = x[i:i + settings.batch], y[i:i + settings.batch]
+                    parts.append(fgsm(module, spec, xb, yb, eps) if attack == "fgsm"
+                                 else pgd(module, spec, xb, yb, eps, settings.pgd_steps, g))
+                    bar.advance()
+                per_eps.append(torch.cat(parts))
+            out[attack] = per_eps
     return out
 
 
@@ -164,9 +169,9 @@ def robustness_section(input_model: LoadedModel | None, final_model: LoadedModel
     x, y = pixel_images(data_test, settings.limit)
     corrupted = {c: [corrupt(x, c, s, settings.seed) for s in settings.severities] for c in settings.corruptions}
     rows = []
-    final_adv = crafted(final_model.module, final_model.spec, x, y, settings)
+    final_adv = crafted(final_model.module, final_model.spec, x, y, settings, "final model")
     if input_model is not None:
-        adv = crafted(input_model.module, input_model.spec, x, y, settings)
+        adv = crafted(input_model.module, input_model.spec, x, y, settings, "input model")
         rows.append({"model": "input model", "kind": "pytorch", "attack": "white-box",
                      **evaluate(torch_predict(input_model.module, input_model.spec), x, y, adv, corrupted,
                                 settings.batch)})
