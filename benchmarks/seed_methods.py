@@ -36,6 +36,7 @@ from edgekit.models.complexity import count_macs, count_params  # noqa: E402
 from edgekit.profiling.latency import host_identity  # noqa: E402
 from edgekit.pruning.measure import ort_latency_interleaved  # noqa: E402
 from edgekit.reports.robustness import robustness_markdown  # noqa: E402
+from edgekit.runtime.identity import describe_host  # noqa: E402
 from edgekit.stages import STAGES, StageContext  # noqa: E402
 from edgekit.targets import load_target  # noqa: E402
 from edgekit.training import TrainParams, evaluate_module, train  # noqa: E402
@@ -163,7 +164,11 @@ def main() -> None:
     parser.add_argument("--method", default="spatial_svd", choices=["svd", "spatial_svd", "tucker"])
     parser.add_argument("--only", nargs="*", choices=["lowrank", "robustness", "soup", "ensemble"])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="only rewrite the .md of a results .json")
     args = parser.parse_args()
+    if args.render:
+        args.render.with_suffix(".md").write_text(markdown(json.loads(args.render.read_text())))
+        return
     cfg = QUICK if args.quick else FULL
     work = ROOT / "benchmarks" / "cache" / ("seed_methods_quick" if args.quick else "seed_methods")
     work.mkdir(parents=True, exist_ok=True)
@@ -215,6 +220,10 @@ def bars(r: dict) -> dict:
     return out
 
 
+def _pct(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def markdown(r: dict) -> str:
     t = r["teacher"]
     lines = ["# Issue 17: low-rank, robustness, soups, ensemble teachers on Fashion-MNIST", ""]
@@ -222,7 +231,7 @@ def markdown(r: dict) -> str:
         lines += ["**Smoke test (`--quick`): a few hundred images, 1 epoch. These numbers say the benchmark runs, "
                   "nothing about the methods.**", ""]
     lines += [f"Data {r['data']['source']} (train {r['data']['train']}, val {r['data']['val']}, test {r['data']['test']}); "
-              f"host {r['host'].get('cpu', '?')}, {r['threads']} thread(s), {r['date']}.", "",
+              f"host {describe_host(r['host'])}, {r['threads']} thread(s), {r['date']}.", "",
               f"Teacher {t['checkpoint'].split('/')[-1]}: test top-1 {t['test_top1']:.2f}%, {t['macs']} MACs, "
               f"{t['params']} params.", ""]
     if "lowrank" in r:
@@ -235,7 +244,7 @@ def markdown(r: dict) -> str:
             lines.append(f"| {b[5:]} | {v['teacher_p50_ms']:.4f} | {v['student_p50_ms']:.4f} | {v['speedup_p50']:.2f}x |")
         lines += ["", "| artifact | top-1 | agreement with PyTorch % |", "|---|---|---|"]
         for a in lr["artifacts"]:
-            lines.append(f"| {a['name']} | {a['top1']} | {a['agreement']} |")
+            lines.append(f"| {a['name']} | {_pct(a['top1'])} | {_pct(a['agreement'])} |")
         lines.append("")
     if "robustness" in r:
         lines += [robustness_markdown(r["robustness"]).replace("## Robustness", "## Robustness (prune + KD vs prune + "

@@ -54,6 +54,7 @@ from edgekit.models import load_checkpoint, save_checkpoint  # noqa: E402
 from edgekit.models.complexity import count_macs  # noqa: E402
 from edgekit.profiling.latency import host_identity  # noqa: E402
 from edgekit.runtime import interleaved_latency  # noqa: E402
+from edgekit.runtime.identity import describe_host  # noqa: E402
 from edgekit.training.augment import random_crop_flip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -525,7 +526,7 @@ def summarize(paths: list[PathResult], teacher_path: Path, fp32_bytes: int, args
 def markdown(r: dict) -> str:
     host = r["host"]
     lines = [f"# edgekit vs the peers by hand, {r['family']} teacher ({r['date']})", "",
-             f"Host: {host.get('cpu')}, {host.get('cores')} cores, {r['threads']} threads, batch 1. Teacher "
+             f"Host: {describe_host(host)}, {r['threads']} threads, batch 1. Teacher "
              f"`{Path(r['teacher']).name}`. Fashion-MNIST, full {r['test_images']} test images; latency interleaved "
              f"over {r['rounds']} rounds. Like-for-like settings (from recipes/x86-cpu.yaml): {r['edgekit_recipe']}. "
              f"Reproduce: `{r['command']}`.", "",

@@ -14,6 +14,7 @@ from edgekit.manifest import Manifest
 from edgekit.reports.robustness import robustness_markdown
 from edgekit.reports.search import search_lines, search_table
 from edgekit.reports.split import split_markdown
+from edgekit.runtime.identity import describe_host
 from edgekit.reports.tables import (ARTIFACT_COLUMNS, BENCH_COLUMNS, ESTIMATE_COLUMNS, GATE_COLUMNS, SELECTION_COLUMNS,
                                     STAGE_COLUMNS, artifact_rows, bench_rows, bench_title, drop_cell, estimate_rows,
                                     fmt, gate_rows, headline, selection_rows, skipped_label, stage_rows)
@@ -83,7 +84,7 @@ def summary_lines(manifest: Manifest) -> list[str]:
               f"{final.accuracy.samples} test images",
               "- Δ input / Δ final: an artifact's top-1 change in points against the input model (what gates "
               "and deploy judge) and against the final FP32 model (what precision selection bounds)",
-              f"- measured on: {host.get('cpu')}, {host.get('cores')} cores, {host.get('os')}"]
+              f"- measured on: {describe_host(host)}, {host.get('os')}"]
     return lines
 
 
