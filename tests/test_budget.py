@@ -90,23 +90,35 @@ def test_rpi5_budget_without_host_runs_on_estimates_and_says_so(recipe, tmp_path
 
 
 def test_budget_measured_on_the_loopback_device_during_the_search(recipe, tmp_path, sshd):
-    import os
-
     from edgekit.models import load_model
-    from edgekit.pruning.measure import ort_latency
+    from edgekit.profiling.remote import SshDevice
+    from edgekit.recipe import load_recipe
+    from edgekit.search.timing import RunnerTimer
+    from edgekit.targets import load_target
 
-    # builtin:resnet8 (random weights, 9.3 MMACs): big enough that pruning shows in latency, unlike the
-    # overhead-bound 1.5-MMAC teacher. The device runner uses all cores, so the reference does too.
-    model = load_model("builtin:resnet8")
-    input_ms = ort_latency(model.module, model.spec, threads=os.cpu_count())["p50_ms"]
-    # the loopback "device" is this host; the bar is that the search measured THERE (basis and bench entry)
-    budget = round(0.7 * input_ms, 4)
+    # builtin:resnet18_28 (random weights, 28.6 MMACs): big enough that pruning shows in latency; resnet8
+    # (9.3 MMACs) is overhead-bound on ONNX Runtime (its 20% level ran no faster than the input model on a
+    # Zen 5). The budget comes from the input model timed on the "device" itself, through the same runner
+    # (an in-process ONNX Runtime session read 25% faster than the runner on the loopback device).
+    model = load_model("builtin:resnet18_28")
+    # channels kept multiples of 16: odd counts run slower than the unpruned model on ONNX Runtime
+    recipe = tmp_path / "budget-x16.yaml"
+    recipe.write_text(RECIPE.replace("round_to: [null]", "round_to: [16]"))
+    device = SshDevice.parse(f"{sshd.user}@127.0.0.1", port=sshd.port, identity=sshd.user_key,
+                             known_hosts=sshd.known_hosts, python="python3")
+    timer = RunnerTimer(load_target("rpi5"), load_recipe(str(recipe)), None, runs=60, max_seconds=2, threads=None,
+                        remote=device)
+    with timer.session():
+        input_ms = timer.time(model, [("onnxruntime", "fp32")])[0].p50_ms
+    assert input_ms is not None
+    budget = round(0.85 * input_ms, 4)   # the 35% and 20% levels run well under it; the choice is re-timed
     out = tmp_path / "device"
-    r = run_cli("compress", "-m", "builtin:resnet8", "-d", "digits", "-t", "rpi5", "-r", str(recipe),
+    r = run_cli("compress", "-m", "builtin:resnet18_28", "-d", "digits", "-t", "rpi5", "-r", str(recipe),
                 "--latency-budget-ms", str(budget), "-o", str(out), *ssh_args(sshd))
     where = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}"
     if r.returncode == 2 and "no candidate meets" in r.stderr:
-        pytest.skip(f"this host is too loaded to time the candidates under {budget} ms: {r.stderr.strip()[-300:]}")
+        error = next(line for line in r.stderr.splitlines() if line.startswith("error"))
+        pytest.skip(f"this host is too loaded to time the candidates under {budget} ms: {error[:400]}")
     assert r.returncode in (0, 3), r.stderr[-2000:]
     m = _manifest(out)
     search = _assert_search_consistent(m, f"measured on the device ({where})")
