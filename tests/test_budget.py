@@ -108,9 +108,10 @@ def test_budget_measured_on_the_loopback_device_during_the_search(recipe, tmp_pa
                              known_hosts=sshd.known_hosts, python="python3")
     timer = RunnerTimer(load_target("rpi5"), load_recipe(str(recipe)), None, runs=60, max_seconds=2, threads=None,
                         remote=device)
-    with timer.session():
-        input_ms = timer.time(model, [("onnxruntime", "fp32")])[0].p50_ms
-    assert input_ms is not None
+    with timer.session():   # the quickest of 3: the loopback runner's p50 varies by 20-30% on 2 shared cores
+        timings = [timer.time(model, [("onnxruntime", "fp32")])[0].p50_ms for _ in range(3)]
+    assert None not in timings
+    input_ms = min(timings)
     budget = round(0.85 * input_ms, 4)   # the 35% and 20% levels run well under it; the choice is re-timed
     out = tmp_path / "device"
     r = run_cli("compress", "-m", "builtin:resnet18_28", "-d", "digits", "-t", "rpi5", "-r", str(recipe),
