@@ -34,8 +34,6 @@ class Timing:
     error: str | None = None
 
 
-
-
 class CandidateTimer:
     """Times one model (a pruned candidate) for several (backend, precision) pairs. Subclasses say how."""
 

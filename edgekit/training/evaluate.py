@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from edgekit.data.core import prepared_batches
 from edgekit.runtime import accuracy_counts  # noqa: F401 - one implementation, shared with devices
 from edgekit.spec import ModelSpec
-from edgekit.training.device import on_device
+from edgekit.training.device import channels_last, on_device
 
 
 @torch.no_grad()
@@ -23,18 +23,12 @@ def module_logits(module: nn.Module, spec: ModelSpec, ds: Dataset, batch_size: i
     # 7.8 s instead of 23 s for the 10k test split, Zen 5); the evaluations of a compress run add up to
     # minutes otherwise. The module is given back contiguous.
     nhwc = any(isinstance(m, nn.Conv2d) for m in module.modules())
-    with on_device(module) as device:
-        if nhwc:
-            module.to(memory_format=torch.channels_last)
-        try:
-            for x, y in prepared_batches(ds, spec, batch_size, limit, device=device):
-                if nhwc and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                outs.append(module(x).float().cpu().numpy())
-                labels.append(y.numpy())
-        finally:
-            if nhwc:
-                module.to(memory_format=torch.contiguous_format)
+    with on_device(module) as device, channels_last(module, nhwc):
+        for x, y in prepared_batches(ds, spec, batch_size, limit, device=device):
+            if nhwc and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            outs.append(module(x).float().cpu().numpy())
+            labels.append(y.numpy())
     return np.concatenate(outs), np.concatenate(labels)
 
 
