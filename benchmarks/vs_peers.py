@@ -28,6 +28,7 @@ Writes benchmarks/results/vs_peers_<family>.{json,md,svg}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -178,7 +179,7 @@ def prune_to(module: nn.Module, shape: tuple, macs: float, round_to: int | None)
     return model
 
 
-STEP_CAP: int | None = None   # --quick: batches per epoch (a smoke run of the whole protocol)
+STEP_CAP: int | None = None   # --steps-per-epoch (--quick: 20): batches per epoch for every path
 
 
 def fit(model: nn.Module, spec, data, epochs: int, teacher: nn.Module | None = None, lr: float = 0.05,
@@ -313,11 +314,25 @@ def top1(run, x: np.ndarray, y: np.ndarray, batch: int = 100) -> float:
     return 100.0 * hits / len(x)
 
 
-def interleave_latency(paths: list[PathResult], sample: np.ndarray, rounds: int, runs: int = 50) -> None:
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Torch at ``threads`` while measuring (the eager row, like the runtimes' sessions), every core otherwise:
+    by-hand training then gets the cores that ``edgekit compress`` (a subprocess at torch's default) trains
+    with, so the wall-clock bar compares like with like."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def interleave_latency(paths: list[PathResult], sample: np.ndarray, rounds: int, threads: int, runs: int = 50) -> None:
     """Every path each round (3 untimed + ``runs`` timed calls), so machine noise hits all alike."""
-    lat = interleaved_latency({p.name: p.run for p in paths}, sample, rounds=rounds, runs_per_round=runs, warmup=20,
-                              round_warmup=3, keep_samples=True,
-                              on_round=lambda r: print(f"  latency round {r + 1}/{rounds}", flush=True))
+    with torch_threads(threads):
+        lat = interleaved_latency({p.name: p.run for p in paths}, sample, rounds=rounds, runs_per_round=runs,
+                                  warmup=20, round_warmup=3, keep_samples=True,
+                                  on_round=lambda r: print(f"  latency round {r + 1}/{rounds}", flush=True))
     for p in paths:
         p.samples_ms, p.round_p50_ms = lat[p.name]["samples_ms"], lat[p.name]["round_p50_ms"]
 
@@ -341,8 +356,9 @@ def edgekit_recipe_settings() -> dict:
             "epochs": int(stages["distill"]["epochs"])}
 
 
-def quick_recipe(cache: Path) -> Path:
-    """--quick: the x86-cpu recipe with 1 short KD epoch (the protocol's smoke test)."""
+def capped_recipe(cache: Path, steps: int, epochs: int | None) -> Path:
+    """The x86-cpu recipe with its KD epochs capped at ``steps`` batches (the cap every path trains under), and
+    ``epochs`` KD epochs where given (--quick)."""
     import yaml
 
     from edgekit.recipe import recipe_files
@@ -350,8 +366,8 @@ def quick_recipe(cache: Path) -> Path:
     data = yaml.safe_load(recipe_files()["x86-cpu"].read_text())
     for stage in data["stages"]:
         if "distill" in stage:
-            stage["distill"].update({"epochs": 1, "min_steps": None, "max_steps_per_epoch": STEP_CAP})
-    path = cache / "x86-cpu-quick.yaml"
+            stage["distill"].update({"min_steps": None, "max_steps_per_epoch": steps, **({"epochs": epochs} if epochs else {})})
+    path = cache / f"x86-cpu-s{steps}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -362,25 +378,29 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, help="edgekit checkpoint of the teacher [default: train and cache]")
     # 1 thread by default: at 2 threads on a 2-core host the interleaved harness (sessions of three runtimes in
     # one process) read an ONNX Runtime file at 0.181 ms that its own bundle profiled at 0.093 ms (Zen 5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for latency and accuracy (training uses every core, as edgekit does)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--peer-epochs", type=int, default=2, help="the peers' documented default")
     parser.add_argument("--fresh", action="store_true", help="retrain the peers and rerun edgekit")
+    parser.add_argument("--steps-per-epoch", type=int, help="cap every path's training (teacher, by hand, edgekit's "
+                        "recipe) at this many batches of 128 per epoch [default: full epochs]: what makes "
+                        "--family resnet-large fit a 2-core CPU session")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 batches per epoch, 1 epoch everywhere "
                         "(results go to vs_peers_<family>_quick.*; numbers mean nothing)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     global STEP_CAP
     if args.quick:
-        STEP_CAP, args.peer_epochs = 20, 1
-    cache = CACHE / (args.family + ("-quick" if args.quick else ""))
+        args.steps_per_epoch, args.peer_epochs = 20, 1
+    STEP_CAP = args.steps_per_epoch
+    cache = CACHE / (args.family + (f"-s{STEP_CAP}" if STEP_CAP else "") + ("-quick" if args.quick else ""))
     if args.fresh and cache.exists():
         shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     source, teacher_epochs, fast = FAMILIES[args.family]
-    teacher_path = args.teacher or teacher_checkpoint(source, epochs=teacher_epochs, steps=None, fast=fast)
+    teacher_path = args.teacher or teacher_checkpoint(source, epochs=teacher_epochs, steps=STEP_CAP, fast=fast)
     teacher = load_checkpoint(teacher_path)
     spec, module = teacher.spec, teacher.module.eval()
     shape = tuple(spec.input_shape)
@@ -392,6 +412,8 @@ def main() -> None:
     ours = edgekit_recipe_settings()
     if args.quick:
         ours["epochs"] = 1
+    if STEP_CAP:
+        ours["steps_per_epoch"] = STEP_CAP
 
     print("teacher as is", flush=True)
     paths: list[PathResult] = []
@@ -413,7 +435,7 @@ def main() -> None:
     paths.append(teacher_ov_int8)
     # the budgets are set from the teacher's OpenVINO INT8 p50, measured here first (interleaved with the others):
     # the quietest of 10 rounds, because other load on a shared machine inflates OpenVINO's threaded p50 most
-    interleave_latency(paths, x_test[:1], 10, runs=50)
+    interleave_latency(paths, x_test[:1], 10, args.threads, runs=50)
     teacher_int8_ms = min(teacher_ov_int8.round_p50_ms)
     budgets = [round(teacher_int8_ms / k, 4) for k in BUDGET_FRACTIONS]
     print(f"teacher OpenVINO INT8 p50 {teacher_int8_ms:.3f} ms -> budgets {budgets} ms", flush=True)
@@ -440,15 +462,15 @@ def main() -> None:
                                     count_macs(pruned, spec), seconds + time.perf_counter() - start, by))
 
     print("edgekit compress -t x86-cpu (default recipe, then latency budgets)", flush=True)
-    quick = ["-r", str(quick_recipe(cache))] if args.quick else []
-    bundle, seconds, error = edgekit_bundle(cache, "default", teacher_path, args.threads, args.fresh, *quick)
+    recipe = ["-r", str(capped_recipe(cache, STEP_CAP, 1 if args.quick else None))] if STEP_CAP else []
+    bundle, seconds, error = edgekit_bundle(cache, "default", teacher_path, args.threads, args.fresh, *recipe)
     if bundle is None:
         raise SystemExit(f"edgekit compress (default recipe) failed: {error}")
     paths.append(edgekit_path(bundle, seconds, args.threads, "edgekit compress -t x86-cpu"))
     unreachable = []
     for k, budget in zip(BUDGET_FRACTIONS, budgets):
         bundle, seconds, error = edgekit_bundle(cache, f"budget-1of{k}", teacher_path, args.threads, args.fresh,
-                                                "--latency-budget-ms", str(budget), *quick)
+                                                "--latency-budget-ms", str(budget), *recipe)
         if bundle is None:   # edgekit refused: no candidate of its search meets the budget
             unreachable.append({"budget_ms": budget, "fraction": f"1/{k}", "error": error,
                                 "minutes": round(seconds / 60, 1)})
@@ -457,17 +479,19 @@ def main() -> None:
                                   f"edgekit --latency-budget-ms {budget:g} (1/{k} of teacher OV INT8)"))
 
     print("accuracy on the full test split, through each runtime", flush=True)
-    for p in paths:
-        p.top1 = top1(p.run, x_test, y_test)
-        print(f"  {p.name}: {p.top1:.2f}%", flush=True)
-    interleave_latency(paths, x_test[:1], args.rounds)
+    with torch_threads(args.threads):
+        for p in paths:
+            p.top1 = top1(p.run, x_test, y_test)
+            print(f"  {p.name}: {p.top1:.2f}%", flush=True)
+    interleave_latency(paths, x_test[:1], args.rounds, args.threads)
     results = summarize(paths, teacher_path, fp32_bytes, args, ours)
     results["unreachable_budgets"] = unreachable
     results["bars"] += [{"bar": f"budget {u['budget_ms']:g} ms ({u['fraction']}) met", "value": u["error"], "met": False}
                         for u in unreachable]
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"vs_peers_{args.family}" + ("_quick" if args.quick else "")
+    stem = f"vs_peers_{args.family}" + (f"_s{STEP_CAP}" if STEP_CAP and not args.quick else "") + \
+        ("_quick" if args.quick else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(results))
     plot(results, RESULTS / f"{stem}.svg")
@@ -522,7 +546,8 @@ def summarize(paths: list[PathResult], teacher_path: Path, fp32_bytes: int, args
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": host_identity(),
             "family": args.family, "threads": args.threads, "rounds": args.rounds, "teacher": str(teacher_path),
             "batch": 1, "test_images": 10000, "edgekit_recipe": ours, "rows": rows, "bars": bars,
-            "command": f"PYTHONPATH=. python benchmarks/vs_peers.py --family {args.family} --threads {args.threads}"}
+            "command": f"PYTHONPATH=. python benchmarks/vs_peers.py --family {args.family} --threads {args.threads}"
+                       + (f" --steps-per-epoch {STEP_CAP}" if STEP_CAP and not args.quick else "")}
 
 
 def markdown(r: dict) -> str:
@@ -531,6 +556,10 @@ def markdown(r: dict) -> str:
              f"Host: {describe_host(host)}, {r['threads']} threads, batch 1. Teacher "
              f"`{Path(r['teacher']).name}`. Fashion-MNIST, full {r['test_images']} test images; latency interleaved "
              f"over {r['rounds']} rounds. Like-for-like settings (from recipes/x86-cpu.yaml): {r['edgekit_recipe']}. "
+             + (f"Every path, the teacher included, trains {r['edgekit_recipe']['steps_per_epoch']} batches of 128 "
+                "per epoch (edgekit: the x86-cpu recipe with `max_steps_per_epoch` set to that), so that the "
+                "run fits a 2-core CPU. " if r["edgekit_recipe"].get("steps_per_epoch") else "") +
+             "Training uses every core; latency and accuracy run at the threads above. "
              f"Reproduce: `{r['command']}`.", "",
              "| path | by | top-1 % | Δ vs teacher | p50 ms | p90 ms | MB | MMACs | minutes to produce |",
              "|---|---|---|---|---|---|---|---|---|"]
