@@ -338,10 +338,12 @@ def interleave_latency(paths: list[PathResult], sample: np.ndarray, rounds: int,
 
 
 # (teacher, epochs, bf16): bf16 autocast is several times slower for depthwise convolutions on CPU, so the
-# MobileNet teacher trains in fp32. "resnet-large" is the 557-MMAC ResNet-18 at 32 px: big enough that MACs,
-# not the runtimes' per-call overhead, set its latency (what the 1/4 and 1/8 budgets and the 2x bar need; the
-# 29-MMAC teacher's pruned students stop at ONNX Runtime's ~0.1 ms floor), but ~19x the training cost:
-# about 4-5 h for all its paths on a 2-core Zen 5 (a GPU machine, or several sessions with a kept cache).
+# MobileNet teacher trains in fp32 (and, with torchvision's BatchNorm momentum of 0.01, reads near chance in
+# eval mode after a short training until its BN statistics are re-estimated: README). "resnet-large" is the
+# 557-MMAC ResNet-18 at 32 px: big enough that MACs, not the runtimes' per-call overhead, set its latency
+# (what the 1/4 and 1/8 budgets and the 2x bar need; the 29-MMAC teacher's pruned students stop at ONNX
+# Runtime's ~0.1 ms floor), at ~19x the training cost: 103 min for all its paths with --steps-per-epoch 100
+# on a 2-core Zen 4, several hours with full epochs.
 FAMILIES = {"resnet": ("builtin:resnet18_28", 3, True), "mobilenet": ("builtin:mobilenetv3s_32", 3, False),
             "resnet-large": ("builtin:resnet18_32", 3, True)}
 BUDGET_FRACTIONS = (2, 4, 8)   # budgets at 1/2, 1/4, 1/8 of the teacher's OpenVINO INT8 p50
