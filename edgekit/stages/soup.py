@@ -13,7 +13,6 @@ weights do not match averaged statistics; the metrics say so.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from typing import Literal
 
@@ -22,12 +21,11 @@ import torch.nn as nn
 from pydantic import Field, model_validator
 
 from edgekit import ui
-from edgekit.data.core import make_loader
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 from edgekit.models.sources import load_model
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
-from edgekit.training import TrainParams, evaluate_module, train
+from edgekit.training import TrainParams, batchnorm, evaluate_module, train
 
 
 class SoupParams(TrainParams):
@@ -82,28 +80,6 @@ def has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-@torch.no_grad()
-def recompute_bn_stats(module: nn.Module, spec, train_ds, batches: int | None, seed: int) -> int:
-    """Reset BatchNorm running stats and re-estimate them (cumulative average) over training
-    batches; only BN layers are in train mode (dropout stays off). Returns the images seen."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    module.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    seen = 0
-    loader = make_loader(train_ds, 256, shuffle=True, seed=seed)
-    for images, _ in itertools.islice(loader, batches):
-        module(spec.prepare(images))
-        seen += len(images)
-    for m, momentum in zip(bns, momenta):
-        m.momentum = momentum
-    module.eval()
-    return seen
-
-
 @register_stage("soup")
 class Soup(Stage):
     Params = SoupParams
@@ -132,7 +108,7 @@ class Soup(Stage):
             module = copy.deepcopy(base.module)
             module.load_state_dict(average_states([states[i] for i in indices]))
             if bn and len(indices) > 1:
-                bn_images = recompute_bn_stats(module, spec, data.train, p.bn_batches, ctx.seed)
+                bn_images = batchnorm.recalibrate(module, spec, data.train, p.bn_batches, ctx.seed)
             return module.eval()
 
         if p.mode == "uniform":

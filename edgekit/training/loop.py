@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgekit import ui
 from edgekit.data.core import DataSplits, make_loader
 from edgekit.spec import ModelSpec
-from edgekit.training import distributed
+from edgekit.training import batchnorm, distributed
 from edgekit.training.augment import random_crop_flip
 from edgekit.training.device import cpu_state_dict, current_device, module_device, to_cpu
 from edgekit.training.evaluate import evaluate_module
@@ -66,6 +66,11 @@ class TrainParams(BaseModel):
     min_steps: int | None = Field(None, ge=1, description="train at least this many steps in all: a small "
                                   "dataset gets more epochs (a recipe tuned on 60k images still converges on 2k)")
     eval_limit: int | None = Field(None, description="cap on val images per epoch (speed)")
+    recalibrate_bn: bool | None = Field(None, description="re-estimate BatchNorm statistics on 32 training "
+                                        "batches before each validation [default: when a layer's momentum is "
+                                        "below PyTorch's 0.1, as in torchvision's MobileNetV3: its statistics "
+                                        "lag the weights, and eval-mode accuracy after a short training can be "
+                                        "near chance]")
     seed: int = 0
 
 
@@ -200,6 +205,7 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
     optimizer = _optimizer(params, params_to_train)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, total_steps, warmup))
     channels_last = uses_channels_last(params, device)
+    recalibrate_bn = batchnorm.needs_recalibration(model) if params.recalibrate_bn is None else params.recalibrate_bn
     if channels_last:
         model.to(memory_format=torch.channels_last)
     autocast, scaler, precision = mixed_precision(params, model, device, description)
@@ -270,6 +276,9 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
                 bar.advance(loss=running / seen, lr=schedule.get_last_lr()[0])
         images_done += seen
         train_seconds += time.perf_counter() - epoch_start
+        if recalibrate_bn:
+            batchnorm.recalibrate(model, spec, data.train, 32, params.seed, device, channels_last,
+                                  params.batch_size)
         val = evaluate_module(model, spec, data.val, limit=params.eval_limit)
         state["history"].append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_top1": val["top1"]})
         ui.info(f"  {description} epoch {epoch + 1}: loss {running / max(seen, 1):.4f}, val top-1 {val['top1']:.2f}%")
