@@ -76,10 +76,6 @@ def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     return out
 
 
-def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-
-
 @register_stage("soup")
 class Soup(Stage):
     Params = SoupParams
@@ -92,7 +88,7 @@ class Soup(Stage):
         check_same_architecture(states, names)
         base = copy.deepcopy(ingredients[0][1])
         spec, data = base.spec, ctx.data
-        bn = has_batchnorm(base.module)
+        bn = batchnorm.has_batchnorm(base.module)
 
         def val(module):
             return evaluate_module(module, spec, data.val)["top1"]

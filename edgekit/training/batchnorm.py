@@ -24,10 +24,17 @@ from edgekit.spec import ModelSpec
 SLOW_MOMENTUM = 0.1   # PyTorch's default: layers at it (ResNets, most timm models) track the weights closely
 
 
+def batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    return bool(batchnorms(module))
+
+
 def needs_recalibration(model: nn.Module) -> bool:
     """Whether any BatchNorm layer averages more slowly than PyTorch's default (or cumulatively)."""
-    return any(m.track_running_stats and (m.momentum is None or m.momentum < SLOW_MOMENTUM)
-               for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+    return any(m.track_running_stats and (m.momentum is None or m.momentum < SLOW_MOMENTUM) for m in batchnorms(model))
 
 
 def recalibrate(module: nn.Module, spec: ModelSpec, train: Dataset, batches: int | None, seed: int,
@@ -35,7 +42,7 @@ def recalibrate(module: nn.Module, spec: ModelSpec, train: Dataset, batches: int
     """Reset every BatchNorm layer's running statistics and re-estimate them (cumulative average) over
     ``batches`` unaugmented training batches (all of them when None; the same images for the same seed).
     Only the BatchNorm layers run in train mode; the module is left in eval mode. Returns the images seen."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = batchnorms(module)
     momenta = [m.momentum for m in bns]
     module.eval()
     for m in bns:
