@@ -184,12 +184,14 @@ STEP_CAP: int | None = None   # --steps-per-epoch (--quick: 20): batches per epo
 
 def fit(model: nn.Module, spec, data, epochs: int, teacher: nn.Module | None = None, lr: float = 0.05,
         temperature: float = 4.0, alpha: float = 0.9) -> float:
-    """SGD + one-cycle, bf16 autocast (fp32 for depthwise-conv models, as edgekit decides), channels_last:
-    the same speed settings edgekit uses; KD when a teacher is given. Returns seconds."""
+    """SGD + one-cycle, bf16 autocast where edgekit would use it (a CPU with native bf16, no depthwise convs),
+    channels_last: the same speed settings edgekit uses; KD when a teacher is given. Returns seconds."""
     from edgekit.training.batchnorm import needs_recalibration, recalibrate
-    from edgekit.training.loop import has_depthwise_conv
+    from edgekit.training.loop import cpu_has_native_bf16, has_depthwise_conv
 
-    bf16 = not has_depthwise_conv(model)
+    # without native bf16 (AVX2-only CPUs) autocast is emulated and several times slower: edgekit trains in fp32
+    # there, and so does the by-hand path (before 2026-12-02 it did not, which slowed by-hand paths on Zen 3)
+    bf16 = cpu_has_native_bf16() and not has_depthwise_conv(model)
     start = time.perf_counter()
     torch.manual_seed(0)
     loader = make_loader(data.train, 128, shuffle=True, seed=0, drop_last=True)
@@ -391,6 +393,9 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, help="cap every path's training (teacher, by hand, edgekit's "
                         "recipe) at this many batches of 128 per epoch [default: full epochs]: what makes "
                         "--family resnet-large fit a 2-core CPU session")
+    parser.add_argument("--only", choices=["like-for-like"], help="like-for-like: the teacher, the by-hand path of "
+                        "edgekit's own settings and edgekit's default recipe only (no peers' defaults, no budgets; "
+                        "results go to vs_peers_<family>..._lfl.*): the bars a slow CPU can check in one session")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 batches per epoch, 1 epoch everywhere "
                         "(results go to vs_peers_<family>_quick.*; numbers mean nothing)")
     args = parser.parse_args()
@@ -450,6 +455,8 @@ def main() -> None:
                 (f"{args.peer_epochs} epochs KD (T=4, α=0.9)", "kd", args.peer_epochs, 0.5, None, "peers"),
                 (f"{ours['epochs']} epochs KD (T=4, α=0.9)", "kd", ours["epochs"], ours["macs"], ours["round_to"],
                  "like-for-like")]
+    if args.only == "like-for-like":
+        settings = [s for s in settings if s[-1] == "like-for-like"]
     for label, kind, epochs, macs, round_to, by in settings:
         pruned, seconds = pruned_trained(teacher, data, cache, kind, epochs, macs, round_to)
         out = cache / f"pruned{macs:g}-r{round_to or 0}-{kind}-e{epochs}"
@@ -458,13 +465,17 @@ def main() -> None:
         name = f"torch-pruning {macs:.0%} MACs{rounding} + {label}"
         start = time.perf_counter()
         xml = ov_int8_nncf(pruned, calibration, out)
-        paths.append(PathResult(f"{name} → OpenVINO INT8", ov_runner(xml, args.threads, False), file_bytes(xml),
-                                count_macs(pruned, spec), seconds + time.perf_counter() - start, by))
-        if by == "like-for-like":   # edgekit builds both runtimes' INT8 and deploys the faster: so does this path
-            start = time.perf_counter()
+        rows = [PathResult(f"{name} → OpenVINO INT8", ov_runner(xml, args.threads, False), file_bytes(xml),
+                           count_macs(pruned, spec), seconds + time.perf_counter() - start, by)]
+        if by == "like-for-like":   # edgekit builds both runtimes' INT8 and deploys the faster: so does this path,
+            start = time.perf_counter()   # so both of its rows took both conversions
             onnx = ort_int8_qdq(pruned, calibration, out)
-            paths.append(PathResult(f"{name} → ONNX Runtime INT8", ort_runner(onnx, args.threads), onnx.stat().st_size,
-                                    count_macs(pruned, spec), seconds + time.perf_counter() - start, by))
+            ort_seconds = time.perf_counter() - start
+            rows.append(PathResult(f"{name} → ONNX Runtime INT8", ort_runner(onnx, args.threads), onnx.stat().st_size,
+                                   count_macs(pruned, spec), rows[0].produce_seconds, by))
+            for row in rows:
+                row.produce_seconds += ort_seconds
+        paths += rows
 
     print("edgekit compress -t x86-cpu (default recipe, then latency budgets)", flush=True)
     recipe = ["-r", str(capped_recipe(cache, STEP_CAP, 1 if args.quick else None))] if STEP_CAP else []
@@ -473,7 +484,7 @@ def main() -> None:
         raise SystemExit(f"edgekit compress (default recipe) failed: {error}")
     paths.append(edgekit_path(bundle, seconds, args.threads, "edgekit compress -t x86-cpu"))
     unreachable = []
-    for k, budget in zip(BUDGET_FRACTIONS, budgets):
+    for k, budget in zip(BUDGET_FRACTIONS if args.only is None else (), budgets):
         bundle, seconds, error = edgekit_bundle(cache, f"budget-1of{k}", teacher_path, args.threads, args.fresh,
                                                 "--latency-budget-ms", str(budget), *recipe)
         if bundle is None:   # edgekit refused: no candidate of its search meets the budget
@@ -496,7 +507,7 @@ def main() -> None:
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"vs_peers_{args.family}" + (f"_s{STEP_CAP}" if STEP_CAP and not args.quick else "") + \
-        ("_quick" if args.quick else "")
+        ("_quick" if args.quick else "") + ("_lfl" if args.only == "like-for-like" else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(results))
     plot(results, RESULTS / f"{stem}.svg")
@@ -541,6 +552,8 @@ def summarize(paths: list[PathResult], teacher_path: Path, fp32_bytes: int, args
         {"bar": "size <= 1/16 of the FP32 teacher", "value": round(fp32_bytes / 1e6 / default["mb"], 1),
          "met": default["mb"] <= fp32_bytes / 1e6 / 16},
     ]
+    if args.only == "like-for-like":   # no peers'-defaults path was run: its bar would compare with the teacher
+        bars = [b for b in bars if not b["bar"].startswith("peers' defaults")]
     for r in budgeted:
         b = r["notes"]["budget_ms"]
         bars.append({"bar": f"budget {b:g} ms met by the deployed artifact, measured in this run",
@@ -552,7 +565,8 @@ def summarize(paths: list[PathResult], teacher_path: Path, fp32_bytes: int, args
             "family": args.family, "threads": args.threads, "rounds": args.rounds, "teacher": str(teacher_path),
             "batch": 1, "test_images": 10000, "edgekit_recipe": ours, "rows": rows, "bars": bars,
             "command": f"PYTHONPATH=. python benchmarks/vs_peers.py --family {args.family} --threads {args.threads}"
-                       + (f" --steps-per-epoch {STEP_CAP}" if STEP_CAP and not args.quick else "")}
+                       + (f" --steps-per-epoch {STEP_CAP}" if STEP_CAP and not args.quick else "")
+                       + (f" --only {args.only}" if args.only else "")}
 
 
 def markdown(r: dict) -> str:

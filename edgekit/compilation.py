@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -244,14 +245,20 @@ def _open_serving_tail(units: list[CompileUnit], out_dir: Path, threads: int) ->
 def profile_unit_artifact(unit: CompileUnit, artifact: Artifact, out_dir: Path, settings: ProfileSettings,
                           threads: int, ref_logits: np.ndarray | None, tail: Session | None = None) -> dict:
     """Accuracy, agreement and latency of one artifact through its runtime session (the TensorRT
-    proxy for TensorRT inputs). A head is scored through head -> uint8 -> ``tail``; it is timed alone."""
+    proxy for TensorRT inputs). A head is scored through head -> uint8 -> ``tail``; it is timed alone.
+
+    Accuracy is scored through a session on every core and latency timed through one at ``threads``: the
+    numbers are the runtime's either way, but scoring the full test split at ``--threads 1`` cost minutes per
+    artifact on a 557-MMAC model (benchmarks/vs_peers.py, 2026-12-02)."""
+    scoring_threads = max(threads, os.cpu_count() or 1)
     if artifact.runnable_here:
-        session, proxy = BACKENDS.get(artifact.backend)().load(artifact, out_dir, threads), None
+        session, proxy = BACKENDS.get(artifact.backend)().load(artifact, out_dir, scoring_threads), None
     elif artifact.backend == "tensorrt":
         from edgekit.backends.onnxruntime import OrtSession
         # Q/DQ simulated in float: TensorRT's int8 math has no U8S8 saturation; ORT's int8 kernels on an x86
         # without VNNI do (a ResNet-18-style QDQ model read 3 points low through them).
-        session, proxy = OrtSession(out_dir / artifact.meta["build"]["onnx"], threads, simulate_qdq=True), TRT_PROXY
+        session, proxy = (OrtSession(out_dir / artifact.meta["build"]["onnx"], scoring_threads, simulate_qdq=True),
+                          TRT_PROXY)
     else:
         return {}
     try:
@@ -266,6 +273,9 @@ def profile_unit_artifact(unit: CompileUnit, artifact: Artifact, out_dir: Path, 
         if ref_logits is not None:
             metrics["agreement"] = agreement(logits, ref_logits)
         if proxy is None:
+            if scoring_threads != threads:
+                session.close()
+                session = BACKENDS.get(artifact.backend)().load(artifact, out_dir, threads)
             sample = next(prepared_batches(unit.eval_data, unit.eval_spec, settings.batch))[0].numpy()
             metrics["latency"] = {**measure_latency(session.run, sample, settings.warmup, settings.runs,
                                                     settings.max_seconds), "threads": threads, "measured": "host"}
