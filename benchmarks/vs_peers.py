@@ -187,11 +187,11 @@ def fit(model: nn.Module, spec, data, epochs: int, teacher: nn.Module | None = N
     """SGD + one-cycle, bf16 autocast where edgekit would use it (a CPU with native bf16, no depthwise convs),
     channels_last: the same speed settings edgekit uses; KD when a teacher is given. Returns seconds."""
     from edgekit.training.batchnorm import needs_recalibration, recalibrate
-    from edgekit.training.loop import cpu_has_native_bf16, has_depthwise_conv
+    from edgekit.training.loop import TrainParams, use_bf16
 
-    # without native bf16 (AVX2-only CPUs) autocast is emulated and several times slower: edgekit trains in fp32
-    # there, and so does the by-hand path (before 2026-12-02 it did not, which slowed by-hand paths on Zen 3)
-    bf16 = cpu_has_native_bf16() and not has_depthwise_conv(model)
+    # edgekit's own decision (fp32 without native bf16 or with depthwise convs); before 2026-12-02 this loop
+    # used emulated bf16 on AVX2-only CPUs, several times slower than the fp32 edgekit trained in there
+    bf16 = use_bf16(TrainParams(bf16=True), model, "by hand")
     start = time.perf_counter()
     torch.manual_seed(0)
     loader = make_loader(data.train, 128, shuffle=True, seed=0, drop_last=True)

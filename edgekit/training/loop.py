@@ -89,7 +89,7 @@ def cpu_has_native_bf16() -> bool:
         return True
 
 
-def _use_bf16(params: TrainParams, model: nn.Module, description: str) -> bool:
+def use_bf16(params: TrainParams, model: nn.Module, description: str) -> bool:
     """The recipe's bf16 setting, unless it would run far slower than fp32 (no native bf16 on this CPU, or
     depthwise convolutions): then fp32, said once."""
     if not params.bf16:
@@ -124,7 +124,7 @@ def mixed_precision(params: TrainParams, model: nn.Module, device: torch.device,
         if mode == "fp16":
             return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda"), "fp16 autocast + GradScaler"
         return nullcontext(), None, "fp32"
-    if _use_bf16(params, model, description):
+    if use_bf16(params, model, description):
         return torch.autocast("cpu", dtype=torch.bfloat16), None, "bf16 autocast (cpu)"
     return nullcontext(), None, "fp32"
 
