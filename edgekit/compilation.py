@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -194,14 +195,18 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
             for backend_name, precision in unit.plan:
                 ui.info(f"[bold]compile[/bold] {unit.artifact_name(backend_name)} {precision}"
                         + (f" (target {unit.target.name})" if unit.part == "tail" else ""))
+                t0 = time.perf_counter()
                 artifact = BACKENDS.get(backend_name)().compile(unit.model, precision, request)
                 artifact = artifact.model_copy(update={"name": unit.artifact_name(artifact.name)})
+                compiled = time.perf_counter()
                 if unit.part != "whole":
                     artifact.meta["split_part"] = unit.part
                 ui.info(f"[bold]profile[/bold] {artifact.name} ({threads} threads)")
                 artifact.metrics = profile_unit_artifact(
                     unit, artifact, out_dir, recipe.profile, threads,
                     unit.ref_logits if unit.ref_logits is not None else ref_logits, tail_session)
+                artifact.meta["seconds"] = {"compile": round(compiled - t0, 2),
+                                            "profile": round(time.perf_counter() - compiled, 2)}
                 unit.artifacts.append(artifact)
             attach_estimates(unit.artifacts, unit.model, unit.target)  # labelled; only where nothing is measured
             if auto and unit.part == "tail":   # the server's tail (this host): measured here

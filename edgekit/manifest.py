@@ -384,6 +384,9 @@ class Manifest(Record):
     search: SearchSection | None = None
     benchmarks: list[BenchEntry] = Field(default_factory=list)
     seconds: float | None = None
+    # wall-clock seconds per phase (load, input_reference, search, stages, final_reference, compile_profile,
+    # robustness); the stages' own seconds are in ``stages``, each artifact's in its meta.seconds
+    phases: dict[str, float] = Field(default_factory=dict)
     bundle: str | None = Field(None, exclude=True)   # where it was read from / written to; not in the file
 
     @model_validator(mode="before")

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,22 @@ def _cache_put(key: str, model: LoadedModel | None, metrics: dict) -> None:
     (folder / f"{key}.json").write_text(json.dumps(metrics, default=str))
 
 
+class PhaseClock:
+    """Wall-clock seconds of each phase of a run (manifest ``phases``), so a user (and benchmarks/vs_peers.py)
+    can see where a run's time went besides training: references, search, compiling and profiling."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 2)
+
+
 def compress(opts: CompressOptions) -> Manifest | None:
     """Run everything and write the bundle; returns its manifest (None on a torchrun rank other than 0,
     which only trains)."""
@@ -254,13 +271,15 @@ def compress(opts: CompressOptions) -> Manifest | None:
     threads = opts.threads or recipe.profile.threads or os.cpu_count() or 1
 
     started = time.perf_counter()
-    model, data = resolve_inputs(opts)
+    phase = PhaseClock()
+    with phase("load"):
+        model, data = resolve_inputs(opts)
     source_info = {"source": opts.model or model.source, "sha256": model.sha256, "arch": model.arch,
                    "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
                    "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
                    "requested": model_preview}
     input_model = copy.deepcopy(model)   # stages mutate the model; the input reference artifact and robustness need it
-    with using_device(device):
+    with using_device(device), phase("input_reference"):
         input_reference, input_logits = measure_input(model, data)
     search_section = None
     if budget is not None:
@@ -268,8 +287,9 @@ def compress(opts: CompressOptions) -> Manifest | None:
             raise EdgekitError("--latency-budget-ms cannot run under torchrun (every rank would time candidates)",
                                "run the search once without torchrun, then train its recipe (manifest "
                                "search.plan) with torchrun")
-        recipe, search_section = run_search(input_model, data, recipe, target, budget, threads, opts.remote)
-    with using_device(device):
+        with phase("search"):
+            recipe, search_section = run_search(input_model, data, recipe, target, budget, threads, opts.remote)
+    with using_device(device), phase("stages"):
         final, stage_records, _ = run_stages(model, data, recipe, target, use_cache=opts.use_cache,
                                              resume=opts.resume)
     if not distributed.is_main():
@@ -278,7 +298,7 @@ def compress(opts: CompressOptions) -> Manifest | None:
         ui.warn(f"{final.notes['head']} — the recipe has no training stage, so accuracy will be near chance")
 
     ui.info("[bold]reference[/bold]: PyTorch accuracy of the final model on the test split")
-    with using_device(device):
+    with using_device(device), phase("final_reference"):
         ref_logits, ref_labels = module_logits(final.module, final.spec, data.test)
     reference = {"accuracy": {**accuracy_counts(ref_logits, ref_labels), "samples": int(len(ref_labels))},
                  "params": count_params(final.module), "macs": count_macs(final.module, final.spec)}
@@ -286,8 +306,9 @@ def compress(opts: CompressOptions) -> Manifest | None:
     units, skipped = build_units(final, data, recipe, target, server_target, input_model, input_logits)
     with atomic_bundle(out, opts.force) as tmp:
         checkpoint_sha = save_checkpoint(final, tmp / "artifacts" / "model.pt") if final.arch else None
-        artifacts, quant_sections = compile_all(units, data, recipe, tmp, threads, ref_logits,
-                                                reference["accuracy"]["top1"])
+        with phase("compile_profile"):
+            artifacts, quant_sections = compile_all(units, data, recipe, tmp, threads, ref_logits,
+                                                    reference["accuracy"]["top1"])
         split_section = None
         if any(u.part == "head" for u in units):  # bottleneck stage: head for the device, tail for the server
             by_part = {u.part: u.artifacts for u in units}
@@ -295,9 +316,12 @@ def compress(opts: CompressOptions) -> Manifest | None:
             split_section = split_section_of(final, by_part["head"], by_part["tail"], serving_tail(by_part["tail"]),
                                              server_target.name, stage)
         # robustness (optional): input vs final model vs each artifact
-        robustness = (robustness_section(input_model, final, [a for a in artifacts if artifact_part(a) != "input"],
-                                         tmp, data.test, recipe.robustness, threads)
-                      if recipe.robustness else None)
+        robustness = None
+        if recipe.robustness:
+            with phase("robustness"):
+                robustness = robustness_section(input_model, final,
+                                                [a for a in artifacts if artifact_part(a) != "input"],
+                                                tmp, data.test, recipe.robustness, threads)
         manifest = Manifest(
             edgekit_version=__version__,
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -320,6 +344,7 @@ def compress(opts: CompressOptions) -> Manifest | None:
             robustness=robustness,
             search=search_section,
             seconds=round(time.perf_counter() - started, 1),
+            phases=phase.seconds,
         )
         decide(manifest, gates)   # drops, precision selection, gates, deploy (edgekit.verdicts)
         write_manifest(tmp, manifest)

@@ -76,6 +76,21 @@ def test_demo_bundle_contents(demo_bundle):
     assert f"**{deploy['artifact']}**" in (demo_bundle / "report.md").read_text()
 
 
+def test_demo_bundle_says_where_the_time_went(demo_bundle):
+    """Every phase of the run is timed: they happen one after the other, so they add up to no more than the
+    run's wall clock, and training (the stages) is among them, as long as the stage records say."""
+    manifest = json.loads((demo_bundle / "manifest.json").read_text())
+    phases = manifest["phases"]
+    assert set(phases) == {"load", "input_reference", "stages", "final_reference", "compile_profile"}
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert sum(phases.values()) <= manifest["seconds"] + 0.1
+    assert phases["stages"] >= sum(s["seconds"] for s in manifest["stages"]) - 0.1
+    artifact_seconds = [a["meta"]["seconds"] for a in manifest["artifacts"]]
+    assert len(artifact_seconds) == 5 and all(s["compile"] > 0 and s["profile"] > 0 for s in artifact_seconds)
+    assert sum(s["compile"] + s["profile"] for s in artifact_seconds) <= phases["compile_profile"] + 0.1
+    assert "Wall clock" in (demo_bundle / "report.md").read_text()
+
+
 def test_out_not_empty_is_refused_then_forced(demo_bundle):
     before = (demo_bundle / "manifest.json").read_text()
     refused = run_cli("compress", "--out", str(demo_bundle))

@@ -88,6 +88,14 @@ def summary_lines(manifest: Manifest) -> list[str]:
     return lines
 
 
+def phase_lines(manifest: Manifest) -> list[str]:
+    """Where the run's wall clock went (manifest ``phases``); bundles written before it have none."""
+    if not manifest.phases:
+        return []
+    parts = ", ".join(f"{name.replace('_', ' ')} {seconds:.0f} s" for name, seconds in manifest.phases.items())
+    return [f"Wall clock {fmt(manifest.seconds, 0)} s: {parts}."]
+
+
 def build_sections(manifest: Manifest) -> list[Section]:
     out = [Section("headline", "Headline", headline(manifest)),
            Section("summary", "Summary", summary_lines(manifest)),
@@ -101,7 +109,7 @@ def build_sections(manifest: Manifest) -> list[Section]:
         out.append(Section("search", "Latency budget search",
                            [*search_lines(manifest.search), Table("search", *search_table(manifest.search)),
                             Plot(SEARCH_PLOT, "latency-budget search trace", "no candidate was timed")]))
-    out += [Section("stages", "Stages", [Table("stages", STAGE_COLUMNS, stage_rows(manifest))]),
+    out += [Section("stages", "Stages", [Table("stages", STAGE_COLUMNS, stage_rows(manifest)), *phase_lines(manifest)]),
             Section("artifacts", "Artifacts",
                     [f"Accuracy and latency are measured through each artifact's own runtime (batch "
                      f"{manifest.recipe.profile.batch}); 'on target' is the latency decisions use, with its basis.",
