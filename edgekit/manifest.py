@@ -168,7 +168,7 @@ class Reference(Record):
     accuracy: Accuracy
     params: int
     macs: int
-    val_top1: float | None = None      # the input model's, for the near-chance warning
+    val_top1: float | None = None      # bundles before 2026-12-02: the input model's on val (near-chance check)
 
 
 class References(Record):

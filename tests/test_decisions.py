@@ -168,4 +168,4 @@ def test_near_chance_input_model_warns(tmp_path):
     r = run_cli("compress", "-m", "builtin:tinycnn", "-d", "digits", "-r", str(recipe), "-o", str(tmp_path / "b"),
                 env={"EDGEKIT_QUIET": "0"})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "near chance on the validation split" in r.stderr
+    assert "near chance on the test split" in r.stderr
