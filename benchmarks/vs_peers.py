@@ -295,7 +295,7 @@ def edgekit_path(bundle: Path, seconds: float, threads: int, label: str) -> Path
              # where the command's time went: training vs everything else (start-up, references, search,
              # compiling and profiling every artifact), for the wall-clock comparison
              "train_seconds": round(sum(float(s.get("metrics", {}).get("seconds") or 0) for s in manifest["stages"]), 1),
-             "pipeline_seconds": manifest.get("seconds")}
+             "pipeline_seconds": manifest.get("seconds"), "phases": manifest.get("phases") or {}}
     if search:
         notes["budget_ms"] = search["budget_ms"]
         notes["search"] = {"chosen": search["chosen"], "candidates": len(search["trace"]), "seconds": search["seconds"],
@@ -330,6 +330,24 @@ def torch_threads(threads: int):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def by_hand_measuring_seconds(teacher: nn.Module, runners: list[Callable], x: np.ndarray, y: np.ndarray) -> float:
+    """What a by-hand user spends to make edgekit's deploy decision: the teacher's test top-1 (the Δ), then each
+    INT8 file scored on the test split (within the accuracy bound?) and timed (the faster?), on every core with
+    the x86-cpu recipe's profiling settings. edgekit's wall clock includes this work; the by-hand path's
+    training + conversions alone does not, so the like-for-like wall-clock bar is reported both ways."""
+    from edgekit.profiling.latency import measure_latency
+    from edgekit.recipe import load_recipe
+
+    profile = load_recipe("x86-cpu").profile
+    start = time.perf_counter()
+    with torch_threads(os.cpu_count() or 1):
+        top1(torch_runner(teacher), x, y)
+        for run in runners:
+            top1(run, x, y)
+            measure_latency(run, x[:1], profile.warmup, profile.runs, profile.max_seconds)
+    return time.perf_counter() - start
 
 
 def interleave_latency(paths: list[PathResult], sample: np.ndarray, rounds: int, threads: int, runs: int = 50) -> None:
@@ -473,8 +491,12 @@ def main() -> None:
             ort_seconds = time.perf_counter() - start
             rows.append(PathResult(f"{name} → ONNX Runtime INT8", ort_runner(onnx, args.threads), onnx.stat().st_size,
                                    count_macs(pruned, spec), rows[0].produce_seconds, by))
+            every_core = os.cpu_count() or 1
+            measuring = by_hand_measuring_seconds(module, [ov_runner(xml, every_core, False),
+                                                           ort_runner(onnx, every_core)], x_test, y_test)
             for row in rows:
                 row.produce_seconds += ort_seconds
+                row.notes["measuring_seconds"] = round(measuring, 1)
         paths += rows
 
     print("edgekit compress -t x86-cpu (default recipe, then latency budgets)", flush=True)
@@ -542,7 +564,8 @@ def summarize(paths: list[PathResult], teacher_path: Path, fp32_bytes: int, args
          "value": round(default["top1"] - like["top1"], 2), "met": default["top1"] >= like["top1"] - 0.1},
         {"bar": f"like for like: p50 ratio to the by-hand path ({like['p50_ms']:.3f} ms) <= 1.05",
          "value": round(default["p50_ms"] / like["p50_ms"], 3), "met": default["p50_ms"] <= 1.05 * like["p50_ms"]},
-        {"bar": f"like for like: wall-clock ratio to the by-hand path ({like['produce_minutes']:.1f} min) <= 1.1",
+        {"bar": f"like for like: wall-clock ratio to the by-hand path's training + conversions "
+                f"({like['produce_minutes']:.1f} min) <= 1.1",
          "value": round(default["produce_minutes"] / max(like["produce_minutes"], 0.1), 2),
          "met": default["produce_minutes"] <= 1.1 * like["produce_minutes"]},
         {"bar": f"peers' defaults: p50 <= 1/2 of the best by-hand path ({best_peer['p50_ms']:.3f} ms)",
@@ -552,6 +575,12 @@ def summarize(paths: list[PathResult], teacher_path: Path, fp32_bytes: int, args
         {"bar": "size <= 1/16 of the FP32 teacher", "value": round(fp32_bytes / 1e6 / default["mb"], 1),
          "met": default["mb"] <= fp32_bytes / 1e6 / 16},
     ]
+    if like["notes"].get("measuring_seconds") is not None:
+        same_work = like["produce_minutes"] + like["notes"]["measuring_seconds"] / 60
+        bars.insert(3, {"bar": f"like for like, the same work: wall-clock ratio to the by-hand path + the measuring "
+                               f"its deploy choice needs ({same_work:.1f} min) <= 1.1",
+                        "value": round(default["produce_minutes"] / max(same_work, 0.1), 2),
+                        "met": default["produce_minutes"] <= 1.1 * same_work})
     if args.only == "like-for-like":   # no peers'-defaults path was run: its bar would compare with the teacher
         bars = [b for b in bars if not b["bar"].startswith("peers' defaults")]
     for r in budgeted:
@@ -587,10 +616,18 @@ def markdown(r: dict) -> str:
         lines.append(f"| {name} | {row['by']} | {row['top1']:.2f} | {row['delta_vs_teacher']:+.2f} | {row['p50_ms']:.3f} | "
                      f"{row['p90_ms']:.3f} | {row['mb']:.3f} | {row['mmacs']:.1f} | {row['produce_minutes']:.1f} |")
     split = [f"{row['path']}: {row['produce_minutes']:.1f} min, of which training {row['notes']['train_seconds'] / 60:.1f}"
+             + "".join(f", {name.replace('_', ' ')} {sec:.0f} s" for name, sec in row["notes"].get("phases", {}).items())
              for row in r["rows"] if row["by"] == "edgekit" and row["notes"].get("train_seconds") is not None]
     if split:
-        lines += ["", "Where edgekit's minutes went (training = its distill stage; the rest is start-up, references, "
-                  "the budget search, compiling and profiling every artifact): " + "; ".join(split) + "."]
+        lines += ["", "Where edgekit's minutes went (training = its stages' own training; the phases are the "
+                  "manifest's `phases`: stages include pruning and each stage's val check; compile profile is "
+                  "compiling every artifact and scoring + timing it): " + "; ".join(split) + "."]
+    measured = [f"{row['path']}: {row['notes']['measuring_seconds']:.0f} s" for row in r["rows"]
+                if row["notes"].get("measuring_seconds") is not None]
+    if measured:
+        lines += ["", "By hand, the measuring edgekit's deploy choice needs (teacher's test top-1, both INT8 files "
+                  "scored on the test split and timed, every core), not in its minutes above: " + "; ".join(measured)
+                  + "."]
     lines += ["", "| bar | value | met |", "|---|---|---|"]
     lines += [f"| {b['bar']} | {b['value']} | {'yes' if b['met'] else '**no**'} |" for b in r["bars"]]
     return "\n".join(lines) + "\n"

@@ -42,6 +42,7 @@ class Accuracy(Record):
     top5: float | None = None
     samples: int | None = None
     measured: str | None = None        # set when not through the artifact's own runtime (TensorRT proxy)
+    reference_top1: float | None = None  # the input artifact: the PyTorch input model's on the same images
 
 
 class Agreement(Record):

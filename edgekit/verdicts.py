@@ -19,7 +19,9 @@ def decide(manifest: Manifest, gates: Gates | None = None) -> Manifest:
     input_top1 = inp.accuracy.top1 if inp else None
     final_top1 = manifest.reference.accuracy.top1
     for a in manifest.artifacts:
-        a.metrics.drops = Drops(**artifact_drops(a, input_top1, final_top1))
+        # the input artifact is scored on a subset of the test split: its Δ is against PyTorch on those images
+        own = a.metrics.accuracy.reference_top1 if a.part == "input" and a.metrics.accuracy else None
+        a.metrics.drops = Drops(**artifact_drops(a, own if own is not None else input_top1, final_top1))
     compile_settings = manifest.recipe.compile
     bound = compile_settings.max_accuracy_drop if compile_settings.max_accuracy_drop is not None else DEFAULT_AUTO_DROP
     decisions = select_precisions(manifest.artifacts, manifest.target, final_top1, bound, manifest.benchmarks,

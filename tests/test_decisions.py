@@ -169,3 +169,29 @@ def test_near_chance_input_model_warns(tmp_path):
                 env={"EDGEKIT_QUIET": "0"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "near chance on the test split" in r.stderr
+
+
+def test_input_artifact_is_checked_on_a_subset_against_pytorch_on_it(tmp_path, monkeypatch):
+    """The input model's own file is a latency and size baseline: it is scored on the first
+    ``INPUT_CHECK_IMAGES`` test images, and its Δ is against PyTorch on those same images, not against the
+    full split's reference (which would read sampling noise as an export error)."""
+    import numpy as np
+
+    import edgekit.compilation as compilation
+    from edgekit.pipeline import CompressOptions, compress, resolve_inputs
+    from edgekit.training.evaluate import evaluate_module
+
+    monkeypatch.setattr(compilation, "INPUT_CHECK_IMAGES", 50)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE)
+    manifest = compress(CompressOptions(recipe=str(recipe), out=tmp_path / "b"))
+    model, data = resolve_inputs(CompressOptions())
+    assert len(data.test) > 50 and manifest.input_reference.accuracy.samples == len(data.test)
+    pytorch_on_subset = evaluate_module(model.module, model.spec, data.test.subset(np.arange(50)))["top1"]
+    inp = next(a for a in manifest.artifacts if a.part == "input")
+    accuracy = inp.metrics.accuracy
+    assert accuracy.samples == 50
+    assert accuracy.reference_top1 == pytest.approx(pytorch_on_subset, abs=1e-6)
+    assert inp.metrics.drops.vs_input == pytest.approx(pytorch_on_subset - accuracy.top1, abs=1e-3)
+    assert inp.metrics.agreement.top1_agreement >= 99.9
+    assert f"{inp.name} (input model, 50 test images)" in (tmp_path / "b" / "report.md").read_text()

@@ -52,12 +52,18 @@ def estimate_cell(estimate: Estimate | None) -> str:
     return f"{estimate.latency_ms:.3f} (estimated, {estimate.target or '?'})"
 
 
+def input_label(artifact) -> str:
+    """The input model's artifact, and how many test images scored it (a subset: ``INPUT_CHECK_IMAGES``)."""
+    acc = artifact.metrics.accuracy
+    return f" (input model, {acc.samples} test images)" if acc and acc.samples else " (input model)"
+
+
 def artifact_rows(manifest: Manifest) -> list[list[str]]:
     rows = []
     for a in manifest.artifacts:
         m = a.metrics
         lat, acc, agree = m.latency, m.accuracy, m.agreement
-        rows.append([a.name + (" (input model)" if a.part == "input" else ""), a.runtime, a.precision,
+        rows.append([a.name + (input_label(a) if a.part == "input" else ""), a.runtime, a.precision,
                      str(a.meta.get("executed_precision", "—")), fmt(acc.top1 if acc else None),
                      drop_cell(a.drops.vs_input), drop_cell(a.drops.vs_final),
                      fmt(agree.top1_agreement if agree else None),
