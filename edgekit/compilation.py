@@ -7,9 +7,10 @@
   is INT8; a head calibrates on its images, a tail on the PyTorch head's outputs of them after the
   uint8 transfer round trip (what the server will receive);
 - profiling through the artifact's runtime: accuracy (a head's through head -> uint8 -> tail), agreement
-  with the PyTorch model, latency; TensorRT artifacts cannot run here: their accuracy is measured on
-  ONNX Runtime from the very ONNX TensorRT will build from (labelled as such), and their latency is a
-  roofline estimate of the unit's own model, labelled ``estimated``;
+  with the PyTorch model, and batch-1 latency, the unit's artifacts timed in alternation (a head
+  alone); TensorRT artifacts cannot run here: their accuracy is measured on ONNX Runtime from the
+  very ONNX TensorRT will build from (labelled as such), and their latency is a roofline estimate of
+  the unit's own model, labelled ``estimated``;
 - estimates for a device we cannot reach (of the unit's model: a head's estimate is the head's);
 - ``precision: auto``: per part and backend, every precision the target supports is compiled and
   measured; choosing among them is ``edgekit.decisions`` (run on the whole bundle by the pipeline and
@@ -38,7 +39,7 @@ from edgekit.decisions import DEFAULT_AUTO_DROP, select_precisions
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.artifacts import agreement, session_logits
 from edgekit.profiling.estimate import attach_estimates, estimate_module
-from edgekit.profiling.latency import measure_latency
+from edgekit.runtime import alternating_latency
 from edgekit.recipe import ProfileSettings, Recipe
 from edgekit.spec import ModelSpec
 from edgekit.split import deploy as split_deploy
@@ -213,13 +214,14 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
                 compiled = time.perf_counter()
                 if unit.part != "whole":
                     artifact.meta["split_part"] = unit.part
-                ui.info(f"[bold]profile[/bold] {artifact.name} ({threads} threads)")
+                ui.info(f"[bold]score[/bold] {artifact.name}")
                 artifact.metrics = profile_unit_artifact(
                     unit, artifact, out_dir, recipe.profile, threads,
                     unit.ref_logits if unit.ref_logits is not None else ref_logits, tail_session)
                 artifact.meta["seconds"] = {"compile": round(compiled - t0, 2),
                                             "profile": round(time.perf_counter() - compiled, 2)}
                 unit.artifacts.append(artifact)
+            time_unit(unit, out_dir, recipe.profile, threads)
             attach_estimates(unit.artifacts, unit.model, unit.target)  # labelled; only where nothing is measured
             if auto and unit.part == "tail":   # the server's tail (this host): measured here
                 select_precisions(unit.artifacts, unit.target, ref_top1, bound)
@@ -261,8 +263,9 @@ def _open_serving_tail(units: list[CompileUnit], out_dir: Path, threads: int) ->
 
 def profile_unit_artifact(unit: CompileUnit, artifact: Artifact, out_dir: Path, settings: ProfileSettings,
                           threads: int, ref_logits: np.ndarray | None, tail: Session | None = None) -> dict:
-    """Accuracy, agreement and latency of one artifact through its runtime session (the TensorRT
-    proxy for TensorRT inputs). A head is scored through head -> uint8 -> ``tail``; it is timed alone.
+    """Accuracy and agreement of one artifact through its runtime session (the TensorRT proxy for
+    TensorRT inputs; their latency is the unit's roofline estimate). A head is scored through
+    head -> uint8 -> ``tail``. Latency is ``time_unit``'s, once the unit's artifacts are all compiled.
 
     Accuracy is scored through a session on every core and latency timed through one at ``threads``: the
     numbers are the runtime's either way, but scoring the full test split at ``--threads 1`` cost minutes per
@@ -291,19 +294,40 @@ def profile_unit_artifact(unit: CompileUnit, artifact: Artifact, out_dir: Path, 
             metrics["agreement"] = agreement(logits, ref_logits)
             if unit.part == "input":   # the PyTorch input reference on the same images: its Δ compares like with like
                 accuracy["reference_top1"] = accuracy_counts(ref_logits, labels)["top1"]
-        if proxy is None:
-            if scoring_threads != threads:
-                session.close()
-                session = BACKENDS.get(artifact.backend)().load(artifact, out_dir, threads)
-            sample = next(prepared_batches(unit.eval_data, unit.eval_spec, settings.batch))[0].numpy()
-            metrics["latency"] = {**measure_latency(session.run, sample, settings.warmup, settings.runs,
-                                                    settings.max_seconds), "threads": threads, "measured": "host"}
-            metrics["session"] = session.info
-        else:
+        if proxy is not None:
             metrics.update(_estimated_latency(unit, artifact))
     finally:
         session.close()
     return metrics
+
+
+def time_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, threads: int) -> None:
+    """Batch-1 latency of the unit's artifacts that run here, timed in alternation at ``threads``
+    (``alternating_latency``): they are the candidates precision selection and deploy compare, so they
+    are timed under the same load. Each artifact's ``meta.seconds.profile`` gets its share."""
+    timed = [a for a in unit.artifacts if a.runnable_here]
+    if not timed:
+        return
+    ui.info(f"[bold]time[/bold] {', '.join(a.name for a in timed)} (batch {settings.batch}, {threads} threads, "
+            "in alternation)")
+    t0 = time.perf_counter()
+    sessions: dict[str, Session] = {}
+    try:
+        for a in timed:
+            sessions[a.name] = BACKENDS.get(a.backend)().load(a, out_dir, threads)
+        sample = next(prepared_batches(unit.eval_data, unit.eval_spec, settings.batch))[0].numpy()
+        stats = alternating_latency({name: s.run for name, s in sessions.items()}, sample, settings.warmup,
+                                    settings.runs, settings.max_seconds)
+        share = (time.perf_counter() - t0) / len(timed)
+        for a in timed:
+            keep = {k: v for k, v in stats[a.name].items() if k != "round_p50_ms"}
+            a.metrics["latency"] = {**keep, "threads": threads, "measured": "host",
+                                    "alternated_with": [b.name for b in timed if b is not a]}
+            a.metrics["session"] = sessions[a.name].info
+            a.meta["seconds"]["profile"] = round(a.meta["seconds"]["profile"] + share, 2)
+    finally:
+        for s in sessions.values():
+            s.close()
 
 
 def _estimated_latency(unit: CompileUnit, artifact: Artifact) -> dict:

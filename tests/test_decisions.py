@@ -138,6 +138,31 @@ def test_rpi4_auto_on_mobilenetv3_names_its_basis_never_the_host():
     assert latency_for(bare, rpi4) == (None, "not available")
 
 
+def test_a_measured_near_tie_goes_to_the_more_accurate_candidate():
+    """Measured here, 2% apart is load, not a difference the device will see: the more accurate file is
+    chosen (by precision selection and by deploy); 10% apart, the faster one is, whatever its accuracy."""
+    x86 = load_target("x86-cpu")
+    ov = _art("openvino-int8", "int8", 79.62, 0.500)
+    ort = _art("onnxruntime-int8", "int8", 80.12, 0.510)
+    decisions = select_precisions([ov, ort], x86, 80.0, 1.0, input_top1=79.76)
+    deploy = recommend(decisions, x86)
+    assert deploy["artifact"] == "onnxruntime-int8" and deploy["p50_ms"] == pytest.approx(0.510)
+    assert "tied on latency with openvino-int8" in deploy["reason"] and "0.50 pt more accurate" in deploy["reason"]
+    # within one backend too: INT8 2% faster than FP32 but 0.6 pt less accurate -> FP32
+    fp32 = _art("openvino-fp32", "fp32", 80.22, 0.510)
+    (d,) = select_precisions([ov, fp32], x86, 80.0, 1.0)
+    assert d["chosen"] == "openvino-fp32"
+    why = {r["artifact"]: r["why"] for r in d["candidates"]}
+    assert "within 5% of the chosen one's p50" in why["openvino-int8"] and "0.60 pt less accurate" in why["openvino-int8"]
+    # 10% apart: a real difference, the faster one is deployed
+    far = _art("onnxruntime-int8", "int8", 80.12, 0.550)
+    deploy = recommend(select_precisions([ov, far], x86, 80.0, 1.0), x86)
+    assert deploy["artifact"] == "openvino-int8" and "tied" not in deploy["reason"]
+    # a tie never lets in a candidate the CI gates refused (e.g. over a latency budget)
+    deploy = recommend(decisions, x86, deployable=["openvino-int8"])
+    assert deploy["artifact"] == "openvino-int8"
+
+
 def test_mixed_bases_are_said(tmp_path):
     x86 = load_target("x86-cpu")
     measured = _art("onnxruntime-fp32", "fp32", 90.0, 1.0)

@@ -19,7 +19,7 @@ from edgekit.manifest import (Accuracy, DataRecord, FinalModel, Manifest, ModelR
                               write_manifest)
 from edgekit.models import load_model
 from edgekit.recipe import load_recipe
-from edgekit.runtime import interleaved_latency, open_session
+from edgekit.runtime import alternating_latency, interleaved_latency, measure_latency, open_session
 from edgekit.targets import load_target
 
 
@@ -224,6 +224,27 @@ def test_interleaved_latency_alternates_candidates_every_round():
         assert stats["runs"] == 15 and stats["rounds"] == 3 and len(stats["round_p50_ms"]) == 3
         assert stats["batch"] == 2 and stats["min_ms"] <= stats["p50_ms"] <= stats["p99_ms"]
     assert out["slow"]["median_round_p50_ms"] > 1.5 > out["fast"]["median_round_p50_ms"]
+
+
+def test_alternating_latency_shares_a_load_change_that_one_after_the_other_would_pin_on_one():
+    """Two identical candidates while the host's load doubles every call halfway through: timed one after
+    the other (``measure_latency``, as profiling did), the second reads ~2x slower; in alternation they
+    read alike. The samples fit the time budget set from the warm-up calls."""
+    load_from = [float("inf")]   # perf_counter time the load arrives
+
+    def run(x):
+        time.sleep(0.001 if time.perf_counter() < load_from[0] else 0.002)
+
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    first = measure_latency(run, x, warmup=2, runs=1000, max_seconds=0.2)
+    load_from[0] = time.perf_counter()
+    second = measure_latency(run, x, warmup=2, runs=1000, max_seconds=0.2)
+    assert second["mean_ms"] > 1.6 * first["mean_ms"]
+    load_from[0] = time.perf_counter() + 0.25   # halfway through the alternation's ~2 x 0.2 s at 1 ms
+    out = alternating_latency({"a": run, "b": run}, x, warmup=2, max_runs=1000, max_seconds=0.2)
+    assert 0.8 < out["a"]["mean_ms"] / out["b"]["mean_ms"] < 1.25
+    for stats in out.values():   # ~0.2 s of 1 ms calls: ~100-200 samples, in 10 rounds
+        assert stats["rounds"] == 10 and 50 <= stats["runs"] <= 250
 
 
 # --- layering ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from .base import EXIT_MISSING_RUNTIME, RUNTIME_PACKAGES, MissingRuntime, RuntimeLayerError, Session, import_runtime
 from .identity import device_identity
 from .litert_session import LiteRTSession
-from .measure import (accuracy_counts, interleaved_latency, latency_stats, measure_latency, peak_memory_mb,
+from .measure import (accuracy_counts, alternating_latency, interleaved_latency, latency_stats, measure_latency, peak_memory_mb,
                       reset_peak_memory, rss_mb)
 from .onnxruntime_session import OrtSession
 from .openvino_session import OpenVinoSession
@@ -41,6 +41,6 @@ def package_files() -> list[Path]:
 
 
 __all__ = ["EXIT_MISSING_RUNTIME", "RUNTIME_PACKAGES", "SESSIONS", "LiteRTSession", "MissingRuntime", "OpenVinoSession", "OrtSession",
-           "RuntimeLayerError", "Session", "TensorRTSession", "accuracy_counts", "device_identity",
+           "RuntimeLayerError", "Session", "TensorRTSession", "accuracy_counts", "alternating_latency", "device_identity",
            "import_runtime", "interleaved_latency", "latency_stats", "measure_latency", "open_session",
            "package_files", "peak_memory_mb", "reset_peak_memory", "rss_mb"]

@@ -1,4 +1,4 @@
-"""Measuring a session: latency (single and interleaved), accuracy counts, process memory.
+"""Measuring a session: latency (single, interleaved, and a single budget spent in alternation), accuracy counts, process memory.
 
 One implementation for the host (profiling, pruning targets, benchmarks) and the device runner,
 so a number measured here and one measured on a device come from the same code.
@@ -77,6 +77,26 @@ def interleaved_latency(runs: dict[str, RunFn], inputs: np.ndarray | dict[str, n
         if keep_samples:
             out[name]["samples_ms"] = samples[name]
     return out
+
+
+def alternating_latency(runs: dict[str, RunFn], inputs: np.ndarray, warmup: int = 10, max_runs: int = 100,
+                        max_seconds: float = 10.0, max_rounds: int = 10) -> dict[str, dict]:
+    """``measure_latency``'s budget (``warmup`` calls, then up to ``max_runs`` timed calls or ``max_seconds``
+    per candidate) spent in alternation (``interleaved_latency``), so candidates that are compared with each
+    other are timed under the same load. Why: timed one after the other, two INT8 files of one model read
+    3% apart in one order and the other way round in the next run on a shared 2-core host, and the deploy
+    choice followed the noise (benchmarks/vs_peers.py, 2026-12-02).
+
+    The warm-up calls also time one call, which sets how many samples fit ``max_seconds``; they are
+    spread over up to ``max_rounds`` rounds of at least 5."""
+    per_call: dict[str, float] = {}
+    for name, run in runs.items():
+        taken = _timed(run, inputs, max(1, warmup), None, time.perf_counter_ns)
+        per_call[name] = float(np.median(taken)) / 1000.0
+    slowest = max(per_call.values(), default=0.0)
+    samples = max(5, min(max_runs, int(max_seconds / slowest) if slowest > 0 else max_runs))
+    rounds = max(1, min(max_rounds, samples // 5))
+    return interleaved_latency(runs, inputs, rounds=rounds, runs_per_round=-(-samples // rounds), warmup=0)
 
 
 def accuracy_counts(logits: np.ndarray, labels: np.ndarray) -> dict:
