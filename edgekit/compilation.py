@@ -326,7 +326,7 @@ def time_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, threa
             a.metrics["session"] = sessions[a.name].info
             a.meta["seconds"]["profile"] = round(a.meta["seconds"]["profile"] + share, 2)
     finally:
-        for s in sessions.values():
+        for s in reversed(sessions.values()):   # last opened, first closed: how runtimes nest their state
             s.close()
 
 

@@ -270,3 +270,37 @@ def test_runtime_consumers_do_not_reach_up():
                            ("training", ("edgekit.profiling", "edgekit.backends", "edgekit.compilation"))):
         for name, modules in _imported_modules(root / folder).items():
             assert not [m for m in modules if m.startswith(banned)], (folder, name, modules)
+
+
+# --- OpenVINO and the alternate signal stack ----------------------------------------------------
+
+SIGNAL_AFTER_FIFO_SESSIONS = """
+import signal, subprocess, sys
+from pathlib import Path
+from edgekit.backends import BACKENDS, CompileRequest
+from edgekit.models import load_model
+from edgekit.runtime import open_session
+from edgekit.targets import load_target
+out = Path(sys.argv[1])
+art = BACKENDS.get("openvino")().compile(load_model("builtin:tinycnn"), "fp32",
+                                         CompileRequest(out_dir=out, target=load_target("x86-cpu")))
+first, second = (open_session(art.model_dump(), out, 1) for _ in range(2))
+first.close(); del first          # first in, first out: the order a dict of sessions is dropped in
+second.close(); del second
+signal.signal(signal.SIGCHLD, lambda *_: None)   # what torch's DataLoader installs once it has had workers
+subprocess.run(["true"], check=True)               # its exit delivers SIGCHLD on the alternate stack
+print("alive")
+"""
+
+
+def test_openvino_sessions_dropped_in_any_order_leave_signals_deliverable(tmp_path):
+    """OpenVINO's CPU plugin swaps in its own alternate signal stack while a plugin lives and, dropped
+    first-in first-out, put back one already unmapped: the next signal then killed the process with
+    SIGSEGV and no traceback (the full suite on CI, 2026-12-03). A real process, real OpenVINO."""
+    pytest.importorskip("openvino")
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_FIFO_SESSIONS, str(tmp_path)],
+                            capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "EDGEKIT_QUIET": "1"})
+    assert result.returncode == 0 and result.stdout.strip().endswith("alive"), (result.returncode, result.stderr[-2000:])

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.runtime.signal_stack import kept_signal_stack
 
 
 def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.ndarray, np.ndarray] | None = None,
@@ -51,14 +52,16 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
                 total += len(y)
             return correct / max(total, 1), None
 
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars; keep --json stdout clean
+        # NNCF's progress bars go to stderr (keep --json stdout clean); the plugins NNCF creates to collect
+        # statistics swap the alternate signal stack (edgekit.runtime.signal_stack).
+        with contextlib.redirect_stdout(sys.stderr), kept_signal_stack():
             quantized = nncf.quantize_with_accuracy_control(
                 ov_model, cal_ds, nncf.Dataset(val_items), validate, max_drop=max_accuracy_drop / 100.0,
                 drop_type=nncf.DropType.ABSOLUTE, preset=preset_value, subset_size=len(items), **kwargs)
         meta.update({"method": "nncf.quantize_with_accuracy_control", "max_accuracy_drop": max_accuracy_drop,
                      "validation_images": int(len(inputs))})
     else:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), kept_signal_stack():
             quantized = nncf.quantize(ov_model, cal_ds, preset=preset_value, subset_size=len(items), **kwargs)
         meta["method"] = "nncf.quantize"
         quantized, meta["float_weight_layers_compressed"] = _compress_float_weights(nncf, quantized)

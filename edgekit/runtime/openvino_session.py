@@ -1,6 +1,7 @@
 """OpenVINO session. The CPU plugin silently runs an "FP32" model in bf16 where the CPU supports it,
 so the artifact's ``inference_precision_hint`` is passed on and ``info["executed_precision"]`` is
-what the plugin reports."""
+what the plugin reports. Creating and dropping a plugin goes through ``kept_signal_stack`` (the plugin
+swaps the thread's alternate signal stack; see ``signal_stack``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Session, import_runtime
+from .signal_stack import kept_signal_stack
 
 
 class OpenVinoSession(Session):
@@ -17,7 +19,8 @@ class OpenVinoSession(Session):
         config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if precision_hint:
             config["INFERENCE_PRECISION_HINT"] = precision_hint
-        self._c = ov.Core().compile_model(str(path), device, config)
+        with kept_signal_stack():
+            self._c = ov.Core().compile_model(str(path), device, config)
         self._r = self._c.create_infer_request()
         self._out = self._c.output(0)
         executed = self._c.get_property("INFERENCE_PRECISION_HINT")
@@ -33,3 +36,7 @@ class OpenVinoSession(Session):
     def run(self, inputs: np.ndarray) -> np.ndarray:
         out = self._r.infer({0: np.ascontiguousarray(inputs, dtype=np.float32)})
         return np.asarray(out[self._out])
+
+    def close(self) -> None:
+        with kept_signal_stack():
+            self._r = self._out = self._c = None
