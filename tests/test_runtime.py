@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
 import time
 import types
@@ -298,9 +300,7 @@ def test_openvino_sessions_dropped_in_any_order_leave_signals_deliverable(tmp_pa
     first-in first-out, put back one already unmapped: the next signal then killed the process with
     SIGSEGV and no traceback (the full suite on CI, 2026-12-03). A real process, real OpenVINO."""
     pytest.importorskip("openvino")
-    import subprocess
-
     result = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_FIFO_SESSIONS, str(tmp_path)],
                             capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "EDGEKIT_QUIET": "1"})
+                            env={**os.environ, "EDGEKIT_QUIET": "1"})
     assert result.returncode == 0 and result.stdout.strip().endswith("alive"), (result.returncode, result.stderr[-2000:])
