@@ -102,7 +102,11 @@ class Distill(Stage):
                            "on the fly (cache_teacher: false)")
         if feature is not None:
             objective = _with_features(objective, feature, p.feature_weight)
-        teacher_top1 = evaluate_module(t_mod, teacher.spec, ctx.data.val, limit=p.eval_limit)["top1"]
+        # A teacher of its own is scored on val so the report can set the student against it; the input model
+        # as teacher is not: the input reference already scores it on the test split, and a second pass of a
+        # 557-MMAC teacher over 2000 val images cost 11 s of a run (vs_peers resnet-large, 2026-12-03).
+        teacher_top1 = (None if p.teacher is None else
+                        evaluate_module(t_mod, teacher.spec, ctx.data.val, limit=p.eval_limit)["top1"])
         # the teacher runs where the student trains (the current device), in the student's memory format: a
         # contiguous teacher fed channels_last batches ran its forward 2x slower (ResNet-18, bf16, Zen 5)
         with on_device(t_mod), channels_last(t_mod, uses_channels_last(p, current_device())):
