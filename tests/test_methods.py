@@ -238,15 +238,21 @@ def test_ensemble_soft_targets_average_probabilities(teacher, digits):
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
 
 
-def test_ensemble_distill_caches_teacher_logits_once(teacher, digits, tmp_path):
-    other = _trained(digits, 1, epochs=2)
-    path = tmp_path / "second.pt"
-    save_checkpoint(other, path)
+def _context_counting_teacher_calls(teacher, digits, tmp_path) -> tuple[StageContext, dict]:
+    """A distill context whose input-model teacher counts its forward passes (``calls["input"]``)."""
     calls = {"input": 0}
     teacher_copy = copy.deepcopy(teacher)
     teacher_copy.module.register_forward_hook(lambda *a: calls.__setitem__("input", calls["input"] + 1))
     ctx = StageContext(model=load_model("builtin:tinycnn?width=16", num_classes=10), teacher=teacher_copy,
                        data=digits, target=load_target("x86-cpu"), work_dir=tmp_path)
+    return ctx, calls
+
+
+def test_ensemble_distill_caches_teacher_logits_once(teacher, digits, tmp_path):
+    other = _trained(digits, 1, epochs=2)
+    path = tmp_path / "second.pt"
+    save_checkpoint(other, path)
+    ctx, calls = _context_counting_teacher_calls(teacher, digits, tmp_path)
     p = Distill.Params(teacher=["input", str(path)], epochs=3, augment=False, batch_size=64, lr=0.2)
     result = Distill(p).run(ctx)
     m = result.metrics
@@ -258,19 +264,15 @@ def test_ensemble_distill_caches_teacher_logits_once(teacher, digits, tmp_path):
     assert m["best_val_top1"] > 50
 
 
-
 def test_distill_from_the_input_model_does_not_score_it_again(teacher, digits, tmp_path):
     """The input model as teacher is scored by the pipeline's input reference; the stage runs it only for
     the logits cache (a val pass of a 557-MMAC teacher cost 11 s of a run)."""
-    calls = {"input": 0}
-    teacher_copy = copy.deepcopy(teacher)
-    teacher_copy.module.register_forward_hook(lambda *a: calls.__setitem__("input", calls["input"] + 1))
-    ctx = StageContext(model=load_model("builtin:tinycnn?width=16", num_classes=10), teacher=teacher_copy,
-                       data=digits, target=load_target("x86-cpu"), work_dir=tmp_path)
+    ctx, calls = _context_counting_teacher_calls(teacher, digits, tmp_path)
     m = Distill(Distill.Params(epochs=2, augment=False, batch_size=64, lr=0.2)).run(ctx).metrics
     assert m["teacher_logits"].startswith("cached")
     assert calls["input"] == math.ceil(len(digits.train) / 256)
     assert m["val_top1_teacher"] is None
+
 
 def test_teacher_weights_validation():
     with pytest.raises(Exception, match="teacher_weights"):

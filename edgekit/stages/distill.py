@@ -102,7 +102,7 @@ class Distill(Stage):
                            "on the fly (cache_teacher: false)")
         if feature is not None:
             objective = _with_features(objective, feature, p.feature_weight)
-        # A teacher of its own is scored on val so the report can set the student against it; the input model
+        # A teacher of its own is scored on val so the stage's metrics set the student against it; the input model
         # as teacher is not: the input reference already scores it on the test split, and a second pass of a
         # 557-MMAC teacher over 2000 val images cost 11 s of a run (vs_peers resnet-large, 2026-12-03).
         teacher_top1 = (None if p.teacher is None else
