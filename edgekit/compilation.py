@@ -6,11 +6,12 @@
 - calibration: one set (``calibration.npz`` in the bundle, sha256 in the manifest) drawn when anything
   is INT8; a head calibrates on its images, a tail on the PyTorch head's outputs of them after the
   uint8 transfer round trip (what the server will receive);
-- profiling through the artifact's runtime: accuracy (a head's through head -> uint8 -> tail), agreement
-  with the PyTorch model, and batch-1 latency, the unit's artifacts timed in alternation (a head
-  alone); TensorRT artifacts cannot run here: their accuracy is measured on ONNX Runtime from the
-  very ONNX TensorRT will build from (labelled as such), and their latency is a roofline estimate of
-  the unit's own model, labelled ``estimated``;
+- profiling through the artifact's runtime: batch-1 latency, the unit's artifacts timed in alternation (a
+  head alone), then accuracy (a head's through head -> uint8 -> tail) and agreement with the PyTorch model
+  (with ``profile.score: needed``, only for the files a decision can choose: ``score_unit``); TensorRT
+  artifacts cannot run here: their accuracy is measured on ONNX Runtime from the very ONNX TensorRT will
+  build from (labelled as such), and their latency is a roofline estimate of the unit's own model,
+  labelled ``estimated``;
 - estimates for a device we cannot reach (of the unit's model: a head's estimate is the head's);
 - ``precision: auto``: per part and backend, every precision the target supports is compiled and
   measured; choosing among them is ``edgekit.decisions`` (run on the whole bundle by the pipeline and
@@ -35,7 +36,7 @@ from edgekit.backends import BACKENDS, Artifact, CompileRequest, Session
 from edgekit.calibration import draw_calibration, save_calibration
 from edgekit.data import DataSplits
 from edgekit.data.core import prepared_batches
-from edgekit.decisions import DEFAULT_AUTO_DROP, select_precisions
+from edgekit.decisions import DEFAULT_AUTO_DROP, MEASURED_TIE, drop, select_precisions
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.artifacts import agreement, session_logits
 from edgekit.profiling.estimate import attach_estimates, estimate_module
@@ -211,17 +212,15 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
                 t0 = time.perf_counter()
                 artifact = BACKENDS.get(backend_name)().compile(unit.model, precision, request)
                 artifact = artifact.model_copy(update={"name": unit.artifact_name(artifact.name)})
-                compiled = time.perf_counter()
                 if unit.part != "whole":
                     artifact.meta["split_part"] = unit.part
-                ui.info(f"[bold]score[/bold] {artifact.name}")
-                artifact.metrics = profile_unit_artifact(
-                    unit, artifact, out_dir, recipe.profile, threads,
-                    unit.ref_logits if unit.ref_logits is not None else ref_logits, tail_session)
-                artifact.meta["seconds"] = {"compile": round(compiled - t0, 2),
-                                            "profile": round(time.perf_counter() - compiled, 2)}
+                artifact.meta["seconds"] = {"compile": round(time.perf_counter() - t0, 2), "profile": 0.0}
                 unit.artifacts.append(artifact)
             time_unit(unit, out_dir, recipe.profile, threads)
+            needed_only = auto and recipe.profile.score == "needed" and unit.part == "whole"
+            score_unit(unit, out_dir, recipe.profile, threads,
+                       unit.ref_logits if unit.ref_logits is not None else ref_logits, tail_session,
+                       (bound, ref_top1) if needed_only else None)
             attach_estimates(unit.artifacts, unit.model, unit.target)  # labelled; only where nothing is measured
             if auto and unit.part == "tail":   # the server's tail (this host): measured here
                 select_precisions(unit.artifacts, unit.target, ref_top1, bound)
@@ -259,6 +258,45 @@ def _open_serving_tail(units: list[CompileUnit], out_dir: Path, threads: int) ->
 
         raise EdgekitError("no tail artifact runs on this host, so the split pair cannot be measured")
     return BACKENDS.get(tail.backend)().load(tail, out_dir, threads)
+
+
+def score_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, threads: int,
+               ref_logits: np.ndarray | None, tail: Session | None, needed: tuple[float, float | None] | None) -> None:
+    """Score the unit's artifacts on its test images (``profile_unit_artifact``), after ``time_unit``.
+
+    ``needed`` = (accuracy bound, final FP32 top-1): score only what precision selection can choose. Per
+    backend, in order of measured p50: once a file is within the bound, a file more than ``MEASURED_TIE``
+    slower can never be chosen (selection takes the fastest within the bound, a measured near-tie the more
+    accurate), so it is not scored and says why. Why: on a 557-MMAC ResNet's pruned student each FP32 file
+    took 9 s over 10k test images while INT8 ran 2.5x faster within the bound (vs_peers, 2026-12-03); on a
+    user's ImageNet-sized val split it is minutes per file. Only where every file was timed here: an
+    estimate's order is not known well enough to skip on, and a device bench re-decides."""
+    order = list(unit.artifacts)
+    timed_here = all(((a.metrics.get("latency") or {}).get("measured") == "host") for a in order)
+    if needed is not None and (not timed_here or needed[1] is None or unit.target.reach != "local"):
+        needed = None
+    if needed is not None:
+        order.sort(key=lambda a: a.metrics["latency"]["p50_ms"])
+    within: dict[str, Artifact] = {}   # backend -> its fastest file within the bound
+    for artifact in order:
+        fastest = within.get(artifact.backend)
+        if fastest is not None:
+            ratio = artifact.metrics["latency"]["p50_ms"] / fastest.metrics["latency"]["p50_ms"]
+            if ratio > 1 + MEASURED_TIE:
+                artifact.metrics["not_scored"] = (
+                    f"{ratio:.2f}x the p50 of {fastest.name}, which is within {needed[0]} pt of the final FP32 "
+                    f"model: no decision can choose it (profile.score: all scores every file)")
+                ui.info(f"[bold]score[/bold] {artifact.name}: skipped, {ratio:.2f}x slower than {fastest.name}")
+                continue
+        ui.info(f"[bold]score[/bold] {artifact.name}")
+        t0 = time.perf_counter()
+        artifact.metrics = {**profile_unit_artifact(unit, artifact, out_dir, settings, threads, ref_logits, tail),
+                            **artifact.metrics}
+        artifact.meta["seconds"]["profile"] = round(artifact.meta["seconds"]["profile"] + time.perf_counter() - t0, 2)
+        top1 = (artifact.metrics.get("accuracy") or {}).get("top1")
+        d = None if needed is None else drop(top1, needed[1])
+        if d is not None and d <= needed[0] and artifact.backend not in within:
+            within[artifact.backend] = artifact
 
 
 def profile_unit_artifact(unit: CompileUnit, artifact: Artifact, out_dir: Path, settings: ProfileSettings,

@@ -159,9 +159,11 @@ def select_precisions(artifacts: list, target: Target, final_top1: float | None,
             top1 = _top1(a)
             p50, basis = latency_for(a, part_target, benchmarks)
             d = drop(top1, final_top1)
+            skipped = _plain(a.metrics).get("not_scored")
             rows.append({"artifact": a.name, "precision": a.precision, "top1": top1, "drop": d,
                          "drop_vs_input": drop(top1, input_top1) if part != "tail" else None, "p50_ms": p50,
-                         "latency_source": basis, "eligible": d is not None and p50 is not None and d <= max_drop})
+                         "latency_source": basis, "eligible": d is not None and p50 is not None and d <= max_drop,
+                         **({"not_scored": skipped} if skipped else {})})
         eligible = [r for r in rows if r["eligible"]]
         also: list[dict] = []
         if eligible:
@@ -188,6 +190,8 @@ def select_precisions(artifacts: list, target: Target, final_top1: float | None,
                 r["why"] = reason
             elif r["artifact"] in kept:
                 r["why"] = f"kept: estimate within ±{error:.0%} of the chosen one, {MEASURE_ON_DEVICE}"
+            elif r.get("not_scored"):
+                r["why"] = f"not scored: {r['not_scored']}"
             elif r["drop"] is None or r["p50_ms"] is None:
                 r["why"] = "not measured"
             elif r["drop"] > max_drop:

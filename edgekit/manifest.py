@@ -86,6 +86,7 @@ class ArtifactMetrics(Record):
     estimate: Estimate | None = None
     drops: Drops | None = None
     session: dict[str, Any] | None = None
+    not_scored: str | None = None             # why it has no accuracy (recipe profile.score: needed)
 
 
 class ArtifactRecord(Artifact):

@@ -97,6 +97,11 @@ class ProfileSettings(BaseModel):
     batch: int = 1
     threads: int | None = None
     eval_batch: int = 64
+    score: Literal["all", "needed"] = Field("all", description="which artifacts are scored on the test split: "
+                                            "all, or (with precision: auto on a local target) only those a "
+                                            "decision can choose: per backend, the fastest within the accuracy "
+                                            "bound and its measured near-ties. A file slower than that cannot "
+                                            "be deployed, and scoring it costs a pass over the test split")
 
 
 class RobustnessSettings(BaseModel):

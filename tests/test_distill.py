@@ -250,6 +250,23 @@ def test_keep_last_returns_the_final_epoch_weights(digits, tmp_path):
     assert best.kept_epoch == best.best_epoch
 
 
+
+def test_val_every_validates_every_nth_epoch_and_the_last(digits, monkeypatch):
+    """val_every: N validates after epochs N, 2N, ... and always after the last one (what keep: last
+    reports); the other epochs report their loss only and spend nothing on val."""
+    import edgekit.training.loop as loop
+
+    calls = []
+    real = loop.evaluate_module
+    monkeypatch.setattr(loop, "evaluate_module", lambda *a, **k: calls.append(1) or real(*a, **k))
+    loaded = load_model("builtin:tinycnn?width=8", num_classes=10)
+    report = train(loaded.module, loaded.spec, digits,
+                   TrainParams(epochs=5, batch_size=256, keep="last", val_every=2, eval_limit=64))
+    assert [h["epoch"] for h in report.history if h["val_top1"] is not None] == [2, 4, 5]
+    assert len(calls) == 3
+    assert all(h["train_loss"] > 0 for h in report.history) and len(report.history) == 5
+    assert report.kept_epoch == 5 and report.best_epoch in (2, 4, 5)
+
 def test_bf16_warns_where_it_would_be_slow(digits, capsys):
     """bf16 autocast is several times slower than fp32 on CPUs without native bf16 and for depthwise convs
     even with it: then training runs in fp32 and says why; a dense model on a bf16 CPU trains without a word."""

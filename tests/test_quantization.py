@@ -472,6 +472,54 @@ def test_deploy_is_the_fastest_backend_choice_within_bound():
     assert recommend([]) is None
 
 
+@pytest.mark.parametrize("fp32_ms, reference_top1, scored", [
+    (2.0, None, {"openvino-int8", "onnxruntime-int8"}),     # INT8 within the bound, FP32 2x slower: skipped
+    (1.03, None, "all"),                                    # FP32 within 5% of INT8: a near-tie, scored
+    (2.0, 200.0, "all"),                                    # nothing within the bound: every file is needed
+])
+def test_score_needed_skips_only_what_no_decision_can_choose(teacher, digits, calibration, tmp_path,
+                                                            fp32_ms, reference_top1, scored):
+    """profile.score: needed scores, per backend in order of p50, until a file is within the bound; a file more
+    than 5% slower than that one is not scored. Oracle: the same real files all scored (score: all) give the
+    same per-backend choices and the same deploy. The latencies are set by hand (INT8 at 1 ms) so each case
+    is what it says; the files, sessions and accuracies are real."""
+    import copy
+
+    from edgekit.compilation import CompileUnit, score_unit
+    from edgekit.decisions import recommend, select_precisions
+    from edgekit.recipe import ProfileSettings
+    from edgekit.training.evaluate import module_logits
+
+    plan = [("openvino", "fp32"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    ref_logits = module_logits(teacher.module, teacher.spec, digits.test)[0]
+    final_top1 = float((ref_logits.argmax(1) == np.asarray([y for _, y in digits.test])).mean() * 100)
+    units = []
+    for needed in (True, False):
+        unit = CompileUnit("whole", teacher, X86, plan, digits.test, teacher.spec)
+        for backend, precision in plan:
+            a = _compile(backend, precision, teacher, calibration, tmp_path / str(needed))
+            a.meta["seconds"] = {"compile": 0.0, "profile": 0.0}
+            a.metrics["latency"] = {"p50_ms": 1.0 if precision == "int8" else fp32_ms, "measured": "host"}
+            unit.artifacts.append(a)
+        bound = (MAX_DROP, reference_top1 if reference_top1 is not None else final_top1) if needed else None
+        score_unit(unit, tmp_path / str(needed), ProfileSettings(), 1, ref_logits, None, bound)
+        units.append(unit)
+    lazy, full = units
+    assert all(a.metrics["accuracy"]["samples"] == len(digits.test) for a in full.artifacts)
+    expected = {a.name for a in lazy.artifacts} if scored == "all" else scored
+    assert {a.name for a in lazy.artifacts if "accuracy" in a.metrics} == expected
+    for a in lazy.artifacts:
+        assert ("not_scored" in a.metrics) == (a.name not in expected)
+        if a.name not in expected:
+            assert "2.00x the p50" in a.metrics["not_scored"]
+    if reference_top1 is None:   # (with an unreachable reference both choose "the most accurate", unscored aside)
+        picks = [select_precisions(copy.deepcopy(u.artifacts), X86, final_top1, MAX_DROP) for u in (lazy, full)]
+        assert [d["chosen"] for d in picks[0]] == [d["chosen"] for d in picks[1]]
+        assert recommend(picks[0])["artifact"] == recommend(picks[1])["artifact"]
+        skipped = [r for d in picks[0] for r in d["candidates"] if r["artifact"] not in expected]
+        assert all(r["why"].startswith("not scored: ") for r in skipped)
+
+
 @pytest.mark.slow  # ~100 s on the shared 2-core box: five compiles incl. three LiteRT conversions
 def test_auto_recipe_end_to_end_marks_one_choice_per_backend(cli, tmp_path):
     recipe = tmp_path / "auto.yaml"

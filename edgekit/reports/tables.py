@@ -64,7 +64,8 @@ def artifact_rows(manifest: Manifest) -> list[list[str]]:
         m = a.metrics
         lat, acc, agree = m.latency, m.accuracy, m.agreement
         rows.append([a.name + (input_label(a) if a.part == "input" else ""), a.runtime, a.precision,
-                     str(a.meta.get("executed_precision", "—")), fmt(acc.top1 if acc else None),
+                     str(a.meta.get("executed_precision", "—")),
+                     fmt(acc.top1) if acc else ("not scored" if m.not_scored else fmt(None)),
                      drop_cell(a.drops.vs_input), drop_cell(a.drops.vs_final),
                      fmt(agree.top1_agreement if agree else None),
                      fmt(lat.p50_ms if lat else None, 3), fmt(lat.p90_ms if lat else None, 3),

@@ -47,7 +47,8 @@ class TrainParams(BaseModel):
     crop_pad: int = 2
     hflip: bool | None = Field(None, description="random left-right flips [default: when the dataset is "
                                "mirror-invariant, i.e. not for digits]")
-    patience: int | None = Field(None, description="early stop after this many epochs without val improvement")
+    patience: int | None = Field(None, description="early stop after this many validations (epochs, unless "
+                                 "val_every) without val improvement")
     keep: Literal["best", "last"] = Field("best", description="weights to keep at the end: the best epoch on val, "
                                           "or the last one (a schedule that decays to zero converges there, and "
                                           "picking the best of a noisy val subset can pick an early epoch)")
@@ -66,6 +67,9 @@ class TrainParams(BaseModel):
     min_steps: int | None = Field(None, ge=1, description="train at least this many steps in all: a small "
                                   "dataset gets more epochs (a recipe tuned on 60k images still converges on 2k)")
     eval_limit: int | None = Field(None, description="cap on val images per epoch (speed)")
+    val_every: int = Field(1, ge=1, description="validate every N epochs, and always after the last one. With "
+                           "keep: last and no patience, validation only reports progress: a long recipe can "
+                           "validate less often and spend the time on training")
     recalibrate_bn: bool | None = Field(None, description="re-estimate BatchNorm statistics on 32 training "
                                         "batches before each validation [default: when a layer's momentum is "
                                         "below PyTorch's 0.1, as in torchvision's MobileNetV3: its statistics "
@@ -141,7 +145,7 @@ class TrainReport(BaseModel):
     best_epoch: int
     best_val_top1: float
     kept_epoch: int | None = None      # whose weights the model has now (TrainParams.keep)
-    history: list[dict[str, float]]
+    history: list[dict[str, float | None]]   # val_top1 None on epochs that did not validate (val_every)
     stopped_early: bool
     resumed_from_epoch: int | None = None
     seconds: float
@@ -276,17 +280,22 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
                 bar.advance(loss=running / seen, lr=schedule.get_last_lr()[0])
         images_done += seen
         train_seconds += time.perf_counter() - epoch_start
-        if recalibrate_bn:
-            batchnorm.recalibrate(model, spec, data.train, 32, params.seed, device, channels_last,
-                                  params.batch_size)
-        val = evaluate_module(model, spec, data.val, limit=params.eval_limit)
-        state["history"].append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_top1": val["top1"]})
-        ui.info(f"  {description} epoch {epoch + 1}: loss {running / max(seen, 1):.4f}, val top-1 {val['top1']:.2f}%")
-        if val["top1"] > state["best"]:
-            state.update(best=val["top1"], best_epoch=epoch + 1, bad_epochs=0,
-                         best_state=cpu_state_dict(model))
-        else:
-            state["bad_epochs"] += 1
+        train_loss = running / max(seen, 1)
+        if (epoch + 1) % params.val_every == 0 or epoch + 1 == epochs:
+            if recalibrate_bn:
+                batchnorm.recalibrate(model, spec, data.train, 32, params.seed, device, channels_last,
+                                      params.batch_size)
+            val = evaluate_module(model, spec, data.val, limit=params.eval_limit)
+            state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_top1": val["top1"]})
+            ui.info(f"  {description} epoch {epoch + 1}: loss {train_loss:.4f}, val top-1 {val['top1']:.2f}%")
+            if val["top1"] > state["best"]:
+                state.update(best=val["top1"], best_epoch=epoch + 1, bad_epochs=0,
+                             best_state=cpu_state_dict(model))
+            else:
+                state["bad_epochs"] += 1
+        else:   # not a validation epoch (val_every): the loss only
+            state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_top1": None})
+            ui.info(f"  {description} epoch {epoch + 1}: loss {train_loss:.4f}")
         state["epoch"] = epoch + 1
         if ckpt_path and distributed.is_main():
             _save_state(ckpt_path, model, extra_modules, optimizer, schedule, gen, state,
