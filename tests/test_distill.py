@@ -250,7 +250,6 @@ def test_keep_last_returns_the_final_epoch_weights(digits, tmp_path):
     assert best.kept_epoch == best.best_epoch
 
 
-
 def test_val_every_validates_every_nth_epoch_and_the_last(digits, monkeypatch):
     """val_every: N validates after epochs N, 2N, ... and always after the last one (what keep: last
     reports); the other epochs report their loss only and spend nothing on val."""
@@ -266,6 +265,7 @@ def test_val_every_validates_every_nth_epoch_and_the_last(digits, monkeypatch):
     assert len(calls) == 3
     assert all(h["train_loss"] > 0 for h in report.history) and len(report.history) == 5
     assert report.kept_epoch == 5 and report.best_epoch in (2, 4, 5)
+
 
 def test_bf16_warns_where_it_would_be_slow(digits, capsys):
     """bf16 autocast is several times slower than fp32 on CPUs without native bf16 and for depthwise convs

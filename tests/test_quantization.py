@@ -477,7 +477,7 @@ def test_deploy_is_the_fastest_backend_choice_within_bound():
     (1.03, None, "all"),                                    # FP32 within 5% of INT8: a near-tie, scored
     (2.0, 200.0, "all"),                                    # nothing within the bound: every file is needed
 ])
-def test_score_needed_skips_only_what_no_decision_can_choose(teacher, digits, calibration, tmp_path,
+def test_score_needed_skips_only_what_no_decision_can_choose(teacher, digits, calibration, fp32_top1, tmp_path,
                                                             fp32_ms, reference_top1, scored):
     """profile.score: needed scores, per backend in order of p50, until a file is within the bound; a file more
     than 5% slower than that one is not scored. Oracle: the same real files all scored (score: all) give the
@@ -492,7 +492,7 @@ def test_score_needed_skips_only_what_no_decision_can_choose(teacher, digits, ca
 
     plan = [("openvino", "fp32"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     ref_logits = module_logits(teacher.module, teacher.spec, digits.test)[0]
-    final_top1 = float((ref_logits.argmax(1) == np.asarray([y for _, y in digits.test])).mean() * 100)
+    final_top1 = fp32_top1
     units = []
     for needed in (True, False):
         unit = CompileUnit("whole", teacher, X86, plan, digits.test, teacher.spec)
