@@ -317,10 +317,12 @@ class BenchEntry(Record):
 # --- latency budget search (edgekit/search/) -------------------------------------------------------
 
 class SearchCandidate(Record):
-    """One timed candidate: the input model pruned (untrained) to ``level`` of its MACs, compiled for one
-    (backend, precision), timed through that runtime (or estimated: ``basis`` says which)."""
+    """One timed candidate: the input model pruned (untrained) to ``level`` of its MACs, or a student
+    architecture of ``budget.students`` (unpruned, untrained), compiled for one (backend, precision), timed
+    through that runtime (or estimated: ``basis`` says which)."""
 
-    level: float                         # MACs fraction asked (1.0: the input model, unpruned)
+    student: str | None = None           # the student's model source; None: the input model
+    level: float                         # MACs fraction asked of that model (1.0: unpruned)
     round_to: int | None = None          # channel rounding
     macs: int
     params: int
@@ -333,6 +335,13 @@ class SearchCandidate(Record):
     pareto: bool = False                 # no other candidate is both faster and keeps more MACs
     chosen: bool = False
     error: str | None = None
+
+    def label(self) -> str:
+        """How the trace, the log and the errors name this candidate."""
+        if self.student:
+            return f"student {self.student}, {self.backend} {self.precision}"
+        rounding = f", channels ×{self.round_to}" if self.round_to else ""
+        return f"{self.level:.0%} of the MACs{rounding}, {self.backend} {self.precision}"
 
 
 class SearchFinal(Record):

@@ -67,20 +67,30 @@ class CompressOptions:
     device: str = "auto"                             # auto | cpu | cuda | cuda:N: training and evaluation
     skip_broken_images: bool = False                 # leave unreadable files out (listed in the manifest)
     latency_budget_ms: float | None = None           # the goal (recipe ``budget:``, edgekit/search/); overrides its latency_ms
+    budget_students: list[str] = field(default_factory=list)  # more budget.students (student architectures searched)
     remote: Any = None                               # an SshDevice: time search candidates there, bench the bundle there
 
 
-def effective_budget(recipe: Recipe, latency_budget_ms: float | None) -> BudgetSettings | None:
-    """The recipe's ``budget:`` with ``--latency-budget-ms`` over its latency (or alone, with defaults)."""
+def effective_budget(recipe: Recipe, latency_budget_ms: float | None,
+                     students: list[str] | None = None) -> BudgetSettings | None:
+    """The recipe's ``budget:`` with ``--latency-budget-ms`` over its latency (or alone, with defaults), and
+    ``--budget-student`` sources added to its students."""
     if latency_budget_ms is None:
         if recipe.budget is not None and recipe.budget.latency_ms is None:
             raise EdgekitError(f"recipe {recipe.name} has a budget: section without latency_ms",
                                "set budget.latency_ms or pass --latency-budget-ms")
-        return recipe.budget
-    if latency_budget_ms <= 0:
+        if students and recipe.budget is None:
+            raise EdgekitError("--budget-student needs a latency budget to search under",
+                               "add --latency-budget-ms B (or a budget: section to the recipe)")
+        budget = recipe.budget
+    elif latency_budget_ms <= 0:
         raise EdgekitError(f"--latency-budget-ms {latency_budget_ms:g} is not positive", "give the budget in ms, e.g. 5")
-    base = recipe.budget or BudgetSettings(latency_ms=latency_budget_ms)
-    return base.model_copy(update={"latency_ms": latency_budget_ms})
+    else:
+        base = recipe.budget or BudgetSettings(latency_ms=latency_budget_ms)
+        budget = base.model_copy(update={"latency_ms": latency_budget_ms})
+    if budget is not None and students:
+        budget = budget.model_copy(update={"students": list(dict.fromkeys([*budget.students, *students]))})
+    return budget
 
 
 def budget_gates(gates: Gates, budget: BudgetSettings | None) -> Gates:
@@ -256,7 +266,7 @@ def compress(opts: CompressOptions) -> Manifest | None:
     if opts.overrides:
         recipe = recipe.model_copy(update={"compile": recipe.compile.model_copy(update=opts.overrides)})
     server_target = load_target(opts.server_target)
-    budget = effective_budget(recipe, opts.latency_budget_ms)
+    budget = effective_budget(recipe, opts.latency_budget_ms, opts.budget_students)
     gates = budget_gates(opts.gates, budget)
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)

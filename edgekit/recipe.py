@@ -154,6 +154,10 @@ class BudgetSettings(BaseModel):
     confirm: int = Field(2, ge=0, description="measured searches: re-time the chosen candidate this many more "
                          "times and judge it on its slowest p50; if it no longer fits, the next one is chosen")
     distill_epochs: int = Field(8, ge=1, description="KD epochs when the recipe has no distill stage")
+    students: list[str] = Field(default_factory=list,
+                                description="student architectures (model sources, e.g. 'timm:mobilenetv3_small_100') "
+                                "the search also times, unpruned at the input model's resolution, as alternatives "
+                                "to pruning it; a chosen student is trained once by KD from the input model")
 
     @model_validator(mode="after")
     def _levels(self) -> "BudgetSettings":

@@ -130,6 +130,56 @@ def test_budget_measured_on_the_loopback_device_during_the_search(recipe, tmp_pa
     assert list(sshd.device_tmp.iterdir()) == [], "files left in the device's temp folder"
 
 
+def test_a_student_architecture_from_the_list_is_chosen_when_it_keeps_the_most_macs_within_budget(tmp_path):
+    """``--budget-student``: a smaller architecture is one more candidate, timed unpruned on the same clock (the
+    rpi5 estimate: deterministic, so the oracle below is computed independently of the search). The budget lies
+    between the input model's latency and the narrow student's; the student keeps more MACs than the input
+    pruned to 20% (the only pruning level offered), the wide student is too slow: the narrow one must be chosen,
+    the recipe's prune stage dropped and its distillation retargeted to the student."""
+    from edgekit.models import load_model
+    from edgekit.models.complexity import count_macs
+    from edgekit.profiling.estimate import estimate_module
+    from edgekit.targets import load_target
+
+    rpi5, teacher = load_target("rpi5"), _teacher()
+    narrow, wide = "builtin:tinycnn?width=16", "builtin:tinycnn?width=64"
+
+    def estimate(loaded):
+        return estimate_module(loaded.module, loaded.spec, rpi5, "fp32")["latency_ms"]
+
+    students = {s: load_model(s, num_classes=10, input_size=(8, 8)) for s in (narrow, wide)}
+    input_ms, narrow_ms, wide_ms = estimate(teacher), estimate(students[narrow]), estimate(students[wide])
+    assert narrow_ms < input_ms < wide_ms, (narrow_ms, input_ms, wide_ms)
+    aim = (narrow_ms + input_ms) / 2
+    budget = round(aim / 0.9, 4)                 # the default margin: candidates must fit budget x 0.9
+    recipe = tmp_path / "students.yaml"
+    recipe.write_text(RECIPE.replace("stages:\n", "stages:\n  - prune: {mode: structured, macs: 0.5}\n")
+                      .replace("macs: [1.0, 0.6, 0.35, 0.2]", "macs: [1.0, 0.2]"))
+    out = tmp_path / "student"
+    r = run_cli("compress", "-t", "rpi5", "-r", str(recipe), "--latency-budget-ms", str(budget),
+                "--budget-student", narrow, "--budget-student", wide, "-o", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = _manifest(out)
+    search = m["search"]
+    by_model = {c.get("student"): c for c in search["trace"] if c["level"] == 1.0}
+    assert set(by_model) == {None, narrow, wide}
+    assert not by_model[None]["fits"] and not by_model[wide]["fits"] and by_model[narrow]["fits"]
+    assert by_model[narrow]["p50_ms"] == pytest.approx(narrow_ms, rel=1e-3)
+    pruned = [c for c in search["trace"] if c.get("student") is None and c["level"] < 1.0]
+    assert pruned and all(c["macs"] < by_model[narrow]["macs"] for c in pruned)
+    assert search["chosen"]["student"] == narrow
+    # the plan: no prune stage, the distillation trains the student from the input model
+    names = [s["name"] for s in m["stages"]]
+    assert "prune" not in names
+    distill = next(s for s in m["stages"] if s["name"] == "distill")
+    assert distill["params"]["student"] == narrow
+    # what was trained and deployed is the student's architecture, and the budget holds on it
+    assert m["references"]["final"]["macs"] == count_macs(students[narrow].module, students[narrow].spec)
+    assert search["final"]["macs_match"] is True and search["final"]["met"]
+    report = (out / "report.md").read_text()
+    assert f"chosen: **student {narrow}, onnxruntime fp32**" in report
+
+
 def test_impossible_budget_is_one_line_and_writes_nothing(recipe, tmp_path):
     out = tmp_path / "none"
     r = run_cli("compress", "-t", "rpi5", "-r", str(recipe), "--latency-budget-ms", "0.00001", "-o", str(out))
@@ -147,7 +197,14 @@ def test_bad_budget_values_are_usage_errors(recipe, tmp_path):
     bad.write_text(RECIPE.replace("round_to: [null]", "round_to: []"))
     r = run_cli("compress", "-r", str(bad), "--latency-budget-ms", "1", "-o", str(tmp_path / "y"))
     assert r.returncode == 2 and "budget.round_to" in r.stderr
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(RECIPE.split("budget:")[0])
+    r = run_cli("compress", "-r", str(plain), "--budget-student", "builtin:resnet8", "-o", str(tmp_path / "z"))
+    assert r.returncode == 2 and "--budget-student needs a latency budget" in r.stderr
+    r = run_cli("compress", "-t", "rpi5", "-r", str(recipe), "--latency-budget-ms", "1", "--budget-student",
+                "builtin:nosuchnet", "-o", str(tmp_path / "w"))
+    assert r.returncode == 2 and "nosuchnet" in r.stderr and "Traceback" not in r.stderr
+    assert not any((tmp_path / d).exists() for d in "xyzw")
 
 
 def test_a_choice_that_misses_when_re_timed_gives_way_to_the_next_level():

@@ -48,6 +48,11 @@ def compress_command(
         "prunes untrained copies of the model to several levels, times them through the target's runtimes and "
         "precisions (here for a local target, on the device with --host, else estimated and labelled), trains the "
         "least-compressed one that fits once (KD) and re-checks it (exit 3 when missed). Recipe: budget:"),
+    budget_students: Optional[list[str]] = typer.Option(
+        None, "--budget-student", help="with --latency-budget-ms: also time this architecture (a model source, "
+        "e.g. timm:mobilenetv3_small_100, unpruned, at the model's resolution) as an alternative to pruning; if it "
+        "keeps the most MACs within the budget, the model is distilled into it. Repeat for several. "
+        "Recipe: budget.students"),
     host: Optional[str] = HOST,
     port: int = PORT,
     identity: Optional[Path] = IDENTITY,
@@ -70,6 +75,8 @@ def compress_command(
       edgekit compress -m torchvision:resnet18 -d ./my-images -t x86-cpu --latency-budget-ms 2
 
       edgekit compress -m torchvision:mobilenet_v2 -d ./my-images -t rpi5 --latency-budget-ms 20 --host pi@pi5.local
+
+      edgekit compress -m torchvision:resnet50 -d ./my-images -t x86-cpu --latency-budget-ms 5 --budget-student torchvision:mobilenet_v3_large
     """
     from edgekit.recipe import load_recipe
     from edgekit.targets import load_target
@@ -84,6 +91,7 @@ def compress_command(
                            resume=resume, threads=threads, server_target=server_target,
                            gates=Gates(max_accuracy_drop, max_latency_ms), device=device,
                            skip_broken_images=skip_broken_images, latency_budget_ms=latency_budget_ms,
+                           budget_students=budget_students or [],
                            remote=ssh_device(host, port, identity, known_hosts, remote_python))
     manifest = compress(opts)
     if manifest is None:

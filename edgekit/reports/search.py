@@ -11,18 +11,15 @@ SEARCH_COLUMNS = ["MACs asked", "round to", "MMACs", "params", "backend", "preci
                   "Pareto", "chosen"]
 
 
-def _candidate(c: SearchCandidate) -> str:
-    rounding = f", channels ×{c.round_to}" if c.round_to else ""
-    return f"{c.level:.0%} of the MACs{rounding}, {c.backend} {c.precision}"
-
-
 def search_lines(search: SearchSection) -> list[str]:
+    students = any(c.student for c in search.trace)
     lines = [f"Budget **{search.budget_ms:g} ms** p50 (batch 1) on **{search.target}**; candidates (the input model "
-             f"pruned, untrained: latency does not depend on the weights) had to fit {search.aim_ms:.3f} ms "
+             "pruned" + (" and the student architectures" if students else "") + ", untrained: latency does not "
+             f"depend on the weights) had to fit {search.aim_ms:.3f} ms "
              f"(the budget less the timing margin). Timing basis: {search.basis}. "
              f"{len(search.trace)} candidates in {search.seconds or 0:.0f} s."]
     if search.chosen:
-        lines.append(f"- chosen: **{_candidate(search.chosen)}** — {search.chosen.p50_ms:.3f} ms "
+        lines.append(f"- chosen: **{search.chosen.label()}** — {search.chosen.p50_ms:.3f} ms "
                      f"({search.chosen.basis}), the candidate that keeps the most MACs within the aim")
     lines += [f"- {note}" for note in search.notes]
     final = search.final
@@ -44,12 +41,15 @@ def _p50(c: SearchCandidate) -> str:
 
 
 def search_table(search: SearchSection) -> tuple[list[str], list[list[str]]]:
+    """The trace, largest first; a "model" column only when students were searched too."""
+    students = any(c.student for c in search.trace)
     rows = []
-    for c in sorted(search.trace, key=lambda c: (-c.level, c.round_to or 0, c.backend, c.precision)):
-        rows.append([f"{c.level:.0%}", str(c.round_to or "—"), f"{c.macs / 1e6:.2f}", f"{c.params:,}", c.backend,
-                     c.precision, _p50(c), c.basis,
-                     "yes" if c.fits else "no", "yes" if c.pareto else "", "**yes**" if c.chosen else ""])
-    return SEARCH_COLUMNS, rows
+    for c in sorted(search.trace, key=lambda c: (-c.macs, c.round_to or 0, c.backend, c.precision)):
+        row = [f"{c.level:.0%}", str(c.round_to or "—"), f"{c.macs / 1e6:.2f}", f"{c.params:,}", c.backend,
+               c.precision, _p50(c), c.basis,
+               "yes" if c.fits else "no", "yes" if c.pareto else "", "**yes**" if c.chosen else ""]
+        rows.append(([c.student or "input"] if students else []) + row)
+    return (["model"] if students else []) + SEARCH_COLUMNS, rows
 
 
 def search_svg(manifest: Manifest) -> str | None:
@@ -76,6 +76,10 @@ def search_svg(manifest: Manifest) -> str | None:
             label="Pareto front")
     ax.axhline(search.budget_ms, color="red", linewidth=1, label=f"budget {search.budget_ms:g} ms")
     ax.axhline(search.aim_ms, color="red", linewidth=0.8, linestyle=":", label="aim (budget - margin)")
+    for c in timed:
+        if c.student:
+            ax.annotate(c.student.split(":")[-1], (c.macs / 1e6, c.p50_ms), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
     if search.chosen and search.chosen.p50_ms is not None:
         ax.scatter([search.chosen.macs / 1e6], [search.chosen.p50_ms], marker="*", s=260, facecolors="none",
                    edgecolors="black", label="chosen")

@@ -12,15 +12,21 @@ the budget is judged on the *deployed* artifact's runtime and precision, on the 
    aim / p50, since latency falls no faster than MACs), then bisection between the levels known to miss and
    to fit. A level is pruned and timed once for all (backend, precision) pairs; the trace keeps every timed
    candidate.
+   Each student architecture of ``budget.students`` (a model source, at the input model's resolution) is
+   one more candidate, timed unpruned like level 1.0: the search then chooses between pruning the input
+   model and distilling into another architecture, on the same clock.
 3. The choice: of the candidates within the aim (budget x (1 - margin)), the one keeping the most MACs (the
-   most capacity left for distillation to recover accuracy); on a tie FP32 before a quantized precision,
-   then the faster. A measured choice is re-timed ``budget.confirm`` more times and judged on its slowest
-   p50 (one quiet timing on a busy host is how a budget is missed later); if it no longer fits, the next
-   candidate is chosen and re-timed in turn.
+   most capacity left for distillation to recover accuracy); on a tie the input model before a student (its
+   weights are trained; a student's are not), FP32 before a quantized precision, then the faster. A measured
+   choice is re-timed ``budget.confirm`` more times and judged on its slowest p50 (one quiet timing on a busy
+   host is how a budget is missed later); if it no longer fits, the next candidate is chosen and re-timed in
+   turn.
 4. The plan: the recipe's structured prune stage set to that level and rounding (inserted first when the
    recipe has none), a KD stage from the input model after it when the recipe has none, and compile limited
-   to the chosen backend and precision. The pipeline trains once and re-checks the budget on the deployed
-   artifact (``verdicts.decide`` fills ``search.final``; the CLI exits 3 when it is missed).
+   to the chosen backend and precision. A chosen student replaces pruning: the prune stage goes, and the
+   recipe's first self-distillation (or a KD stage put first) distils the input model into the student.
+   The pipeline trains once and re-checks the budget on the deployed artifact (``verdicts.decide`` fills
+   ``search.final``; the CLI exits 3 when it is missed).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from edgekit.backends import BACKENDS
 from edgekit.data import DataSplits
 from edgekit.errors import EdgekitError
 from edgekit.manifest import SearchCandidate, SearchSection
+from edgekit.models import load_model
 from edgekit.models.complexity import count_macs, count_params
 from edgekit.models.loaded import LoadedModel
 from edgekit.recipe import BudgetSettings, Recipe, StageEntry
@@ -96,8 +103,9 @@ class Search:
         # the budget's roundings, plus the recipe's own (x86-cpu prunes to multiples of 16)
         own = self.prune_base.get("round_to")
         self.round_tos = list(dict.fromkeys([*budget.round_to, *([own] if own else [])]))
+        self.students = list(dict.fromkeys(budget.students))
         self.trace: list[SearchCandidate] = []
-        self._rows: dict[tuple[float, int | None], list[SearchCandidate]] = {}
+        self._rows: dict[tuple[str | None, float, int | None], list[SearchCandidate]] = {}
 
     # ------------------------------------------------------------------------------ candidates
     def prune(self, level: float, round_to: int | None) -> LoadedModel:
@@ -114,22 +122,37 @@ class Search:
                            work_dir=cache_dir("work", "search"), seed=self.recipe.seed)
         return STAGES.get("prune")(params).run(ctx).model
 
-    def rows(self, level: float, round_to: int | None) -> list[SearchCandidate]:
-        key = (level, None if level >= 1.0 else round_to)
+    def student(self, source: str) -> LoadedModel:
+        """A student architecture as the plan's distill stage will build it: the data's classes, the input
+        model's resolution (so that its latency is the one the deployed student will have)."""
+        return load_model(source, num_classes=self.data.num_classes, input_size=self.input_size)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.model.spec.input_shape[1:])
+
+    def model_for(self, candidate: SearchCandidate) -> LoadedModel:
+        if candidate.student:
+            return self.student(candidate.student)
+        return self.prune(candidate.level, candidate.round_to)
+
+    def rows(self, level: float, round_to: int | None, student: str | None = None) -> list[SearchCandidate]:
+        key = (student, level, None if level >= 1.0 else round_to)
         if key not in self._rows:
-            model = self.prune(*key)
+            model = self.student(student) if student else self.prune(level, key[2])
             macs, params = count_macs(model.module, model.spec), count_params(model.module)
             timings = self.timer.time(model, self.combos)
-            rows = [SearchCandidate(level=key[0], round_to=key[1], macs=macs, params=params, backend=b,
-                                    precision=p, p50_ms=t.p50_ms, basis=t.basis, error=t.error,
+            rows = [SearchCandidate(student=student, level=level, round_to=key[2], macs=macs, params=params,
+                                    backend=b, precision=p, p50_ms=t.p50_ms, basis=t.basis, error=t.error,
                                     fits=t.p50_ms is not None and t.p50_ms <= self.aim)
                     for (b, p), t in zip(self.combos, timings)]
             self._rows[key] = rows
             self.trace += rows
             shown = ", ".join(f"{r.backend} {r.precision} " + (f"{r.p50_ms:.3f} ms" if r.p50_ms is not None else "—")
                               + (" fits" if r.fits else "") for r in rows)
-            ui.info(f"[bold]search[/bold] {level:.0%} MACs" + (f" ×{key[1]}" if key[1] else "")
-                    + f" ({macs / 1e6:.1f} MMACs): {shown}")
+            what = (f"student {student}" if student else
+                    f"{level:.0%} MACs" + (f" ×{key[2]}" if key[2] else ""))
+            ui.info(f"[bold]search[/bold] {what} ({macs / 1e6:.1f} MMACs): {shown}")
         return self._rows[key]
 
     def fits(self, level: float, round_to: int | None, combo: int) -> bool:
@@ -156,6 +179,8 @@ class Search:
     def run(self) -> SearchCandidate:
         """Walks, chooses, confirms; a candidate that misses when re-timed is marked unfit and the walk resumes
         (its memo keeps every timing, so only new levels are timed)."""
+        for student in self.students:
+            self.rows(1.0, None, student)
         while True:
             for round_to in self.round_tos:
                 for combo in range(len(self.combos)):
@@ -163,7 +188,7 @@ class Search:
             fitting = [c for c in self.trace if c.fits]
             if not fitting:
                 raise self.unreachable()
-            chosen = min(fitting, key=lambda c: (-c.macs, c.precision != "fp32", c.p50_ms))
+            chosen = min(fitting, key=lambda c: (-c.macs, c.student is not None, c.precision != "fp32", c.p50_ms))
             if self.confirm(chosen):
                 break
         mark_pareto(self.trace)
@@ -179,17 +204,17 @@ class Search:
         retimed = any(c.retimed_ms for c in timed)
         return EdgekitError(
             f"no candidate meets the {self.budget.latency_ms:g} ms budget on {self.target.name}: the fastest, "
-            f"{fastest.level:.0%} of the MACs with {fastest.backend} {fastest.precision}, runs at "
+            f"{fastest.label()}, runs at "
             f"{fastest.p50_ms:.3f} ms ({fastest.basis}" + (", slowest of its re-timings" if fastest.retimed_ms else "")
             + ")" + ("; candidates that fitted once missed when re-timed: the host is noisy" if retimed else ""),
-            "raise --latency-budget-ms, add smaller levels to the recipe's budget.macs, or start from a "
-            "smaller model" + (" (or measure on a quieter host)" if retimed else ""))
+            "raise --latency-budget-ms, add smaller levels to the recipe's budget.macs, or a smaller student "
+            "(--budget-student)" + (" (or measure on a quieter host)" if retimed else ""))
 
     def confirm(self, candidate: SearchCandidate) -> bool:
         """Re-times a measured candidate ``budget.confirm`` times; it keeps fitting if its slowest p50 does."""
         if not self.measured or not self.budget.confirm:
             return True
-        model = self.prune(candidate.level, candidate.round_to)
+        model = self.model_for(candidate)
         combo = (candidate.backend, candidate.precision)
         for _ in range(self.budget.confirm):
             timing = self.timer.time(model, [combo])[0]
@@ -200,7 +225,7 @@ class Search:
             candidate.retimed_ms.append(timing.p50_ms)
         candidate.p50_ms = max([candidate.p50_ms, *candidate.retimed_ms])
         candidate.fits = candidate.p50_ms <= self.aim
-        ui.info(f"[bold]search[/bold] re-timed {candidate.level:.0%} MACs {candidate.backend} {candidate.precision}: "
+        ui.info(f"[bold]search[/bold] re-timed {candidate.label()}: "
                 + ", ".join(f"{t:.3f}" for t in candidate.retimed_ms) + " ms"
                 + ("" if candidate.fits else f": slowest {candidate.p50_ms:.3f} ms misses the aim, trying the next"))
         return candidate.fits
@@ -215,16 +240,41 @@ def mark_pareto(trace: list[SearchCandidate]) -> None:
                            and (o.p50_ms < c.p50_ms or o.macs > c.macs) for o in timed)
 
 
+def is_self_distill(entry: StageEntry) -> bool:
+    return entry.name == "distill" and entry.params.get("student", "self") == "self"
+
+
+def plan_student(stages: list[StageEntry], prune_index: int | None, student: str, input_size: tuple[int, int],
+                 budget: BudgetSettings) -> tuple[list[StageEntry], list[str]]:
+    """A chosen student replaces pruning: no prune stage; the recipe's first self-distillation distils into the
+    student instead (a KD stage from the input model is put first when there is none)."""
+    notes = []
+    if prune_index is not None:
+        stages.pop(prune_index)
+        notes.append("the recipe's prune stage was removed: the student is trained unpruned")
+    into = {"student": student, "student_input_size": list(input_size)}
+    first = next((i for i, s in enumerate(stages) if is_self_distill(s)), None)
+    if first is None:
+        stages.insert(0, StageEntry(name="distill", params={**DISTILL_DEFAULTS, "epochs": budget.distill_epochs,
+                                                            **into}))
+        notes.append(f"a KD stage from the input model into {student} was put first ({budget.distill_epochs} epochs)")
+    else:
+        stages[first] = StageEntry(name="distill", params={**stages[first].params, **into})
+        notes.append(f"the recipe's distill stage now trains {student} (from the input model)")
+    return stages, notes
+
+
 def plan_recipe(recipe: Recipe, chosen: SearchCandidate, prune_index: int | None, prune_base: dict,
-                budget: BudgetSettings) -> tuple[Recipe, list[str]]:
+                budget: BudgetSettings, input_size: tuple[int, int]) -> tuple[Recipe, list[str]]:
     """The recipe the pipeline runs after the search, and notes on what changed."""
     stages = list(recipe.stages)
     notes = []
-    if chosen.level >= 1.0:
+    if chosen.student:
+        stages, notes = plan_student(stages, prune_index, chosen.student, input_size, budget)
+    elif chosen.level >= 1.0:
         if prune_index is not None:
             stages.pop(prune_index)
-        self_kd = [s for s in stages if s.name == "distill" and s.params.get("student", "self") == "self"
-                   and s.params.get("teacher") in (None, "input")]
+        self_kd = [s for s in stages if is_self_distill(s) and s.params.get("teacher") in (None, "input")]
         stages = [s for s in stages if s not in self_kd]
         notes.append("the input model already meets the budget: no pruning"
                      + (", and no distillation into itself" if self_kd else ""))
@@ -258,18 +308,18 @@ def search_budget(model: LoadedModel, data: DataSplits, recipe: Recipe, target: 
     combos = combos_for(target, budget, measured)
     search = Search(model, data, recipe, target, budget, timer, combos, measured)
     ui.info(f"[bold]latency budget[/bold] {budget.latency_ms:g} ms on {target.name} ({timer.basis}): "
-            f"searching {len(search.levels) + 1} MACs levels × rounding {search.round_tos} × "
+            f"searching {len(search.levels) + 1} MACs levels × rounding {search.round_tos}"
+            + (f", {len(search.students)} student(s)" if search.students else "") + " × "
             + ", ".join(f"{b} {p}" for b, p in combos))
     with timer.session():
         chosen = search.run()
-    planned, notes = plan_recipe(recipe, chosen, search.prune_index, search.prune_base, budget)
+    planned, notes = plan_recipe(recipe, chosen, search.prune_index, search.prune_base, budget, search.input_size)
     section = SearchSection(budget_ms=budget.latency_ms, aim_ms=round(search.aim, 4), target=target.name,
                             basis=timer.basis, trace=search.trace, chosen=chosen,
                             plan={"stages": [s.model_dump() for s in planned.stages],
                                   "compile": {"precisions": planned.compile.precisions,
                                               "backends": planned.compile.backends}},
                             seconds=round(time.perf_counter() - started, 1), notes=notes)
-    ui.info(f"[bold]search[/bold] chose {chosen.level:.0%} of the MACs"
-            + (f" ×{chosen.round_to}" if chosen.round_to else "")
-            + f", {chosen.backend} {chosen.precision}: {chosen.p50_ms:.3f} ms ({chosen.basis}) in {section.seconds:.0f} s")
+    ui.info(f"[bold]search[/bold] chose {chosen.label()}: {chosen.p50_ms:.3f} ms ({chosen.basis}) "
+            f"in {section.seconds:.0f} s")
     return planned, section
