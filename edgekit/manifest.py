@@ -322,6 +322,7 @@ class SearchCandidate(Record):
     through that runtime (or estimated: ``basis`` says which)."""
 
     student: str | None = None           # the student's model source; None: the input model
+    random_init: bool = False            # a student without trained weights: chosen only when nothing else fits
     level: float                         # MACs fraction asked of that model (1.0: unpruned)
     round_to: int | None = None          # channel rounding
     macs: int
@@ -339,7 +340,8 @@ class SearchCandidate(Record):
     def label(self) -> str:
         """How the trace, the log and the errors name this candidate."""
         if self.student:
-            return f"student {self.student}, {self.backend} {self.precision}"
+            weights = " (random init)" if self.random_init else ""
+            return f"student {self.student}{weights}, {self.backend} {self.precision}"
         rounding = f", channels ×{self.round_to}" if self.round_to else ""
         return f"{self.level:.0%} of the MACs{rounding}, {self.backend} {self.precision}"
 

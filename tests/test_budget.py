@@ -133,16 +133,19 @@ def test_budget_measured_on_the_loopback_device_during_the_search(recipe, tmp_pa
 def test_a_student_architecture_from_the_list_is_chosen_when_it_keeps_the_most_macs_within_budget(tmp_path):
     """``--budget-student``: a smaller architecture is one more candidate, timed unpruned on the same clock (the
     rpi5 estimate: deterministic, so the oracle below is computed independently of the search). The budget lies
-    between the input model's latency and the narrow student's; the student keeps more MACs than the input
-    pruned to 20% (the only pruning level offered), the wide student is too slow: the narrow one must be chosen,
-    the recipe's prune stage dropped and its distillation retargeted to the student."""
-    from edgekit.models import load_model
+    between the input model's latency and the narrow student's; the narrow student (a checkpoint file: trained
+    weights) keeps more MACs than the input pruned to 20% (the only pruning level offered), the wide one is too
+    slow: the narrow one must be chosen, the recipe's prune stage dropped and its distillation retargeted."""
+    from edgekit.models import load_model, save_checkpoint
     from edgekit.models.complexity import count_macs
     from edgekit.profiling.estimate import estimate_module
     from edgekit.targets import load_target
 
     rpi5, teacher = load_target("rpi5"), _teacher()
-    narrow, wide = "builtin:tinycnn?width=16", "builtin:tinycnn?width=64"
+    narrow_net = load_model("builtin:tinycnn?width=16", num_classes=10)
+    narrow_net.notes = {"weights": "a student checkpoint (test)"}
+    narrow, wide = str(tmp_path / "narrow.pt"), "builtin:tinycnn?width=64"
+    save_checkpoint(narrow_net, Path(narrow))
 
     def estimate(loaded):
         return estimate_module(loaded.module, loaded.spec, rpi5, "fp32")["latency_ms"]
@@ -163,10 +166,11 @@ def test_a_student_architecture_from_the_list_is_chosen_when_it_keeps_the_most_m
     search = m["search"]
     by_model = {c.get("student"): c for c in search["trace"] if c["level"] == 1.0}
     assert set(by_model) == {None, narrow, wide}
+    assert by_model[wide]["random_init"] and not by_model[narrow].get("random_init")
     assert not by_model[None]["fits"] and not by_model[wide]["fits"] and by_model[narrow]["fits"]
     assert by_model[narrow]["p50_ms"] == pytest.approx(narrow_ms, rel=1e-3)
     pruned = [c for c in search["trace"] if c.get("student") is None and c["level"] < 1.0]
-    assert pruned and all(c["macs"] < by_model[narrow]["macs"] for c in pruned)
+    assert pruned and pruned[0]["fits"] and all(c["macs"] < by_model[narrow]["macs"] for c in pruned)
     assert search["chosen"]["student"] == narrow
     # the plan: no prune stage, the distillation trains the student from the input model
     names = [s["name"] for s in m["stages"]]
@@ -178,6 +182,43 @@ def test_a_student_architecture_from_the_list_is_chosen_when_it_keeps_the_most_m
     assert search["final"]["macs_match"] is True and search["final"]["met"]
     report = (out / "report.md").read_text()
     assert f"chosen: **student {narrow}, onnxruntime fp32**" in report
+
+
+def test_a_random_init_student_is_chosen_only_when_no_trained_candidate_fits():
+    """A student with random weights is the way to a budget pruning cannot reach, not a rival of pruning: with a
+    pruned level that fits it must lose, even keeping more MACs; with no pruned level fitting it is chosen. The
+    oracle is the rpi5 estimate of each model, computed here."""
+    from edgekit.data import load_data
+    from edgekit.models import load_model
+    from edgekit.profiling.estimate import estimate_module
+    from edgekit.recipe import BudgetSettings, Recipe
+    from edgekit.search.budget import Search
+    from edgekit.search.timing import EstimateTimer
+    from edgekit.targets import load_target
+
+    target, teacher, data = load_target("rpi5"), _teacher(), load_data("digits")
+    student = "builtin:tinycnn?width=16"
+
+    def estimate(loaded):
+        return estimate_module(loaded.module, loaded.spec, target, "fp32")["latency_ms"]
+
+    def search(macs):
+        budget = BudgetSettings(latency_ms=aim, margin=0.0, macs=macs, round_to=[None], precisions=["fp32"],
+                                students=[student])
+        s = Search(teacher, data, Recipe(), target, budget, EstimateTimer(target), [("onnxruntime", "fp32")],
+                   measured=False)
+        return s, s.run()
+
+    student_ms = estimate(load_model(student, num_classes=10, input_size=(8, 8)))
+    aim = (student_ms + estimate(teacher)) / 2
+    probe, _ = search([1.0, 0.2])
+    twenty = next(c for c in probe.trace if c.level == 0.2)
+    random_student = next(c for c in probe.trace if c.student)
+    assert random_student.random_init and random_student.fits and twenty.fits
+    assert random_student.macs > twenty.macs, "the student keeps more MACs, and still loses to pruning"
+    assert probe.trace[[c.chosen for c in probe.trace].index(True)] is twenty
+    _, chosen = search([1.0])                   # nothing but the unpruned input model, which misses
+    assert chosen.student == student and chosen.random_init
 
 
 def test_impossible_budget_is_one_line_and_writes_nothing(recipe, tmp_path):

@@ -19,8 +19,11 @@ def search_lines(search: SearchSection) -> list[str]:
              f"(the budget less the timing margin). Timing basis: {search.basis}. "
              f"{len(search.trace)} candidates in {search.seconds or 0:.0f} s."]
     if search.chosen:
+        why = ("no candidate with trained weights fits: of the random-init students, the one that keeps the most "
+               "MACs within the aim" if search.chosen.random_init else
+               "the candidate that keeps the most MACs within the aim")
         lines.append(f"- chosen: **{search.chosen.label()}** — {search.chosen.p50_ms:.3f} ms "
-                     f"({search.chosen.basis}), the candidate that keeps the most MACs within the aim")
+                     f"({search.chosen.basis}), {why}")
     lines += [f"- {note}" for note in search.notes]
     final = search.final
     if final:
@@ -48,7 +51,8 @@ def search_table(search: SearchSection) -> tuple[list[str], list[list[str]]]:
         row = [f"{c.level:.0%}", str(c.round_to or "—"), f"{c.macs / 1e6:.2f}", f"{c.params:,}", c.backend,
                c.precision, _p50(c), c.basis,
                "yes" if c.fits else "no", "yes" if c.pareto else "", "**yes**" if c.chosen else ""]
-        rows.append(([c.student or "input"] if students else []) + row)
+        model = (c.student + (" (random init)" if c.random_init else "")) if c.student else "input"
+        rows.append(([model] if students else []) + row)
     return (["model"] if students else []) + SEARCH_COLUMNS, rows
 
 
