@@ -277,6 +277,33 @@ def edgekit_bundle(cache: Path, name: str, teacher_path: Path, threads: int, fre
     return (None if info["exit"] == 2 else bundle), info["seconds"], info.get("error", "")
 
 
+def in_own_normalization(run: Callable[[np.ndarray], np.ndarray], teacher_spec: dict, own_spec: dict
+                         ) -> Callable[[np.ndarray], np.ndarray]:
+    """Every path is fed the teacher's prepared inputs; a distilled student (``--budget-student``) expects its
+    own mean/std (builtin:resnet8: 0.5/0.25 against the teacher's 0.286/0.353). Same shape and channel order,
+    so x * std_t + mean_t recovers the pixels exactly. The last conversion is kept (by identity, holding the
+    array) so that latency rounds, which pass one sample again and again, time the runtime, not numpy."""
+    if (teacher_spec["mean"], teacher_spec["std"]) == (own_spec["mean"], own_spec["std"]):
+        return run
+    if teacher_spec["input_shape"] != own_spec["input_shape"] or teacher_spec["channel_order"] != own_spec["channel_order"]:
+        raise SystemExit(f"a deployed model with input {own_spec['input_shape']} {own_spec['channel_order']} cannot "
+                         f"be fed the teacher's {teacher_spec['input_shape']} {teacher_spec['channel_order']} inputs")
+
+    def channels(values):
+        return np.asarray(values, np.float32).reshape(1, -1, 1, 1)
+
+    scale = channels(teacher_spec["std"]) / channels(own_spec["std"])
+    shift = (channels(teacher_spec["mean"]) - channels(own_spec["mean"])) / channels(own_spec["std"])
+    last: list = [None, None]
+
+    def converted(x: np.ndarray) -> np.ndarray:
+        if last[0] is not x:
+            last[:] = [x, (x * scale + shift).astype(np.float32)]
+        return run(last[1])
+
+    return converted
+
+
 def edgekit_path(bundle: Path, seconds: float, threads: int, label: str) -> PathResult:
     from edgekit.backends import BACKENDS
     from edgekit.backends.base import Artifact
@@ -303,7 +330,8 @@ def edgekit_path(bundle: Path, seconds: float, threads: int, label: str) -> Path
                            "final": search["final"]}
     student = (search or {}).get("chosen", {}).get("student")
     label += f" (student {student.split('?')[0]})" if student else ""
-    return PathResult(f"{label} → {name}", session.run, artifact.bytes, manifest["references"]["final"]["macs"],
+    run = in_own_normalization(session.run, manifest["model"]["spec"], manifest["final_model"]["spec"])
+    return PathResult(f"{label} → {name}", run, artifact.bytes, manifest["references"]["final"]["macs"],
                       seconds, "edgekit", notes=notes)
 
 
@@ -474,6 +502,12 @@ def main() -> None:
     # the quietest of 10 rounds, because other load on a shared machine inflates OpenVINO's threaded p50 most
     interleave_latency(paths, x_test[:1], 10, args.threads, runs=50)
     teacher_int8_ms = min(teacher_ov_int8.round_p50_ms)
+    # kept with the bundles they produced: a rerun without --fresh re-times the cached bundles under the budgets
+    # they were searched for (this first timing varies: 1.60 and 1.10 ms in two runs on the same Xeon)
+    budget_file = cache / "budgets.json"
+    if budget_file.exists():
+        teacher_int8_ms = json.loads(budget_file.read_text())["teacher_ov_int8_ms"]
+    budget_file.write_text(json.dumps({"teacher_ov_int8_ms": teacher_int8_ms}))
     budgets = [round(teacher_int8_ms / k, 4) for k in BUDGET_FRACTIONS]
     print(f"teacher OpenVINO INT8 p50 {teacher_int8_ms:.3f} ms -> budgets {budgets} ms", flush=True)
 
