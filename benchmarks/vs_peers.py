@@ -280,25 +280,21 @@ def edgekit_bundle(cache: Path, name: str, teacher_path: Path, threads: int, fre
 def in_own_normalization(run: Callable[[np.ndarray], np.ndarray], teacher_spec: dict, own_spec: dict
                          ) -> Callable[[np.ndarray], np.ndarray]:
     """Every path is fed the teacher's prepared inputs; a distilled student (``--budget-student``) expects its
-    own mean/std (builtin:resnet8: 0.5/0.25 against the teacher's 0.286/0.353). Same shape and channel order,
-    so x * std_t + mean_t recovers the pixels exactly. The last conversion is kept (by identity, holding the
-    array) so that latency rounds, which pass one sample again and again, time the runtime, not numpy."""
-    if (teacher_spec["mean"], teacher_spec["std"]) == (own_spec["mean"], own_spec["std"]):
+    own (builtin:resnet8: mean/std 0.5/0.25 against the teacher's 0.286/0.353). edgekit's distill stage maps
+    one model's inputs to another's (``input_converter``); here from the teacher's to the deployed model's.
+    The last conversion is kept (by identity, holding the array) so that latency rounds, which pass one sample
+    again and again, time the runtime, not the conversion."""
+    from edgekit.spec import ModelSpec
+    from edgekit.training.distill import input_converter
+
+    convert = input_converter(ModelSpec(**teacher_spec), ModelSpec(**own_spec))
+    if convert is None:
         return run
-    if teacher_spec["input_shape"] != own_spec["input_shape"] or teacher_spec["channel_order"] != own_spec["channel_order"]:
-        raise SystemExit(f"a deployed model with input {own_spec['input_shape']} {own_spec['channel_order']} cannot "
-                         f"be fed the teacher's {teacher_spec['input_shape']} {teacher_spec['channel_order']} inputs")
-
-    def channels(values):
-        return np.asarray(values, np.float32).reshape(1, -1, 1, 1)
-
-    scale = channels(teacher_spec["std"]) / channels(own_spec["std"])
-    shift = (channels(teacher_spec["mean"]) - channels(own_spec["mean"])) / channels(own_spec["std"])
     last: list = [None, None]
 
     def converted(x: np.ndarray) -> np.ndarray:
         if last[0] is not x:
-            last[:] = [x, (x * scale + shift).astype(np.float32)]
+            last[:] = [x, convert(torch.from_numpy(x)).numpy().astype(np.float32)]
         return run(last[1])
 
     return converted

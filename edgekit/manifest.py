@@ -337,13 +337,15 @@ class SearchCandidate(Record):
     chosen: bool = False
     error: str | None = None
 
+    def model_label(self) -> str:
+        """The model timed, whatever runtime timed it: a student, or a level of the input model."""
+        if self.student:
+            return f"student {self.student}" + (" (random init)" if self.random_init else "")
+        return f"{self.level:.0%} of the MACs" + (f", channels ×{self.round_to}" if self.round_to else "")
+
     def label(self) -> str:
         """How the trace, the log and the errors name this candidate."""
-        if self.student:
-            weights = " (random init)" if self.random_init else ""
-            return f"student {self.student}{weights}, {self.backend} {self.precision}"
-        rounding = f", channels ×{self.round_to}" if self.round_to else ""
-        return f"{self.level:.0%} of the MACs{rounding}, {self.backend} {self.precision}"
+        return f"{self.model_label()}, {self.backend} {self.precision}"
 
 
 class SearchFinal(Record):

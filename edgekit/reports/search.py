@@ -51,8 +51,7 @@ def search_table(search: SearchSection) -> tuple[list[str], list[list[str]]]:
         row = [f"{c.level:.0%}", str(c.round_to or "—"), f"{c.macs / 1e6:.2f}", f"{c.params:,}", c.backend,
                c.precision, _p50(c), c.basis,
                "yes" if c.fits else "no", "yes" if c.pareto else "", "**yes**" if c.chosen else ""]
-        model = (c.student + (" (random init)" if c.random_init else "")) if c.student else "input"
-        rows.append(([model] if students else []) + row)
+        rows.append(([c.model_label() if c.student else "input"] if students else []) + row)
     return (["model"] if students else []) + SEARCH_COLUMNS, rows
 
 

@@ -145,19 +145,17 @@ class Search:
         if key not in self._rows:
             model = self.student(student) if student else self.prune(level, key[2])
             macs, params = count_macs(model.module, model.spec), count_params(model.module)
+            random_init = bool(student) and has_random_weights(student, model)
             timings = self.timer.time(model, self.combos)
-            rows = [SearchCandidate(student=student, random_init=bool(student) and has_random_weights(student, model),
-                                    level=level, round_to=key[2], macs=macs, params=params,
-                                    backend=b, precision=p, p50_ms=t.p50_ms, basis=t.basis, error=t.error,
-                                    fits=t.p50_ms is not None and t.p50_ms <= self.aim)
+            rows = [SearchCandidate(student=student, random_init=random_init, level=level, round_to=key[2],
+                                    macs=macs, params=params, backend=b, precision=p, p50_ms=t.p50_ms,
+                                    basis=t.basis, error=t.error, fits=t.p50_ms is not None and t.p50_ms <= self.aim)
                     for (b, p), t in zip(self.combos, timings)]
             self._rows[key] = rows
             self.trace += rows
             shown = ", ".join(f"{r.backend} {r.precision} " + (f"{r.p50_ms:.3f} ms" if r.p50_ms is not None else "—")
                               + (" fits" if r.fits else "") for r in rows)
-            what = (f"student {student}" if student else
-                    f"{level:.0%} MACs" + (f" ×{key[2]}" if key[2] else ""))
-            ui.info(f"[bold]search[/bold] {what} ({macs / 1e6:.1f} MMACs): {shown}")
+            ui.info(f"[bold]search[/bold] {rows[0].model_label()} ({macs / 1e6:.1f} MMACs): {shown}")
         return self._rows[key]
 
     def fits(self, level: float, round_to: int | None, combo: int) -> bool:
