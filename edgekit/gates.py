@@ -82,5 +82,24 @@ def gate_failure(manifest: Manifest) -> GateFailed | None:
     if report is None or report.passed:
         return None
     failed = sorted({r.gate.split(" ")[0] for r in report.results if not r.passed})
-    return GateFailed(f"CI gate failed: no artifact meets {' and '.join(failed)} (limits {report.limits})",
-                      f"see the gates table in {manifest.bundle or 'the bundle'}/report.md")
+    hint = f"see the gates table in {manifest.bundle or 'the bundle'}/report.md"
+    drift = host_drift_note(manifest) if "max_latency_ms" in failed else None
+    return GateFailed(f"CI gate failed: no artifact meets {' and '.join(failed)} (limits {report.limits})"
+                      + (f"; {drift}" if drift else ""), hint)
+
+
+# Below this the host's drift is within the search's own re-timing noise: not worth a word.
+DRIFT_WORTH_SAYING = 1.05
+
+
+def host_drift_note(manifest: Manifest) -> str | None:
+    """One clause for a budget missed on a host that ran slower at the final check than during the search (the
+    input model's own file timed in both), or None: tells the user whether to blame the host or the model."""
+    search = manifest.search
+    final = search.final if search else None
+    slowdown = final.host_slowdown() if final else None
+    if slowdown is None or slowdown < DRIFT_WORTH_SAYING:
+        return None
+    return (f"this host ran the input model's file {slowdown - 1:.0%} slower than during the search "
+            f"({final.input_search_ms:.3f} -> {final.input_final_ms:.3f} ms): the miss may be the host's speed, "
+            f"not the model's - rerun on a quiet host, or widen budget.margin (now {1 - search.aim_ms / search.budget_ms:.0%})")

@@ -356,6 +356,18 @@ class SearchFinal(Record):
     basis: str = "not available"
     met: bool = False
     macs_match: bool | None = None       # the trained model has the chosen candidate's architecture
+    # The host's speed now against during the search: the input model's own artifact (the bundle's baseline file)
+    # timed at this check, and the same model on the same runtime and precision in the search's trace, on the
+    # same basis. On a shared machine the speed drifts by tens of percent over the minutes of training (a
+    # 2-core VM, 2026-12-04): a miss by about the slowdown is the host's, not the model's.
+    input_search_ms: float | None = None
+    input_final_ms: float | None = None
+
+    def host_slowdown(self) -> float | None:
+        """input_final_ms / input_search_ms: above 1 when the host ran slower at this check than in the search."""
+        if not self.input_search_ms or self.input_final_ms is None:
+            return None
+        return self.input_final_ms / self.input_search_ms
 
 
 class SearchSection(Record):

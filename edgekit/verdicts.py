@@ -51,5 +51,22 @@ def budget_check(manifest: Manifest) -> SearchFinal:
     if deployed is None:
         return SearchFinal(macs_match=macs_match)
     p50, basis = latency_for(deployed, manifest.target, manifest.benchmarks)
+    input_search_ms, input_final_ms = _input_timings(manifest, basis)
     return SearchFinal(artifact=deployed.name, p50_ms=p50, basis=basis, met=p50 is not None and p50 <= search.budget_ms,
-                       macs_match=macs_match)
+                       macs_match=macs_match, input_search_ms=input_search_ms, input_final_ms=input_final_ms)
+
+
+def _input_timings(manifest: Manifest, basis: str) -> tuple[float | None, float | None]:
+    """The input model's p50 in the search (its unpruned candidate on the input artifact's runtime and
+    precision) and now (the input artifact), both on ``basis``; (None, None) where either is missing or was
+    estimated (an estimate does not drift)."""
+    artifact = next((a for a in manifest.artifacts if a.part == "input"), None)
+    if artifact is None or not basis.startswith("measured"):
+        return None, None
+    now, now_basis = latency_for(artifact, manifest.target, manifest.benchmarks)
+    searched = next((c for c in manifest.search.trace
+                     if c.student is None and c.level == 1.0 and c.round_to is None and c.basis == basis
+                     and (c.backend, c.precision) == (artifact.backend, artifact.precision) and c.p50_ms), None)
+    if now is None or now_basis != basis or searched is None:
+        return None, None
+    return searched.p50_ms, now

@@ -102,3 +102,36 @@ def test_manifest_round_trip_and_one_line_errors(small_bundle, tmp_path):
         assert "\n" not in message and ("manifest schema 1" in message if name == "old" else True)
         assert {"missing": "not an edgekit bundle", "old": "this edgekit reads schema 2",
                 "broken": "references.final.accuracy.top1"}[name] in message
+
+
+@pytest.mark.parametrize("slowdown", [1.3, 1.0])
+def test_a_budget_missed_on_a_host_that_slowed_since_the_search_says_so(small_bundle, slowdown):
+    """The search timed the input model at ``input / slowdown`` (set here, not computed by edgekit); the bundle
+    then timed the input model's own file at ``input``. A budget the deployed file misses names the host's
+    slowdown in its one-line error and in the report, and only when there was one."""
+    from edgekit.gates import gate_failure
+    from edgekit.manifest import SearchCandidate, SearchSection
+    from edgekit.reports.search import search_lines
+    from edgekit.verdicts import decide
+
+    manifest = read_manifest(small_bundle)
+    source = next(a for a in manifest.artifacts if a.part == "input")
+    now = source.metrics.latency.p50_ms
+    fastest = min(a.metrics.latency.p50_ms for a in manifest.artifacts if a.part != "input")
+    budget = fastest / 2   # no trained file meets it
+    searched = SearchCandidate(level=1.0, macs=manifest.model.macs, params=manifest.model.params,
+                               backend=source.backend, precision=source.precision, p50_ms=now / slowdown,
+                               basis="measured here")
+    manifest.search = SearchSection(budget_ms=budget, aim_ms=0.9 * budget, target=manifest.target.name,
+                                    basis="measured here", trace=[searched])
+    decide(manifest, Gates(max_latency_ms=budget))
+    final = manifest.search.final
+    assert not final.met and final.basis == "measured here"
+    assert final.input_search_ms == pytest.approx(now / slowdown) and final.input_final_ms == pytest.approx(now)
+    message = str(gate_failure(manifest))
+    report = "\n".join(search_lines(manifest.search))
+    if slowdown > 1:
+        assert "30% slower than during the search" in message and "margin (now 10%)" in message
+        assert "(+30%): the miss may be the host's speed" in report
+    else:
+        assert "slower than during the search" not in message and "the miss may be" not in report

@@ -4,6 +4,7 @@ trace (latency against kept MACs, one series per runtime and precision, the budg
 
 from __future__ import annotations
 
+from edgekit.gates import DRIFT_WORTH_SAYING
 from edgekit.manifest import Manifest, SearchCandidate, SearchSection
 from edgekit.reports.plot import inline_svg
 
@@ -33,6 +34,12 @@ def search_lines(search: SearchSection) -> list[str]:
                      f"({final.basis}): budget **{verdict}**"
                      + ("" if final.macs_match in (None, True) else
                         "; its architecture differs from the chosen candidate's"))
+        slowdown = final.host_slowdown()
+        if slowdown is not None:
+            lines.append(f"- the host's speed: the input model's own file ran {final.input_search_ms:.3f} ms in the "
+                         f"search and {final.input_final_ms:.3f} ms at this check ({slowdown - 1:+.0%})"
+                         + ("" if final.met or slowdown < DRIFT_WORTH_SAYING else
+                            ": the miss may be the host's speed, not the model's"))
     return lines + [""]
 
 

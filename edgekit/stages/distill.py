@@ -31,7 +31,7 @@ from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
 from edgekit.training import TrainParams, evaluate_module, train
 from edgekit.training.device import channels_last, current_device, on_device
 from edgekit.training.ensemble import EnsembleTeacher
-from edgekit.training.distill import input_converter, teacher_logits, with_indexed_train
+from edgekit.training.distill import folded_teacher, input_converter, teacher_logits, with_indexed_train
 from edgekit.training.losses import FeatureMatch, distillation_loss, function_matching_objective, kd_objective
 from edgekit.training.loop import uses_channels_last
 
@@ -80,10 +80,12 @@ class Distill(Stage):
         p: DistillParams = self.params
         student = self._student(ctx)
         teacher = self._teacher(ctx, student)
-        t_mod, s_mod = teacher.module.eval(), student.module
-        t_mod.requires_grad_(False)
+        teacher.module.eval().requires_grad_(False)
+        s_mod = student.module
         convert = input_converter(student.spec, teacher.spec)
         feature = self._feature_match(student, teacher) if p.student_layer else None
+        # feature distillation hooks a teacher layer by name: folding would replace the modules it hooks
+        t_mod = teacher.module if feature is not None else folded_teacher(teacher.module)
         deterministic = not p.augment and p.loss != "function_matching" and feature is None
         data = ctx.data
         if p.loss == "function_matching":

@@ -1,5 +1,6 @@
 """Building blocks of the ``distill`` stage that are not losses: feeding the teacher the student's
-view, and caching teacher logits when that view is deterministic (no augmentation, no mixup)."""
+view, running it with BatchNorm folded into its convolutions, and caching teacher logits when that view is
+deterministic (no augmentation, no mixup)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
+
+from edgekit import ui
 
 from edgekit.data.core import DataSplits, prepared_batches
 from edgekit.spec import ModelSpec
@@ -36,6 +39,27 @@ def input_converter(student: ModelSpec, teacher: ModelSpec) -> Callable[[torch.T
         return teacher.prepare(raw)
 
     return convert
+
+
+def folded_teacher(teacher: nn.Module) -> nn.Module:
+    """A copy of the (frozen, eval-mode) teacher with each BatchNorm folded into the convolution before it.
+
+    Why: with augmentation on, the teacher runs a forward pass on every training batch, and a large teacher's
+    forward is most of a KD step (ResNet-18 teacher, 20%-MACs student, batch 128 at 32 px: 190 of 370 ms).
+    Folded, the same function costs one conv instead of conv + BN: 166 ms instead of 190 (bf16 autocast,
+    channels_last, 2 cores of a Xeon with AMX, 2026-12-04), the logits equal to bf16 rounding. torch's FX
+    ``fuse`` does the folding (it skips a conv whose output feeds anything but its BN); a teacher FX cannot
+    trace is returned as it is, as is one without BatchNorm (ViTs: nothing to fold)."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in teacher.modules()):
+        return teacher
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        folded = fuse(teacher.eval())
+    except Exception as e:  # noqa: BLE001 - FX tracing fails in many ways (control flow, custom ops); unfolded is correct
+        ui.info(f"  distill: teacher runs unfolded (FX cannot trace it: {type(e).__name__})")
+        return teacher
+    return folded.eval().requires_grad_(False)
 
 
 class IndexedLabels(Dataset):
