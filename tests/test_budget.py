@@ -68,6 +68,33 @@ def _assert_search_consistent(m: dict, basis_prefix: str) -> dict:
     return search
 
 
+def test_a_local_budget_is_judged_on_the_runner_that_timed_the_search(tmp_path):
+    """x86-cpu, measured here: the bundle's files are re-timed by the search's runner (a local, latency-only
+    bench entry), and the budget check, the gates and the host's-speed comparison read that entry."""
+    recipe = tmp_path / "local.yaml"
+    recipe.write_text(RECIPE.replace("backends: [onnxruntime]", "backends: [openvino]"))
+    out = tmp_path / "local"
+    budget = 1000.0   # every candidate fits: this test is about the re-check, not the search
+    r = run_cli("compress", "-r", str(recipe), "-t", "x86-cpu", "--latency-budget-ms", str(budget), "-o", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = _manifest(out)
+    local = [b for b in m["benchmarks"] if b["where"] == "local"]
+    assert len(local) == 1 and local[0]["data"]["note"].startswith("latency only")
+    results = local[0]["results"]
+    final = m["search"]["final"]
+    assert final["basis"] == "measured here" and final["met"]
+    assert final["p50_ms"] == results[final["artifact"]]["latency"]["p50_ms"]   # the runner's number, not compress's
+    assert all("accuracy" not in v for v in results.values())
+    gate = next(g for g in m["gates"]["results"] if g["artifact"] == final["artifact"] and "latency" in g["gate"])
+    assert gate["value"] == final["p50_ms"]
+    # the input model's own file, re-timed by the runner, against the search's unpruned OpenVINO FP32 candidate
+    input_artifact = next(a for a in m["artifacts"] if a["meta"].get("split_part") == "input")
+    searched = next(c for c in m["search"]["trace"] if c["level"] == 1.0 and c["precision"] == "fp32"
+                    and c["backend"] == input_artifact["backend"] == "openvino")
+    assert final["input_search_ms"] == searched["p50_ms"]
+    assert final["input_final_ms"] == results[input_artifact["name"]]["latency"]["p50_ms"]
+
+
 def test_rpi5_budget_without_host_runs_on_estimates_and_says_so(recipe, tmp_path):
     from edgekit.profiling.estimate import estimate_module
     from edgekit.targets import load_target

@@ -73,6 +73,7 @@ def test_kd_into_smaller_student_reaches_teacher_range(teacher, digits, tmp_path
     assert student_top1 >= teacher_top1 - 8, (student_top1, teacher_top1)
     assert result.metrics["teacher_logits"].startswith("on the fly (augmentation on)")
     assert result.metrics["labels_used"] is True
+    assert result.metrics["teacher_bn_folded"] is True
 
 
 def test_soft_label_only_needs_no_labels(teacher, digits, tmp_path):
@@ -110,9 +111,41 @@ def test_function_matching_and_feature_distillation(teacher, digits, tmp_path):
     result = Distill(params).run(_ctx(copy.deepcopy(teacher), teacher, digits, tmp_path))
     assert result.metrics["teacher_logits"].startswith("on the fly (function matching")
     assert result.metrics["labels_used"] is False
+    assert result.metrics["teacher_bn_folded"] is False   # the feature hook needs the teacher's own layer 8
     assert evaluate_module(result.model.module, result.model.spec, digits.test)["top1"] > 30  # function matching needs long schedules; 3 epochs only shows it learns
     # hooks are removed after training: the student's forward no longer records features
     assert not result.model.module[8]._forward_hooks
+
+
+def test_folded_teacher_is_the_same_function_without_batchnorm(teacher, digits):
+    """The teacher a KD step runs: BatchNorm folded into the convs, the same logits as the teacher itself (the
+    oracle), the teacher left as it was; a module FX cannot trace is used unfolded."""
+    from edgekit.data.core import prepared_batches
+    from edgekit.training.distill import folded_teacher
+
+    def batchnorms(module):
+        return [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    before = len(batchnorms(teacher.module))
+    folded = folded_teacher(teacher.module)
+    assert before > 0 and batchnorms(folded) == [] and len(batchnorms(teacher.module)) == before
+    assert not any(p.requires_grad for p in folded.parameters())
+    with torch.no_grad():
+        for x, _ in prepared_batches(digits.test, teacher.spec, 128):
+            expected, got = teacher.module.eval()(x), folded(x)
+            assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+            assert torch.equal(got.argmax(1), expected.argmax(1))
+
+    class Branchy(torch.nn.Module):   # data-dependent control flow: FX symbolic tracing fails on it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else x
+
+    branchy = Branchy().eval()
+    assert folded_teacher(branchy) is branchy
 
 
 def test_teacher_sees_the_students_view():

@@ -54,6 +54,7 @@ class BenchSettings:
     data: str | None = None                               # None -> the bundle's data source
     limit: int | None = None                              # eval images (None: the whole test split)
     artifacts: list[str] = field(default_factory=list)    # names to bench ([] -> all)
+    latency_only: bool = False                            # batch-1 latency on random inputs: no data, no throughput
 
 
 def select_artifacts(manifest: Manifest, names: list[str], remote: bool
@@ -170,9 +171,13 @@ def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bund
         with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, \
                 (remote.connected() if remote is not None else contextlib.nullcontext()) as client:
             work = Path(tmp)
-            ui.info(f"preparing eval inputs from {settings.data or manifest.data.source}")
-            data_info = write_eval_inputs(manifest, settings.data, settings.limit, work / "eval.npz")
-            job = make_job(manifest, artifacts, settings, where)
+            if settings.latency_only:   # as the latency-budget search times its candidates
+                data_info = {"source": None, "note": "latency only (random inputs)"}
+                job = {**runner_job(artifacts, settings, where, []), "data": None}
+            else:
+                ui.info(f"preparing eval inputs from {settings.data or manifest.data.source}")
+                data_info = write_eval_inputs(manifest, settings.data, settings.limit, work / "eval.npz")
+                job = make_job(manifest, artifacts, settings, where)
             with ui.progress(f"bench {where}", total=len(artifacts)) as bar:
                 sink = ProgressSink(bar)
                 if remote is None:

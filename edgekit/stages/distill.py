@@ -120,6 +120,7 @@ class Distill(Stage):
         student.notes["distilled"] = f"{p.loss} from {teacher.source}"
         metrics = {**report.model_dump(), "teacher": teacher.source, "student": student.source,
                    "loss": p.loss, "teacher_logits": logits_mode, "val_top1_teacher": teacher_top1,
+                   "teacher_bn_folded": t_mod is not teacher.module,
                    "labels_used": p.loss == "kd" and p.alpha < 1}
         if isinstance(p.teacher, list):
             metrics["teachers"] = teacher.notes["members"]
