@@ -146,6 +146,9 @@ def test_folded_teacher_is_the_same_function_without_batchnorm(teacher, digits):
 
     branchy = Branchy().eval()
     assert folded_teacher(branchy) is branchy
+    hooked = copy.deepcopy(teacher.module)
+    hooked.register_forward_hook(lambda *a: None)   # the folded copy would not call it
+    assert folded_teacher(hooked) is hooked
 
 
 def test_teacher_sees_the_students_view():

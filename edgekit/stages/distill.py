@@ -84,9 +84,11 @@ class Distill(Stage):
         s_mod = student.module
         convert = input_converter(student.spec, teacher.spec)
         feature = self._feature_match(student, teacher) if p.student_layer else None
-        # feature distillation hooks a teacher layer by name: folding would replace the modules it hooks
-        t_mod = teacher.module if feature is not None else folded_teacher(teacher.module)
         deterministic = not p.augment and p.loss != "function_matching" and feature is None
+        # Folding pays on every training batch; a logits cache runs the teacher once, and feature distillation
+        # hooks a teacher layer by name (folding would replace the modules it hooks).
+        on_the_fly = not (deterministic and p.cache_teacher)
+        t_mod = folded_teacher(teacher.module) if on_the_fly and feature is None else teacher.module
         data = ctx.data
         if p.loss == "function_matching":
             objective = function_matching_objective(t_mod, p.temperature, p.mixup_alpha, convert)
