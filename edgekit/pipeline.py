@@ -377,8 +377,8 @@ def retime_for_budget(out: Path, recipe: Recipe, threads: int) -> Manifest:
     inputs, latency only), merged as a local bench entry: the budget check, the gates and the deploy choice
     then read the clock the search read. Why: the compress process's own timing, after training, read a
     trained 106-MMAC OpenVINO INT8 file at 0.739 ms where the runner read its untrained candidate at 0.580 and,
-    afterwards, the trained file itself at 0.48-0.52 ms (vs_peers 1/2 budget, Xeon, 2026-12-05): the bundle
-    failed its own budget on a number no other measurement reproduced."""
+    afterwards on a slower host, the trained model at 0.57-0.62 ms (vs_peers 1/2 budget, Xeon, 2026-12-05;
+    benchmarks/budget_recheck.py): the bundle failed its own budget on a number no other measurement reproduced."""
     from edgekit.manifest import read_manifest
     from edgekit.profiling.bench import BenchSettings, bench_bundle
 
