@@ -135,15 +135,14 @@ class Search:
     def input_size(self) -> tuple[int, int]:
         return tuple(self.model.spec.input_shape[1:])
 
-    def model_for(self, candidate: SearchCandidate) -> LoadedModel:
-        if candidate.student:
-            return self.student(candidate.student)
-        return self.prune(candidate.level, candidate.round_to)
+    def build(self, student: str | None, level: float, round_to: int | None) -> LoadedModel:
+        """The model a candidate times: a student architecture, or the input model pruned to ``level``."""
+        return self.student(student) if student else self.prune(level, round_to)
 
     def rows(self, level: float, round_to: int | None, student: str | None = None) -> list[SearchCandidate]:
         key = (student, level, None if level >= 1.0 else round_to)
         if key not in self._rows:
-            model = self.student(student) if student else self.prune(level, key[2])
+            model = self.build(*key)
             macs, params = count_macs(model.module, model.spec), count_params(model.module)
             random_init = bool(student) and has_random_weights(student, model)
             timings = self.timer.time(model, self.combos)
@@ -218,7 +217,7 @@ class Search:
         """Re-times a measured candidate ``budget.confirm`` times; it keeps fitting if its slowest p50 does."""
         if not self.measured or not self.budget.confirm:
             return True
-        model = self.model_for(candidate)
+        model = self.build(candidate.student, candidate.level, candidate.round_to)
         combo = (candidate.backend, candidate.precision)
         for _ in range(self.budget.confirm):
             timing = self.timer.time(model, [combo])[0]
