@@ -73,7 +73,9 @@ def test_kd_into_smaller_student_reaches_teacher_range(teacher, digits, tmp_path
     assert student_top1 >= teacher_top1 - 8, (student_top1, teacher_top1)
     assert result.metrics["teacher_logits"].startswith("on the fly (augmentation on)")
     assert result.metrics["labels_used"] is True
-    assert result.metrics["teacher_bn_folded"] is True
+    # the teacher ran through OpenVINO at the precision the student trained in (bf16 autocast or fp32)
+    assert result.metrics["teacher_runtime"] == ("openvino bf16" if result.metrics["precision"].startswith("bf16")
+                                                 else "openvino f32"), result.metrics["precision"]
 
 
 def test_soft_label_only_needs_no_labels(teacher, digits, tmp_path):
@@ -111,7 +113,7 @@ def test_function_matching_and_feature_distillation(teacher, digits, tmp_path):
     result = Distill(params).run(_ctx(copy.deepcopy(teacher), teacher, digits, tmp_path))
     assert result.metrics["teacher_logits"].startswith("on the fly (function matching")
     assert result.metrics["labels_used"] is False
-    assert result.metrics["teacher_bn_folded"] is False   # the feature hook needs the teacher's own layer 8
+    assert result.metrics["teacher_runtime"] == "torch"   # the feature hook needs the teacher's own layer 8
     assert evaluate_module(result.model.module, result.model.spec, digits.test)["top1"] > 30  # function matching needs long schedules; 3 epochs only shows it learns
     # hooks are removed after training: the student's forward no longer records features
     assert not result.model.module[8]._forward_hooks
@@ -149,6 +151,39 @@ def test_folded_teacher_is_the_same_function_without_batchnorm(teacher, digits):
     hooked = copy.deepcopy(teacher.module)
     hooked.register_forward_hook(lambda *a: None)   # the folded copy would not call it
     assert folded_teacher(hooked) is hooked
+
+
+def test_openvino_teacher_gives_the_teachers_logits(teacher, digits, monkeypatch):
+    """The teacher a KD step runs on the CPU: OpenVINO at f32 gives the PyTorch teacher's logits (the oracle);
+    at bf16 the same predictions bar a few; without OpenVINO it falls back to PyTorch with BatchNorm folded,
+    and a hooked teacher runs as it is."""
+    from edgekit.data.core import prepared_batches
+    from edgekit.runtime.base import MissingRuntime
+    from edgekit.training import distill
+    from edgekit.training.loop import cpu_has_native_bf16
+
+    batches = list(prepared_batches(digits.test, teacher.spec, 128))
+    with torch.no_grad():
+        expected = torch.cat([teacher.module.eval()(x) for x, _ in batches])
+    for bf16 in (False, True):
+        runner, how = distill.inference_teacher(teacher.module, teacher.spec, teacher.source, bf16)
+        assert how == ("openvino bf16" if bf16 and cpu_has_native_bf16() else "openvino f32")
+        got = torch.cat([runner(x.contiguous(memory_format=torch.channels_last)) for x, _ in batches])
+        runner.close()
+        assert got.dtype == torch.float32 and got.shape == expected.shape
+        if how == "openvino f32":
+            assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+        assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.99
+
+    def no_openvino(name):
+        raise MissingRuntime(name)
+
+    monkeypatch.setattr(distill, "import_runtime", no_openvino)
+    folded, how = distill.inference_teacher(teacher.module, teacher.spec, teacher.source, False)
+    assert how == "torch, BatchNorm folded" and folded is not teacher.module
+    hooked = copy.deepcopy(teacher.module)
+    hooked.register_forward_hook(lambda *a: None)   # neither OpenVINO nor a folded copy would call it
+    assert distill.inference_teacher(hooked, teacher.spec, teacher.source, False) == (hooked, "torch")
 
 
 def test_teacher_sees_the_students_view():

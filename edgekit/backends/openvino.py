@@ -10,13 +10,10 @@ run in f32 so the INT8 accuracy is the quantizer's, not bf16's.
 
 from __future__ import annotations
 
-import warnings
-
-import torch
-
 from edgekit.backends.base import Artifact, Backend, CompileRequest, describe_files, register_backend
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
+from edgekit.models.openvino_export import to_openvino
 from edgekit.runtime import OpenVinoSession
 
 # Artifact precision -> (weights stored as FP16?, CPU inference precision hint)
@@ -37,7 +34,7 @@ class OpenVino(Backend):
                                f"use one of: {', '.join(PRECISION_SETTINGS)}")
         compress, hint = PRECISION_SETTINGS[precision]
         c, h, w = model.spec.input_shape
-        ov_model, conversion = _convert(ov, model, request.out_dir)
+        ov_model, conversion = to_openvino(ov, model.module, model.spec, model.source, request.out_dir)
         quant_meta = {}
         if precision == "int8":
             from edgekit.backends.openvino_quant import nncf_int8
@@ -57,32 +54,3 @@ class OpenVino(Backend):
         return Artifact(name=f"openvino-{precision}", backend=self.name, precision=precision, path=files[0],
                         files=files, runtime="openvino", runtime_version=ov.__version__,
                         input_shape=[c, h, w], meta=meta, bytes=size, sha256=sha)
-
-
-def _convert(ov, model: LoadedModel, out_dir) -> tuple[object, str]:
-    """``ov.convert_model`` on the module (TorchScript tracing); where tracing fails (torchvision's
-    ViT: "Couldn't get TorchScript module by tracing"), through the ONNX file of the shared exporter."""
-    import tempfile
-    from pathlib import Path
-
-    c, h, w = model.spec.input_shape
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convert_model traces with torch.jit, which warns
-            return ov.convert_model(model.module.eval(), example_input=torch.zeros(1, c, h, w),
-                                    input=[(-1, c, h, w)]), "ov.convert_model (PyTorch, traced)"
-    except Exception as err:  # noqa: BLE001 - try the ONNX route before giving up
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-    from edgekit.models.onnx_export import export_onnx
-
-    with tempfile.TemporaryDirectory(dir=out_dir if Path(out_dir).exists() else None) as tmp:
-        path = Path(tmp) / "model.onnx"
-        try:
-            export_onnx(model.module, model.spec, path)
-            ov_model = ov.convert_model(str(path))
-        except Exception as err:  # noqa: BLE001
-            raise EdgekitError(f"OpenVINO conversion failed for {model.source}: PyTorch tracing ({first}) and the "
-                               f"ONNX route ({str(err).strip().splitlines()[0][:160]})",
-                               "use the onnxruntime backend for this model") from None
-        ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([-1, c, h, w])})
-        return ov_model, f"via ONNX (PyTorch tracing failed: {first[:120]})"

@@ -14,13 +14,14 @@ from .signal_stack import kept_signal_stack
 
 
 class OpenVinoSession(Session):
-    def __init__(self, path: Path, threads: int, precision_hint: str | None = None, device: str = "CPU"):
+    def __init__(self, path: Path | object, threads: int, precision_hint: str | None = None, device: str = "CPU"):
+        """``path``: an IR file, or an in-memory ``ov.Model`` (the distill stage's teacher, never saved)."""
         ov = import_runtime("openvino")
         config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if precision_hint:
             config["INFERENCE_PRECISION_HINT"] = precision_hint
         with kept_signal_stack():
-            self._c = ov.Core().compile_model(str(path), device, config)
+            self._c = ov.Core().compile_model(str(path) if isinstance(path, (str, Path)) else path, device, config)
         self._r = self._c.create_infer_request()
         self._out = self._c.output(0)
         executed = self._c.get_property("INFERENCE_PRECISION_HINT")

@@ -31,9 +31,10 @@ from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
 from edgekit.training import TrainParams, evaluate_module, train
 from edgekit.training.device import channels_last, current_device, on_device
 from edgekit.training.ensemble import EnsembleTeacher
-from edgekit.training.distill import folded_teacher, input_converter, teacher_logits, with_indexed_train
+from edgekit.training.distill import (SessionTeacher, inference_teacher, input_converter, teacher_logits,
+                                      with_indexed_train)
 from edgekit.training.losses import FeatureMatch, distillation_loss, function_matching_objective, kd_objective
-from edgekit.training.loop import uses_channels_last
+from edgekit.training.loop import bf16_blocker, uses_channels_last
 
 
 class DistillParams(TrainParams):
@@ -85,10 +86,12 @@ class Distill(Stage):
         convert = input_converter(student.spec, teacher.spec)
         feature = self._feature_match(student, teacher) if p.student_layer else None
         deterministic = not p.augment and p.loss != "function_matching" and feature is None
-        # Folding pays on every training batch; a logits cache runs the teacher once, and feature distillation
-        # hooks a teacher layer by name (folding would replace the modules it hooks).
+        # A faster teacher pays on every training batch; a logits cache runs the teacher once, and feature
+        # distillation hooks a teacher layer by name (which neither OpenVINO nor folding would keep).
         on_the_fly = not (deterministic and p.cache_teacher)
-        t_mod = folded_teacher(teacher.module) if on_the_fly and feature is None else teacher.module
+        t_mod, teacher_runtime = (inference_teacher(teacher.module, teacher.spec, teacher.source,
+                                                    p.bf16 and bf16_blocker(p, s_mod) is None, ctx.work_dir)
+                                  if on_the_fly and feature is None else (teacher.module, "torch"))
         data = ctx.data
         if p.loss == "function_matching":
             objective = function_matching_objective(t_mod, p.temperature, p.mixup_alpha, convert)
@@ -110,7 +113,7 @@ class Distill(Stage):
         # as teacher is not: the input reference already scores it on the test split, and a second pass of a
         # 557-MMAC teacher over 2000 val images cost 11 s of a run (vs_peers resnet-large, 2026-12-03).
         teacher_top1 = (None if p.teacher is None else
-                        evaluate_module(t_mod, teacher.spec, ctx.data.val, limit=p.eval_limit)["top1"])
+                        evaluate_module(teacher.module, teacher.spec, ctx.data.val, limit=p.eval_limit)["top1"])
         # the teacher runs where the student trains (the current device), in the student's memory format: a
         # contiguous teacher fed channels_last batches ran its forward 2x slower (ResNet-18, bf16, Zen 5)
         with on_device(t_mod), channels_last(t_mod, uses_channels_last(p, current_device())):
@@ -118,11 +121,13 @@ class Distill(Stage):
                            checkpoint_dir=ctx.work_dir, resume=ctx.resume, extra_modules=feature)
         if feature is not None:
             feature.remove()
+        if isinstance(t_mod, SessionTeacher):
+            t_mod.close()
         student.notes.pop("head", None)
         student.notes["distilled"] = f"{p.loss} from {teacher.source}"
         metrics = {**report.model_dump(), "teacher": teacher.source, "student": student.source,
                    "loss": p.loss, "teacher_logits": logits_mode, "val_top1_teacher": teacher_top1,
-                   "teacher_bn_folded": t_mod is not teacher.module,
+                   "teacher_runtime": teacher_runtime,
                    "labels_used": p.loss == "kd" and p.alpha < 1}
         if isinstance(p.teacher, list):
             metrics["teachers"] = teacher.notes["members"]

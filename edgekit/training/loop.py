@@ -96,19 +96,24 @@ def cpu_has_native_bf16() -> bool:
 def use_bf16(params: TrainParams, model: nn.Module, description: str) -> bool:
     """The recipe's bf16 setting, unless it would run far slower than fp32 (no native bf16 on this CPU, or
     depthwise convolutions): then fp32, said once."""
+    blocker = bf16_blocker(params, model)
+    if blocker is not None:
+        ui.warn(f"{description}: {blocker}: training in fp32")
+    return params.bf16 and blocker is None
+
+
+def bf16_blocker(params: TrainParams, model: nn.Module) -> str | None:
+    """Why CPU training of ``model`` runs fp32 although the recipe asks for bf16 (None: it runs bf16, or the
+    recipe asks for fp32). The distill stage reads it too: its teacher runs at the training's precision."""
     if not params.bf16:
-        return False
+        return None
     if not cpu_has_native_bf16():
-        ui.warn(f"{description}: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 autocast is several "
-                "times slower than fp32: training in fp32")
-        return False
+        return "this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 autocast is several times slower than fp32"
     if has_depthwise_conv(model):
         # measured: builtin:mobilenetv3s_32, batch 128, 1 thread: 3.1x slower per step than fp32 on a Zen 4
         # EPYC with AVX512-BF16 (2026-12-02), 18x on an AVX2 EPYC without it
-        ui.warn(f"{description}: bf16 autocast is several times slower than fp32 for depthwise convolutions on "
-                "CPU: training in fp32")
-        return False
-    return True
+        return "bf16 autocast is several times slower than fp32 for depthwise convolutions on CPU"
+    return None
 
 
 def has_depthwise_conv(model: nn.Module) -> bool:
