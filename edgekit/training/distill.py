@@ -94,7 +94,7 @@ def inference_teacher(teacher: nn.Module, spec: ModelSpec, source: str, bf16: bo
     CPU it runs through OpenVINO's CPU plugin, which keeps its weights in the kernels' layout and fuses the
     convolutions' epilogues, at the training's precision: the same batch took 102 ms in OpenVINO bf16 against
     187 ms in PyTorch bf16 with BatchNorm folded, and 518 against 624 ms at f32; for a MobileNetV3-small 16
-    against 17 and 20 against 22 ms (``benchmarks/teacher_fold.py``, 2026-12-05). Elsewhere (a GPU, OpenVINO
+    against 17 and 20 against 22 ms (``benchmarks/kd_teacher.py``, 2026-12-05). Elsewhere (a GPU, OpenVINO
     not installed or unable to convert the teacher) it runs in PyTorch with BatchNorm folded
     (``folded_teacher``). A teacher with forward hooks runs as it is: a hook would fire in neither."""
     modules = list(teacher.modules())
