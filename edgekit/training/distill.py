@@ -92,11 +92,11 @@ def inference_teacher(teacher: nn.Module, spec: ModelSpec, source: str, bf16: bo
     Why: with augmentation on, the teacher's forward is about half of a KD step (ResNet-18 teacher, 20%-MACs
     student, batch 128 at 32 px: 185 of 375 ms in PyTorch, bf16 autocast, 2 cores of a Xeon with AMX). On the
     CPU it runs through OpenVINO's CPU plugin, which keeps its weights in the kernels' layout and fuses the
-    convolutions' epilogues, at the training's precision: the same batch took 102 ms in OpenVINO bf16 against
-    187 ms in PyTorch bf16 with BatchNorm folded, and 518 against 624 ms at f32; for a MobileNetV3-small 16
-    against 17 and 20 against 22 ms (``benchmarks/kd_teacher.py``, 2026-12-05). Elsewhere (a GPU, OpenVINO
-    not installed or unable to convert the teacher) it runs in PyTorch with BatchNorm folded
-    (``folded_teacher``). A teacher with forward hooks runs as it is: a hook would fire in neither."""
+    convolutions' epilogues, at the training's precision: the same batch took 95 ms in OpenVINO bf16 against
+    181 ms in PyTorch bf16 with BatchNorm folded and 194 ms as is; a MobileNetV3-small teacher (fp32: its
+    student has depthwise convolutions) 21.5 against 23.6 and 31.8 ms (``benchmarks/kd_teacher.py``,
+    2026-12-05). Elsewhere (a GPU, OpenVINO not installed or unable to convert the teacher) it runs in PyTorch
+    with BatchNorm folded (``folded_teacher``). A teacher with forward hooks runs as it is: a hook would fire in neither."""
     modules = list(teacher.modules())
     if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
         return teacher, "torch"
