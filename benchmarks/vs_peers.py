@@ -657,7 +657,7 @@ def summarize(paths: list[PathResult], teacher_path: Path, fp32_bytes: int, args
          "value": round(default["produce_seconds"] / max(like["produce_seconds"], 1), 3),
          "met": default["produce_seconds"] <= 1.1 * like["produce_seconds"]},
         {"bar": f"peers' defaults: p50 <= 1/2 of the best by-hand path ({best_peer['p50_ms']:.3f} ms)",
-         "value": round(best_peer["p50_ms"] / default["p50_ms"], 2), "met": default["p50_ms"] <= best_peer["p50_ms"] / 2},
+         "value": round(best_peer["p50_ms"] / default["p50_ms"], 3), "met": default["p50_ms"] <= best_peer["p50_ms"] / 2},
         {"bar": "top-1 >= teacher - 0.5 pt (Δ from the manifest's input reference)",
          "value": default["delta_vs_teacher"], "met": default["delta_vs_teacher"] >= -0.5},
         {"bar": "size <= 1/16 of the FP32 teacher", "value": round(fp32_bytes / 1e6 / default["mb"], 1),
