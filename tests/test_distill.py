@@ -165,9 +165,9 @@ def test_openvino_teacher_gives_the_teachers_logits(teacher, digits, monkeypatch
     batches = list(prepared_batches(digits.test, teacher.spec, 128))
     with torch.no_grad():
         expected = torch.cat([teacher.module.eval()(x) for x, _ in batches])
-    for bf16 in (False, True):
+    for bf16 in (False, True) if cpu_has_native_bf16() else (False,):   # the stage asks bf16 only where native
         runner, how = distill.inference_teacher(teacher.module, teacher.spec, teacher.source, bf16)
-        assert how == ("openvino bf16" if bf16 and cpu_has_native_bf16() else "openvino f32")
+        assert how == ("openvino bf16" if bf16 else "openvino f32")
         got = torch.cat([runner(x.contiguous(memory_format=torch.channels_last)) for x, _ in batches])
         runner.close()
         assert got.dtype == torch.float32 and got.shape == expected.shape

@@ -96,7 +96,8 @@ def inference_teacher(teacher: nn.Module, spec: ModelSpec, source: str, bf16: bo
     181 ms in PyTorch bf16 with BatchNorm folded and 194 ms as is; a MobileNetV3-small teacher (fp32: its
     student has depthwise convolutions) 21.5 against 23.6 and 31.8 ms (``benchmarks/kd_teacher.py``,
     2026-12-05). Elsewhere (a GPU, OpenVINO not installed or unable to convert the teacher) it runs in PyTorch
-    with BatchNorm folded (``folded_teacher``). A teacher with forward hooks runs as it is: a hook would fire in neither."""
+    with BatchNorm folded (``folded_teacher``). A teacher with forward hooks runs as it is: a hook would fire
+    in neither."""
     modules = list(teacher.modules())
     if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
         return teacher, "torch"
