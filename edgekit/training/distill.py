@@ -45,6 +45,12 @@ def input_converter(student: ModelSpec, teacher: ModelSpec) -> Callable[[torch.T
     return convert
 
 
+def has_forward_hooks(module: nn.Module) -> bool:
+    """A hook on the module or any submodule: a teacher that carries one runs as it is (a folded copy or an
+    OpenVINO model would never call it)."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
 def folded_teacher(teacher: nn.Module) -> nn.Module:
     """A copy of the (frozen, eval-mode) teacher with each BatchNorm folded into the convolution before it.
 
@@ -55,10 +61,7 @@ def folded_teacher(teacher: nn.Module) -> nn.Module:
     ``fuse`` does the folding (it skips a conv whose output feeds anything but its BN); a teacher FX cannot
     trace is returned as it is, as is one without BatchNorm (ViTs: nothing to fold) and one with forward hooks
     (the folded copy would lose those on the model itself and on the BatchNorms)."""
-    modules = list(teacher.modules())
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules):
-        return teacher
-    if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in teacher.modules()) or has_forward_hooks(teacher):
         return teacher
     from torch.fx.experimental.optimization import fuse
 
@@ -98,10 +101,7 @@ def inference_teacher(teacher: nn.Module, spec: ModelSpec, source: str, bf16: bo
     2026-12-05). Elsewhere (a GPU, OpenVINO not installed or unable to convert the teacher) it runs in PyTorch
     with BatchNorm folded (``folded_teacher``). A teacher with forward hooks runs as it is: a hook would fire
     in neither."""
-    modules = list(teacher.modules())
-    if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
-        return teacher, "torch"
-    if current_device().type == "cpu":
+    if current_device().type == "cpu" and not has_forward_hooks(teacher):
         hint = "bf16" if bf16 else "f32"
         try:
             ov = import_runtime("openvino")
