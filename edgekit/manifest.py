@@ -379,6 +379,7 @@ class SearchSection(Record):
     chosen: SearchCandidate | None = None
     plan: dict[str, Any] = Field(default_factory=dict)   # the stages and compile settings the search set
     seconds: float | None = None
+    untimed: int = 0   # levels pruned but not timed: no more MACs than a candidate already fitting
     notes: list[str] = Field(default_factory=list)
     final: SearchFinal | None = None
 

@@ -196,8 +196,10 @@ def test_a_student_architecture_from_the_list_is_chosen_when_it_keeps_the_most_m
     assert by_model[wide]["random_init"] and not by_model[narrow].get("random_init")
     assert not by_model[None]["fits"] and not by_model[wide]["fits"] and by_model[narrow]["fits"]
     assert by_model[narrow]["p50_ms"] == pytest.approx(narrow_ms, rel=1e-3)
+    # the 20% level keeps fewer MACs than the narrow student, which fits: it cannot be chosen, so it was pruned
+    # (to read its MACs) but not timed
     pruned = [c for c in search["trace"] if c.get("student") is None and c["level"] < 1.0]
-    assert pruned and pruned[0]["fits"] and all(c["macs"] < by_model[narrow]["macs"] for c in pruned)
+    assert pruned == [] and search["untimed"] == 1
     assert search["chosen"]["student"] == narrow
     # the plan: no prune stage, the distillation trains the student from the input model
     names = [s["name"] for s in m["stages"]]
@@ -246,6 +248,42 @@ def test_a_random_init_student_is_chosen_only_when_no_trained_candidate_fits():
     assert probe.trace[[c.chosen for c in probe.trace].index(True)] is twenty
     _, chosen = search([1.0])                   # nothing but the unpruned input model, which misses
     assert chosen.student == student and chosen.random_init
+
+
+def test_the_bound_skips_only_levels_that_cannot_be_chosen():
+    """Branch and bound across roundings: a level keeping no more MACs than a candidate already fitting is not
+    timed. The oracle is a brute force: every (level, rounding) estimated on rpi5 (deterministic), the most MACs
+    within the aim. The bounded search must choose a candidate with those MACs while timing fewer levels."""
+    from edgekit.data import load_data
+    from edgekit.models import load_model
+    from edgekit.models.complexity import count_macs
+    from edgekit.profiling.estimate import estimate_module
+    from edgekit.recipe import BudgetSettings, Recipe
+    from edgekit.search.budget import Search
+    from edgekit.search.timing import EstimateTimer
+    from edgekit.targets import load_target
+
+    target, data = load_target("rpi5"), load_data("digits")
+    model = load_model("builtin:resnet8", num_classes=10)
+    levels, roundings = [1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12], [None, 8, 4]
+    budget = BudgetSettings(latency_ms=1.0, margin=0.0, macs=levels, round_to=roundings, precisions=["fp32"])
+    probe = Search(model, data, Recipe(), target, budget, EstimateTimer(target), [("onnxruntime", "fp32")],
+                   measured=False)
+    every = {}
+    for level in levels:
+        for round_to in ([None] if level == 1.0 else roundings):
+            pruned = probe.prune(level, round_to)
+            every[(level, round_to)] = (count_macs(pruned.module, pruned.spec),
+                                        estimate_module(pruned.module, pruned.spec, target, "fp32")["latency_ms"])
+    times = sorted(ms for _, ms in every.values())
+    aim = times[len(times) // 2]                     # half of the candidates fit
+    best = max(macs for macs, ms in every.values() if ms <= aim)
+    search = Search(model, data, Recipe(), target, budget.model_copy(update={"latency_ms": aim}),
+                    EstimateTimer(target), [("onnxruntime", "fp32")], measured=False)
+    chosen = search.run()
+    assert chosen.macs == best
+    assert search.skipped and len(search.trace) + len(search.skipped) <= len(every)
+    assert all(every[(level, round_to)][0] <= best for _, level, round_to in search.skipped)
 
 
 def test_impossible_budget_is_one_line_and_writes_nothing(recipe, tmp_path):

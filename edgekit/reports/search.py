@@ -18,7 +18,9 @@ def search_lines(search: SearchSection) -> list[str]:
              "pruned" + (" and the student architectures" if students else "") + ", untrained: latency does not "
              f"depend on the weights) had to fit {search.aim_ms:.3f} ms "
              f"(the budget less the timing margin). Timing basis: {search.basis}. "
-             f"{len(search.trace)} candidates in {search.seconds or 0:.0f} s."]
+             f"{len(search.trace)} candidates in {search.seconds or 0:.0f} s"
+             + (f"; {search.untimed} more levels were pruned but not timed (no more MACs than a candidate "
+                "already fitting: they could not be chosen)" if search.untimed else "") + "."]
     if search.chosen:
         why = ("no candidate with trained weights fits: of the random-init students, the one that keeps the most "
                "MACs within the aim" if search.chosen.random_init else

@@ -110,6 +110,11 @@ class Search:
         self.students = list(dict.fromkeys(budget.students))
         self.trace: list[SearchCandidate] = []
         self._rows: dict[tuple[str | None, float, int | None], list[SearchCandidate]] = {}
+        # pruned but not (yet) timed: a level's MACs, read to bound the walk (``cannot_win``), and its model,
+        # kept until it is timed so that it is pruned once
+        self._macs: dict[tuple[str | None, float, int | None], int] = {}
+        self._built: dict[tuple[str | None, float, int | None], LoadedModel] = {}
+        self.skipped: set[tuple[str | None, float, int | None]] = set()
 
     # ------------------------------------------------------------------------------ candidates
     def prune(self, level: float, round_to: int | None) -> LoadedModel:
@@ -142,7 +147,8 @@ class Search:
     def rows(self, level: float, round_to: int | None, student: str | None = None) -> list[SearchCandidate]:
         key = (student, level, None if level >= 1.0 else round_to)
         if key not in self._rows:
-            model = self.build(*key)
+            model = self._built.pop(key, None) or self.build(*key)
+            self.skipped.discard(key)
             macs, params = count_macs(model.module, model.spec), count_params(model.module)
             random_init = bool(student) and has_random_weights(student, model)
             timings = self.timer.time(model, self.combos)
@@ -163,7 +169,12 @@ class Search:
     # ------------------------------------------------------------------------------ the walk
     def walk(self, round_to: int | None, combo: int) -> None:
         """Bisection over the levels (fitting is monotone: a smaller model is no slower), first probing the
-        guess from the input model's latency: about log2(levels) + 1 timed levels per (rounding, pair)."""
+        guess from the input model's latency: about log2(levels) + 1 timed levels per (rounding, pair).
+
+        Branch and bound across walks: a level whose pruned model keeps no more MACs than the best candidate
+        already found to fit cannot be chosen (the choice keeps the most MACs), so it is not timed; the walk
+        looks above it as if it fitted. Later walks (other roundings, other pairs) then time only the levels
+        that could beat the incumbent: one or two each instead of a full bisection."""
         top = self.rows(1.0, None)[combo]
         if top.fits or not self.levels or top.p50_ms is None:
             return
@@ -172,11 +183,32 @@ class Search:
         lo, hi = -1, n          # levels[lo] does not fit (-1: level 1.0); levels[hi] fits (n: none known)
         probe = guess
         while hi - lo > 1:
-            if self.fits(self.levels[probe], round_to, combo):
+            if self.cannot_win(self.levels[probe], round_to) or self.fits(self.levels[probe], round_to, combo):
                 hi = probe
             else:
                 lo = probe
             probe = (lo + hi) // 2
+
+    def incumbent_macs(self) -> int | None:
+        """The MACs of the best candidate found to fit so far (random-init students aside: they lose to any
+        candidate with trained weights, whatever their MACs)."""
+        fitting = [c.macs for c in self.trace if c.fits and not c.random_init]
+        return max(fitting) if fitting else None
+
+    def cannot_win(self, level: float, round_to: int | None) -> bool:
+        """Untimed, and pruned to no more MACs than the incumbent: timing it cannot change the choice."""
+        key = (None, level, None if level >= 1.0 else round_to)
+        best = self.incumbent_macs()
+        if key in self._rows or best is None:
+            return False
+        if key not in self._macs:
+            self._built[key] = model = self.build(*key)
+            self._macs[key] = count_macs(model.module, model.spec)
+        if self._macs[key] > best:
+            return False   # it will be timed next: its model is kept
+        self._built.pop(key, None)
+        self.skipped.add(key)
+        return True
 
     def run(self) -> SearchCandidate:
         """Walks, chooses, confirms; a candidate that misses when re-timed is marked unfit and the walk resumes
@@ -328,7 +360,10 @@ def search_budget(model: LoadedModel, data: DataSplits, recipe: Recipe, target: 
                             plan={"stages": [s.model_dump() for s in planned.stages],
                                   "compile": {"precisions": planned.compile.precisions,
                                               "backends": planned.compile.backends}},
-                            seconds=round(time.perf_counter() - started, 1), notes=notes)
+                            seconds=round(time.perf_counter() - started, 1), untimed=len(search.skipped),
+                            notes=notes)
     ui.info(f"[bold]search[/bold] chose {chosen.label()}: {chosen.p50_ms:.3f} ms ({chosen.basis}) "
-            f"in {section.seconds:.0f} s")
+            f"in {section.seconds:.0f} s ({len(search.trace)} timed candidates"
+            + (f"; {section.untimed} levels not timed: they keep no more MACs than one that fits" if section.untimed
+               else "") + ")")
     return planned, section
