@@ -18,7 +18,7 @@ INT8 is not always faster), each trained on Fashion-MNIST and cached in benchmar
 By-hand paths use the libraries' own APIs as their docs show them; data loading and augmentation (crop
 pad 2 + flip) are shared with edgekit so that only the compression path differs. Every path's top-1 is
 measured through its own runtime on the full 10k test split; batch-1 latency is interleaved (every path
-each round, so machine noise hits all alike); "minutes" is the wall clock to produce each path (training,
+each round, so machine noise hits all alike) in a fresh process that only loads and times the files; "minutes" is the wall clock to produce each path (training,
 pruning, conversion; edgekit: the whole command), for the like-for-like pair in ABBA order (by hand, edgekit,
 edgekit, by hand; the mean of each) so that the host's drift cancels. Run on an otherwise idle machine:
 
@@ -38,8 +38,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -67,9 +69,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 @dataclass
 class PathResult:
-    """One way of getting from the teacher to something deployable."""
+    """One way of getting from the teacher to something deployable. ``how`` says how to run it (``runner_for``),
+    as data: the latency rounds rebuild every runner in a fresh process from it."""
     name: str
-    run: Callable[[np.ndarray], np.ndarray]          # batch of prepared inputs -> logits
+    how: dict                                         # kind (torch, openvino, onnxruntime, bundle), file, threads
     bytes: int
     macs: int
     produce_seconds: float                            # wall time to make it (training + conversion)
@@ -77,6 +80,24 @@ class PathResult:
     notes: dict = field(default_factory=dict)
     top1: float | None = None
     samples_ms: list[float] = field(default_factory=list)
+
+    @cached_property
+    def run(self) -> Callable[[np.ndarray], np.ndarray]:
+        """Batch of prepared inputs -> logits, in this process."""
+        return runner_for(self.how)
+
+
+def runner_for(how: dict) -> Callable[[np.ndarray], np.ndarray]:
+    kind, threads = how["kind"], how.get("threads", 1)
+    if kind == "openvino":
+        return ov_runner(Path(how["file"]), threads, how.get("f32", False))
+    if kind == "onnxruntime":
+        return ort_runner(Path(how["file"]), threads)
+    if kind == "torch":
+        return torch_runner(load_checkpoint(Path(how["file"])).module)
+    if kind == "bundle":
+        return bundle_runner(Path(how["dir"]), threads)
+    raise ValueError(f"unknown runner kind {kind}")
 
 
 # ---------------------------------------------------------------- runtimes, used as their docs show
@@ -89,6 +110,14 @@ def ov_runner(xml: Path, threads: int, f32_hint: bool):
     compiled = ov.Core().compile_model(str(xml), "CPU", config)
     request, output = compiled.create_infer_request(), compiled.output(0)
     return lambda x: request.infer({0: x})[output]
+
+
+def ov_how(xml: Path, threads: int, f32_hint: bool = False) -> dict:
+    return {"kind": "openvino", "file": str(xml), "threads": threads, "f32": f32_hint}
+
+
+def ort_how(path: Path, threads: int) -> dict:
+    return {"kind": "onnxruntime", "file": str(path), "threads": threads}
 
 
 def ort_runner(path: Path, threads: int):
@@ -300,7 +329,8 @@ def in_own_normalization(run: Callable[[np.ndarray], np.ndarray], teacher_spec: 
     return converted
 
 
-def edgekit_path(bundle: Path, seconds: float, threads: int, label: str) -> PathResult:
+def bundle_runner(bundle: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The bundle's deployed artifact through edgekit's own session, fed the teacher's prepared inputs."""
     from edgekit.backends import BACKENDS
     from edgekit.backends.base import Artifact
 
@@ -308,6 +338,13 @@ def edgekit_path(bundle: Path, seconds: float, threads: int, label: str) -> Path
     name = manifest["deploy"]["artifact"]
     artifact = Artifact(**next(a for a in manifest["artifacts"] if a["name"] == name))
     session = BACKENDS.get(artifact.backend)().load(artifact, bundle, threads)
+    return in_own_normalization(session.run, manifest["model"]["spec"], manifest["final_model"]["spec"])
+
+
+def edgekit_path(bundle: Path, seconds: float, threads: int, label: str) -> PathResult:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    name = manifest["deploy"]["artifact"]
+    artifact = next(a for a in manifest["artifacts"] if a["name"] == name)
     inp = manifest["references"]["input"]
     search = manifest.get("search")
     notes = {"recipe": manifest["recipe"]["name"], "deploy": manifest["deploy"],
@@ -323,12 +360,11 @@ def edgekit_path(bundle: Path, seconds: float, threads: int, label: str) -> Path
     if search:
         notes["budget_ms"] = search["budget_ms"]
         notes["search"] = {"chosen": search["chosen"], "candidates": len(search["trace"]), "seconds": search["seconds"],
-                           "final": search["final"]}
+                           "untimed": search.get("untimed", 0), "final": search["final"]}
     student = (search or {}).get("chosen", {}).get("student")
     label += f" (student {student.split('?')[0]})" if student else ""
-    run = in_own_normalization(session.run, manifest["model"]["spec"], manifest["final_model"]["spec"])
-    return PathResult(f"{label} → {name}", run, artifact.bytes, manifest["references"]["final"]["macs"],
-                      seconds, "edgekit", notes=notes)
+    return PathResult(f"{label} → {name}", {"kind": "bundle", "dir": str(bundle), "threads": threads},
+                      artifact["bytes"], manifest["references"]["final"]["macs"], seconds, "edgekit", notes=notes)
 
 
 # ---------------------------------------------------------------- measuring
@@ -416,13 +452,33 @@ def wall_clock_abba(ours_row: PathResult, like_rows: list[PathResult], like_mode
 
 
 def interleave_latency(paths: list[PathResult], sample: np.ndarray, rounds: int, threads: int, runs: int = 50) -> None:
-    """Every path each round (3 untimed + ``runs`` timed calls), so machine noise hits all alike."""
-    with torch_threads(threads):
-        lat = interleaved_latency({p.name: p.run for p in paths}, sample, rounds=rounds, runs_per_round=runs,
-                                  warmup=20, round_warmup=3, keep_samples=True,
-                                  on_round=lambda r: print(f"  latency round {r + 1}/{rounds}", flush=True))
+    """Every path each round (3 untimed + ``runs`` timed calls), so machine noise hits all alike; in a fresh
+    process that only loads the files and times them. Why: timed in this process after the by-hand training
+    (2026-12-05, Xeon), the MobileNet ½-budget file read 0.361 ms where the bundle's own check and `edgekit
+    bench`, each a fresh process, read 0.282 and 0.295 ms; the table would understate small files."""
+    with tempfile.TemporaryDirectory(prefix="vs-peers-latency-") as tmp:
+        job = Path(tmp) / "job.json"
+        np.save(Path(tmp) / "sample.npy", sample)
+        job.write_text(json.dumps({"paths": [{"name": p.name, "how": p.how} for p in paths], "rounds": rounds,
+                                   "threads": threads, "runs": runs}))
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--latency-job", str(job)], check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        samples = json.loads((Path(tmp) / "samples.json").read_text())
     for p in paths:
-        p.samples_ms = lat[p.name]["samples_ms"]
+        p.samples_ms = samples[p.name]
+
+
+def latency_job(job: Path) -> None:
+    """The child of ``interleave_latency``: rebuilds each path's runner from its ``how`` and times them."""
+    spec = json.loads(job.read_text())
+    sample = np.load(job.parent / "sample.npy")
+    runners = {p["name"]: runner_for(p["how"]) for p in spec["paths"]}
+    rounds = spec["rounds"]
+    with torch_threads(spec["threads"]):
+        lat = interleaved_latency(runners, sample, rounds=rounds, runs_per_round=spec["runs"], warmup=20,
+                                  round_warmup=3, keep_samples=True,
+                                  on_round=lambda r: print(f"  latency round {r + 1}/{rounds}", flush=True))
+    (job.parent / "samples.json").write_text(json.dumps({name: lat[name]["samples_ms"] for name in runners}))
 
 
 # (teacher, epochs, bf16): bf16 autocast is several times slower for depthwise convolutions on CPU, so the
@@ -493,7 +549,11 @@ def main() -> None:
                         "by hand, edgekit, edgekit, by hand, and the mean of each: the host's drift cancels)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 batches per epoch, 1 epoch everywhere "
                         "(results go to vs_peers_<family>_quick.*; numbers mean nothing)")
+    parser.add_argument("--latency-job", type=Path, help=argparse.SUPPRESS)   # the fresh timing process
     args = parser.parse_args()
+    if args.latency_job:
+        latency_job(args.latency_job)
+        return
     global STEP_CAP
     if args.quick:
         args.steps_per_epoch, args.peer_epochs = 20, 1
@@ -524,18 +584,19 @@ def main() -> None:
     paths: list[PathResult] = []
     d = cache / "teacher"
     d.mkdir(exist_ok=True)
-    paths.append(PathResult("teacher, torch eager FP32", torch_runner(module), fp32_bytes, teacher_macs, 0, "teacher"))
+    paths.append(PathResult("teacher, torch eager FP32", {"kind": "torch", "file": str(teacher_path)}, fp32_bytes,
+                            teacher_macs, 0, "teacher"))
     xml = ov_fp32(module, shape, d)
-    paths.append(PathResult("teacher, OpenVINO FP32 (f32 hint)", ov_runner(xml, args.threads, True), file_bytes(xml),
+    paths.append(PathResult("teacher, OpenVINO FP32 (f32 hint)", ov_how(xml, args.threads, True), file_bytes(xml),
                             teacher_macs, 0, "teacher"))
     start = time.perf_counter()
     onnx_int8 = ort_int8_qdq(module, calibration, d)
     paths.append(PathResult("teacher, ONNX Runtime INT8 QDQ (U8 act, per-channel, 300 calib)",
-                            ort_runner(onnx_int8, args.threads), onnx_int8.stat().st_size, teacher_macs,
+                            ort_how(onnx_int8, args.threads), onnx_int8.stat().st_size, teacher_macs,
                             time.perf_counter() - start, "peers"))
     start = time.perf_counter()
     xml = ov_int8_nncf(module, calibration, d)
-    teacher_ov_int8 = PathResult("teacher, OpenVINO INT8 (nncf.quantize, 300 calib)", ov_runner(xml, args.threads, False),
+    teacher_ov_int8 = PathResult("teacher, OpenVINO INT8 (nncf.quantize, 300 calib)", ov_how(xml, args.threads),
                                  file_bytes(xml), teacher_macs, time.perf_counter() - start, "peers")
     paths.append(teacher_ov_int8)
     # the budgets are set from the teacher's OpenVINO INT8 p50, measured here first (interleaved with the others),
@@ -567,13 +628,13 @@ def main() -> None:
         name = f"torch-pruning {macs:.0%} MACs{rounding} + {label}"
         start = time.perf_counter()
         xml = ov_int8_nncf(pruned, calibration, out)
-        rows = [PathResult(f"{name} → OpenVINO INT8", ov_runner(xml, args.threads, False), file_bytes(xml),
+        rows = [PathResult(f"{name} → OpenVINO INT8", ov_how(xml, args.threads), file_bytes(xml),
                            count_macs(pruned, spec), seconds + time.perf_counter() - start, by)]
         if by == "like-for-like":   # edgekit builds both runtimes' INT8 and deploys the faster: so does this path,
             start = time.perf_counter()   # so both of its rows took both conversions
             onnx = ort_int8_qdq(pruned, calibration, out)
             ort_seconds = time.perf_counter() - start
-            rows.append(PathResult(f"{name} → ONNX Runtime INT8", ort_runner(onnx, args.threads), onnx.stat().st_size,
+            rows.append(PathResult(f"{name} → ONNX Runtime INT8", ort_how(onnx, args.threads), onnx.stat().st_size,
                                    count_macs(pruned, spec), rows[0].produce_seconds, by))
             measuring = by_hand_measuring_seconds(module, xml, onnx, x_test, y_test)
             for row in rows:

@@ -159,6 +159,7 @@ class StageRecord(Record):
     macs_after: int
     top1: float | None = None          # of the model after the stage, on ``split``
     split: str = "val"                 # val, or test for an ``evaluate: {split: test}`` stage
+    samples: int | None = None         # images ``top1`` was read on (None: bundles before 2026-12-05)
     seconds: float | None = None
     cached: bool = False
     cache_key: str | None = None

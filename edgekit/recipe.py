@@ -145,9 +145,9 @@ class BudgetSettings(BaseModel):
     macs: list[float] = Field(default_factory=lambda: list(DEFAULT_BUDGET_MACS),
                               description="MACs fractions the search may prune to (1.0 = no pruning)")
     # 64: Intel AMX multiplies INT8/BF16 tiles 64 bytes deep; on a Xeon with AMX a ResNet-18 pruned to multiples
-    # of 64 (204 MMACs) ran 0.33 ms on OpenVINO INT8 against 0.42 ms for multiples of 16 at 82 MMACs (search
-    # timer, 1 thread, 2026-12-05). Elsewhere it costs a timing or two and is chosen only where it keeps more
-    # MACs within the budget: the search measures.
+    # of 64 (204 MMACs) ran 0.40 ms on OpenVINO INT8, unrounded to 42 MMACs 0.50 ms (benchmarks/budget_search.py,
+    # 2026-12-05). Elsewhere it costs a timing or two and is chosen only where it keeps more MACs within the
+    # budget: the search measures.
     round_to: list[int | None] = Field(default_factory=lambda: [None, 8, 64],
                                        description="channel rounding tried at each level (null: none; the recipe's "
                                        "prune stage's own is added)")

@@ -83,3 +83,19 @@ def test_a_torch_upgrade_invalidates_the_cache(tmp_path, isolated_cache, monkeyp
     torch.manual_seed(0)
     upgraded = _run(folder)
     assert not upgraded["cached"] and upgraded["cache_key"] != first["cache_key"]
+
+
+def test_the_after_stage_accuracy_is_read_on_the_first_val_images(isolated_cache, monkeypatch):
+    """A stage's after-stage top-1 (the stage table's progress figure) is read on the first STAGE_CHECK_IMAGES
+    val images, and the record says how many: a full val pass per stage is minutes on an ImageNet-sized split."""
+    from edgekit import pipeline
+    from edgekit.training.evaluate import evaluate_module
+
+    monkeypatch.setattr(pipeline, "STAGE_CHECK_IMAGES", 50)
+    data = load_data("digits")
+    assert len(data.val) > 50
+    model = load_model("builtin:tinycnn", num_classes=10)
+    recipe = Recipe(name="check", stages=[{"name": "prune", "params": {"mode": "structured", "ratio": 0.5}}])
+    final, records, _ = run_stages(model, data, recipe, load_target("x86-cpu"), use_cache=False)
+    assert records[0]["split"] == "val" and records[0]["samples"] == 50
+    assert records[0]["top1"] == evaluate_module(final.module, final.spec, data.val, limit=50)["top1"]

@@ -79,7 +79,8 @@ STAGE_COLUMNS = ["stage", "params", "MMACs", "top-1 % (split)", "seconds", "cach
 
 def stage_rows(manifest: Manifest) -> list[list[str]]:
     return [[s.name, f"{s.params_after:,}", fmt(s.macs_after / 1e6, 2),
-             f"{fmt(s.top1)} ({s.split})" if s.top1 is not None else fmt(None), fmt(s.seconds, 1),
+             f"{fmt(s.top1)} ({s.split}" + (f", {s.samples:,} images" if s.samples else "") + ")"
+             if s.top1 is not None else fmt(None), fmt(s.seconds, 1),
              "yes" if s.cached else "no"] for s in manifest.stages]
 
 
