@@ -73,11 +73,19 @@ def test_local_bench_measures_every_artifact(bundle):
     entry = json.loads(r.stdout)
     assert entry["where"] == "local"
     assert set(entry["results"]) == {a["name"] for a in before["artifacts"]}
+    from edgekit.compilation import INPUT_CHECK_IMAGES
+
+    test_images = before["data"]["test"]
+    assert test_images > INPUT_CHECK_IMAGES, "the input artifact must be checked on a subset here"
     for art in before["artifacts"]:
         res = entry["results"][art["name"]]
+        assert res["accuracy"]["samples"] == test_images   # bench scores every file on the whole test split
+        if art["name"].startswith("input-"):   # compress checked the input model's file on the first images only
+            assert art["metrics"]["accuracy"]["samples"] == INPUT_CHECK_IMAGES
+            continue
         # same file, same data, same runtime: the accuracy compress measured in-process
         assert res["accuracy"]["top1"] == pytest.approx(art["metrics"]["accuracy"]["top1"])
-        assert res["accuracy"]["samples"] == art["metrics"]["accuracy"]["samples"]
+        assert art["metrics"]["accuracy"]["samples"] == test_images
         lat = res["latency"]
         assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
         assert lat["runs"] >= 5 and lat["std_ms"] >= 0
