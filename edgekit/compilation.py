@@ -199,7 +199,8 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
     # it read a 0.6 pt drop, ranked 30 quantizers and reverted 2 to float, 18 s instead of ~2 s, on a model
     # whose file the test split then put 0.47 pt below FP32; vs_peers resnet-large, 2026-12-02). Without
     # auto, an explicit int8 with a bound keeps NNCF's accuracy control.
-    if calibration is not None and recipe.compile.max_accuracy_drop is not None and not auto:
+    if (calibration is not None and recipe.compile.max_accuracy_drop is not None and not auto
+            and recipe.compile.accuracy_control):
         validation = _validation(data, whole)
     bound = recipe.compile.max_accuracy_drop if recipe.compile.max_accuracy_drop is not None else DEFAULT_AUTO_DROP
     tail_session: Session | None = None   # the serving tail, which a head is scored through

@@ -84,6 +84,10 @@ class CompileSettings(BaseModel):
     precisions: list[str] = Field(default_factory=lambda: ["fp32"])
     backends: list[str] | None = Field(None, description="override the target's backend list")
     max_accuracy_drop: float | None = Field(None, description="percentage points vs the PyTorch model")
+    accuracy_control: bool = Field(True, description="with explicit INT8 precisions and max_accuracy_drop: NNCF's "
+                                   "accuracy-aware quantization (reverts layers to float until within the bound). "
+                                   "A latency-budget plan turns it off: the search timed files built without it, "
+                                   "and a layer reverted to float can make the file miss the budget")
     options: CompileOptions = Field(default_factory=CompileOptions, description="per-backend options")
     calibration_size: int = Field(300, ge=1, description="INT8 calibration images (see calibration/README.md)")
     calibration_seed: int | None = Field(None, description="default: the recipe's seed")

@@ -286,6 +286,31 @@ def test_the_bound_skips_only_levels_that_cannot_be_chosen():
     assert all(every[(level, round_to)][0] <= best for _, level, round_to in search.skipped)
 
 
+def test_a_budget_plan_builds_int8_as_the_search_timed_it(tmp_path):
+    """The search times plain post-training INT8 files; the plan must build the same kind. With explicit int8 and
+    a bound, compile otherwise runs NNCF's accuracy control, which reverts layers to float: a ½-budget bundle's
+    OpenVINO INT8 file then ran 0.87 ms where its candidate had run 0.38 ms, and the budget was missed. The same
+    recipe without a budget still gets accuracy control (so the setting, not the model, decides)."""
+    recipe = tmp_path / "int8.yaml"
+    recipe.write_text(RECIPE.replace("precisions: [fp32]\n  backends: [onnxruntime]", "precisions: [int8]\n  backends: [openvino]")
+                      .replace("compile:\n  precisions: [fp32]", "compile:\n  precisions: [int8]\n  backends: [openvino]\n"
+                               "  max_accuracy_drop: 0.5"))
+    budgeted, plain = tmp_path / "budgeted", tmp_path / "plain"
+    r = run_cli("compress", "-t", "x86-cpu", "-r", str(recipe), "--latency-budget-ms", "1000", "-o", str(budgeted))
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = _manifest(budgeted)
+    assert m["recipe"]["compile"]["max_accuracy_drop"] == 0.5 and m["recipe"]["compile"]["accuracy_control"] is False
+    ov_int8 = next(a for a in m["artifacts"] if a["name"] == "openvino-int8")
+    assert ov_int8["meta"]["method"] == "nncf.quantize"
+    text = recipe.read_text()
+    no_budget = tmp_path / "no-budget.yaml"
+    no_budget.write_text(text.split("budget:")[0] + "compile:" + text.split("compile:")[1])
+    r = run_cli("compress", "-t", "x86-cpu", "-r", str(no_budget), "-o", str(plain))
+    assert r.returncode == 0, r.stderr[-2000:]
+    ov_int8 = next(a for a in _manifest(plain)["artifacts"] if a["name"] == "openvino-int8")
+    assert ov_int8["meta"]["method"] == "nncf.quantize_with_accuracy_control"
+
+
 def test_impossible_budget_is_one_line_and_writes_nothing(recipe, tmp_path):
     out = tmp_path / "none"
     r = run_cli("compress", "-t", "rpi5", "-r", str(recipe), "--latency-budget-ms", "0.00001", "-o", str(out))
