@@ -18,9 +18,10 @@ INT8 is not always faster), each trained on Fashion-MNIST and cached in benchmar
 By-hand paths use the libraries' own APIs as their docs show them; data loading and augmentation (crop
 pad 2 + flip) are shared with edgekit so that only the compression path differs. Every path's top-1 is
 measured through its own runtime on the full 10k test split; batch-1 latency is interleaved (every path
-each round, so machine noise hits all alike) in a fresh process that only loads and times the files; "minutes" is the wall clock to produce each path (training,
-pruning, conversion; edgekit: the whole command), for the like-for-like pair in ABBA order (by hand, edgekit,
-edgekit, by hand; the mean of each) so that the host's drift cancels. Run on an otherwise idle machine:
+each round, so machine noise hits all alike) in a fresh process that only loads and times the files;
+"minutes" is the wall clock to produce each path (training, pruning, conversion; edgekit: the whole command),
+for the like-for-like pair in ABBA order (by hand, edgekit, edgekit, by hand; the mean of each) so that the
+host's drift cancels. Run on an otherwise idle machine:
 
     PYTHONPATH=. python benchmarks/vs_peers.py --family resnet [--threads 1] [--rounds 20] [--fresh]
 

@@ -11,7 +11,8 @@ the budget is judged on the *deployed* artifact's runtime and precision, on the 
 2. The walk: level 1.0 (the input model) first; from its latency a first guess (the largest level at most
    aim / p50, since latency falls no faster than MACs), then bisection between the levels known to miss and
    to fit. A level is pruned and timed once for all (backend, precision) pairs; the trace keeps every timed
-   candidate.
+   candidate. The walks are bounded by the best candidate found so far: a level that keeps no more MACs than
+   it cannot be chosen, so it is pruned (its MACs counted) but not timed (``search.untimed``).
    Each student architecture of ``budget.students`` (a model source, at the input model's resolution) is
    one more candidate, timed unpruned like level 1.0: the search then chooses between pruning the input
    model and distilling into another architecture, on the same clock.
@@ -26,8 +27,9 @@ the budget is judged on the *deployed* artifact's runtime and precision, on the 
    turn.
 4. The plan: the recipe's structured prune stage set to that level and rounding (inserted first when the
    recipe has none), a KD stage from the input model after it when the recipe has none, and compile limited
-   to the chosen backend and precision. A chosen student replaces pruning: the prune stage goes, and the
-   recipe's first self-distillation (or a KD stage put first) distils the input model into the student.
+   to the chosen backend and precision, INT8 built as the candidate was (no accuracy control). A chosen
+   student replaces pruning: the prune stage goes, and the recipe's first self-distillation (or a KD stage
+   put first) distils the input model into the student.
    The pipeline trains once and re-checks the budget on the deployed artifact (``verdicts.decide`` fills
    ``search.final``; the CLI exits 3 when it is missed).
 """
@@ -147,7 +149,7 @@ class Search:
     def rows(self, level: float, round_to: int | None, student: str | None = None) -> list[SearchCandidate]:
         key = (student, level, None if level >= 1.0 else round_to)
         if key not in self._rows:
-            model = self._built.pop(key, None) or self.build(*key)
+            model = self._built.pop(key) if key in self._built else self.build(*key)
             self.skipped.discard(key)
             macs, params = count_macs(model.module, model.spec), count_params(model.module)
             random_init = bool(student) and has_random_weights(student, model)
@@ -363,7 +365,8 @@ def search_budget(model: LoadedModel, data: DataSplits, recipe: Recipe, target: 
                             basis=timer.basis, trace=search.trace, chosen=chosen,
                             plan={"stages": [s.model_dump() for s in planned.stages],
                                   "compile": {"precisions": planned.compile.precisions,
-                                              "backends": planned.compile.backends}},
+                                              "backends": planned.compile.backends,
+                                              "accuracy_control": planned.compile.accuracy_control}},
                             seconds=round(time.perf_counter() - started, 1), untimed=len(search.skipped),
                             notes=notes)
     ui.info(f"[bold]search[/bold] chose {chosen.label()}: {chosen.p50_ms:.3f} ms ({chosen.basis}) "
