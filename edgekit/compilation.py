@@ -198,7 +198,8 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
     # control would enforce it a second time on 1000 val images (a standard error of ~1.2 pt at 80% top-1:
     # it read a 0.6 pt drop, ranked 30 quantizers and reverted 2 to float, 18 s instead of ~2 s, on a model
     # whose file the test split then put 0.47 pt below FP32; vs_peers resnet-large, 2026-12-02). Without
-    # auto, an explicit int8 with a bound keeps NNCF's accuracy control.
+    # auto, an explicit int8 with a bound keeps NNCF's accuracy control, unless compile.accuracy_control is off
+    # (a latency-budget plan: its file must be built as the search's candidate was).
     if (calibration is not None and recipe.compile.max_accuracy_drop is not None and not auto
             and recipe.compile.accuracy_control):
         validation = _validation(data, whole)

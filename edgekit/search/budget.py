@@ -151,7 +151,9 @@ class Search:
         if key not in self._rows:
             model = self._built.pop(key) if key in self._built else self.build(*key)
             self.skipped.discard(key)
-            macs, params = count_macs(model.module, model.spec), count_params(model.module)
+            # a level ``cannot_win`` looked at was counted then
+            macs = self._macs[key] if key in self._macs else count_macs(model.module, model.spec)
+            params = count_params(model.module)
             random_init = bool(student) and has_random_weights(student, model)
             timings = self.timer.time(model, self.combos)
             rows = [SearchCandidate(student=student, random_init=random_init, level=level, round_to=key[2],
