@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -197,6 +198,20 @@ def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Tar
 
 # Libraries whose version can change what a stage produces (weights, pruning choices, data decoding).
 _STAGE_LIBRARIES = ("torch", "torchvision", "numpy", "torch-pruning", "timm", "pillow")
+_PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(root: Path | None = None) -> str:
+    """A hash of the edgekit source (every .py file under ``root``, by path and content): the code that computed
+    a cached stage output. Why: ``__version__`` is not bumped on every change, so a key holding only it served
+    stage outputs, and their metrics, that older code had computed, after an edit or an upgrade from git. About
+    150 files: milliseconds, once per process."""
+    root = root or _PACKAGE_ROOT
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def stage_cache_key(model: LoadedModel, teacher_hash: str, index: int, stage: str, params: dict,
@@ -204,10 +219,10 @@ def stage_cache_key(model: LoadedModel, teacher_hash: str, index: int, stage: st
     """What a stage's output depends on: its input model (weights and arch) and the pipeline's input model
     (distillation's default teacher), its position (it is seeded with seed + index), its settings and the
     files they name (a teacher checkpoint replaced under the same path), the data's content, and the
-    edgekit and library versions that compute it."""
+    edgekit code and library versions that compute it."""
     import importlib.metadata as md
 
-    versions = {"edgekit": __version__}
+    versions = {"edgekit": __version__, "edgekit_code": code_fingerprint()}
     for package in _STAGE_LIBRARIES:
         try:
             versions[package] = md.version(package)

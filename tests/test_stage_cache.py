@@ -1,5 +1,5 @@
-"""Stage caches are sound: a rerun reuses a stage only when its input model, settings, data content and
-the edgekit/library versions are all the same. Replacing an image's pixels under the same file name,
+"""Stage caches are sound: a rerun reuses a stage only when its input model, settings, data content, the
+edgekit source and the library versions are all the same. Replacing an image's pixels under the same file name,
 size and mtime must invalidate it (the bug: the old key hashed labels, not pixels)."""
 
 from __future__ import annotations
@@ -83,6 +83,34 @@ def test_a_torch_upgrade_invalidates_the_cache(tmp_path, isolated_cache, monkeyp
     torch.manual_seed(0)
     upgraded = _run(folder)
     assert not upgraded["cached"] and upgraded["cache_key"] != first["cache_key"]
+
+
+def test_an_edit_of_edgekit_code_invalidates_the_cache(tmp_path, isolated_cache, monkeypatch):
+    """``__version__`` is not bumped on every change: the key also holds the source's hash (here of a copy of
+    edgekit's stages, edited by one comment line)."""
+    import shutil
+
+    from edgekit import pipeline
+
+    source = tmp_path / "source"
+    shutil.copytree(Path(pipeline.__file__).parent / "stages", source)
+    monkeypatch.setattr(pipeline, "_PACKAGE_ROOT", source)
+    folder = _folder(tmp_path / "imgs")
+    try:
+        pipeline.code_fingerprint.cache_clear()
+        torch.manual_seed(0)
+        first = _run(folder)
+        torch.manual_seed(0)
+        again = _run(folder)
+        assert not first["cached"] and again["cached"]
+        with open(source / "evaluate.py", "a") as f:
+            f.write("# edited\n")
+        pipeline.code_fingerprint.cache_clear()
+        torch.manual_seed(0)
+        edited = _run(folder)
+        assert not edited["cached"] and edited["cache_key"] != first["cache_key"]
+    finally:
+        pipeline.code_fingerprint.cache_clear()
 
 
 def test_the_after_stage_accuracy_is_read_on_the_first_val_images(isolated_cache, monkeypatch):
