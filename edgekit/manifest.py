@@ -357,6 +357,7 @@ class SearchFinal(Record):
     basis: str = "not available"
     met: bool = False
     macs_match: bool | None = None       # the trained model has the chosen candidate's architecture
+    takes_ms: list[float] | None = None  # every timing of the deployed file where the first missed (p50 is their median)
     # The host's speed now against during the search: the input model's own artifact (the bundle's baseline file)
     # timed at this check, and the same model on the same runtime and precision in the search's trace, on the
     # same basis. On a shared machine the speed drifts by tens of percent over the minutes of training (a

@@ -397,20 +397,37 @@ def compress(opts: CompressOptions) -> Manifest | None:
     return manifest
 
 
+# Takes of the bundle's timing the budget is judged on when the first one misses (odd: the verdict reads the median).
+BUDGET_TAKES = 3
+
+
 def retime_for_budget(out: Path, recipe: Recipe, threads: int) -> Manifest:
     """The bundle's files re-timed by the runner that timed the search's candidates (a fresh process, random
     inputs, latency only), merged as a local bench entry: the budget check, the gates and the deploy choice
     then read the clock the search read. Why: the compress process's own timing, after training, read a
     trained 106-MMAC OpenVINO INT8 file at 0.739 ms where the runner read its untrained candidate at 0.580 and,
     afterwards on a slower host, the trained model at 0.57-0.62 ms (vs_peers 1/2 budget, Xeon, 2026-12-05;
-    benchmarks/budget_recheck.py): the bundle failed its own budget on a number no other measurement reproduced."""
+    benchmarks/budget_recheck.py): the bundle failed its own budget on a number no other measurement reproduced.
+
+    Where that first take misses, the files are timed ``BUDGET_TAKES - 1`` more times and judged on each one's
+    median p50 (``bench.median_entry``). Why: in the vs_peers run of 2026-12-05 07:31, on a busy shared host,
+    one take read a ½-budget bundle's OpenVINO INT8 file at 0.690 ms (budget 0.556, exit 3) that read 0.518 ms
+    in the benchmark's own timing and 0.504-0.526 ms timed A/B afterwards, as did the search's candidate."""
     from edgekit.manifest import read_manifest
-    from edgekit.profiling.bench import BenchSettings, bench_bundle
+    from edgekit.profiling.bench import BenchSettings, bench_bundle, median_entry, merge_into_bundle
 
     ui.info("[bold]re-time[/bold] the bundle's files with the search's runner (the budget is judged on its clock)")
-    bench_bundle(out, BenchSettings(warmup=recipe.profile.warmup, runs=recipe.profile.runs,
-                                    max_seconds=recipe.profile.max_seconds, threads=threads, latency_only=True))
-    return read_manifest(out)
+    settings = BenchSettings(warmup=recipe.profile.warmup, runs=recipe.profile.runs,
+                             max_seconds=recipe.profile.max_seconds, threads=threads, latency_only=True)
+    takes = [bench_bundle(out, settings)]
+    manifest = read_manifest(out)
+    final = manifest.search.final if manifest.search is not None else None
+    if final is not None and final.met is False and final.p50_ms is not None:
+        ui.info(f"re-time: {final.artifact} read {final.p50_ms:.3f} ms against the {manifest.search.budget_ms:g}-ms "
+                f"budget; timing the files {BUDGET_TAKES - 1} more times, the budget is judged on the median")
+        takes += [bench_bundle(out, settings, update_bundle=False) for _ in range(BUDGET_TAKES - 1)]
+        manifest = merge_into_bundle(out, median_entry(takes))
+    return manifest
 
 
 def run_search(input_model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target, budget: BudgetSettings,

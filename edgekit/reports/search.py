@@ -32,8 +32,10 @@ def search_lines(search: SearchSection) -> list[str]:
     if final:
         verdict = "met" if final.met else "MISSED"
         p50 = f"{final.p50_ms:.3f} ms" if final.p50_ms is not None else "not measured"
+        takes = (f", the median of {len(final.takes_ms)} timings ("
+                 + ", ".join(f"{t:.3f}" for t in final.takes_ms) + " ms): the first missed" if final.takes_ms else "")
         lines.append(f"- re-checked on the deployed artifact **{final.artifact}** after training: {p50} "
-                     f"({final.basis}): budget **{verdict}**"
+                     f"({final.basis}{takes}): budget **{verdict}**"
                      + ("" if final.macs_match in (None, True) else
                         "; its architecture differs from the chosen candidate's"))
         slowdown = final.host_slowdown()
