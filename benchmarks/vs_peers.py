@@ -663,9 +663,9 @@ def main() -> None:
             for row in rows:
                 row.produce_seconds += ort_seconds
                 row.notes["measuring_seconds"] = round(measuring, 1)
+            like_rows, like_model = rows, pruned
         for row in rows:
             row.notes["startup_seconds"] = round(startup, 1)
-            like_rows, like_model = rows, pruned
         paths += rows
 
     print("edgekit compress -t x86-cpu (default recipe, then latency budgets)", flush=True)

@@ -52,12 +52,18 @@ def budget_check(manifest: Manifest) -> SearchFinal:
         return SearchFinal(macs_match=macs_match)
     p50, basis = latency_for(deployed, manifest.target, manifest.benchmarks)
     input_search_ms, input_final_ms = _input_timings(manifest, basis)
-    takes = next((r[deployed.name]["latency"]["retimed_p50_ms"] for r in (b.results for b in manifest.benchmarks)
-                  if "retimed_p50_ms" in (r.get(deployed.name, {}).get("latency") or {})
-                  and r[deployed.name]["latency"]["p50_ms"] == p50), None)
     return SearchFinal(artifact=deployed.name, p50_ms=p50, basis=basis, met=p50 is not None and p50 <= search.budget_ms,
                        macs_match=macs_match, input_search_ms=input_search_ms, input_final_ms=input_final_ms,
-                       takes_ms=takes)
+                       takes_ms=_takes(manifest, deployed.name, p50))
+
+
+def _takes(manifest: Manifest, artifact: str, p50: float | None) -> list[float] | None:
+    """Every timing behind ``p50`` where it is the median of several (``pipeline.retime_for_budget``), else None."""
+    for entry in manifest.benchmarks:
+        latency = entry.results.get(artifact, {}).get("latency") or {}
+        if "retimed_p50_ms" in latency and latency.get("p50_ms") == p50:
+            return latency["retimed_p50_ms"]
+    return None
 
 
 def _input_timings(manifest: Manifest, basis: str) -> tuple[float | None, float | None]:

@@ -10,6 +10,7 @@ progress bar, attaches estimates for artifacts that cannot run, and merges resul
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import json
 import os
@@ -210,7 +211,7 @@ def median_entry(entries: list[BenchEntry]) -> BenchEntry:
             results[name] = result
             continue
         ordered = sorted(takes, key=lambda r: r["latency"]["p50_ms"])
-        median = json.loads(json.dumps(ordered[(len(ordered) - 1) // 2]))   # a copy
+        median = copy.deepcopy(ordered[(len(ordered) - 1) // 2])
         median["latency"]["retimed_p50_ms"] = [t["latency"]["p50_ms"] for t in takes]
         results[name] = median
     return last.model_copy(update={"results": results, "settings": {**last.settings, "takes": len(entries)}})
