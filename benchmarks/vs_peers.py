@@ -525,10 +525,13 @@ BUDGET_FRACTIONS = (2, 4, 8)   # budgets at 1/2, 1/4, 1/8 of the teacher's OpenV
 
 
 def edgekit_recipe_settings() -> dict:
-    """The x86-cpu recipe's MACs target, rounding and KD epochs: what the like-for-like path copies."""
+    """The x86-cpu recipe's MACs target, rounding (its ``auto`` as edgekit binds it on this host) and KD epochs:
+    what the like-for-like path copies."""
     from edgekit.recipe import load_recipe
+    from edgekit.targets import load_target
 
-    stages = {s.name: s.params for s in load_recipe("x86-cpu").stages}
+    recipe, _ = load_recipe("x86-cpu").for_target(load_target("x86-cpu"))
+    stages = {s.name: s.params for s in recipe.stages}
     return {"macs": stages["prune"]["macs"], "round_to": stages["prune"].get("round_to"),
             "epochs": int(stages["distill"]["epochs"])}
 

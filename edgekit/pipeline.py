@@ -32,6 +32,7 @@ from edgekit.models.loaded import state_hash
 from edgekit.training.default_teacher import DEFAULT_DATA, default_teacher_path
 from edgekit.models.sources import replace_classifier
 from edgekit.models.complexity import count_macs, count_params
+from edgekit.pruning.layers import widest_layer
 from edgekit.profiling.latency import host_identity
 from edgekit.recipe import BudgetSettings, Recipe, load_recipe
 from edgekit.gates import Gates
@@ -312,6 +313,9 @@ def compress(opts: CompressOptions) -> Manifest | None:
                    "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
                    "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
                    "requested": model_preview}
+    recipe, rounding = recipe.for_target(target, widest_layer(model.module))
+    if rounding:
+        ui.info(rounding)
     input_model = copy.deepcopy(model)   # stages mutate the model; the input reference artifact and robustness need it
     with using_device(device), phase("input_reference"):
         input_reference, input_logits = measure_input(model, data)

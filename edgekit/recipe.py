@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgekit.errors import EdgekitError
 from edgekit.resources import shipped_dir
+from edgekit.targets import Target
 
 
 class StageEntry(BaseModel):
@@ -205,6 +206,21 @@ class Recipe(BaseModel):
                     entries.append(item)
             data = {**data, "stages": entries}
         return data
+
+    def for_target(self, target: "Target", widest: int | None = None) -> tuple["Recipe", str | None]:
+        """The recipe with each prune stage's ``round_to: auto`` replaced by the target's channel multiple on
+        this host for a model whose widest prunable layer has ``widest`` channels
+        (``Target.channel_multiple_here``), and a line saying what was chosen and why (None when no stage
+        asks). Bound before anything reads the settings, so that the stage cache key, the budget search and
+        the manifest all hold the number the pruner used."""
+        stages, why = [], None
+        for entry in self.stages:
+            if entry.name == "prune" and entry.params.get("round_to") == "auto":
+                multiple, reason = target.channel_multiple_here(widest)
+                entry = entry.model_copy(update={"params": {**entry.params, "round_to": multiple}})
+                why = f"prune round_to auto: {f'channels ×{multiple}' if multiple else 'no rounding'} ({reason})"
+            stages.append(entry)
+        return (self.model_copy(update={"stages": stages}), why) if why else (self, None)
 
 
 def recipe_files() -> dict[str, Path]:

@@ -53,7 +53,29 @@ class Target(BaseModel):
     reach: Literal["local", "ssh"] = "local"
     input: InputConstraints = InputConstraints()
     device: DeviceFigures = DeviceFigures()
+    # The channel multiple a recipe's ``round_to: auto`` prunes to: keys are CPU feature flags (as in
+    # /proc/cpuinfo), the first one this host has wins, else ``default``. Host flags count only for a local
+    # target (the host is the device); a device reached over SSH gets ``default``.
+    channel_multiple: dict[str, int] = Field(default_factory=dict)
     source_file: str | None = None
+
+    def channel_multiple_here(self, widest: int | None = None) -> tuple[int | None, str]:
+        """The channel multiple for this target as run from this host, and why (for the log). A multiple as wide
+        as the model's ``widest`` layer could prune nothing, so the next one listed applies (the digits demo's
+        64-channel CNN on an AMX host prunes in multiples of 16)."""
+        from edgekit.runtime.identity import host_cpu_flags
+
+        flags = host_cpu_flags() if self.reach == "local" else frozenset()
+        too_wide = []
+        for feature, multiple in self.channel_multiple.items():
+            if feature != "default" and feature not in flags:
+                continue
+            why = f"{feature} on this CPU" if feature != "default" else "default"
+            if widest is not None and multiple >= widest:
+                too_wide.append(f"×{multiple} for {why} would leave the {widest}-channel layers whole")
+                continue
+            return multiple, "; ".join([f"target {self.name} channel_multiple: {why}", *too_wide])
+        return None, "; ".join([f"target {self.name} sets no channel multiple that fits", *too_wide])
 
 
 def target_files() -> dict[str, Path]:

@@ -206,3 +206,55 @@ def test_cli_bad_prune_recipe_is_one_line(tmp_path):
     proc = run_cli("compress", "-m", "builtin:tinycnn", "-d", "digits", "-r", str(recipe), "-o", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "exactly one of ratio, macs, latency_ms" in proc.stderr
+
+
+def _cpu_flags() -> set[str]:
+    """This host's CPU flags, read here from /proc/cpuinfo (the test's own oracle, not edgekit's reader)."""
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith(("flags", "Features"))), set())
+
+
+def test_round_to_auto_prunes_to_the_multiple_the_target_lists_for_this_cpu(tmp_path):
+    """``round_to: auto`` binds to the target's channel_multiple: the first CPU feature listed that this host has
+    wins, else ``default``; a multiple as wide as the model's widest layer (ResNet-8: 64) is passed over. The
+    compress run prunes in the bound multiple and the manifest records the number used."""
+    import yaml
+
+    from edgekit.pruning.layers import widest_layer
+    from edgekit.recipe import load_recipe
+    from edgekit.targets import Target
+
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("no CPU flags in /proc/cpuinfo")
+    have = sorted(flags)[0]
+    x86 = yaml.safe_load(open(load_target("x86-cpu").source_file))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: auto-rounding\nstages:\n  - prune: {macs: 0.4, round_to: auto, measure_latency: false}\n"
+                      "compile: {precisions: [fp32]}\n")
+    model = load_model("builtin:resnet8", num_classes=10)
+    widest = widest_layer(model.module)
+    assert widest == 64
+
+    def bound(multiples: dict) -> int | None:
+        stages = load_recipe(recipe).for_target(Target(**{**x86, "channel_multiple": multiples}), widest)[0].stages
+        return stages[0].params["round_to"]
+
+    assert bound({"not_a_cpu_flag": 48, have: 32, "default": 8}) == 32
+    assert bound({"not_a_cpu_flag": 48, "default": 8}) == 8
+    assert bound({have: 64, "default": 16}) == 16          # x64 would leave the 64-channel layers whole
+    assert bound({}) is None
+
+    target = tmp_path / "t.yaml"
+    target.write_text(yaml.safe_dump({**x86, "channel_multiple": {"not_a_cpu_flag": 48, have: 32, "default": 8}}))
+    out = tmp_path / "o"
+    proc = run_cli("compress", "-m", "builtin:resnet8", "-d", "digits", "-r", str(recipe), "-t", str(target),
+                   "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    stage = json.loads((out / "manifest.json").read_text())["stages"][0]
+    assert stage["params"]["round_to"] == 32
+    pruned = [c for c in stage["metrics"]["channels"] if c["out_after"] != c["out_before"]]
+    assert pruned and all(c["out_after"] % 32 == 0 for c in pruned)

@@ -35,13 +35,12 @@ def x86_without_vnni() -> bool:
     """True on an x86 CPU lacking AVX-512 VNNI and AVX-VNNI (read from /proc/cpuinfo; False elsewhere)."""
     import platform
 
+    from edgekit.runtime.identity import host_cpu_flags
+
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_vnni" not in flags and "avx_vnni" not in flags
+    flags = host_cpu_flags()
+    return bool(flags) and "avx512_vnni" not in flags and "avx_vnni" not in flags
 
 
 def reduce_range_choice(profile: str, options: dict) -> tuple[bool, str]:

@@ -49,6 +49,13 @@ def channel_table(module: nn.Module) -> dict[str, tuple[int, int]]:
     return table
 
 
+def widest_layer(module: nn.Module) -> int | None:
+    """The most output channels (features) of any Conv2d or Linear but the classifier: what pruning can shrink."""
+    head = classifier_name(module)
+    widths = [out for name, (_, out) in channel_table(module).items() if name != head]
+    return max(widths) if widths else None
+
+
 def channel_changes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[dict]:
     """Rows for the report: every layer with channels before -> after."""
     return [{"layer": name, "in_before": b[0], "in_after": after.get(name, b)[0],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -53,6 +54,16 @@ def cpu_generation(fields: dict[str, str]) -> dict[str, str]:
     if flags:
         out["cpu_features"] = " ".join(f for f in _FEATURES if f in flags)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def host_cpu_flags() -> frozenset[str]:
+    """This host's CPU feature flags (/proc/cpuinfo ``flags``, or ``Features`` on Arm); empty where unreadable."""
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
 
 
 def describe_host(host: dict) -> str:
