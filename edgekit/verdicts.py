@@ -58,7 +58,7 @@ def budget_check(manifest: Manifest) -> SearchFinal:
 
 
 def _takes(manifest: Manifest, artifact: str, p50: float | None) -> list[float] | None:
-    """Every timing behind ``p50`` where it is the median of several (``pipeline.retime_for_budget``), else None."""
+    """Every timing behind ``p50`` where it is the median of several (``pipeline.bench_for_budget``), else None."""
     for entry in manifest.benchmarks:
         latency = entry.results.get(artifact, {}).get("latency") or {}
         if "retimed_p50_ms" in latency and latency.get("p50_ms") == p50:

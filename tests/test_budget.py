@@ -189,6 +189,26 @@ def test_budget_measured_on_the_loopback_device_during_the_search(recipe, tmp_pa
     assert search["final"]["met"] == (r.returncode == 0)
     assert list(sshd.device_tmp.iterdir()) == [], "files left in the device's temp folder"
 
+    # A miss on the device is judged on the median of three takes there too, the first take's accuracy kept:
+    # the same bundle against a budget 1000 times tighter than any file ran on the device.
+    from edgekit.pipeline import BUDGET_TAKES, bench_for_budget
+    from edgekit.profiling.bench import BenchSettings
+
+    on_device = next(b for b in m["benchmarks"] if b["where"] == where)
+    m["search"]["budget_ms"] = min(v["latency"]["p50_ms"] for v in on_device["results"].values()) / 1000
+    (out / "manifest.json").write_text(json.dumps(m))
+    bench_for_budget(out, BenchSettings(), remote=device)
+    m = _manifest(out)
+    entries = [b for b in m["benchmarks"] if b["where"] == where]
+    assert len(entries) == 1 and entries[0]["settings"]["takes"] == BUDGET_TAKES == 3
+    for name, result in entries[0]["results"].items():
+        takes = result["latency"]["retimed_p50_ms"]
+        assert len(takes) == 3 and result["latency"]["p50_ms"] == sorted(takes)[1]
+        assert result["accuracy"]["top1"] == on_device["results"][name]["accuracy"]["top1"]   # scored on the device
+    final = m["search"]["final"]
+    assert final["met"] is False and final["takes_ms"] == entries[0]["results"][final["artifact"]]["latency"]["retimed_p50_ms"]
+    assert list(sshd.device_tmp.iterdir()) == []
+
 
 def test_a_student_architecture_from_the_list_is_chosen_when_it_keeps_the_most_macs_within_budget(tmp_path):
     """``--budget-student``: a smaller architecture is one more candidate, timed unpruned on the same clock (the

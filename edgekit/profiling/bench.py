@@ -198,23 +198,22 @@ def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bund
 
 
 def median_entry(entries: list[BenchEntry]) -> BenchEntry:
-    """One entry from several timings of the same files by the same runner: per artifact, the take whose p50 is
-    the median (an odd number of takes), with every take's p50 in ``latency.retimed_p50_ms``, in order. Why the
-    median: one reading through a busy moment of a shared host is an outlier; a verdict on the median needs
-    most takes to agree, where "the fastest take" would be a retry until it passes."""
-    last = entries[-1]
+    """One entry from several timings of the same files by the same runner: per artifact, the first take's
+    result (its accuracy, where that take scored the files) with the latency of the take whose p50 is the
+    median (an odd number of takes), every take's p50 in ``latency.retimed_p50_ms``, in order. Why the median:
+    one reading through a busy moment of a shared host is an outlier; a verdict on the median needs most takes
+    to agree, where "the fastest take" would be a retry until it passes."""
+    first = entries[0]
     results: dict[str, dict] = {}
-    for name, result in last.results.items():
+    for name, result in first.results.items():
         takes = [e.results[name] for e in entries
                  if name in e.results and (e.results[name].get("latency") or {}).get("p50_ms") is not None]
-        if not takes:
-            results[name] = result
-            continue
-        ordered = sorted(takes, key=lambda r: r["latency"]["p50_ms"])
-        median = copy.deepcopy(ordered[(len(ordered) - 1) // 2])
-        median["latency"]["retimed_p50_ms"] = [t["latency"]["p50_ms"] for t in takes]
-        results[name] = median
-    return last.model_copy(update={"results": results, "settings": {**last.settings, "takes": len(entries)}})
+        results[name] = copy.deepcopy(result)
+        if takes:
+            ordered = sorted(takes, key=lambda r: r["latency"]["p50_ms"])
+            results[name]["latency"] = {**copy.deepcopy(ordered[(len(ordered) - 1) // 2]["latency"]),
+                                        "retimed_p50_ms": [t["latency"]["p50_ms"] for t in takes]}
+    return first.model_copy(update={"results": results, "settings": {**first.settings, "takes": len(entries)}})
 
 
 def estimates_for(manifest: Manifest, artifacts: list[ArtifactRecord], bundle: Path) -> dict:
