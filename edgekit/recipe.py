@@ -207,16 +207,18 @@ class Recipe(BaseModel):
             data = {**data, "stages": entries}
         return data
 
-    def for_target(self, target: "Target", widest: int | None = None) -> tuple["Recipe", str | None]:
+    def for_target(self, target: Target, widest: int | None = None) -> tuple["Recipe", str | None]:
         """The recipe with each prune stage's ``round_to: auto`` replaced by the target's channel multiple on
         this host for a model whose widest prunable layer has ``widest`` channels
         (``Target.channel_multiple_here``), and a line saying what was chosen and why (None when no stage
         asks). Bound before anything reads the settings, so that the stage cache key, the budget search and
         the manifest all hold the number the pruner used."""
+        from edgekit.runtime.identity import host_cpu_flags
+
         stages, why = [], None
         for entry in self.stages:
             if entry.name == "prune" and entry.params.get("round_to") == "auto":
-                multiple, reason = target.channel_multiple_here(widest)
+                multiple, reason = target.channel_multiple_here(host_cpu_flags(), widest)
                 entry = entry.model_copy(update={"params": {**entry.params, "round_to": multiple}})
                 why = f"prune round_to auto: {f'channels ×{multiple}' if multiple else 'no rounding'} ({reason})"
             stages.append(entry)

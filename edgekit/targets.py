@@ -59,13 +59,12 @@ class Target(BaseModel):
     channel_multiple: dict[str, int] = Field(default_factory=dict)
     source_file: str | None = None
 
-    def channel_multiple_here(self, widest: int | None = None) -> tuple[int | None, str]:
-        """The channel multiple for this target as run from this host, and why (for the log). A multiple as wide
-        as the model's ``widest`` layer could prune nothing, so the next one listed applies (the digits demo's
-        64-channel CNN on an AMX host prunes in multiples of 16)."""
-        from edgekit.runtime.identity import host_cpu_flags
-
-        flags = host_cpu_flags() if self.reach == "local" else frozenset()
+    def channel_multiple_here(self, host_flags: frozenset[str], widest: int | None = None) -> tuple[int | None, str]:
+        """The channel multiple for this target as run from a host with CPU ``host_flags``
+        (``runtime.identity.host_cpu_flags``), and why (for the log). A multiple as wide as the model's
+        ``widest`` layer could prune nothing, so the next one listed applies (the digits demo's 64-channel CNN
+        on an AMX host prunes in multiples of 16)."""
+        flags = host_flags if self.reach == "local" else frozenset()
         too_wide = []
         for feature, multiple in self.channel_multiple.items():
             if feature != "default" and feature not in flags:

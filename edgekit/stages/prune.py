@@ -22,6 +22,7 @@ from edgekit.pruning.layers import channel_changes, channel_table, protected_lay
 from edgekit.pruning.measure import ort_latency, ort_latency_interleaved
 from edgekit.pruning.sparsity import semi_structured_2_4, unstructured_magnitude
 from edgekit.pruning.structured import StructuredPlan, structured_prune
+from edgekit.runtime.identity import host_cpu_flags
 from edgekit.stages.base import Stage, StageContext, StageResult, register_stage
 
 
@@ -40,8 +41,8 @@ class PruneParams(BaseModel):
                                                      "(head dims) or remove whole heads")
     steps: int = Field(20, ge=1, le=200, description="pruning steps towards a macs/latency target")
     max_layer_ratio: float = Field(0.9, gt=0, lt=1)
-    round_to: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(None, description="keep channel counts multiples of this; "
-                                                   "auto: the target's channel_multiple on this host")
+    round_to: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        None, description="keep channel counts multiples of this; auto: the target's channel_multiple on this host")
     taylor_batches: int = Field(4, ge=1)
     measure_latency: bool = Field(True, description="time ONNX Runtime before/after (adds a few seconds)")
     latency_batch: int = Field(1, ge=1)
@@ -76,7 +77,8 @@ class Prune(Stage):
         params_before, macs_before = count_params(module), count_macs(module, spec)
         metrics: dict = {"mode": p.mode, "reparameterized": reparameterized}
         if p.round_to == "auto":  # a caller that did not bind the recipe (Recipe.for_target) to the target
-            p = p.model_copy(update={"round_to": ctx.target.channel_multiple_here(widest_layer(module))[0]})
+            multiple, _ = ctx.target.channel_multiple_here(host_cpu_flags(), widest_layer(module))
+            p = p.model_copy(update={"round_to": multiple})
         if p.mode == "structured":
             target = next(n for n in ("ratio", "macs", "latency_ms") if getattr(p, n) is not None)
             plan = StructuredPlan(target=target, value=getattr(p, target), importance=p.importance, scope=p.scope,
