@@ -50,7 +50,7 @@ def cpu_generation(fields: dict[str, str]) -> dict[str, str]:
     out = {}
     if "cpu family" in fields and "model" in fields:
         out["cpu_family_model"] = f"family {fields['cpu family']} model {fields['model']}"
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    flags = host_cpu_flags()
     if flags:
         out["cpu_features"] = " ".join(f for f in _FEATURES if f in flags)
     return out
