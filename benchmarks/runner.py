@@ -36,6 +36,7 @@ KINDS = {
     "quant_openvino_sizes": "benchmarks.quant_bench:openvino_sizes",
     "prune_distill": "benchmarks.prune_distill_fmnist:run",
     "split": "benchmarks.split_fashion_mnist:run",
+    "split_profile": "benchmarks.split_fashion_mnist:profile",
     "seed_methods": "benchmarks.seed_methods:run",
 }
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios.yaml"
@@ -79,7 +79,11 @@ class ScenarioTable(BaseModel):
 
 def load_scenarios(path: Path = SCENARIOS) -> ScenarioTable:
     """The scenario table, validated."""
-    return ScenarioTable(**yaml.safe_load(path.read_text()))
+    try:
+        return ScenarioTable(**yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError, TypeError) as err:
+        raise EdgekitError(f"{path} is not a valid scenario table: {first_line(err, 300)}",
+                           "see the comment at its top") from None
 
 
 class Bar(BaseModel):
