@@ -207,7 +207,11 @@ def save_result(result: Result, results: Path = RESULTS) -> Path:
 
 
 def load_result(path: Path) -> Result:
-    return Result(**json.loads(path.read_text()))
+    try:
+        return Result(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValidationError, TypeError) as err:
+        raise EdgekitError(f"{path} is not a result of the suite: {first_line(err, 200)}",
+                           "results/ holds only <scenario>/<host>.json files that python -m benchmarks wrote") from None
 
 
 def stored_results(results: Path = RESULTS) -> list[Result]:

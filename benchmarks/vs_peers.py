@@ -737,23 +737,28 @@ def raw_result(paths: list[PathResult], teacher_path: Path, args: Settings, ours
             "rows": [_row(p, paths[0].top1) for p in paths]}
 
 
+def _seconds(row: dict) -> float:
+    """A path's seconds to produce (rows of runs before the seconds were kept have only the minutes)."""
+    return row["produce_seconds"] if row.get("produce_seconds") is not None else row["produce_minutes"] * 60
+
+
 def metrics_of(rows: list[dict], unreachable: list[dict]) -> dict:
     """What the bars read (scenarios.yaml), from the rows: edgekit's default-recipe path against the like-for-like
-    by-hand path (its faster INT8 file), the best path at the peers' defaults, the teacher's FP32 size (the torch
-    row's bytes) and the budget points."""
+    by-hand path (its faster INT8 file), the fastest path made with the peers' tools at their defaults, the
+    teacher's FP32 size (the torch row's bytes) and the budget points (missed: over budget, or no candidate)."""
     default = next(r for r in rows if r["by"] == "edgekit" and "budget_ms" not in r["notes"])
     fp32_mb = next(r["mb"] for r in rows if r["by"] == "teacher" and "torch" in r["path"])
     out = {"edgekit_top1": default["top1"], "edgekit_p50_ms": default["p50_ms"],
            "delta_vs_teacher_pt": default["delta_vs_teacher"], "fp32_size_over_edgekit": round(fp32_mb / default["mb"], 1)}
     like = min((r for r in rows if r["by"] == "like-for-like"), key=lambda r: r["p50_ms"], default=None)
     if like:
+        ours, theirs = _seconds(default), _seconds(like)
         out.update({"like_top1_delta_pt": round(default["top1"] - like["top1"], 2),
                     "like_p50_ratio": round(default["p50_ms"] / like["p50_ms"], 3),
-                    "like_wall_ratio": round(default["produce_seconds"] / max(like["produce_seconds"], 1), 3)})
+                    "like_wall_ratio": round(ours / max(theirs, 1), 3)})
         if like["notes"].get("measuring_seconds") is not None:   # the by-hand path + the measuring its deploy needs
-            same_work = like["produce_seconds"] + like["notes"]["measuring_seconds"]
-            out["like_wall_ratio_same_work"] = round(default["produce_seconds"] / max(same_work, 1), 3)
-    peers = [r for r in rows if r["by"] == "peers" and not r["path"].startswith("teacher")]
+            out["like_wall_ratio_same_work"] = round(ours / max(theirs + like["notes"]["measuring_seconds"], 1), 3)
+    peers = [r for r in rows if r["by"] == "peers"]   # the teacher quantized by the peers' tools included
     if peers:
         out["best_peer_p50_over_edgekit"] = round(min(r["p50_ms"] for r in peers) / default["p50_ms"], 3)
     budgeted = [r for r in rows if "budget_ms" in r["notes"]]
