@@ -3,7 +3,8 @@ to 50% MACs, then FP32 + INT8 for x86-cpu (OpenVINO, ONNX Runtime) and rpi4 (Lit
 
 Each model runs in its own subprocess (``nice -n 10``, one thread, a memory cap and a timeout), so
 one model that is killed cannot take the sweep down; results are appended to
-benchmarks/results/zoo.{json,md} after every model. Data: a 6-class RGB image folder written from
+benchmarks/cache/zoo/zoo.{json,md} after every model (the suite's result: ``python -m benchmarks run zoo``,
+benchmarks/zoo_suite.py). Data: a 6-class RGB image folder written from
 Fashion-MNIST (12 PNGs per class). Agreement = top-1 agreement (%) of the artifact with the pruned
 PyTorch model over those 72 images; latency = batch-1 p50 through the artifact's runtime here.
 
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results"
+RESULTS = ROOT / "cache" / "zoo"   # the sweep's own files; the suite's result: python -m benchmarks run zoo
 IMAGES = ROOT / "cache" / "zoo_images"
 LOGS = ROOT / "cache" / "zoo_logs"   # one log per model's child process (not results: kept out of the tree)
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
