@@ -1,0 +1,199 @@
+"""Files and values written by someone else, or by a careless user: each case from issue #36 as it was
+found, rerun so that it cannot come back. A payload here would create a file; the file must never appear."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from edgekit.errors import EdgekitError
+from edgekit.models import load_model
+from tests.conftest import run_cli
+
+
+class _Payload:
+    """Unpickling this runs ``touch <marker>``: proof that a file ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _evil_pickle(marker: Path) -> bytes:
+    return pickle.dumps(_Payload(marker), protocol=2)
+
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+
+
+@pytest.fixture(scope="module")
+def good_pt2(tmp_path_factory) -> Path:
+    """A plain torch.export.save archive with a dynamic batch dimension (symbolic shapes in its graph)."""
+    path = tmp_path_factory.mktemp("pt2") / "good.pt2"
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(_tiny(), (torch.zeros(2, 3, 16, 16),), dynamic_shapes=({0: batch},)), path)
+    return path
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    """Copy the archive ``src`` to ``dst`` with ``edit(name, bytes) -> bytes | None`` applied to each member."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = edit(info.filename, zin.read(info.filename))
+            if data is not None:
+                zout.writestr(info.filename, data)
+    return dst
+
+
+def _json_edit(suffix: str, change):
+    def edit(name: str, data: bytes) -> bytes:
+        if not name.endswith(suffix):
+            return data
+        doc = json.loads(data)
+        change(doc)
+        return json.dumps(doc).encode()
+    return edit
+
+
+def _pickled_weight(marker: Path):
+    """The issue's case: ``use_pickle`` in the weights config, an os.system pickle as the weight."""
+    def edit(name: str, data: bytes) -> bytes:
+        if name.endswith("weights_config.json"):
+            doc = json.loads(data)
+            next(iter(doc["config"].values()))["use_pickle"] = True
+            return json.dumps(doc).encode()
+        if name.endswith("weights/weight_0"):
+            return _evil_pickle(marker)
+        return data
+    return edit
+
+
+def _guards_code(marker: Path):
+    return _json_edit("models/model.json", lambda d: d.__setitem__(
+        "guards_code", [f"__import__('os').system('touch {marker}')"]))
+
+
+def _sympy_expr(marker: Path):
+    def change(doc):
+        text = json.dumps(doc).replace("Symbol(", f"(__import__('os').system('touch {marker}') or Symbol)(", 1)
+        doc.clear()
+        doc.update(json.loads(text))
+    return _json_edit("models/model.json", change)
+
+
+def _sample_inputs(marker: Path):
+    def edit(name: str, data: bytes) -> bytes:
+        if "sample_inputs/" in name:
+            buf = io.BytesIO()
+            torch.save(_Payload(marker), buf)
+            return buf.getvalue()
+        return data
+    return edit
+
+
+def _os_target(marker: Path):
+    """Defence in depth: torch's verifier happens to reject this target today; the vetting does not rely on it."""
+    def change(doc):
+        doc["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+    return _json_edit("models/model.json", change)
+
+
+def _legacy_layout(good: Path, evil: Path, marker: Path) -> Path:
+    """The pre-2.7 layout torch falls back to: top-level "version" and pickled ``serialized_*.pt`` files."""
+    from torch._export.serde.schema import SCHEMA_VERSION
+
+    with zipfile.ZipFile(good) as z:
+        program = z.read(next(n for n in z.namelist() if n.endswith("models/model.json")))
+    buf = io.BytesIO()
+    torch.save(_Payload(marker), buf)
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("version", ".".join(map(str, SCHEMA_VERSION)))
+        z.writestr("serialized_exported_program.json", program)
+        for name in ("serialized_state_dict.pt", "serialized_constants.pt", "serialized_example_inputs.pt"):
+            z.writestr(name, buf.getvalue())
+    return evil
+
+
+@pytest.mark.parametrize("attack", [_pickled_weight, _guards_code, _sympy_expr, _os_target, _sample_inputs,
+                                    _legacy_layout])
+def test_pt2_payload_never_runs(good_pt2, tmp_path, attack):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt2"
+    if attack is _legacy_layout:
+        _legacy_layout(good_pt2, evil, marker)
+    else:
+        _rewrite(good_pt2, evil, attack(marker))
+    with pytest.raises(EdgekitError, match="--trust-pickle|not in the current"):
+        load_model(str(evil))
+    # Renamed, it is still recognised as an export archive and still refused.
+    renamed = evil.rename(tmp_path / "evil.pt")
+    with pytest.raises(EdgekitError):
+        load_model(str(renamed))
+    assert not marker.exists()
+
+
+def test_plain_pt2_still_loads_without_trust(good_pt2):
+    loaded = load_model(str(good_pt2), input_size=(16, 16))
+    assert loaded.spec.num_classes == 2
+
+
+def test_pt2_payload_through_the_cli(good_pt2, tmp_path):
+    """``edgekit inspect`` and ``edgekit compress -m`` as in the issue: exit 2, one line, no payload."""
+    marker = tmp_path / "pwned"
+    evil = _rewrite(good_pt2, tmp_path / "evil.pt2", _pickled_weight(marker))
+    for args in (["inspect", str(evil)],
+                 ["compress", "-m", str(evil), "--data", "digits", "--out", str(tmp_path / "b")]):
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert "--trust-pickle" in result.stderr and "Traceback" not in result.stderr
+        assert not marker.exists()
+
+
+def test_pickle_payload_in_pt_file_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    raw = tmp_path / "raw.pth"
+    raw.write_bytes(_evil_pickle(marker))
+    zipped = tmp_path / "zipped.pt"
+    torch.save({"model": _Payload(marker)}, zipped)
+    for path in (raw, zipped):
+        with pytest.raises(EdgekitError):
+            load_model(str(path))
+    assert not marker.exists()
+
+
+def test_torchscript_payload_never_runs(tmp_path):
+    """TorchScript's own unpickler knows no Python globals: a swapped-in os.system pickle fails to load."""
+    marker = tmp_path / "pwned"
+    good = tmp_path / "good.pt"
+    torch.jit.save(torch.jit.script(_tiny()), good)
+    evil = _rewrite(good, tmp_path / "evil.pt", lambda name, data: _evil_pickle(marker)
+                    if name.endswith("/data.pkl") else data)
+    with pytest.raises(EdgekitError):
+        load_model(str(evil))
+    assert not marker.exists()
+
+
+def test_checkpoint_payload_never_runs(tmp_path):
+    """An edgekit checkpoint is read with weights_only: a payload in it is refused, not run."""
+    from edgekit.models import save_checkpoint
+
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(load_model("builtin:tinycnn"), ckpt)
+    payload = torch.load(ckpt, weights_only=True)
+    payload["notes"] = _Payload(marker)
+    torch.save(payload, ckpt)
+    with pytest.raises(EdgekitError):
+        load_model(str(ckpt))
+    assert not marker.exists()
