@@ -197,3 +197,88 @@ def test_checkpoint_payload_never_runs(tmp_path):
     with pytest.raises(EdgekitError):
         load_model(str(ckpt))
     assert not marker.exists()
+
+
+# --- bundles from someone else: verified before any file is run or uploaded -------------------------
+
+def _copy_bundle(small_bundle: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(small_bundle, bundle, symlinks=True)
+    return bundle
+
+
+def _edit_manifest(bundle: Path, change) -> None:
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _bench_error(bundle: Path, remote=None) -> str:
+    from edgekit.profiling.bench import BenchSettings, bench_bundle
+
+    with pytest.raises(EdgekitError) as info:
+        bench_bundle(bundle, BenchSettings(runs=2, max_seconds=1, limit=8), remote=remote, update_bundle=False)
+    return str(info.value)
+
+
+def _onnx(manifest: dict) -> dict:
+    return next(a for a in manifest["artifacts"] if a["path"].endswith("model.onnx"))
+
+
+def test_bench_refuses_a_symlinked_artifact_here_and_over_ssh(small_bundle, tmp_path, sshd):
+    from edgekit.profiling.remote import SshDevice
+
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("the host's private data\n")
+    bundle = _copy_bundle(small_bundle, tmp_path)
+    onnx = bundle / _onnx(json.loads((bundle / "manifest.json").read_text()))["path"]
+    onnx.unlink()
+    onnx.symlink_to(secret)
+    assert "symbolic link" in _bench_error(bundle)
+    remote = SshDevice.parse(f"{sshd.user}@127.0.0.1", port=sshd.port, identity=sshd.user_key,
+                             known_hosts=sshd.known_hosts)
+    assert "symbolic link" in _bench_error(bundle, remote)
+    uploaded = [p for p in sshd.device_tmp.rglob("*") if p.is_file()]
+    assert not any(p.read_bytes() == secret.read_bytes() for p in uploaded)
+
+
+@pytest.mark.parametrize("path, needle", [("/etc/passwd", "leaves the bundle"),
+                                          ("../../etc/passwd", "leaves the bundle"),
+                                          ("artifacts/model.pt", "sha256")])
+def test_bench_refuses_a_manifest_naming_another_file(small_bundle, tmp_path, path, needle):
+    bundle = _copy_bundle(small_bundle, tmp_path)
+
+    def point_elsewhere(manifest):
+        art = _onnx(manifest)
+        old = art["path"]
+        art["path"], art["files"] = path, [path]
+        art["sha256"] = {path: art["sha256"][old]}
+    _edit_manifest(bundle, point_elsewhere)
+    text = _bench_error(bundle)
+    assert needle in text and "onnxruntime" in text
+
+
+def test_bench_refuses_a_changed_artifact(small_bundle, tmp_path):
+    bundle = _copy_bundle(small_bundle, tmp_path)
+    onnx = bundle / _onnx(json.loads((bundle / "manifest.json").read_text()))["path"]
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    assert "does not match its sha256" in _bench_error(bundle)
+
+
+def test_bench_exits_non_zero_naming_failed_artifacts(small_bundle, tmp_path):
+    """An artifact whose file is consistent with the manifest but does not run: exit 2, named."""
+    import hashlib
+
+    bundle = _copy_bundle(small_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    art = _onnx(manifest)
+    (bundle / art["path"]).write_bytes(b"not an onnx model")
+    _edit_manifest(bundle, lambda m: _onnx(m)["sha256"].__setitem__(
+        art["path"], hashlib.sha256(b"not an onnx model").hexdigest()))
+    result = run_cli("bench", str(bundle), "--artifact", art["name"], "--runs", "2", "--max-seconds", "1",
+                     "--limit", "8")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "1 of 1 artifacts failed" in result.stderr and art["name"] in result.stderr

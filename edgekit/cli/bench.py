@@ -57,7 +57,7 @@ def bench_command(
       edgekit bench runs/fm --host pi@raspberrypi.local -i ~/.ssh/id_ed25519
     """
     from edgekit.manifest import read_manifest
-    from edgekit.profiling.bench import BenchSettings, bench_bundle
+    from edgekit.profiling.bench import BenchSettings, bench_bundle, failed_artifacts
 
     if runs < 1 or warmup < 0 or batch < 1 or (limit is not None and limit < 1):
         raise EdgekitError("--runs, --batch and --limit must be >= 1 and --warmup >= 0")
@@ -66,8 +66,11 @@ def bench_command(
                              artifacts=list(artifact or []))
     remote = ssh_device(host, port, identity, known_hosts, remote_python, timeout)
     entry = bench_bundle(bundle, settings, remote=remote, update_bundle=not no_update)
+    failed = failed_artifacts(entry)  # raised after the results are printed and kept
     if json_out:
         print_json(entry.model_dump(mode="json", exclude_none=True))
+        if failed:
+            raise failed
         return
     artifacts = read_manifest(bundle).artifacts
     if entry.results:
@@ -77,3 +80,5 @@ def bench_command(
         stdout.print(table("estimated (not measured: these artifacts cannot run here)", ESTIMATE_COLUMNS, est))
     if not no_update:
         stdout.print(f"results merged into {bundle / 'manifest.json'} and {bundle / 'report.html'}")
+    if failed:
+        raise failed
