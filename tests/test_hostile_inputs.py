@@ -282,3 +282,73 @@ def test_bench_exits_non_zero_naming_failed_artifacts(small_bundle, tmp_path):
                      "--limit", "8")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "1 of 1 artifacts failed" in result.stderr and art["name"] in result.stderr
+
+
+# --- never lose a user's data ------------------------------------------------------------------------
+
+def _one_line(result, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_second_run_on_the_same_out_fails_at_once(tmp_path):
+    """The lock is held by this process (as a first run would); a real second run is refused at once."""
+    from edgekit.bundle import check_out_dir, release_out_dir
+
+    out = tmp_path / "bundle"
+    check_out_dir(out, force=False)
+    try:
+        result = run_cli("compress", "--model", "builtin:tinycnn", "--data", "digits", "--out", str(out), timeout=120)
+        _one_line(result, "being written by another edgekit run", str(out))
+        assert not out.exists()
+    finally:
+        release_out_dir(out)
+    assert [p.name for p in tmp_path.iterdir()] == [], "lock file left behind"
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_bundle(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "main.py").write_text("print('the user's work')\n")
+    result = run_cli("compress", "--model", "builtin:tinycnn", "--data", "digits", "--out", str(src), "--force",
+                     timeout=120)
+    _one_line(result, "not an edgekit bundle", "--force")
+    assert (src / "main.py").read_text() == "print('the user's work')\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+@pytest.mark.parametrize("where", ["afile/sub", "/proc/edgekit-x"])
+def test_unwritable_out_fails_before_any_work(tmp_path, where):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / where if not where.startswith("/") else Path(where)
+    result = run_cli("compress", "--model", "builtin:tinycnn", "--data", "digits", "--out", str(out), timeout=120)
+    _one_line(result, "cannot be written")
+    assert "stage" not in result.stdout + result.stderr
+
+
+def test_cache_entry_lock_serialises_two_writers(tmp_path):
+    """Two processes on one stage cache entry: the second waits until the first lets go."""
+    import subprocess
+    import sys
+    import time
+
+    from edgekit.locks import FileLock
+
+    lock_path = tmp_path / ".lock"
+    lock = FileLock(lock_path)
+    assert lock.acquire(wait=False)
+    code = ("import sys, time; from pathlib import Path; from edgekit.locks import held\n"
+            f"with held(Path({str(lock_path)!r})): print(time.time())")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    time.sleep(1.5)
+    assert child.poll() is None, "the second writer did not wait"
+    released = time.time()
+    lock.release()
+    got = float(child.communicate(timeout=60)[0])
+    assert got >= released
+    assert not lock_path.exists()
