@@ -352,3 +352,33 @@ def test_cache_entry_lock_serialises_two_writers(tmp_path):
     got = float(child.communicate(timeout=60)[0])
     assert got >= released
     assert not lock_path.exists()
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------------
+
+def test_ctrl_c_during_training_exits_130(tmp_path):
+    """SIGINT to a real ``python -m edgekit compress`` in its training stage: exit 130, "error: interrupted",
+    no bundle, no temp folder, no lock file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text("name: long\nstages:\n  - finetune: {epochs: 200, lr: 0.01, hflip: false}\n")
+    out = tmp_path / "bundle"
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "EDGEKIT_CACHE": str(cache),
+           "EDGEKIT_QUIET": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "compress", "-m", "builtin:tinycnn", "-d", "digits",
+                             "-r", str(recipe), "-o", str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(cache.glob("work/*/.lock")):   # the stage is training
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "error: interrupted" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "long.yaml"]
