@@ -382,3 +382,61 @@ def test_ctrl_c_during_training_exits_130(tmp_path):
     assert proc.returncode == 130, stderr[-2000:]
     assert "error: interrupted" in stderr and "Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "long.yaml"]
+
+
+# --- 16-bit and float images keep their information --------------------------------------------------
+
+def test_16_bit_and_float_values_scale_instead_of_clipping(tmp_path):
+    """The issue's evidence: 300, 1000, 30000 and 65535 all became one white tensor; now they stay ordered."""
+    import numpy as np
+    from PIL import Image
+
+    from edgekit.runtime.preprocess import open_image
+
+    seen = []
+    for value in (300, 1000, 30000, 65535):
+        path = tmp_path / f"{value}.png"
+        Image.fromarray(np.full((4, 4), value, dtype=np.uint16)).save(path)
+        assert Image.open(path).mode.startswith("I")
+        seen.append(int(np.asarray(open_image(path, "L"))[0, 0]))
+    assert seen == sorted(seen) and len(set(seen)) == 4 and seen[-1] == 255
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "half.tiff")
+    assert int(np.asarray(open_image(tmp_path / "half.tiff", "L"))[0, 0]) == 128
+
+
+def _sixteen_bit_folder(root: Path, per_class: int = 40, mixed: bool = False) -> Path:
+    """Two classes whose low bytes come from one distribution: they differ only above 8 bits."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, high in (("dim", (8, 40)), ("bright", (200, 240))):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(*high, (8, 8)) * 256 + rng.integers(0, 256, (8, 8))
+            Image.fromarray(pixels.astype(np.uint16)).save(root / label / f"{i}.png")
+    if mixed:
+        Image.fromarray(rng.integers(0, 256, (8, 8)).astype(np.uint8), "L").save(root / "dim" / "eight.png")
+    return root
+
+
+def test_a_16_bit_folder_trains(tmp_path):
+    data = _sixteen_bit_folder(tmp_path / "imgs")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: deep\nstages:\n  - finetune: {epochs: 4, lr: 0.05, hflip: false}\n"
+                      "  - evaluate: {split: test}\ncompile: {precisions: [fp32]}\n"
+                      "profile: {warmup: 1, runs: 5, max_seconds: 1}\n")
+    result = run_cli("compress", "-m", "builtin:tinycnn", "-d", str(data), "-r", str(recipe), "-t", "x86-cpu",
+                     "-o", str(tmp_path / "b"), "--json", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["references"]["final"]["accuracy"]["top1"] > 90
+    assert manifest["data"]["source_modes"] == "I;16 (80 files)"
+
+
+def test_mixed_bit_depths_warn(tmp_path, capsys):
+    from edgekit.data.imagefolder import load_imagefolder
+
+    splits = load_imagefolder(str(_sixteen_bit_folder(tmp_path / "imgs", per_class=5, mixed=True)), {}, (8, 8))
+    assert "I;16 (10 files)" in splits.notes["source_modes"] and "L (1 files)" in splits.notes["source_modes"]
+    assert "mixes bit depths" in " ".join(capsys.readouterr().err.split())
