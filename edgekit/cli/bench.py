@@ -57,13 +57,17 @@ def bench_command(
     """
     import edgekit
     from edgekit.manifest import read_manifest
+    from edgekit.profiling.bench import failed_artifacts
 
     entry = edgekit.bench(bundle, host, port=port, identity=identity, known_hosts=known_hosts,
                           remote_python=remote_python, timeout=timeout, data=data, limit=limit,
                           artifacts=artifact or [], warmup=warmup, runs=runs, max_seconds=max_seconds, batch=batch,
                           batch_sizes=parse_batch_sizes(batch_sizes), threads=threads, update=not no_update)
+    failed = failed_artifacts(entry)  # raised after the results are printed and kept
     if json_out:
         print_json(entry.model_dump(mode="json", exclude_none=True))
+        if failed:
+            raise failed
         return
     artifacts = read_manifest(bundle).artifacts
     if entry.results:
@@ -73,3 +77,5 @@ def bench_command(
         stdout.print(table("estimated (not measured: these artifacts cannot run here)", ESTIMATE_COLUMNS, est))
     if not no_update:
         stdout.print(f"results merged into {bundle / 'manifest.json'} and {bundle / 'report.html'}")
+    if failed:
+        raise failed
