@@ -14,10 +14,10 @@ def run(work: Path, model: str | None = None, data: str | None = None, recipe: s
         target: str = "x86-cpu", threads: int | None = None) -> Measured:
     """``model`` and ``data`` None: edgekit's built-in demo (its digits teacher). ``recipe`` None: the target's
     own recipe. The bundle is kept in ``work``/bundle for a look afterwards."""
-    from edgekit.pipeline import CompressOptions, compress
+    import edgekit
 
-    manifest = compress(CompressOptions(model=model, data=data, recipe=recipe, target=target, threads=threads,
-                                        out=work / "bundle", force=True))
+    manifest = edgekit.compress(model, data, target=target, recipe=recipe, out=work / "bundle", force=True,
+                                threads=threads).manifest
     return summarize(manifest.model_dump(mode="json"))
 
 

@@ -29,7 +29,7 @@ from benchmarks.schema import Measured
 from edgekit.data import load_data
 from edgekit.models import load_checkpoint, load_model
 from edgekit.models.complexity import count_macs, count_params
-from edgekit.pipeline import CompressOptions, compress
+import edgekit
 from edgekit.pruning.measure import ort_latency_interleaved
 from edgekit.stages import STAGES, StageContext
 from edgekit.target import load_target
@@ -82,8 +82,8 @@ def run(work: Path, teacher: str = RESNET18[0], teacher_epochs: int = RESNET18[1
         manifest = json.loads((bundle_dir / "manifest.json").read_text())
     else:
         bundle_dir = work / "bundle"
-        manifest = compress(CompressOptions(model=str(teacher_path), data="fashion-mnist", recipe=recipe,
-                                            target="x86-cpu", out=bundle_dir, force=True, threads=threads)).as_json()
+        manifest = edgekit.compress(str(teacher_path), "fashion-mnist", target="x86-cpu", recipe=recipe,
+                                    out=bundle_dir, force=True, threads=threads).manifest.as_json()
     student = load_checkpoint(bundle_dir / "artifacts" / "model.pt")  # the shipped file, weights_only=True
     teacher_top1 = evaluate_module(loaded.module, loaded.spec, data.test)["top1"]
     student_top1 = evaluate_module(student.module, student.spec, data.test)["top1"]

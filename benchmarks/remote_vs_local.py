@@ -34,11 +34,11 @@ def bench(bundle: Path, *extra: str) -> dict:
 
 def demo_bundle(work: Path) -> Path:
     """The built-in demo's bundle (digits, quickstart recipe; seconds), made once in ``work``."""
-    from edgekit.pipeline import CompressOptions, compress
+    import edgekit
 
     bundle = work / "demo-bundle"
     if not (bundle / "manifest.json").is_file():
-        compress(CompressOptions(recipe="quickstart", target="x86-cpu", out=bundle, force=True))
+        edgekit.compress(recipe="quickstart", target="x86-cpu", out=bundle, force=True)
     return bundle
 
 

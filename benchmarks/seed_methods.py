@@ -26,7 +26,7 @@ from edgekit.data import load_data
 from edgekit.errors import EdgekitError
 from edgekit.models import load_checkpoint, load_model, save_checkpoint
 from edgekit.models.complexity import count_macs, count_params
-from edgekit.pipeline import CompressOptions, compress
+import edgekit
 from edgekit.pruning.measure import ort_latency_interleaved
 from edgekit.stages import STAGES, StageContext
 from edgekit.target import load_target
@@ -71,8 +71,8 @@ def _train_settings(cfg: dict) -> dict:
 
 
 def _run(cfg, teacher_path: Path, recipe: Path, out: Path) -> dict:
-    manifest = compress(CompressOptions(model=str(teacher_path), data=cfg["data"], recipe=str(recipe),
-                                        target="x86-cpu", out=out, force=True, threads=cfg["threads"]))
+    manifest = edgekit.compress(str(teacher_path), cfg["data"], target="x86-cpu", recipe=str(recipe), out=out,
+                                force=True, threads=cfg["threads"]).manifest
     return {**manifest.model_dump(mode="json"), "bundle": manifest.bundle}
 
 

@@ -27,11 +27,11 @@ CACHE = Path(__file__).resolve().parent / "cache"
 def accuracy_phase(teacher: Path, recipe: str, bundle: Path) -> dict:
     from edgekit.models import load_model
     from edgekit.data import load_data
-    from edgekit.pipeline import CompressOptions, compress
+    import edgekit
     from edgekit.training import evaluate_module
 
-    manifest = compress(CompressOptions(model=str(teacher), data="fashion-mnist", recipe=str(recipe), target="x86-cpu",
-                                        out=bundle, force=True)).as_json()
+    manifest = edgekit.compress(str(teacher), "fashion-mnist", target="x86-cpu", recipe=str(recipe), out=bundle,
+                                force=True).manifest.as_json()
     split = manifest["split"]
     stage = split["stage"]
     t = load_model(str(teacher))
