@@ -8,11 +8,12 @@ from typing import Optional
 import typer
 
 from edgekit.cli import app
+from edgekit import ui
 from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_json,
-                                ssh_device, stdout, table)
+                                print_table, ssh_device, stdout, table)
 from edgekit.gates import Gates, gate_failure
-from edgekit.reports.tables import (ARTIFACT_COLUMNS, GATE_COLUMNS, artifact_rows, fmt, gate_rows, headline,
-                                    reference_title, skipped_label)
+from edgekit.reports.tables import (ARTIFACT_COLUMNS, COMPACT_COLUMNS, GATE_COLUMNS, artifact_rows, compact_artifacts,
+                                    fmt, gate_rows, headline, reference_title, skipped_label)
 
 
 @app.command("compress")
@@ -39,6 +40,9 @@ def compress_command(
     skip_broken_images: bool = typer.Option(False, "--skip-broken-images", help="leave unreadable image files "
                                             "out (counted and listed in the manifest) instead of stopping"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
+    wide: bool = typer.Option(False, "--wide", help="every column of the artifacts table (it no longer fits 80)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show other libraries' messages here instead of "
+                                 "in the bundle's logs/third_party.log"),
     max_accuracy_drop: Optional[float] = typer.Option(
         None, "--max-accuracy-drop", help="CI gate: max top-1 drop (points) of an artifact vs the input model "
         "(PyTorch, test split). Only checks: what is built is the recipe's (compile.max_accuracy_drop). "
@@ -93,16 +97,20 @@ def compress_command(
                            skip_broken_images=skip_broken_images, latency_budget_ms=latency_budget_ms,
                            budget_students=budget_students or [],
                            remote=ssh_device(host, port, identity, known_hosts, remote_python))
-    manifest = compress(opts)
+    with ui.third_party_to_file(verbose) as chatter:
+        manifest = compress(opts)
+        kept = chatter.keep(Path(manifest.bundle)) if manifest is not None else None
     if manifest is None:
         return  # a non-zero rank under torchrun: rank 0 reports
+    if kept is not None:
+        ui.info(f"[dim]messages from other libraries: {kept} (-v shows them here)[/dim]")
     failure = gate_failure(manifest)
     if json_out:
         print_json(manifest.as_json())
         if failure:
             raise failure
         return
-    stdout.print(table(reference_title(manifest), ARTIFACT_COLUMNS, artifact_rows(manifest)))
+    print_artifacts(manifest, wide)
     for s in manifest.skipped:
         stdout.print(f"[dim]not produced: {skipped_label(s)}: {s.reason}[/dim]")
     if manifest.deploy:
@@ -112,6 +120,20 @@ def compress_command(
         stdout.print(line, markup=False, highlight=False)
     stdout.print(f"bundle: [bold]{manifest.bundle}[/bold] ({manifest.seconds or 0:.0f} s)")
     if manifest.gates:
-        stdout.print(table("CI gates", GATE_COLUMNS, gate_rows(manifest)))
+        print_table(table("CI gates", GATE_COLUMNS, gate_rows(manifest)))
     if failure:
         raise failure
+
+
+def print_artifacts(manifest, wide: bool = False) -> None:
+    """The artifacts table: compact by default (fits 80 columns; what does not compete is one line under
+    it), every column with ``wide``."""
+    if wide:
+        print_table(table(reference_title(manifest), ARTIFACT_COLUMNS, artifact_rows(manifest)))
+        return
+    compact = compact_artifacts(manifest)
+    styles = ["bold" if i == compact.deployed else None for i in range(len(compact.rows))]
+    print_table(table(reference_title(manifest), COMPACT_COLUMNS, compact.rows, styles))
+    stdout.print(f"{compact.legend} · --wide: all columns", style="dim", markup=False, highlight=False)
+    if compact.left_out:
+        stdout.print(f"not ranked: {'; '.join(compact.left_out)}", style="dim", markup=False, highlight=False)
