@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from edgekit.cli import app
-from edgekit.cli.common import fits, print_json, print_table, stdout, table
+from edgekit.cli.common import fits, print_json, print_table, table
 from edgekit.targets import list_targets
 
 COLUMNS = ["name", "runtime", "backends", "precisions", "default", "recipe", "device", "description"]
