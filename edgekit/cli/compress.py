@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
-from edgekit.cli import app
 from edgekit import ui
+from edgekit.cli import app
 from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_json,
                                 print_table, ssh_device, stdout, table)
 from edgekit.gates import Gates, gate_failure
@@ -103,37 +105,42 @@ def compress_command(
     if manifest is None:
         return  # a non-zero rank under torchrun: rank 0 reports
     if kept is not None:
-        ui.info(f"[dim]messages from other libraries: {kept} (-v shows them here)[/dim]")
+        ui.info(f"[dim]messages from other libraries: {escape(str(kept))} (-v shows them here)[/dim]")
     failure = gate_failure(manifest)
     if json_out:
         print_json(manifest.as_json())
         if failure:
             raise failure
         return
-    print_artifacts(manifest, wide)
-    for s in manifest.skipped:
-        stdout.print(f"[dim]not produced: {skipped_label(s)}: {s.reason}[/dim]")
-    if manifest.deploy:
-        d = manifest.deploy
-        stdout.print(f"deploy: [bold]{d.artifact}[/bold] — top-1 {fmt(d.top1)}%, {d.reason}")
-    for line in headline(manifest):
-        stdout.print(line, markup=False, highlight=False)
-    stdout.print(f"bundle: [bold]{manifest.bundle}[/bold] ({manifest.seconds or 0:.0f} s)")
-    if manifest.gates:
-        print_table(table("CI gates", GATE_COLUMNS, gate_rows(manifest)))
+    print_result(manifest, wide)
     if failure:
         raise failure
 
 
-def print_artifacts(manifest, wide: bool = False) -> None:
+def print_result(manifest, wide: bool = False, console: Console = stdout) -> None:
+    """What ``edgekit compress`` prints on stdout for a bundle: artifacts, deploy choice, headline, gates."""
+    print_artifacts(manifest, wide, console)
+    for s in manifest.skipped:
+        console.print(f"not produced: {skipped_label(s)}: {s.reason}", style="dim", markup=False, highlight=False)
+    if manifest.deploy:
+        d = manifest.deploy
+        console.print(f"deploy: [bold]{escape(d.artifact)}[/bold] — top-1 {fmt(d.top1)}%, {escape(d.reason)}")
+    for line in headline(manifest):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"bundle: [bold]{escape(str(manifest.bundle))}[/bold] ({manifest.seconds or 0:.0f} s)")
+    if manifest.gates:
+        print_table(table("CI gates", GATE_COLUMNS, gate_rows(manifest)), console)
+
+
+def print_artifacts(manifest, wide: bool = False, console: Console = stdout) -> None:
     """The artifacts table: compact by default (fits 80 columns; what does not compete is one line under
     it), every column with ``wide``."""
     if wide:
-        print_table(table(reference_title(manifest), ARTIFACT_COLUMNS, artifact_rows(manifest)))
+        print_table(table(reference_title(manifest), ARTIFACT_COLUMNS, artifact_rows(manifest)), console)
         return
     compact = compact_artifacts(manifest)
     styles = ["bold" if i == compact.deployed else None for i in range(len(compact.rows))]
-    print_table(table(reference_title(manifest), COMPACT_COLUMNS, compact.rows, styles))
-    stdout.print(f"{compact.legend} · --wide: all columns", style="dim", markup=False, highlight=False)
+    print_table(table(reference_title(manifest), COMPACT_COLUMNS, compact.rows, styles), console)
+    console.print(f"{compact.legend} · --wide: all columns", style="dim", markup=False, highlight=False)
     if compact.left_out:
-        stdout.print(f"not ranked: {'; '.join(compact.left_out)}", style="dim", markup=False, highlight=False)
+        console.print(f"not ranked: {'; '.join(compact.left_out)}", style="dim", markup=False, highlight=False)
