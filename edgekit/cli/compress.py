@@ -11,8 +11,8 @@ from rich.markup import escape
 
 from edgekit import ui
 from edgekit.cli import app
-from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_json,
-                                print_table, ssh_device, stdout, table)
+from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_fitted,
+                                print_json, print_table, ssh_device, stdout, table)
 from edgekit.gates import Gates, gate_failure
 from edgekit.reports.tables import (ARTIFACT_COLUMNS, COMPACT_COLUMNS, GATE_COLUMNS, artifact_rows, compact_artifacts,
                                     fmt, gate_rows, headline, reference_title, skipped_label)
@@ -129,7 +129,7 @@ def print_result(manifest, wide: bool = False, console: Console = stdout) -> Non
         console.print(line, markup=False, highlight=False)
     console.print(f"bundle: [bold]{escape(str(manifest.bundle))}[/bold] ({manifest.seconds or 0:.0f} s)")
     if manifest.gates:
-        print_table(table("CI gates", GATE_COLUMNS, gate_rows(manifest)), console)
+        print_fitted("CI gates", GATE_COLUMNS, gate_rows(manifest), ["Δ final pt", "Δ input pt"], console)
 
 
 def print_artifacts(manifest, wide: bool = False, console: Console = stdout) -> None:
