@@ -22,6 +22,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
 def _print_version(value: bool) -> None:
     if value:
         from edgekit import __version__
@@ -33,7 +34,7 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                           help="print the version and exit")) -> None:
-    pass
+    """Options of ``edgekit`` itself, before any command (the command's own options follow it)."""
 
 
 # Importing the command modules registers their commands on ``app``.

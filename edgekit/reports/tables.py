@@ -106,6 +106,8 @@ class CompactArtifacts:
 
 
 def compact_artifacts(manifest: Manifest) -> CompactArtifacts:
+    """One row per artifact that competes, its p50 the one decisions read (``latency_for``) with its basis
+    marked: a reader must see whether a device number was measured or estimated, even at 80 columns."""
     from edgekit.decisions import latency_for
 
     rows, left_out, marks, deployed = [], [], [], None
