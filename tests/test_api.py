@@ -108,7 +108,7 @@ def test_api_errors_are_one_line_edgekit_errors(tmp_path):
 def test_the_public_names_are_the_documented_ones():
     for name in edgekit.__all__:
         assert getattr(edgekit, name) is not None
-    assert "x86-cpu" in [t.name for t in edgekit.target()]
+    assert "x86-cpu" in [t.name for t in edgekit.targets()]
     assert "quickstart" in edgekit.recipes()
     info = edgekit.inspect("builtin:tinycnn")
     assert info["params"] > 0 and info["spec"]["num_classes"] == 10

@@ -22,6 +22,21 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from edgekit import __version__
+
+        print(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")) -> None:
+    """Options of ``edgekit`` itself, before any command (the command's own options follow it)."""
+
+
 # Importing the command modules registers their commands on ``app``.
 from edgekit.cli import bench, build_engine, compress, inspect, split, targets  # noqa: E402,F401
 
