@@ -51,9 +51,8 @@ from edgekit.training.evaluate import accuracy_counts
 VALIDATION_IMAGES = 1000  # cap for accuracy-aware quantization's validation loop
 # The input model's own artifact is a latency and size baseline (the PyTorch input reference is its accuracy):
 # scored on this many test images it still checks the export (agreement with the PyTorch logits, image by
-# image), where the full split cost as much as the input reference itself (58 s on a 557-MMAC model, vs_peers
-# 2026-12-02); 1000 images still cost 7.8 s there (2026-12-05), and a wrong export shows in the agreement of far
-# fewer.
+# image), where the full split costs as much as the input reference itself (close to a minute on a ResNet-18-
+# sized model) and 1000 images still several seconds, and a wrong export shows in the agreement of far fewer.
 INPUT_CHECK_IMAGES = 250
 TRT_PROXY = "onnxruntime on the TensorRT input ONNX, Q/DQ simulated in float (proxy; TensorRT not here)"
 
@@ -197,7 +196,7 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
     # With precision: auto the bound is enforced by the selection, on the full test split; NNCF's accuracy
     # control would enforce it a second time on 1000 val images (a standard error of ~1.2 pt at 80% top-1:
     # it read a 0.6 pt drop, ranked 30 quantizers and reverted 2 to float, 18 s instead of ~2 s, on a model
-    # whose file the test split then put 0.47 pt below FP32; vs_peers resnet-large, 2026-12-02). Without
+    # whose file the test split then put 0.47 pt below FP32). Without
     # auto, an explicit int8 with a bound keeps NNCF's accuracy control, unless compile.accuracy_control is off
     # (a latency-budget plan: its file must be built as the search's candidate was).
     if (calibration is not None and recipe.compile.max_accuracy_drop is not None and not auto
@@ -272,7 +271,7 @@ def score_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, thre
     backend, in order of measured p50: once a file is within the bound, a file more than ``MEASURED_TIE``
     slower can never be chosen (selection takes the fastest within the bound, a measured near-tie the more
     accurate), so it is not scored and says why. Why: on a 557-MMAC ResNet's pruned student each FP32 file
-    took 9 s over 10k test images while INT8 ran 2.5x faster within the bound (vs_peers, 2026-12-03); on a
+    took seconds over 10k test images while INT8 ran 2.5x faster within the bound; on a
     user's ImageNet-sized val split it is minutes per file. Only where every file was timed here: an
     estimate's order is not known well enough to skip on, and a device bench re-decides."""
     order = list(unit.artifacts)
@@ -311,7 +310,7 @@ def profile_unit_artifact(unit: CompileUnit, artifact: Artifact, out_dir: Path, 
 
     Accuracy is scored through a session on every core and latency timed through one at ``threads``: the
     numbers are the runtime's either way, but scoring the full test split at ``--threads 1`` cost minutes per
-    artifact on a 557-MMAC model (benchmarks/vs_peers.py, 2026-12-02)."""
+    artifact on a ResNet-18-sized model."""
     scoring_threads = max(threads, os.cpu_count() or 1)
     if artifact.runnable_here:
         session, proxy = BACKENDS.get(artifact.backend)().load(artifact, out_dir, scoring_threads), None

@@ -32,8 +32,8 @@ DEFAULT_ESTIMATE_ERROR = 0.25  # relative; a target file may give ``device.estim
 MEASURE_ON_DEVICE = "measure on the device"
 # relative; measured p50s closer than this are a tie, broken by accuracy. Why 5%: the same two INT8 files of one
 # model, timed in alternation on a shared 2-core host, read 3% and 8% apart in two runs an hour apart, and a
-# deploy choice that follows such a difference trades accuracy (0.5 pt there) for nothing the device will see
-# (benchmarks/vs_peers.py resnet-large, Zen 4, 2026-12-02). It is also the like-for-like bar's latency margin.
+# deploy choice that follows such a difference trades accuracy (0.5 pt there) for nothing the device will see.
+# It is also the like-for-like bar's latency margin (benchmarks/vs_peers.py).
 MEASURED_TIE = 0.05
 
 MEASURED_HERE = "measured here"

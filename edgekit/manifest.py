@@ -159,7 +159,7 @@ class StageRecord(Record):
     macs_after: int
     top1: float | None = None          # of the model after the stage, on ``split``
     split: str = "val"                 # val, or test for an ``evaluate: {split: test}`` stage
-    samples: int | None = None         # images ``top1`` was read on (None: bundles before 2026-12-05)
+    samples: int | None = None         # images ``top1`` was read on (None: bundles written before it was recorded)
     seconds: float | None = None
     cached: bool = False
     cache_key: str | None = None
@@ -171,7 +171,7 @@ class Reference(Record):
     accuracy: Accuracy
     params: int
     macs: int
-    val_top1: float | None = None      # bundles before 2026-12-02: the input model's on val (near-chance check)
+    val_top1: float | None = None      # older bundles: the input model's on val (near-chance check)
 
 
 class References(Record):
@@ -360,8 +360,8 @@ class SearchFinal(Record):
     takes_ms: list[float] | None = None  # every timing of the deployed file where the first missed (p50 is their median)
     # The host's speed now against during the search: the input model's own artifact (the bundle's baseline file)
     # timed at this check, and the same model on the same runtime and precision in the search's trace, on the
-    # same basis. On a shared machine the speed drifts by tens of percent over the minutes of training (a
-    # 2-core VM, 2026-12-04): a miss by about the slowdown is the host's, not the model's.
+    # same basis. On a shared machine the speed drifts by tens of percent over the minutes of training: a miss
+    # by about the slowdown is the host's, not the model's.
     input_search_ms: float | None = None
     input_final_ms: float | None = None
 

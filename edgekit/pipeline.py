@@ -145,8 +145,8 @@ def measure_input(model: LoadedModel, data: DataSplits) -> tuple[dict, np.ndarra
 
 
 # Val images each stage's after-stage accuracy is read on. It is a progress figure for the stage table (how much
-# pruning cost before the KD that follows it recovers): a full pass per stage cost 4 s of a 6-minute run on a
-# 5000-image val split (vs_peers resnet-large, 2026-12-05) and minutes per stage on an ImageNet-sized one. The
+# pruning cost before the KD that follows it recovers): a full pass per stage costs seconds on a 5000-image val
+# split and minutes per stage on an ImageNet-sized one. The
 # binomial standard error at 2000 images is at most 1.1 pt (0.8 pt at 86% top-1).
 STAGE_CHECK_IMAGES = 2000
 
@@ -411,12 +411,11 @@ def retime_for_budget(out: Path, recipe: Recipe, threads: int) -> Manifest:
     inputs, latency only), merged as a local bench entry: the budget check, the gates and the deploy choice
     then read the clock the search read. Why: the compress process's own timing, after training, read a
     trained 106-MMAC OpenVINO INT8 file at 0.739 ms where the runner read its untrained candidate at 0.580 and,
-    afterwards on a slower host, the trained model at 0.57-0.62 ms (vs_peers 1/2 budget, Xeon, 2026-12-05;
-    benchmarks/budget_recheck.py): the bundle failed its own budget on a number no other measurement reproduced.
+    afterwards on a slower host, the trained model at 0.57-0.62 ms (benchmarks/budget_recheck.py): the bundle
+    failed its own budget on a number no other measurement reproduced.
 
     Where that first take misses, the files are timed ``BUDGET_TAKES - 1`` more times and judged on each one's
-    median p50 (``bench.median_entry``). Why: in the vs_peers run of 2026-12-05 07:31, on a busy shared host,
-    one take read a ½-budget bundle's OpenVINO INT8 file at 0.690 ms (budget 0.556, exit 3) that read 0.518 ms
+    median p50 (``bench.median_entry``). Why: on a busy shared host one take read a ½-budget bundle's OpenVINO INT8 file at 0.690 ms (budget 0.556, exit 3) that read 0.518 ms
     in the benchmark's own timing and 0.504-0.526 ms timed A/B afterwards, as did the search's candidate."""
     from edgekit.profiling.bench import BenchSettings
 

@@ -149,10 +149,9 @@ class BudgetSettings(BaseModel):
     margin: float = Field(0.1, ge=0, lt=1, description="search against latency_ms x (1 - margin): timing noise")
     macs: list[float] = Field(default_factory=lambda: list(DEFAULT_BUDGET_MACS),
                               description="MACs fractions the search may prune to (1.0 = no pruning)")
-    # 64: Intel AMX multiplies INT8/BF16 tiles 64 bytes deep; on a Xeon with AMX a ResNet-18 pruned to multiples
-    # of 64 (204 MMACs) ran 0.40 ms on OpenVINO INT8, unrounded to 42 MMACs 0.50 ms (benchmarks/budget_search.py,
-    # 2026-12-05). Elsewhere it costs a timing or two and is chosen only where it keeps more MACs within the
-    # budget: the search measures.
+    # 64: Intel AMX multiplies INT8/BF16 tiles 64 bytes deep, so on such a CPU a model pruned to multiples of 64
+    # can run faster at several times the MACs of an unrounded one (benchmarks/budget_search.py). Elsewhere it
+    # costs a timing or two and is chosen only where it keeps more MACs within the budget: the search measures.
     round_to: list[int | None] = Field(default_factory=lambda: [None, 8, 64],
                                        description="channel rounding tried at each level (null: none; the recipe's "
                                        "prune stage's own is added)")

@@ -338,8 +338,8 @@ def plan_recipe(recipe: Recipe, chosen: SearchCandidate, prune_index: int | None
                                                                               "epochs": budget.distill_epochs}))
             notes.append(f"a KD stage from the input model was added after pruning ({budget.distill_epochs} epochs)")
     # The file is built as the search built the candidate: plain post-training INT8. NNCF's accuracy control
-    # (explicit int8 + a bound) reverted a convolution to float in a ½-budget plan and the trained file ran 0.87 ms
-    # where the candidate had run 0.38 (vs_peers resnet-large, Xeon, 2026-12-05): the budget was missed.
+    # (explicit int8 + a bound) can revert a convolution to float, and the trained file then runs at twice the
+    # candidate's latency: the budget is missed.
     compile_update = {"precisions": [chosen.precision], "backends": [chosen.backend], "accuracy_control": False}
     new = recipe.model_copy(update={"stages": stages,
                                     "compile": recipe.compile.model_copy(update=compile_update)})

@@ -86,7 +86,7 @@ class Objective(Protocol):
 
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: without them oneDNN emulates bf16 and autocast runs several times *slower* than
-    fp32 (ResNet-18 at 32 px: >15 s vs ~5 s per step of 128 on an AVX2-only EPYC, 2026-11-25)."""
+    fp32 (a ResNet-18 training step on an AVX2-only CPU: about 3x the fp32 time)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # private probe; assume support rather than silently slow down
@@ -110,8 +110,8 @@ def bf16_blocker(params: TrainParams, model: nn.Module) -> str | None:
     if not cpu_has_native_bf16():
         return "this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 autocast is several times slower than fp32"
     if has_depthwise_conv(model):
-        # measured: builtin:mobilenetv3s_32, batch 128, 1 thread: 3.1x slower per step than fp32 on a Zen 4
-        # EPYC with AVX512-BF16 (2026-12-02), 18x on an AVX2 EPYC without it
+        # a MobileNetV3's training step under bf16 autocast is about 3x slower than fp32 even with AVX512-BF16,
+        # an order of magnitude without it
         return "bf16 autocast is several times slower than fp32 for depthwise convolutions on CPU"
     return None
 
