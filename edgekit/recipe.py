@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgekit.errors import EdgekitError
 from edgekit.resources import shipped_dir
 from edgekit.targets import Target
+from edgekit.vocab import Precision, PrecisionChoice
 
 
 class StageEntry(BaseModel):
@@ -82,7 +83,7 @@ class CompileSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Precisions to compile; "target" means the target's default precision, "auto" lets the
     # precision-selection logic measure candidates (quantization issue).
-    precisions: list[str] = Field(default_factory=lambda: ["fp32"])
+    precisions: list[Precision | PrecisionChoice] = Field(default_factory=lambda: [Precision.FP32])
     backends: list[str] | None = Field(None, description="override the target's backend list")
     max_accuracy_drop: float | None = Field(None, description="percentage points vs the PyTorch model")
     accuracy_control: bool = Field(True, description="with explicit INT8 precisions and max_accuracy_drop: NNCF's "
@@ -155,7 +156,7 @@ class BudgetSettings(BaseModel):
     round_to: list[int | None] = Field(default_factory=lambda: [None, 8, 64],
                                        description="channel rounding tried at each level (null: none; the recipe's "
                                        "prune stage's own is added)")
-    precisions: list[str] | None = Field(None, description="default: the target's precisions")
+    precisions: list[Precision] | None = Field(None, description="default: the target's precisions")
     backends: list[str] | None = Field(None, description="default: the target's backends")
     calibration_size: int = Field(32, ge=1, description="INT8 calibration images per candidate (timing only)")
     runs: int = Field(60, ge=5, description="timed runs per candidate")

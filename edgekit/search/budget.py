@@ -55,6 +55,7 @@ from edgekit.resources import cache_dir
 from edgekit.search.timing import CandidateTimer
 from edgekit.stages import STAGES, StageContext
 from edgekit.targets import Target
+from edgekit.vocab import Precision
 
 PRUNE_DEFAULTS = {"mode": "structured", "importance": "l2", "scope": "uniform", "steps": 40}
 PRUNE_TARGETS = ("ratio", "macs", "latency_ms")
@@ -227,7 +228,7 @@ class Search:
             if not fitting:
                 raise self.unreachable()
             chosen = min(fitting, key=lambda c: (c.random_init, -c.macs, c.student is not None,
-                                                 c.precision != "fp32", c.p50_ms))
+                                                 c.precision != Precision.FP32, c.p50_ms))
             if self.confirm(chosen):
                 break
         mark_pareto(self.trace)
@@ -345,7 +346,7 @@ def plan_recipe(recipe: Recipe, chosen: SearchCandidate, prune_index: int | None
                                     "compile": recipe.compile.model_copy(update=compile_update)})
     notes.append(f"compile: {chosen.backend} {chosen.precision} only (ONNX Runtime, the universal baseline, is "
                  "always built)" + (", quantized as the search timed it (no accuracy-aware reverting of layers to "
-                                    "float)" if chosen.precision == "int8" else ""))
+                                    "float)" if chosen.precision == Precision.INT8 else ""))
     return new, notes
 
 
