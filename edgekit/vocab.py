@@ -46,6 +46,15 @@ class PrecisionChoice(StrEnum):
     TARGET = "target"    # the target's default precision
 
 
+class Amp(StrEnum):
+    """Mixed precision for training on CUDA (``train.amp``); on the CPU ``train.bf16`` decides."""
+
+    AUTO = "auto"        # bf16 where the GPU supports it, else fp16 with a gradient scaler
+    BF16 = "bf16"
+    FP16 = "fp16"        # with a gradient scaler
+    OFF = "off"
+
+
 class Runtime(StrEnum):
     """The runtime an artifact runs on (``Artifact.runtime``; ``edgekit.runtime`` opens a session per runtime).
 

@@ -226,3 +226,26 @@ def test_input_artifact_is_checked_on_a_subset_against_pytorch_on_it(tmp_path, m
     assert inp.metrics.drops.vs_input == pytest.approx(pytorch_on_subset - accuracy.top1, abs=1e-3)
     assert inp.metrics.agreement.top1_agreement >= 99.9
     assert f"{inp.name} (input model, 50 test images)" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_rows_carry_codes_and_a_bundle_with_english_reasons_still_reads(small_bundle, tmp_path):
+    """The manifest keeps each decision row's code with its English beside it; a bundle written when the rows
+    held English only (reason/why prose) still reads: no code, its English said as it was."""
+    data = json.loads((small_bundle / "manifest.json").read_text())
+    deploy = data["deploy"]
+    assert deploy["reason"] in {c.value for c in ReasonCode} and deploy["detail"].startswith("fastest per-backend")
+    assert deploy["latency_source"] == "measured here"          # the basis is still one string in the file
+    old_english = "fastest per-backend choice (p50 0.100 ms measured here)"
+    data["deploy"] = {**deploy, "reason": old_english}
+    data["deploy"].pop("detail")
+    data["skipped"] = [{"backend": "tensorrt", "precision": "*", "reason": "runtime not installed (pip ...)"}]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps(data))
+    m = read_manifest(old)
+    assert m.deploy.reason is None and explain_deploy(m.deploy) == old_english
+    assert m.deploy.latency_source == Basis.here()
+    assert m.skipped[0].reason is None and m.skipped[0].detail == "runtime not installed (pip ...)"
+    from edgekit.reports.markdown import render_markdown
+
+    assert old_english in render_markdown(m)

@@ -62,7 +62,7 @@ PRUNE_TARGETS = ("ratio", "macs", "latency_ms")
 DISTILL_DEFAULTS = {"student": "self", "loss": "kd", "temperature": 4.0, "alpha": 0.9}
 
 
-def combos_for(target: Target, budget: BudgetSettings, measured: bool) -> list[tuple[str, str]]:
+def combos_for(target: Target, budget: BudgetSettings, measured: bool) -> list[tuple[str, Precision]]:
     """(backend, precision) pairs to time: the target's (or the budget's) backends that build the precision,
     installed ones when measuring. Estimates do not depend on the backend: one pair per precision then (the
     first backend that builds it, which the plan then compiles)."""
@@ -101,7 +101,7 @@ class Search:
     """One search: memoised levels, the trace, the walk and the choice."""
 
     def __init__(self, model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target,
-                 budget: BudgetSettings, timer: CandidateTimer, combos: list[tuple[str, str]], measured: bool):
+                 budget: BudgetSettings, timer: CandidateTimer, combos: list[tuple[str, Precision]], measured: bool):
         self.model, self.data, self.recipe, self.target = model, data, recipe, target
         self.budget, self.timer, self.combos, self.measured = budget, timer, combos, measured
         self.aim = budget.latency_ms * (1 - budget.margin)

@@ -31,6 +31,7 @@ from edgekit.training import batchnorm, distributed
 from edgekit.training.augment import random_crop_flip
 from edgekit.training.device import cpu_state_dict, current_device, module_device, to_cpu
 from edgekit.training.evaluate import evaluate_module
+from edgekit.vocab import Amp
 
 
 class TrainParams(BaseModel):
@@ -56,7 +57,7 @@ class TrainParams(BaseModel):
                                                 "models with depthwise convs train in fp32: bf16 is slower for them)")
     channels_last: bool | None = Field(None, description="channels_last memory format [default: on CUDA, "
                                        "where cuDNN's NHWC kernels are faster under AMP; off on the CPU]")
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA: auto = "
+    amp: Amp = Field(Amp.AUTO, description="mixed precision on CUDA: auto = "
                                                         "bf16 where the GPU supports it, else fp16 with a "
                                                         "gradient scaler. On the CPU, ``bf16`` decides")
     compile: bool = Field(False, description="torch.compile the model for training (minutes of compile time "
@@ -126,11 +127,11 @@ def mixed_precision(params: TrainParams, model: nn.Module, device: torch.device,
     """(autocast context, gradient scaler or None, what was chosen) for this device and recipe."""
     if device.type == "cuda":
         mode = params.amp
-        if mode == "auto":
-            mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        if mode == "bf16":
+        if mode == Amp.AUTO:
+            mode = Amp.BF16 if torch.cuda.is_bf16_supported() else Amp.FP16
+        if mode == Amp.BF16:
             return torch.autocast("cuda", dtype=torch.bfloat16), None, "bf16 autocast"
-        if mode == "fp16":
+        if mode == Amp.FP16:
             return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda"), "fp16 autocast + GradScaler"
         return nullcontext(), None, "fp32"
     if use_bf16(params, model, description):
