@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from edgekit.errors import EdgekitError
 from edgekit.gates import Gates
+from edgekit.vocab import Basis
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -45,7 +46,7 @@ class Artifact:
     drop: float | None             # points lost against the input model (PyTorch)
     drop_vs_final: float | None    # points lost against the final PyTorch model (what conversion cost)
     p50_ms: float | None           # batch-1 median latency on the target
-    latency_basis: str             # how p50_ms was obtained: measured here / on the device / estimated
+    latency_basis: Basis           # how p50_ms was obtained: measured here / on the device (where) / estimated
     deployed: bool
     bundle: Path
     record: ArtifactRecord         # the manifest's full entry

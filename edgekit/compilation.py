@@ -36,6 +36,7 @@ from edgekit.backends import BACKENDS, Artifact, CompileRequest, Session
 from edgekit.calibration import draw_calibration, save_calibration
 from edgekit.data import DataSplits
 from edgekit.data.core import prepared_batches
+from edgekit.decision_records import NotScored, Skipped
 from edgekit.decisions import DEFAULT_AUTO_DROP, MEASURED_TIE, drop, select_precisions
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.artifacts import agreement, session_logits
@@ -47,13 +48,13 @@ from edgekit.split import deploy as split_deploy
 from edgekit.split.model import is_split_model
 from edgekit.target import Target
 from edgekit.training.evaluate import accuracy_counts
+from edgekit.vocab import Part, Precision, PrecisionChoice, ReasonCode
 
 VALIDATION_IMAGES = 1000  # cap for accuracy-aware quantization's validation loop
 # The input model's own artifact is a latency and size baseline (the PyTorch input reference is its accuracy):
 # scored on this many test images it still checks the export (agreement with the PyTorch logits, image by
-# image), where the full split cost as much as the input reference itself (58 s on a 557-MMAC model, vs_peers
-# 2026-12-02); 1000 images still cost 7.8 s there (2026-12-05), and a wrong export shows in the agreement of far
-# fewer.
+# image), where the full split costs as much as the input reference itself (close to a minute on a ResNet-18-
+# sized model) and 1000 images still several seconds, and a wrong export shows in the agreement of far fewer.
 INPUT_CHECK_IMAGES = 250
 TRT_PROXY = "onnxruntime on the TensorRT input ONNX, Q/DQ simulated in float (proxy; TensorRT not here)"
 
@@ -62,10 +63,10 @@ TRT_PROXY = "onnxruntime on the TensorRT input ONNX, Q/DQ simulated in float (pr
 class CompileUnit:
     """One model to compile for one target: the whole model, or a split model's head or tail."""
 
-    part: str                                   # whole | head | tail
+    part: Part
     model: LoadedModel                          # what the backends compile (its spec is its input)
     target: Target
-    plan: list[tuple[str, str]]                 # (backend, precision)
+    plan: list[tuple[str, Precision]]           # (backend, precision)
     eval_data: Dataset                          # the test split as this part's runtime sees it
     eval_spec: ModelSpec                        # prepares eval_data (identity for a tail's bottlenecks)
     to_input: Callable[[np.ndarray], np.ndarray] | None = None   # model-ready images -> this part's input
@@ -76,56 +77,52 @@ class CompileUnit:
 
     @property
     def subdir(self) -> str:
-        return "" if self.part == "whole" else self.part
+        return "" if self.part == Part.WHOLE else str(self.part)
 
     def artifact_name(self, name: str) -> str:
-        return name if self.part == "whole" else f"{self.part}-{name}"
+        return name if self.part == Part.WHOLE else f"{self.part}-{name}"
 
     def inputs(self, images: np.ndarray | None) -> np.ndarray | None:
         return images if images is None or self.to_input is None else self.to_input(images)
-
-
-def artifact_part(artifact: Artifact) -> str:
-    return artifact.meta.get("split_part", "whole")
 
 
 def expand_auto(recipe: Recipe, target: Target) -> Recipe:
     """``precisions: [auto]`` -> the target's precisions (the candidates), ``target`` -> its default;
     duplicates dropped (``[fp32, target]`` on an fp32 target is one fp32)."""
     asked = recipe.compile.precisions
-    expanded: list[str] = []
+    expanded: list[Precision] = []
     for p in asked:
-        options = {"auto": list(target.precisions), "target": [target.default_precision]}.get(p, [p])
+        options = {PrecisionChoice.AUTO: list(target.precisions),
+                   PrecisionChoice.TARGET: [target.default_precision]}.get(p, [p])
         for q in options:
             if q not in expanded:
                 expanded.append(q)
     return recipe.model_copy(update={"compile": recipe.compile.model_copy(update={"precisions": expanded})})
 
 
-def plan_compilation(recipe: Recipe, target: Target) -> tuple[list[tuple[str, str]], list[dict]]:
+def plan_compilation(recipe: Recipe, target: Target) -> tuple[list[tuple[str, Precision]], list[Skipped]]:
     """(backend, precision) pairs to build, and the ones skipped with a reason."""
     backends = list(recipe.compile.backends or target.backends)
     if "onnxruntime" not in backends:
         backends.append("onnxruntime")  # the universal baseline is always in the bundle
-    precisions = [target.default_precision if p == "target" else p for p in recipe.compile.precisions]
+    precisions = [target.default_precision if p == PrecisionChoice.TARGET else p for p in recipe.compile.precisions]
     plan, skipped = [], []
     for backend_name in backends:
         if backend_name not in BACKENDS:
-            skipped.append({"backend": backend_name, "precision": "*",
-                            "reason": "backend not available in this edgekit version"})
+            skipped.append(Skipped(backend=backend_name, precision="*", reason=ReasonCode.UNKNOWN_BACKEND))
             continue
         backend = BACKENDS.get(backend_name)
         if not backend.available():
-            skipped.append({"backend": backend_name, "precision": "*",
-                            "reason": f"runtime not installed (pip install 'edgekit[{backend.extra}]')"})
+            skipped.append(Skipped(backend=backend_name, precision="*", reason=ReasonCode.RUNTIME_NOT_INSTALLED,
+                                   extra=backend.extra))
             continue
         for precision in precisions:
             if precision not in target.precisions:
-                skipped.append({"backend": backend_name, "precision": precision,
-                                "reason": f"target {target.name} does not support {precision}"})
+                skipped.append(Skipped(backend=backend_name, precision=precision,
+                                       reason=ReasonCode.TARGET_LACKS_PRECISION, target=target.name))
             elif precision not in backend.precisions:
-                skipped.append({"backend": backend_name, "precision": precision,
-                                "reason": f"{backend_name} backend does not build {precision}"})
+                skipped.append(Skipped(backend=backend_name, precision=precision,
+                                       reason=ReasonCode.BACKEND_LACKS_PRECISION))
             else:
                 plan.append((backend_name, precision))
     return plan, skipped
@@ -148,18 +145,18 @@ def input_unit(model: LoadedModel, data: DataSplits, target: Target, ref_logits:
     ``INPUT_CHECK_IMAGES`` test images (``ref_logits``: the PyTorch input reference's, for the whole split)."""
     n = min(INPUT_CHECK_IMAGES, len(data.test))
     images = data.test if n == len(data.test) else data.test.subset(np.arange(n))
-    return CompileUnit("input", model, target, [(input_backend(target), "fp32")], images, model.spec,
+    return CompileUnit(Part.INPUT, model, target, [(input_backend(target), Precision.FP32)], images, model.spec,
                        ref_logits=None if ref_logits is None else ref_logits[:n])
 
 
 def build_units(final: LoadedModel, data: DataSplits, recipe: Recipe, target: Target, server_target: Target,
                 input_model: LoadedModel | None = None, input_logits: np.ndarray | None = None
-                ) -> tuple[list[CompileUnit], list[dict]]:
+                ) -> tuple[list[CompileUnit], list[Skipped]]:
     """The compile units of the final model (and of the input model, when given) and what is skipped.
     Order matters: a split model's tail is compiled and chosen before its heads, whose accuracy is
     measured through it."""
     plan, skipped = plan_compilation(expand_auto(recipe, target), target)  # auto -> the target's candidates
-    units = [CompileUnit("whole", final, target, plan, data.test, final.spec)]
+    units = [CompileUnit(Part.WHOLE, final, target, plan, data.test, final.spec)]
     if input_model is not None:
         units.append(input_unit(input_model, data, target, input_logits))
     if not is_split_model(final.module):
@@ -169,11 +166,11 @@ def build_units(final: LoadedModel, data: DataSplits, recipe: Recipe, target: Ta
     tail_recipe = recipe.model_copy(update={"compile": recipe.compile.model_copy(
         update={"backends": [split_deploy.TAIL_BACKEND]})})
     tail_plan, tail_skipped = plan_compilation(expand_auto(tail_recipe, server_target), server_target)
-    units.append(CompileUnit("tail", tail, server_target, tail_plan, to_tail.dataset(data.test, final.spec),
+    units.append(CompileUnit(Part.TAIL, tail, server_target, tail_plan, to_tail.dataset(data.test, final.spec),
                              tail.spec, to_input=to_tail))
-    units.append(CompileUnit("head", head, target, plan, data.test, final.spec, outputs_logits=False,
+    units.append(CompileUnit(Part.HEAD, head, target, plan, data.test, final.spec, outputs_logits=False,
                              transfer=to_tail.quant))
-    return units, skipped + [{**s, "part": "tail"} for s in tail_skipped]
+    return units, skipped + [s.model_copy(update={"part": Part.TAIL}) for s in tail_skipped]
 
 
 def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_dir: Path, threads: int,
@@ -183,21 +180,21 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
     extra: dict = {}
     calibration, validation = None, None
     whole = units[0].model
-    if any(p == "int8" for unit in units for _, p in unit.plan):
+    if any(p == Precision.INT8 for unit in units for _, p in unit.plan):
         seed = recipe.compile.calibration_seed if recipe.compile.calibration_seed is not None else recipe.seed
         cal = draw_calibration(data.train, whole.spec, recipe.compile.calibration_size, seed)
         sha = save_calibration(cal, out_dir / "calibration.npz")
         calibration = cal.inputs
         extra["calibration"] = {**cal.meta, "path": "calibration.npz", "sha256": sha,
                                 "class_counts": cal.class_counts()}
-        if len(units) > 1:
+        if any(unit.part is Part.HEAD for unit in units):   # a split model (the input unit is not a part)
             extra["calibration"]["parts"] = {"head": "the images of calibration.npz",
                                              "tail": "the PyTorch head's outputs of them after the uint8 transfer"}
-    auto = "auto" in recipe.compile.precisions
+    auto = PrecisionChoice.AUTO in recipe.compile.precisions
     # With precision: auto the bound is enforced by the selection, on the full test split; NNCF's accuracy
     # control would enforce it a second time on 1000 val images (a standard error of ~1.2 pt at 80% top-1:
     # it read a 0.6 pt drop, ranked 30 quantizers and reverted 2 to float, 18 s instead of ~2 s, on a model
-    # whose file the test split then put 0.47 pt below FP32; vs_peers resnet-large, 2026-12-02). Without
+    # whose file the test split then put 0.47 pt below FP32). Without
     # auto, an explicit int8 with a bound keeps NNCF's accuracy control, unless compile.accuracy_control is off
     # (a latency-budget plan: its file must be built as the search's candidate was).
     if (calibration is not None and recipe.compile.max_accuracy_drop is not None and not auto
@@ -208,25 +205,25 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
     try:
         for unit in units:
             request = make_request(unit, out_dir, recipe, calibration, validation)
-            if unit.part == "head":
+            if unit.part == Part.HEAD:
                 tail_session = _open_serving_tail(units, out_dir, threads)
             for backend_name, precision in unit.plan:
                 ui.info(f"[bold]compile[/bold] {unit.artifact_name(backend_name)} {precision}"
-                        + (f" (target {unit.target.name})" if unit.part == "tail" else ""))
+                        + (f" (target {unit.target.name})" if unit.part == Part.TAIL else ""))
                 t0 = time.perf_counter()
                 artifact = BACKENDS.get(backend_name)().compile(unit.model, precision, request)
                 artifact = artifact.model_copy(update={"name": unit.artifact_name(artifact.name)})
-                if unit.part != "whole":
+                if unit.part != Part.WHOLE:
                     artifact.meta["split_part"] = unit.part
                 artifact.meta["seconds"] = {"compile": round(time.perf_counter() - t0, 2), "profile": 0.0}
                 unit.artifacts.append(artifact)
             time_unit(unit, out_dir, recipe.profile, threads)
-            needed_only = auto and recipe.profile.score == "needed" and unit.part == "whole"
+            needed_only = auto and recipe.profile.score == "needed" and unit.part == Part.WHOLE
             score_unit(unit, out_dir, recipe.profile, threads,
                        unit.ref_logits if unit.ref_logits is not None else ref_logits, tail_session,
                        (bound, ref_top1) if needed_only else None)
             attach_estimates(unit.artifacts, unit.model, unit.target)  # labelled; only where nothing is measured
-            if auto and unit.part == "tail":   # the server's tail (this host): measured here
+            if auto and unit.part == Part.TAIL:   # the server's tail (this host): measured here
                 select_precisions(unit.artifacts, unit.target, ref_top1, bound)
     finally:
         if tail_session is not None:
@@ -237,7 +234,7 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
 def make_request(unit: CompileUnit, out_dir: Path, recipe: Recipe, calibration: np.ndarray | None,
                  validation: tuple[np.ndarray, np.ndarray] | None) -> CompileRequest:
     """The one request factory: the unit's target, inputs and folder, the recipe's options."""
-    needs_int8 = any(p == "int8" for _, p in unit.plan)
+    needs_int8 = any(p == Precision.INT8 for _, p in unit.plan)
     unit_validation = None
     if validation is not None and unit.outputs_logits:  # labelled data only means something for logits
         unit_validation = (unit.inputs(validation[0]), validation[1])
@@ -251,12 +248,12 @@ def serving_tail(artifacts: list[Artifact]) -> Artifact | None:
     """The tail the server runs: the one precision selection chose, else the first FP32 one."""
     runnable = [a for a in artifacts if a.runnable_here]
     return (next((a for a in runnable if a.meta.get("chosen")), None)
-            or next((a for a in runnable if a.precision == "fp32"), None)
+            or next((a for a in runnable if a.precision == Precision.FP32), None)
             or (runnable[0] if runnable else None))
 
 
 def _open_serving_tail(units: list[CompileUnit], out_dir: Path, threads: int) -> Session:
-    tail = serving_tail(next(u for u in units if u.part == "tail").artifacts)
+    tail = serving_tail(next(u for u in units if u.part == Part.TAIL).artifacts)
     if tail is None:
         from edgekit.errors import EdgekitError
 
@@ -272,7 +269,7 @@ def score_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, thre
     backend, in order of measured p50: once a file is within the bound, a file more than ``MEASURED_TIE``
     slower can never be chosen (selection takes the fastest within the bound, a measured near-tie the more
     accurate), so it is not scored and says why. Why: on a 557-MMAC ResNet's pruned student each FP32 file
-    took 9 s over 10k test images while INT8 ran 2.5x faster within the bound (vs_peers, 2026-12-03); on a
+    took seconds over 10k test images while INT8 ran 2.5x faster within the bound; on a
     user's ImageNet-sized val split it is minutes per file. Only where every file was timed here: an
     estimate's order is not known well enough to skip on, and a device bench re-decides."""
     order = list(unit.artifacts)
@@ -287,9 +284,8 @@ def score_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, thre
         if fastest is not None:
             ratio = artifact.metrics["latency"]["p50_ms"] / fastest.metrics["latency"]["p50_ms"]
             if ratio > 1 + MEASURED_TIE:
-                artifact.metrics["not_scored"] = (
-                    f"{ratio:.2f}x the p50 of {fastest.name}, which is within {needed[0]} pt of the final FP32 "
-                    f"model: no decision can choose it (profile.score: all scores every file)")
+                artifact.metrics["not_scored"] = NotScored(faster=fastest.name, ratio=round(ratio, 3),
+                                                           bound=needed[0]).model_dump()
                 ui.info(f"[bold]score[/bold] {artifact.name}: skipped, {ratio:.2f}x slower than {fastest.name}")
                 continue
         ui.info(f"[bold]score[/bold] {artifact.name}")
@@ -311,7 +307,7 @@ def profile_unit_artifact(unit: CompileUnit, artifact: Artifact, out_dir: Path, 
 
     Accuracy is scored through a session on every core and latency timed through one at ``threads``: the
     numbers are the runtime's either way, but scoring the full test split at ``--threads 1`` cost minutes per
-    artifact on a 557-MMAC model (benchmarks/vs_peers.py, 2026-12-02)."""
+    artifact on a ResNet-18-sized model."""
     scoring_threads = max(threads, os.cpu_count() or 1)
     if artifact.runnable_here:
         session, proxy = BACKENDS.get(artifact.backend)().load(artifact, out_dir, scoring_threads), None
@@ -334,7 +330,7 @@ def profile_unit_artifact(unit: CompileUnit, artifact: Artifact, out_dir: Path, 
             metrics["split_accuracy"] = accuracy   # of head + 8-bit transfer + tail
         if ref_logits is not None:
             metrics["agreement"] = agreement(logits, ref_logits)
-            if unit.part == "input":   # the PyTorch input reference on the same images: its Δ compares like with like
+            if unit.part == Part.INPUT:   # the PyTorch input reference on the same images: its Δ compares like with like
                 accuracy["reference_top1"] = accuracy_counts(ref_logits, labels)["top1"]
         if proxy is not None:
             metrics.update(_estimated_latency(unit, artifact))

@@ -11,34 +11,32 @@ Two references and one latency (ARCHITECTURE.md, "Decisions"):
   else the target's labelled estimate. The build host's latency is never a remote target's number.
 
 A ranking says when its candidates' bases differ, and when two estimates are closer than the
-estimator's error it keeps both and says "measure on the device" instead of pretending to know.
+estimator's error it keeps both and asks for a device measurement instead of pretending to know.
 Two measured candidates closer than ``MEASURED_TIE`` are a tie the clock cannot break: the more
 accurate one is chosen.
 
 Artifacts may be compile-time ``Artifact`` objects (metrics a dict) or the manifest's typed
 ``ArtifactRecord``; benchmarks ``BenchEntry`` objects or their dicts: ``_plain`` reads either, so
 compilation (a split tail's choice, before its heads are scored) and ``edgekit bench`` (after the
-device ran) decide with the same code.
+device ran) decide with the same code. The rows are typed records with a reason code
+(``edgekit.decision_records``); ``edgekit.reports.reasons`` says them in English.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
+from edgekit.decision_records import Alternative, Candidate, Decision, Deploy, TieBreak
 from edgekit.target import Target
+from edgekit.vocab import Basis, Part, ReasonCode
 
 DEFAULT_AUTO_DROP = 1.0      # percentage points, when the recipe sets no max_accuracy_drop
 DEFAULT_ESTIMATE_ERROR = 0.25  # relative; a target file may give ``device.estimate_error`` (measured)
-MEASURE_ON_DEVICE = "measure on the device"
 # relative; measured p50s closer than this are a tie, broken by accuracy. Why 5%: the same two INT8 files of one
 # model, timed in alternation on a shared 2-core host, read 3% and 8% apart in two runs an hour apart, and a
-# deploy choice that follows such a difference trades accuracy (0.5 pt there) for nothing the device will see
-# (benchmarks/vs_peers.py resnet-large, Zen 4, 2026-12-02). It is also the like-for-like bar's latency margin.
+# deploy choice that follows such a difference trades accuracy (0.5 pt there) for nothing the device will see.
+# It is also the like-for-like bar's latency margin (benchmarks/vs_peers.py).
 MEASURED_TIE = 0.05
-
-MEASURED_HERE = "measured here"
-ESTIMATED = "estimated"
-NOT_AVAILABLE = "not available"
 
 
 def _plain(value: Any) -> dict:
@@ -49,40 +47,36 @@ def _plain(value: Any) -> dict:
     return value.model_dump(mode="json", exclude_none=True)
 
 
-def _part(artifact) -> str:
-    return (artifact.meta or {}).get("split_part", "whole")
-
-
-def latency_for(artifact, target: Target, benchmarks: Iterable = ()) -> tuple[float | None, str]:
+def latency_for(artifact, target: Target, benchmarks: Iterable = ()) -> tuple[float | None, Basis]:
     """(p50 ms at batch 1, basis) of ``artifact`` on ``target``: the one latency decisions use.
 
-    basis is ``measured here`` (local target), ``measured on the device (<where>)`` (a bench over SSH),
-    ``estimated (<target>)`` or ``not available``. A split tail runs on the server (this host)."""
+    basis is measured here (local target), measured on the device (a bench over SSH, with where), estimated
+    (for a target) or not available. A split tail runs on the server (this host)."""
     metrics = _plain(artifact.metrics)
     entries = [_plain(b) for b in benchmarks]
-    local = target.reach == "local" or _part(artifact) == "tail"
+    local = target.reach == "local" or artifact.part == Part.TAIL
     if not local:
         for entry in reversed(entries):
             result = entry.get("results", {}).get(artifact.name, {})
             p50 = result.get("latency", {}).get("p50_ms")
             if entry.get("where", "local") != "local" and p50 is not None:
-                return float(p50), f"measured on the device ({entry['where']})"
+                return float(p50), Basis.on_device(entry["where"])
     else:
         for entry in reversed(entries):
             result = entry.get("results", {}).get(artifact.name, {})
             p50 = result.get("latency", {}).get("p50_ms")
             if entry.get("where") == "local" and p50 is not None:
-                return float(p50), MEASURED_HERE
+                return float(p50), Basis.here()
         lat = metrics.get("latency") or {}
         if lat.get("p50_ms") is not None and lat.get("measured", "host") != "estimated":
-            return float(lat["p50_ms"]), MEASURED_HERE
+            return float(lat["p50_ms"]), Basis.here()
     est = metrics.get("estimate") or {}
     if est.get("latency_ms") is not None:
-        return float(est["latency_ms"]), f"{ESTIMATED} ({est.get('target') or target.name})"
+        return float(est["latency_ms"]), Basis.estimated(est.get("target") or target.name)
     lat = metrics.get("latency") or {}
     if local and lat.get("p50_ms") is not None:   # a TensorRT artifact's own roofline, labelled
-        return float(lat["p50_ms"]), f"{ESTIMATED} ({target.name})"
-    return None, NOT_AVAILABLE
+        return float(lat["p50_ms"]), Basis.estimated(target.name)
+    return None, Basis.not_available()
 
 
 def estimate_error(target: Target) -> float:
@@ -103,140 +97,131 @@ def within_error(a: float, b: float, error: float) -> bool:
     return a * (1 + error) >= b * (1 - error)
 
 
-def _bases(rows: list[dict]) -> str:
-    kinds = sorted({r["latency_source"] for r in rows if r["p50_ms"] is not None})
-    return "" if len(kinds) <= 1 else f"; mixed latency bases ({', '.join(kinds)})"
+def mixed_bases(rows: Iterable[Candidate | Alternative | Deploy]) -> list[Basis]:
+    """The latency bases of the timed rows, when more than one (a ranking across them says so)."""
+    kinds = sorted({r.latency_source for r in rows if r.p50_ms is not None and r.latency_source}, key=str)
+    return kinds if len(kinds) > 1 else []
 
 
-def _ties(best: dict, rows: list[dict], error: float) -> list[dict]:
+def _ties(best: Candidate, rows: list[Candidate], error: float) -> list[Candidate]:
     """Estimated candidates the estimate cannot separate from ``best``."""
-    if not best["latency_source"].startswith(ESTIMATED):
+    if not best.latency_source.is_estimate:
         return []
-    return [r for r in rows if r is not best and r["latency_source"].startswith(ESTIMATED)
-            and within_error(best["p50_ms"], r["p50_ms"], error)]
+    return [r for r in rows if r is not best and r.latency_source.is_estimate
+            and within_error(best.p50_ms, r.p50_ms, error)]
 
 
-def _measured(row: dict) -> bool:
-    return row["p50_ms"] is not None and row["latency_source"].startswith("measured")
+def _measured(row: Candidate) -> bool:
+    return row.p50_ms is not None and row.latency_source.measured
 
 
-def pick(fastest: dict, rows: list[dict]) -> tuple[dict, str]:
+def pick(fastest: Candidate, rows: list[Candidate]) -> tuple[Candidate, TieBreak | None]:
     """The candidate to choose given the fastest: the most accurate of the measured candidates (same
-    basis) whose p50 is within ``MEASURED_TIE`` of the fastest's, and a clause saying so when that is not
+    basis) whose p50 is within ``MEASURED_TIE`` of the fastest's, and the tie it broke when that is not
     the fastest itself. Estimates are left to ``_ties`` (kept, measure on the device)."""
-    if not _measured(fastest) or fastest["top1"] is None:
-        return fastest, ""
-    close = [r for r in rows if _measured(r) and r["latency_source"] == fastest["latency_source"]
-             and r["top1"] is not None and r["p50_ms"] <= fastest["p50_ms"] * (1 + MEASURED_TIE)]
-    best = max(close, key=lambda r: (r["top1"], -r["p50_ms"]))
-    if best["top1"] <= fastest["top1"]:
-        return fastest, ""
-    return best, (f"; tied on latency with {fastest['artifact']} ({fastest['p50_ms']:.3f} ms, within "
-                  f"{MEASURED_TIE:.0%}: a difference the clock cannot tell from load) and "
-                  f"{best['top1'] - fastest['top1']:.2f} pt more accurate")
+    if not _measured(fastest) or fastest.top1 is None:
+        return fastest, None
+    close = [r for r in rows if _measured(r) and r.latency_source == fastest.latency_source
+             and r.top1 is not None and r.p50_ms <= fastest.p50_ms * (1 + MEASURED_TIE)]
+    best = max(close, key=lambda r: (r.top1, -r.p50_ms))
+    if best.top1 <= fastest.top1:
+        return fastest, None
+    return best, TieBreak(artifact=fastest.artifact, p50_ms=fastest.p50_ms, gain_pt=round(best.top1 - fastest.top1, 3))
 
 
-def _tie_why(row: dict, best: dict) -> str:
-    return (f"within {MEASURED_TIE:.0%} of the chosen one's p50 ({row['p50_ms']:.3f} vs {best['p50_ms']:.3f} ms, "
-            f"{row['latency_source']}) and {best['top1'] - row['top1']:.2f} pt less accurate")
+def _why_not(row: Candidate, best: Candidate, kept: set[str], max_drop: float) -> ReasonCode:
+    """Why a candidate other than the chosen one was not chosen."""
+    if row.artifact in kept:
+        return ReasonCode.ESTIMATE_TIE
+    if row.not_scored:
+        return ReasonCode.NOT_SCORED
+    if row.drop is None or row.p50_ms is None:
+        return ReasonCode.NOT_MEASURED
+    if row.drop > max_drop:
+        return ReasonCode.DROP_OVER_BOUND
+    if best.p50_ms is not None and row.p50_ms <= best.p50_ms:
+        return ReasonCode.TIED_LESS_ACCURATE
+    return ReasonCode.SLOWER
 
 
 def select_precisions(artifacts: list, target: Target, final_top1: float | None, max_drop: float,
                       benchmarks: Iterable = (), input_top1: float | None = None,
-                      server_target: Target | None = None) -> list[dict]:
+                      server_target: Target | None = None) -> list[Decision]:
     """Per part and backend: the fastest candidate (``latency_for``) whose drop against the final FP32
-    model is within ``max_drop`` points (a measured near-tie goes to the more accurate, ``pick``). Marks ``meta.chosen``/``meta.selection`` and returns the decision
-    table. The input model's own artifact (part ``input``) is a reference, never a candidate."""
+    model is within ``max_drop`` points (a measured near-tie goes to the more accurate, ``pick``). Marks
+    ``meta.chosen``/``meta.selection`` (the reason code) and returns the decisions. The input model's own
+    artifact (part ``input``) is a reference, never a candidate."""
     benchmarks = list(benchmarks)
     error = estimate_error(target)
     decisions = []
-    groups = dict.fromkeys((_part(a), a.backend) for a in artifacts if _part(a) != "input")
+    groups = dict.fromkeys((a.part, a.backend) for a in artifacts if a.part != Part.INPUT)
     for part, backend in groups:
-        group = [a for a in artifacts if (_part(a), a.backend) == (part, backend)]
-        part_target = server_target if part == "tail" and server_target is not None else target
+        group = [a for a in artifacts if (a.part, a.backend) == (part, backend)]
+        part_target = server_target if part == Part.TAIL and server_target is not None else target
         rows = []
         for a in group:
             top1 = _top1(a)
             p50, basis = latency_for(a, part_target, benchmarks)
             d = drop(top1, final_top1)
-            skipped = _plain(a.metrics).get("not_scored")
-            rows.append({"artifact": a.name, "precision": a.precision, "top1": top1, "drop": d,
-                         "drop_vs_input": drop(top1, input_top1) if part != "tail" else None, "p50_ms": p50,
-                         "latency_source": basis, "eligible": d is not None and p50 is not None and d <= max_drop,
-                         **({"not_scored": skipped} if skipped else {})})
-        eligible = [r for r in rows if r["eligible"]]
-        also: list[dict] = []
+            rows.append(Candidate(artifact=a.name, precision=a.precision, top1=top1, drop=d,
+                                  drop_vs_input=drop(top1, input_top1) if part != Part.TAIL else None, p50_ms=p50,
+                                  latency_source=basis, eligible=d is not None and p50 is not None and d <= max_drop,
+                                  not_scored=_plain(a.metrics).get("not_scored")))
+        eligible = [r for r in rows if r.eligible]
+        also: list[Candidate] = []
+        tie = None
         if eligible:
-            best, tie = pick(min(eligible, key=lambda r: r["p50_ms"]), eligible)
+            best, tie = pick(min(eligible, key=lambda r: r.p50_ms), eligible)
             also = _ties(best, eligible, error)
-            reason = (f"fastest of {len(eligible)} candidate(s) within {max_drop} pt of the final FP32 model "
-                      f"(p50 {best['p50_ms']:.3f} ms {best['latency_source']}, drop {best['drop']:+.2f} pt)"
-                      + tie + _bases(eligible))
-            if also:
-                reason += (f"; {', '.join(r['artifact'] for r in also)} within the estimate's ±{error:.0%} error: "
-                           f"kept too, {MEASURE_ON_DEVICE}")
+            reason = ReasonCode.FASTEST_WITHIN_BOUND
         else:
-            measured = [r for r in rows if r["top1"] is not None]
+            measured = [r for r in rows if r.top1 is not None]
             if not measured:
-                decisions.append({"part": part, "backend": backend, "chosen": None, "max_accuracy_drop": max_drop,
-                                  "reason": "no candidate could be measured", "candidates": rows})
+                decisions.append(Decision(part=part, backend=backend, max_accuracy_drop=max_drop,
+                                          reason=ReasonCode.NONE_MEASURED, candidates=rows))
                 continue
-            best = max(measured, key=lambda r: r["top1"])
-            reason = f"no candidate within {max_drop} pt of the final FP32 model; kept the most accurate ({best['precision']})"
-        kept = {r["artifact"] for r in also}
+            best = max(measured, key=lambda r: r.top1)
+            reason = ReasonCode.NONE_WITHIN_BOUND
+        kept = {r.artifact for r in also}
         for r in rows:
-            r["chosen"] = r is best
-            if r is best:
-                r["why"] = reason
-            elif r["artifact"] in kept:
-                r["why"] = f"kept: estimate within ±{error:.0%} of the chosen one, {MEASURE_ON_DEVICE}"
-            elif r.get("not_scored"):
-                r["why"] = f"not scored: {r['not_scored']}"
-            elif r["drop"] is None or r["p50_ms"] is None:
-                r["why"] = "not measured"
-            elif r["drop"] > max_drop:
-                r["why"] = f"accuracy drop {r['drop']:+.2f} pt > {max_drop} pt"
-            elif r["p50_ms"] <= best["p50_ms"]:
-                r["why"] = _tie_why(r, best)
-            else:
-                r["why"] = f"slower: p50 {r['p50_ms']:.3f} ms vs {best['p50_ms']:.3f} ms ({r['latency_source']})"
+            r.chosen = r is best
+            r.reason = reason if r is best else _why_not(r, best, kept, max_drop)
         for a in group:
-            row = next(r for r in rows if r["artifact"] == a.name)
-            a.meta["chosen"] = row["chosen"]
-            a.meta["selection"] = row["why"]
-        decisions.append({"part": part, "backend": backend, "chosen": best["artifact"], "max_accuracy_drop": max_drop,
-                          "reason": reason, "also_kept": sorted(kept), "candidates": rows})
+            row = next(r for r in rows if r.artifact == a.name)
+            a.meta["chosen"] = row.chosen
+            a.meta["selection"] = str(row.reason)
+        decisions.append(Decision(part=part, backend=backend, chosen=best.artifact, max_accuracy_drop=max_drop,
+                                  reason=reason, tied_with=tie, estimate_error=error if also else None,
+                                  also_kept=sorted(kept), candidates=rows))
     return decisions
 
 
-def recommend(decisions: list[dict], target: Target | None = None, deployable: list[str] | None = None) -> dict | None:
+def recommend(decisions: list[Decision], target: Target | None = None,
+              deployable: list[str] | None = None) -> Deploy | None:
     """The artifact to deploy: of each backend's chosen candidate, the fastest on ``latency_for`` (those
     passing the CI gates first, when gates ran; a measured near-tie goes to the more accurate, ``pick``).
     Its drop is reported against the input model. Why one: a user deploying to a device wants one
     answer; the other backends stay in the bundle."""
-    chosen = [next(r for r in d["candidates"] if r["chosen"]) for d in decisions
-              if d["chosen"] and d.get("part", "whole") == "whole"]
-    timed = [r for r in chosen if r["p50_ms"] is not None]
+    chosen = [d.chosen_candidate() for d in decisions if d.chosen and d.part == Part.WHOLE]
+    timed = [r for r in chosen if r is not None and r.p50_ms is not None]
     if not timed:
         return None
     gated = deployable is not None
 
-    def tier(r: dict) -> tuple[bool, bool]:
-        return gated and r["artifact"] not in deployable, not r["eligible"]
+    def tier(r: Candidate) -> tuple[bool, bool]:
+        return gated and r.artifact not in deployable, not r.eligible
 
-    fastest = min(timed, key=lambda r: (*tier(r), r["p50_ms"]))
+    fastest = min(timed, key=lambda r: (*tier(r), r.p50_ms))
     best, tie = pick(fastest, [r for r in timed if tier(r) == tier(fastest)])
     error = estimate_error(target) if target is not None else DEFAULT_ESTIMATE_ERROR
-    also = [r for r in _ties(best, [r for r in timed if r["eligible"]], error)]
-    others = ", ".join(f"{r['artifact']} {r['p50_ms']:.3f} ms ({r['latency_source']})" for r in timed if r is not best)
-    reason = (f"fastest per-backend choice (p50 {best['p50_ms']:.3f} ms {best['latency_source']})"
-              + (" among those passing the CI gates" if gated and best["artifact"] in deployable else "")
-              + tie + (f"; others: {others}" if others else "") + _bases(timed))
-    if also:
-        reason += f"; {', '.join(r['artifact'] for r in also)} cannot be told apart by the estimate: {MEASURE_ON_DEVICE}"
-    return {"artifact": best["artifact"], "top1": best["top1"], "drop": best["drop_vs_input"],
-            "drop_vs_final": best["drop"], "p50_ms": best["p50_ms"], "latency_source": best["latency_source"],
-            "reason": reason, "also_kept": [r["artifact"] for r in also]}
+    also = _ties(best, [r for r in timed if r.eligible], error)
+    passing = gated and best.artifact in deployable
+    return Deploy(artifact=best.artifact, top1=best.top1, drop=best.drop_vs_input, drop_vs_final=best.drop,
+                  p50_ms=best.p50_ms, latency_source=best.latency_source,
+                  reason=ReasonCode.FASTEST_PASSING_GATES if passing else ReasonCode.FASTEST_CHOICE, tied_with=tie,
+                  others=[Alternative(artifact=r.artifact, p50_ms=r.p50_ms, latency_source=r.latency_source)
+                          for r in timed if r is not best],
+                  also_kept=[r.artifact for r in also])
 
 
 def artifact_drops(artifact, input_top1: float | None, final_top1: float | None) -> dict:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edgekit.errors import EXIT_GATE_FAILED, EdgekitError
+from edgekit.vocab import Part
 
 if TYPE_CHECKING:  # the CLI imports this module before anything heavy (the manifest pulls in torch)
     from edgekit.manifest import GateReport, Manifest
@@ -54,7 +55,7 @@ def evaluate_gates(manifest: Manifest, gates: Gates) -> GateReport:
     reference = ref.accuracy.top1
     results, deployable = [], []
     for a in manifest.artifacts:
-        if a.part == "input":
+        if a.part == Part.INPUT:
             continue   # the reference itself, not a compression result
         ok = True
         if gates.max_accuracy_drop is not None:
@@ -69,7 +70,7 @@ def evaluate_gates(manifest: Manifest, gates: Gates) -> GateReport:
             latency, basis = latency_for(a, manifest.target, manifest.benchmarks)
             passed = latency is not None and latency <= gates.max_latency_ms
             results.append(GateResult(gate=f"max_latency_ms ({basis})", limit=gates.max_latency_ms, value=latency,
-                                      artifact=a.name, passed=passed, basis=basis))
+                                      artifact=a.name, passed=passed, basis=str(basis)))
             ok &= passed
         if ok:
             deployable.append(a.name)

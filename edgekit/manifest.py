@@ -20,10 +20,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgekit.backends.base import Artifact
+from edgekit.decision_records import Candidate, Decision, Deploy, NotScored, Skipped  # noqa: F401 - sections, re-exported
 from edgekit.errors import EdgekitError
 from edgekit.recipe import Recipe
 from edgekit.spec import ModelSpec
 from edgekit.target import Target
+from edgekit.vocab import Basis, Precision
 
 SCHEMA_VERSION = 2
 FILE = "manifest.json"
@@ -63,7 +65,7 @@ class Latency(Record):
 class Estimate(Record):
     kind: str = "estimated"
     target: str | None = None
-    precision: str | None = None
+    precision: Precision | None = None
     latency_ms: float | None = None
     compute_bound_fraction: float | None = None
     model: str | None = None
@@ -86,18 +88,13 @@ class ArtifactMetrics(Record):
     estimate: Estimate | None = None
     drops: Drops | None = None
     session: dict[str, Any] | None = None
-    not_scored: str | None = None             # why it has no accuracy (recipe profile.score: needed)
+    not_scored: NotScored | str | None = None  # why it has no accuracy (recipe profile.score: needed); str: older
 
 
 class ArtifactRecord(Artifact):
     """An ``Artifact`` with typed metrics; backends load it like any artifact."""
 
     metrics: ArtifactMetrics = Field(default_factory=ArtifactMetrics)  # type: ignore[assignment]
-
-    @property
-    def part(self) -> str:
-        """whole | head | tail (a split model's parts live under artifacts/<part>/)."""
-        return self.meta.get("split_part", "whole")
 
     @property
     def top1(self) -> float | None:
@@ -159,7 +156,7 @@ class StageRecord(Record):
     macs_after: int
     top1: float | None = None          # of the model after the stage, on ``split``
     split: str = "val"                 # val, or test for an ``evaluate: {split: test}`` stage
-    samples: int | None = None         # images ``top1`` was read on (None: bundles before 2026-12-05)
+    samples: int | None = None         # images ``top1`` was read on (None: bundles written before it was recorded)
     seconds: float | None = None
     cached: bool = False
     cache_key: str | None = None
@@ -171,7 +168,7 @@ class Reference(Record):
     accuracy: Accuracy
     params: int
     macs: int
-    val_top1: float | None = None      # bundles before 2026-12-02: the input model's on val (near-chance check)
+    val_top1: float | None = None      # older bundles: the input model's on val (near-chance check)
 
 
 class References(Record):
@@ -188,14 +185,7 @@ class FinalModel(Record):
     spec: ModelSpec
 
 
-class Skipped(Record):
-    backend: str
-    precision: str
-    reason: str
-    part: str | None = None            # set for a split tail's own plan
-
-
-# --- decisions -------------------------------------------------------------------------------------
+# --- decisions (precision selection, deploy, what was skipped: edgekit.decision_records) ------------
 
 class Calibration(Record):
     size: int
@@ -206,40 +196,6 @@ class Calibration(Record):
     sha256: str
     class_counts: dict[int, int] = Field(default_factory=dict)
     parts: dict[str, str] | None = None  # what a split head / tail calibrates on
-
-
-class Candidate(Record):
-    artifact: str
-    precision: str
-    top1: float | None = None
-    drop: float | None = None          # vs the final FP32 model: what the bound is on
-    drop_vs_input: float | None = None
-    p50_ms: float | None = None        # latency_for(artifact, target, benchmarks), whatever its basis
-    latency_source: str = "none"
-    eligible: bool = False
-    chosen: bool = False
-    why: str = ""
-
-
-class Decision(Record):
-    part: str = "whole"
-    backend: str
-    chosen: str | None = None
-    max_accuracy_drop: float
-    reason: str
-    also_kept: list[str] = Field(default_factory=list)   # estimates within their error: measure on the device
-    candidates: list[Candidate] = Field(default_factory=list)
-
-
-class Deploy(Record):
-    artifact: str
-    top1: float | None = None
-    drop: float | None = None          # vs the input model
-    drop_vs_final: float | None = None
-    p50_ms: float | None = None
-    latency_source: str | None = None
-    reason: str
-    also_kept: list[str] = Field(default_factory=list)
 
 
 class GateResult(Record):
@@ -329,9 +285,9 @@ class SearchCandidate(Record):
     macs: int
     params: int
     backend: str
-    precision: str
+    precision: Precision
     p50_ms: float | None = None          # the slowest of its timings (first + re-timings)
-    basis: str
+    basis: Basis
     retimed_ms: list[float] = []         # re-timings of a chosen candidate (budget.confirm), in order
     fits: bool = False                   # p50 <= the search's aim (budget x (1 - margin))
     pareto: bool = False                 # no other candidate is both faster and keeps more MACs
@@ -354,14 +310,14 @@ class SearchFinal(Record):
 
     artifact: str | None = None
     p50_ms: float | None = None
-    basis: str = "not available"
+    basis: Basis = Basis.not_available()
     met: bool = False
     macs_match: bool | None = None       # the trained model has the chosen candidate's architecture
     takes_ms: list[float] | None = None  # every timing of the deployed file where the first missed (p50 is their median)
     # The host's speed now against during the search: the input model's own artifact (the bundle's baseline file)
     # timed at this check, and the same model on the same runtime and precision in the search's trace, on the
-    # same basis. On a shared machine the speed drifts by tens of percent over the minutes of training (a
-    # 2-core VM, 2026-12-04): a miss by about the slowdown is the host's, not the model's.
+    # same basis. On a shared machine the speed drifts by tens of percent over the minutes of training: a miss
+    # by about the slowdown is the host's, not the model's.
     input_search_ms: float | None = None
     input_final_ms: float | None = None
 
@@ -376,7 +332,7 @@ class SearchSection(Record):
     budget_ms: float
     aim_ms: float
     target: str
-    basis: str                           # how candidates were timed: measured here / on the device / estimated
+    basis: Basis                         # how candidates were timed: measured here / on the device / estimated
     trace: list[SearchCandidate] = Field(default_factory=list)
     chosen: SearchCandidate | None = None
     plan: dict[str, Any] = Field(default_factory=dict)   # the stages and compile settings the search set

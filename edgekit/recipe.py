@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgekit.errors import EdgekitError
 from edgekit.resources import shipped_dir
 from edgekit.target import Target
+from edgekit.vocab import Precision, PrecisionChoice
 
 
 class StageEntry(BaseModel):
@@ -82,7 +83,7 @@ class CompileSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Precisions to compile; "target" means the target's default precision, "auto" lets the
     # precision-selection logic measure candidates (quantization issue).
-    precisions: list[str] = Field(default_factory=lambda: ["fp32"])
+    precisions: list[Precision | PrecisionChoice] = Field(default_factory=lambda: [Precision.FP32])
     backends: list[str] | None = Field(None, description="override the target's backend list")
     max_accuracy_drop: float | None = Field(None, description="percentage points vs the PyTorch model")
     accuracy_control: bool = Field(True, description="with explicit INT8 precisions and max_accuracy_drop: NNCF's "
@@ -149,14 +150,13 @@ class BudgetSettings(BaseModel):
     margin: float = Field(0.1, ge=0, lt=1, description="search against latency_ms x (1 - margin): timing noise")
     macs: list[float] = Field(default_factory=lambda: list(DEFAULT_BUDGET_MACS),
                               description="MACs fractions the search may prune to (1.0 = no pruning)")
-    # 64: Intel AMX multiplies INT8/BF16 tiles 64 bytes deep; on a Xeon with AMX a ResNet-18 pruned to multiples
-    # of 64 (204 MMACs) ran 0.40 ms on OpenVINO INT8, unrounded to 42 MMACs 0.50 ms (benchmarks/budget_search.py,
-    # 2026-12-05). Elsewhere it costs a timing or two and is chosen only where it keeps more MACs within the
-    # budget: the search measures.
+    # 64: Intel AMX multiplies INT8/BF16 tiles 64 bytes deep, so on such a CPU a model pruned to multiples of 64
+    # can run faster at several times the MACs of an unrounded one (benchmarks/budget_search.py). Elsewhere it
+    # costs a timing or two and is chosen only where it keeps more MACs within the budget: the search measures.
     round_to: list[int | None] = Field(default_factory=lambda: [None, 8, 64],
                                        description="channel rounding tried at each level (null: none; the recipe's "
                                        "prune stage's own is added)")
-    precisions: list[str] | None = Field(None, description="default: the target's precisions")
+    precisions: list[Precision] | None = Field(None, description="default: the target's precisions")
     backends: list[str] | None = Field(None, description="default: the target's backends")
     calibration_size: int = Field(32, ge=1, description="INT8 calibration images per candidate (timing only)")
     runs: int = Field(60, ge=5, description="timed runs per candidate")

@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekit.errors import EdgekitError
 from edgekit.resources import shipped_dir
-
-Precision = Literal["fp32", "fp16", "int8"]
+from edgekit.vocab import Precision
 
 
 class InputConstraints(BaseModel):
@@ -47,7 +46,7 @@ class Target(BaseModel):
     runtime: str = Field(description="the runtime the device runs (its preferred backend)")
     backends: list[str] = Field(description="backends to compile for, preferred first")
     precisions: list[Precision]
-    default_precision: Precision = "fp32"
+    default_precision: Precision = Precision.FP32
     recipe: str = Field("quickstart", description="the recipe `edgekit compress` runs when --recipe is not given")
     threads: int = 1
     reach: Literal["local", "ssh"] = "local"

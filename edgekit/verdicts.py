@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from edgekit.decisions import DEFAULT_AUTO_DROP, artifact_drops, latency_for, recommend, select_precisions
 from edgekit.gates import Gates, evaluate_gates
-from edgekit.manifest import Decision, Deploy, Drops, Manifest, SearchFinal
+from edgekit.manifest import Drops, Manifest, SearchFinal
+from edgekit.reports.reasons import fill_details
+from edgekit.vocab import Basis, Part, PrecisionChoice
 
 
 def decide(manifest: Manifest, gates: Gates | None = None) -> Manifest:
@@ -20,21 +22,20 @@ def decide(manifest: Manifest, gates: Gates | None = None) -> Manifest:
     final_top1 = manifest.reference.accuracy.top1
     for a in manifest.artifacts:
         # the input artifact is scored on a subset of the test split: its Δ is against PyTorch on those images
-        own = a.metrics.accuracy.reference_top1 if a.part == "input" and a.metrics.accuracy else None
+        own = a.metrics.accuracy.reference_top1 if a.part == Part.INPUT and a.metrics.accuracy else None
         a.metrics.drops = Drops(**artifact_drops(a, own if own is not None else input_top1, final_top1))
     compile_settings = manifest.recipe.compile
     bound = compile_settings.max_accuracy_drop if compile_settings.max_accuracy_drop is not None else DEFAULT_AUTO_DROP
     decisions = select_precisions(manifest.artifacts, manifest.target, final_top1, bound, manifest.benchmarks,
                                   input_top1)
-    manifest.precision_selection = ([Decision.model_validate(d) for d in decisions]
-                                    if "auto" in compile_settings.precisions else None)
+    manifest.precision_selection = decisions if PrecisionChoice.AUTO in compile_settings.precisions else None
     if gates is None and manifest.gates is not None:
         limits = manifest.gates.limits
         gates = Gates(limits.get("max_accuracy_drop"), limits.get("max_latency_ms"))
     if gates is not None and gates.active:
         manifest.gates = evaluate_gates(manifest, gates)
-    deploy = recommend(decisions, manifest.target, manifest.gates.deployable if manifest.gates else None)
-    manifest.deploy = Deploy.model_validate(deploy) if deploy else None
+    manifest.deploy = recommend(decisions, manifest.target, manifest.gates.deployable if manifest.gates else None)
+    fill_details(decisions, manifest.deploy, manifest.skipped)   # the English the JSON keeps beside each code
     if manifest.search is not None:
         manifest.search.final = budget_check(manifest)
     return manifest
@@ -66,12 +67,12 @@ def _takes(manifest: Manifest, artifact: str, p50: float | None) -> list[float] 
     return None
 
 
-def _input_timings(manifest: Manifest, basis: str) -> tuple[float | None, float | None]:
+def _input_timings(manifest: Manifest, basis: Basis) -> tuple[float | None, float | None]:
     """The input model's p50 in the search (its unpruned candidate on the input artifact's runtime and
     precision) and now (the input artifact), both on ``basis``; (None, None) where either is missing or was
     estimated (an estimate does not drift)."""
-    artifact = next((a for a in manifest.artifacts if a.part == "input"), None)
-    if artifact is None or not basis.startswith("measured"):
+    artifact = next((a for a in manifest.artifacts if a.part == Part.INPUT), None)
+    if artifact is None or not basis.measured:
         return None, None
     now, now_basis = latency_for(artifact, manifest.target, manifest.benchmarks)
     searched = next((c for c in manifest.search.trace

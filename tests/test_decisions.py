@@ -17,7 +17,9 @@ from edgekit.decisions import latency_for, recommend, select_precisions
 from edgekit.errors import EXIT_GATE_FAILED
 from edgekit.manifest import read_manifest
 from edgekit.profiling.estimate import estimate_module
+from edgekit.reports.reasons import explain_decision, explain_deploy
 from edgekit.target import load_target
+from edgekit.vocab import Basis, LatencyBasis, ReasonCode
 
 PRUNE_NO_RECOVERY = """name: prune-no-recovery
 stages:
@@ -99,7 +101,7 @@ def _art(name: str, precision: str, top1: float, host_ms: float, estimate: dict 
     metrics = {"accuracy": {"top1": top1}, "latency": {"p50_ms": host_ms, "measured": "host"}}
     if estimate:
         metrics["estimate"] = estimate
-    return Artifact(name=name, backend=name.split("-")[0], precision=precision, path="x", files=["x"], runtime="r",
+    return Artifact(name=name, backend=name.split("-")[0], precision=precision, path="x", files=["x"], runtime="litert",
                     runtime_version="1", input_shape=[1, 3, 32, 32], metrics=metrics)
 
 
@@ -118,24 +120,26 @@ def test_rpi4_auto_on_mobilenetv3_names_its_basis_never_the_host():
     arts = [_art("tflite-fp32", "fp32", 90.0, 1.0, est["fp32"]), _art("tflite-fp16", "fp16", 90.0, 1.0, est["fp16"]),
             _art("tflite-int8", "int8", 89.8, 0.2, est["int8"])]
     (d,) = select_precisions(arts, rpi4, 90.0, 1.0, input_top1=91.0)
-    bases = {r["latency_source"] for r in d["candidates"]}
-    assert bases == {"estimated (rpi4)"} and "measured here" not in d["reason"]
-    assert d["chosen"] != "tflite-int8" and "estimated (rpi4)" in d["reason"]
+    assert {r.latency_source for r in d.candidates} == {Basis.estimated("rpi4")}
+    assert d.chosen != "tflite-int8" and d.reason is ReasonCode.FASTEST_WITHIN_BOUND
+    assert "estimated (rpi4)" in explain_decision(d) and "measured here" not in explain_decision(d)
     # FP32 and FP16 run the same kernels on the A72, INT8 is ~1.3x slower: all within the estimate's
     # +-25% error of each other, so the others are kept and the decision asks for a device measurement
-    assert set(d["also_kept"]) | {d["chosen"]} == {"tflite-fp32", "tflite-fp16", "tflite-int8"}
-    assert "measure on the device" in d["reason"]
+    assert set(d.also_kept) | {d.chosen} == {"tflite-fp32", "tflite-fp16", "tflite-int8"}
+    assert all(c.reason is ReasonCode.ESTIMATE_TIE for c in d.candidates if not c.chosen)
+    assert "measure on the device" in explain_decision(d)
     deploy = recommend([d], rpi4)
-    assert deploy["latency_source"] == "estimated (rpi4)" and deploy["drop"] == pytest.approx(1.0)
+    assert deploy.latency_source == Basis.estimated("rpi4") and deploy.drop == pytest.approx(1.0)
     # after `edgekit bench --host`: the device's measurements are the basis
     device = {"where": "ssh://pi@rpi4", "results": {a.name: {"latency": {"p50_ms": ms}} for a, ms in
                                                      zip(arts, (30.0, 29.0, 12.0))}}
-    assert latency_for(arts[2], rpi4, [device]) == (12.0, "measured on the device (ssh://pi@rpi4)")
+    assert latency_for(arts[2], rpi4, [device]) == (12.0, Basis.on_device("ssh://pi@rpi4"))
     (d,) = select_precisions(arts, rpi4, 90.0, 1.0, [device])
-    assert d["chosen"] == "tflite-int8" and "measured on the device" in d["reason"] and not d["also_kept"]
+    assert d.chosen == "tflite-int8" and not d.also_kept
+    assert d.chosen_candidate().latency_source.kind is LatencyBasis.MEASURED_ON_DEVICE
     # a host measurement is never a remote target's latency
     bare = _art("tflite-int8", "int8", 89.8, 0.2)
-    assert latency_for(bare, rpi4) == (None, "not available")
+    assert latency_for(bare, rpi4) == (None, Basis.not_available())
 
 
 def test_a_measured_near_tie_goes_to_the_more_accurate_candidate():
@@ -146,21 +150,23 @@ def test_a_measured_near_tie_goes_to_the_more_accurate_candidate():
     ort = _art("onnxruntime-int8", "int8", 80.12, 0.510)
     decisions = select_precisions([ov, ort], x86, 80.0, 1.0, input_top1=79.76)
     deploy = recommend(decisions, x86)
-    assert deploy["artifact"] == "onnxruntime-int8" and deploy["p50_ms"] == pytest.approx(0.510)
-    assert "tied on latency with openvino-int8" in deploy["reason"] and "0.50 pt more accurate" in deploy["reason"]
+    assert deploy.artifact == "onnxruntime-int8" and deploy.p50_ms == pytest.approx(0.510)
+    assert deploy.tied_with.artifact == "openvino-int8" and deploy.tied_with.gain_pt == pytest.approx(0.50)
+    assert "tied on latency with openvino-int8" in explain_deploy(deploy)
     # within one backend too: INT8 2% faster than FP32 but 0.6 pt less accurate -> FP32
     fp32 = _art("openvino-fp32", "fp32", 80.22, 0.510)
     (d,) = select_precisions([ov, fp32], x86, 80.0, 1.0)
-    assert d["chosen"] == "openvino-fp32"
-    why = {r["artifact"]: r["why"] for r in d["candidates"]}
-    assert "within 5% of the chosen one's p50" in why["openvino-int8"] and "0.60 pt less accurate" in why["openvino-int8"]
+    assert d.chosen == "openvino-fp32" and d.tied_with.artifact == "openvino-int8"
+    assert d.tied_with.gain_pt == pytest.approx(0.60)
+    reasons = {r.artifact: r.reason for r in d.candidates}
+    assert reasons["openvino-int8"] is ReasonCode.TIED_LESS_ACCURATE
     # 10% apart: a real difference, the faster one is deployed
     far = _art("onnxruntime-int8", "int8", 80.12, 0.550)
     deploy = recommend(select_precisions([ov, far], x86, 80.0, 1.0), x86)
-    assert deploy["artifact"] == "openvino-int8" and "tied" not in deploy["reason"]
+    assert deploy.artifact == "openvino-int8" and deploy.tied_with is None
     # a tie never lets in a candidate the CI gates refused (e.g. over a latency budget)
     deploy = recommend(decisions, x86, deployable=["openvino-int8"])
-    assert deploy["artifact"] == "openvino-int8"
+    assert deploy.artifact == "openvino-int8" and deploy.reason is ReasonCode.FASTEST_PASSING_GATES
 
 
 def test_mixed_bases_are_said(tmp_path):
@@ -170,7 +176,7 @@ def test_mixed_bases_are_said(tmp_path):
     trt.metrics["latency"]["measured"] = "estimated"
     trt.backend = "onnxruntime"
     (d,) = select_precisions([measured, trt], x86, 90.0, 1.0)
-    assert "mixed latency bases" in d["reason"]
+    assert "mixed latency bases (estimated (x86-cpu), measured here)" in explain_decision(d)
 
 
 def test_old_bundle_with_one_reference_still_reads(small_bundle, tmp_path):
@@ -220,3 +226,26 @@ def test_input_artifact_is_checked_on_a_subset_against_pytorch_on_it(tmp_path, m
     assert inp.metrics.drops.vs_input == pytest.approx(pytorch_on_subset - accuracy.top1, abs=1e-3)
     assert inp.metrics.agreement.top1_agreement >= 99.9
     assert f"{inp.name} (input model, 50 test images)" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_rows_carry_codes_and_a_bundle_with_english_reasons_still_reads(small_bundle, tmp_path):
+    """The manifest keeps each decision row's code with its English beside it; a bundle written when the rows
+    held English only (reason/why prose) still reads: no code, its English said as it was."""
+    data = json.loads((small_bundle / "manifest.json").read_text())
+    deploy = data["deploy"]
+    assert deploy["reason"] in {c.value for c in ReasonCode} and deploy["detail"].startswith("fastest per-backend")
+    assert deploy["latency_source"] == "measured here"          # the basis is still one string in the file
+    old_english = "fastest per-backend choice (p50 0.100 ms measured here)"
+    data["deploy"] = {**deploy, "reason": old_english}
+    data["deploy"].pop("detail")
+    data["skipped"] = [{"backend": "tensorrt", "precision": "*", "reason": "runtime not installed (pip ...)"}]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps(data))
+    m = read_manifest(old)
+    assert m.deploy.reason is None and explain_deploy(m.deploy) == old_english
+    assert m.deploy.latency_source == Basis.here()
+    assert m.skipped[0].reason is None and m.skipped[0].detail == "runtime not installed (pip ...)"
+    from edgekit.reports.markdown import render_markdown
+
+    assert old_english in render_markdown(m)

@@ -13,6 +13,7 @@ from bundle_fixture import RECIPE
 from conftest import run_cli
 from edgekit.errors import EXIT_GATE_FAILED
 from edgekit.gates import Gates, evaluate_gates
+from edgekit.vocab import Basis
 from edgekit.manifest import read_manifest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -126,7 +127,7 @@ def test_a_budget_missed_on_a_host_that_slowed_since_the_search_says_so(small_bu
                                     basis="measured here", trace=[searched])
     decide(manifest, Gates(max_latency_ms=budget))
     final = manifest.search.final
-    assert not final.met and final.basis == "measured here"
+    assert not final.met and final.basis == Basis.here()
     assert final.input_search_ms == pytest.approx(now / slowdown) and final.input_final_ms == pytest.approx(now)
     message = str(gate_failure(manifest))
     report = "\n".join(search_lines(manifest.search))

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #     split.bundle reads a split bundle, split.client/server/profile run one (its report section is reports.split).
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["edgekit._version", "edgekit.errors", "edgekit.spec", "edgekit.registry", "edgekit.resources",
-                    "edgekit.ui", "edgekit.target", "edgekit.locks"]),
+                    "edgekit.ui", "edgekit.target", "edgekit.locks", "edgekit.vocab"]),
     ("models", ["edgekit.models"]),
     # runtime is a leaf (stdlib + numpy, shipped to devices as is), so it sits below data: the host's
     # image-folder decoding uses runtime.preprocess, the very function the device runner uses (issue 16).
@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                 "edgekit.split.transfer", "edgekit.recipe"]),
     ("backends", ["edgekit.backends"]),
     ("measure", ["edgekit.profiling"]),
-    ("compile", ["edgekit.compilation", "edgekit.decisions"]),
+    ("compile", ["edgekit.compilation", "edgekit.decisions", "edgekit.decision_records"]),
     ("bundle/reports", ["edgekit.bundle", "edgekit.manifest", "edgekit.reports", "edgekit.gates", "edgekit.verdicts",
                         "edgekit.split.bundle"]),
     ("commands", ["edgekit.pipeline", "edgekit.search", "edgekit.profiling.bench", "edgekit.profiling.remote",

@@ -23,6 +23,7 @@ from edgekit.models import LoadedModel, load_checkpoint
 from edgekit.training.default_teacher import default_teacher_path
 from edgekit.profiling.artifacts import session_logits
 from edgekit.target import load_target
+from edgekit.vocab import Part, ReasonCode
 
 MAX_DROP = 2.0  # points on the 269-image digits test split (one image = 0.37 pt)
 
@@ -430,8 +431,8 @@ X86 = load_target("x86-cpu")  # a local target: the host's measurements are its 
 
 
 def _fake(name: str, precision: str, top1: float, p50: float) -> Artifact:
-    return Artifact(name=name, backend=name.split("-")[0], precision=precision, path="x", files=["x"], runtime="r",
-                    runtime_version="1", input_shape=[1, 8, 8],
+    return Artifact(name=name, backend=name.split("-")[0], precision=precision, path="x", files=["x"],
+                    runtime="onnxruntime", runtime_version="1", input_shape=[1, 8, 8],
                     metrics={"accuracy": {"top1": top1}, "latency": {"p50_ms": p50, "measured": "host"}})
 
 
@@ -441,21 +442,23 @@ def test_auto_picks_fastest_within_bound():
     arts = [_fake("tflite-fp32", "fp32", 90.0, 2.0), _fake("tflite-fp16", "fp16", 90.0, 2.1),
             _fake("tflite-int8", "int8", 89.5, 1.0)]
     (d,) = select_precisions(arts, X86, 90.0, 1.0)
-    assert d["chosen"] == "tflite-int8" and arts[2].meta["chosen"] and not arts[0].meta["chosen"]
-    assert "slower" in arts[0].meta["selection"]
+    assert d.chosen == "tflite-int8" and arts[2].meta["chosen"] and not arts[0].meta["chosen"]
+    assert d.reason is ReasonCode.FASTEST_WITHIN_BOUND
+    assert arts[0].meta["selection"] == ReasonCode.SLOWER
 
 
 def test_auto_rejects_int8_that_is_slower_or_too_inaccurate():
     from edgekit.decisions import select_precisions
 
     slower = [_fake("tflite-fp32", "fp32", 90.0, 1.0), _fake("tflite-int8", "int8", 90.0, 4.0)]  # MobileNetV3 case
-    assert select_precisions(slower, X86, 90.0, 1.0)[0]["chosen"] == "tflite-fp32"
+    assert select_precisions(slower, X86, 90.0, 1.0)[0].chosen == "tflite-fp32"
     lossy = [_fake("ort-fp32", "fp32", 90.0, 2.0), _fake("ort-int8", "int8", 85.0, 0.5)]
     (d,) = select_precisions(lossy, X86, 90.0, 1.0)
-    assert d["chosen"] == "ort-fp32" and "drop +5.00 pt > 1.0" in lossy[1].meta["selection"]
+    assert d.chosen == "ort-fp32" and lossy[1].meta["selection"] == ReasonCode.DROP_OVER_BOUND
+    assert d.candidates[1].drop == pytest.approx(5.0)
     none = [_fake("ort-fp32", "fp32", 80.0, 2.0), _fake("ort-int8", "int8", 70.0, 0.5)]
     (d,) = select_precisions(none, X86, 90.0, 1.0)
-    assert d["chosen"] == "ort-fp32" and "most accurate" in d["reason"]
+    assert d.chosen == "ort-fp32" and d.reason is ReasonCode.NONE_WITHIN_BOUND   # kept the most accurate
 
 
 def test_deploy_is_the_fastest_backend_choice_within_bound():
@@ -466,9 +469,10 @@ def test_deploy_is_the_fastest_backend_choice_within_bound():
     arts = [_fake("openvino-fp32", "fp32", 90.0, 2.0), _fake("openvino-int8", "int8", 89.8, 0.6),
             _fake("onnxruntime-fp32", "fp32", 90.0, 1.8), _fake("onnxruntime-int8", "int8", 89.9, 0.7)]
     deploy = recommend(select_precisions(arts, X86, 90.0, 0.5))
-    assert deploy["artifact"] == "openvino-int8" and "onnxruntime-int8 0.700 ms" in deploy["reason"]
+    assert deploy.artifact == "openvino-int8" and deploy.reason is ReasonCode.FASTEST_CHOICE
+    assert [(o.artifact, o.p50_ms) for o in deploy.others] == [("onnxruntime-int8", pytest.approx(0.7))]
     missed = [_fake("tflite-fp32", "fp32", 80.0, 0.1), _fake("openvino-fp32", "fp32", 90.0, 2.0)]
-    assert recommend(select_precisions(missed, X86, 90.0, 0.5))["artifact"] == "openvino-fp32"
+    assert recommend(select_precisions(missed, X86, 90.0, 0.5)).artifact == "openvino-fp32"
     assert recommend([]) is None
 
 
@@ -495,7 +499,7 @@ def test_score_needed_skips_only_what_no_decision_can_choose(teacher, digits, ca
     final_top1 = fp32_top1
     units = []
     for needed in (True, False):
-        unit = CompileUnit("whole", teacher, X86, plan, digits.test, teacher.spec)
+        unit = CompileUnit(Part.WHOLE, teacher, X86, plan, digits.test, teacher.spec)
         for backend, precision in plan:
             a = _compile(backend, precision, teacher, calibration, tmp_path / str(needed))
             a.meta["seconds"] = {"compile": 0.0, "profile": 0.0}
@@ -511,13 +515,13 @@ def test_score_needed_skips_only_what_no_decision_can_choose(teacher, digits, ca
     for a in lazy.artifacts:
         assert ("not_scored" in a.metrics) == (a.name not in expected)
         if a.name not in expected:
-            assert "2.00x the p50" in a.metrics["not_scored"]
+            assert a.metrics["not_scored"]["ratio"] == pytest.approx(2.0)
     if reference_top1 is None:   # (with an unreachable reference both choose "the most accurate", unscored aside)
         picks = [select_precisions(copy.deepcopy(u.artifacts), X86, final_top1, MAX_DROP) for u in (lazy, full)]
-        assert [d["chosen"] for d in picks[0]] == [d["chosen"] for d in picks[1]]
-        assert recommend(picks[0])["artifact"] == recommend(picks[1])["artifact"]
-        skipped = [r for d in picks[0] for r in d["candidates"] if r["artifact"] not in expected]
-        assert all(r["why"].startswith("not scored: ") for r in skipped)
+        assert [d.chosen for d in picks[0]] == [d.chosen for d in picks[1]]
+        assert recommend(picks[0]).artifact == recommend(picks[1]).artifact
+        skipped = [r for d in picks[0] for r in d.candidates if r.artifact not in expected]
+        assert all(r.reason is ReasonCode.NOT_SCORED for r in skipped)
 
 
 @pytest.mark.slow  # ~100 s on the shared 2-core box: five compiles incl. three LiteRT conversions
@@ -532,7 +536,8 @@ def test_auto_recipe_end_to_end_marks_one_choice_per_backend(cli, tmp_path):
     assert {"tflite-fp32", "tflite-fp16", "tflite-int8", "onnxruntime-fp32", "onnxruntime-int8"} <= names
     for decision in manifest["precision_selection"]:
         chosen = [a for a in manifest["artifacts"] if a["backend"] == decision["backend"] and a["meta"]["chosen"]]
-        assert len(chosen) == 1 and chosen[0]["name"] == decision["chosen"] and decision["reason"]
+        assert len(chosen) == 1 and chosen[0]["name"] == decision["chosen"]
+        assert decision["reason"] in set(ReasonCode) and decision["detail"]   # a code, and its English beside it
     assert manifest["calibration"]["sha256"] and (tmp_path / "b" / "calibration.npz").is_file()
     assert "Precision selection" in (tmp_path / "b" / "report.md").read_text()
 

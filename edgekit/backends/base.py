@@ -16,6 +16,7 @@ from edgekit.models.loaded import LoadedModel
 from edgekit.registry import Registry
 from edgekit.runtime import MissingRuntime, RuntimeLayerError, Session, open_session
 from edgekit.target import Target
+from edgekit.vocab import Part, Precision, Runtime
 
 __all__ = ["BACKENDS", "Artifact", "Backend", "CompileRequest", "Session", "describe_files", "register_backend"]
 
@@ -25,10 +26,10 @@ class Artifact(BaseModel):
 
     name: str                                   # e.g. "openvino-fp32"
     backend: str
-    precision: str                              # what was asked for: fp32 / fp16 / int8
+    precision: Precision                        # what was asked for (meta.executed_precision: what runs)
     path: str                                   # main file, relative to the bundle root
     files: list[str]                            # every file that belongs to the artifact
-    runtime: str
+    runtime: Runtime
     runtime_version: str
     input_shape: list[int]                      # C, H, W
     layout: str = "NCHW"
@@ -37,6 +38,11 @@ class Artifact(BaseModel):
     sha256: dict[str, str] = Field(default_factory=dict)
     runnable_here: bool = True                  # False for TensorRT inputs that build on the device
     metrics: dict[str, Any] = Field(default_factory=dict)  # accuracy, latency (filled by profiling)
+
+    @property
+    def part(self) -> Part:
+        """What it was compiled from: a split model's parts live under artifacts/<part>/ (``meta.split_part``)."""
+        return Part(self.meta.get("split_part", Part.WHOLE))
 
 
 @dataclass
@@ -66,7 +72,7 @@ class Backend:
     runtime_module: ClassVar[str]     # importable module providing the runtime
     package: ClassVar[str]            # pip package to install it
     extra: ClassVar[str]              # edgekit extra that pulls it in
-    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32,)
 
     @classmethod
     def runtime(cls, why: str | None = None):
@@ -84,7 +90,7 @@ class Backend:
         except MissingDependency:
             return False
 
-    def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
+    def compile(self, model: LoadedModel, precision: Precision, request: CompileRequest) -> Artifact:
         raise NotImplementedError
 
     def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:

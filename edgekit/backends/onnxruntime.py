@@ -11,6 +11,7 @@ from edgekit.backends.onnx_quant import activation_profile, quantize_qdq, reduce
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 from edgekit.runtime import OrtSession  # noqa: F401 - the session (simulate_qdq for the TensorRT proxy)
+from edgekit.vocab import Precision, Runtime
 
 __all__ = ["OnnxRuntime", "OrtSession"]
 
@@ -20,14 +21,14 @@ class OnnxRuntime(Backend):
     runtime_module = "onnxruntime"
     package = "onnxruntime"
     extra = "onnx"
-    precisions = ("fp32", "int8")
+    precisions = (Precision.FP32, Precision.INT8)
 
-    def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
+    def compile(self, model: LoadedModel, precision: Precision, request: CompileRequest) -> Artifact:
         ort = self.runtime()
         if precision not in self.precisions:
             raise EdgekitError(f"onnxruntime backend cannot compile {precision}", "use precision fp32 or int8")
         path = request.artifacts_dir / "model.onnx"
-        if precision == "fp32":
+        if precision == Precision.FP32:
             meta = export_onnx(model.module, model.spec, path)
         else:  # the FP32 graph is an intermediate here; only the QDQ file goes in the bundle
             path = request.artifacts_dir / "model_int8.onnx"
@@ -40,6 +41,6 @@ class OnnxRuntime(Backend):
                                          reduce_range_choice(profile, request.options)))
         files, size, sha = describe_files(request.out_dir, [path])
         return Artifact(name=f"onnxruntime-{precision}", backend=self.name, precision=precision, path=files[0],
-                        files=files, runtime="onnxruntime", runtime_version=ort.__version__,
+                        files=files, runtime=Runtime.ONNXRUNTIME, runtime_version=ort.__version__,
                         input_shape=list(model.spec.input_shape), meta={**meta, "executed_precision": precision},
                         bytes=size, sha256=sha)

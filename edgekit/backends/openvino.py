@@ -15,6 +15,7 @@ from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 from edgekit.models.openvino_export import to_openvino
 from edgekit.runtime import OpenVinoSession
+from edgekit.vocab import Precision, Runtime
 
 # Artifact precision -> (weights stored as FP16?, CPU inference precision hint)
 PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16"), "int8": (True, "f32")}  # int8: FQ constants in fp16
@@ -25,9 +26,9 @@ class OpenVino(Backend):
     runtime_module = "openvino"
     package = "openvino"
     extra = "openvino"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
 
-    def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
+    def compile(self, model: LoadedModel, precision: Precision, request: CompileRequest) -> Artifact:
         ov = self.runtime()
         if precision not in PRECISION_SETTINGS:
             raise EdgekitError(f"openvino backend cannot compile {precision} yet",
@@ -36,7 +37,7 @@ class OpenVino(Backend):
         c, h, w = model.spec.input_shape
         ov_model, conversion = to_openvino(ov, model.module, model.spec, model.source, request.out_dir)
         quant_meta = {}
-        if precision == "int8":
+        if precision == Precision.INT8:
             from edgekit.backends.openvino_quant import nncf_int8
 
             ov_options = request.options.get("openvino", {})
@@ -49,8 +50,8 @@ class OpenVino(Backend):
         session = OpenVinoSession(xml, 1, hint)
         meta = {"conversion": conversion, "inference_precision_hint": hint, "weights_fp16": compress,
                 "executed_precision": session.info["executed_precision"], "device": "CPU", **quant_meta}
-        if precision == "int8":
+        if precision == Precision.INT8:
             meta["executed_precision"] = f"int8 + {meta['executed_precision']}"
         return Artifact(name=f"openvino-{precision}", backend=self.name, precision=precision, path=files[0],
-                        files=files, runtime="openvino", runtime_version=ov.__version__,
+                        files=files, runtime=Runtime.OPENVINO, runtime_version=ov.__version__,
                         input_shape=[c, h, w], meta=meta, bytes=size, sha256=sha)

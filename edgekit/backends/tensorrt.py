@@ -28,6 +28,7 @@ from edgekit.backends.trt_cache import format_cache, tensor_scales
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 from edgekit.target import Target
+from edgekit.vocab import Precision, Runtime
 
 DEFAULT_TRT_VERSION = "10.3.0"   # JetPack 6.x
 WORKSPACE_MB = 1024
@@ -59,9 +60,9 @@ def build_commands(onnx_rel: str, engine_rel: str, precision: str, shape: dict[s
     trt = ["trtexec", f"--onnx={onnx_rel}", f"--saveEngine={engine_rel}",
            f"--minShapes={INPUT_NAME}:{dims(shape['min'])}", f"--optShapes={INPUT_NAME}:{dims(shape['opt'])}",
            f"--maxShapes={INPUT_NAME}:{dims(shape['max'])}", f"--memPoolSize=workspace:{WORKSPACE_MB}M"]
-    if precision in ("fp16", "int8"):
+    if precision in (Precision.FP16, Precision.INT8):
         trt.append("--fp16")        # int8: let layers TensorRT keeps in float run in fp16
-    if precision == "int8":
+    if precision == Precision.INT8:
         trt.append("--int8")
         if cache_rel:
             trt.append(f"--calib={cache_rel}")
@@ -74,14 +75,14 @@ class TensorRT(Backend):
     runtime_module = "tensorrt"
     package = "tensorrt"
     extra = "tensorrt"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
 
     @classmethod
     def available(cls) -> bool:
         """Compiling writes device inputs and needs no TensorRT; only building the engine does."""
         return True
 
-    def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
+    def compile(self, model: LoadedModel, precision: Precision, request: CompileRequest) -> Artifact:
         if precision not in self.precisions:
             raise EdgekitError(f"tensorrt backend cannot compile {precision}", "use fp32, fp16 or int8")
         out = request.artifacts_dir / "trt"
@@ -97,7 +98,7 @@ class TensorRT(Backend):
         files = [fp32]
         cache_rel = None
         onnx_file = fp32
-        if precision == "int8":
+        if precision == Precision.INT8:
             qdq = out / "model_int8_qdq.onnx"
             meta["qdq"] = quantize_qdq(fp32, qdq, request.calibration, "tensorrt")
             cache = out / "calibration.cache"
@@ -110,7 +111,7 @@ class TensorRT(Backend):
         onnx_rel = str(onnx_file.relative_to(request.out_dir))
         engine_rel = str((out / f"model_{precision}.engine").relative_to(request.out_dir))
         commands = build_commands(onnx_rel, engine_rel, precision, shape)
-        if precision == "int8":
+        if precision == Precision.INT8:
             commands["trtexec_implicit"] = build_commands(str(fp32.relative_to(request.out_dir)), engine_rel,
                                                           precision, shape, cache_rel)["trtexec"]
         build = {"precision": precision, "onnx": onnx_rel, "engine": engine_rel, "shapes": shape,
@@ -131,7 +132,7 @@ class TensorRT(Backend):
         meta.update({"build": build, "executed_precision": f"{precision} (after build on device)",
                      "all_files_bytes": size})
         return Artifact(name=f"tensorrt-{precision}", backend=self.name, precision=precision, path=onnx_rel,
-                        files=rel, runtime="tensorrt", runtime_version=f">= 8.6 (cache header {version})",
+                        files=rel, runtime=Runtime.TENSORRT, runtime_version=f">= 8.6 (cache header {version})",
                         input_shape=[c, h, w], meta=meta, bytes=model_bytes, sha256=sha, runnable_here=False)
 
     def load(self, artifact: Artifact, bundle_root: Path, threads: int) -> Session:

@@ -29,6 +29,7 @@ from edgekit.backends.base import Artifact, Backend, CompileRequest, describe_fi
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 from edgekit.runtime.litert_session import litert_version
+from edgekit.vocab import Precision, Runtime
 
 
 @register_backend("tflite")
@@ -36,9 +37,9 @@ class Tflite(Backend):
     runtime_module = "litert_torch"
     package = "litert-torch"
     extra = "tflite"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
 
-    def compile(self, model: LoadedModel, precision: str, request: CompileRequest) -> Artifact:
+    def compile(self, model: LoadedModel, precision: Precision, request: CompileRequest) -> Artifact:
         litert_torch = self.runtime("the tflite (LiteRT) backend")
         if precision not in self.precisions:
             raise EdgekitError(f"tflite backend cannot compile {precision}", "use fp32, fp16 or int8")
@@ -55,11 +56,11 @@ class Tflite(Backend):
         target = request.target.name
         with warnings.catch_warnings(), _quiet_converter():
             warnings.simplefilter("ignore")
-            if precision == "int8":
+            if precision == Precision.INT8:
                 meta.update(self._int8(litert_torch, module, sample, request, path, prepare_for_pt2e, target))
             else:
                 edge = _convert(litert_torch, module, sample, target)
-                if precision == "fp32":
+                if precision == Precision.FP32:
                     edge.export(str(path))
                 else:
                     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +72,7 @@ class Tflite(Backend):
                                       "int8": "int8"}[precision]
         meta.update(tflite_op_summary(path))
         return Artifact(name=f"tflite-{precision}", backend=self.name, precision=precision, path=files[0],
-                        files=files, runtime="litert", runtime_version=litert_version(), input_shape=[c, h, w],
+                        files=files, runtime=Runtime.LITERT, runtime_version=litert_version(), input_shape=[c, h, w],
                         layout="NHWC", meta=meta, bytes=size, sha256=sha)
 
     def _int8(self, litert_torch, module, sample, request: CompileRequest, path: Path, prepare, target: str) -> dict:

@@ -15,11 +15,12 @@ import typer
 from edgekit.cli import app
 from edgekit.cli.common import print_json, stdout
 from edgekit.errors import EdgekitError
+from edgekit.vocab import Part
 from edgekit.runtime import MissingRuntime, RuntimeLayerError, import_runtime
 from edgekit.runtime.tensorrt_engine import PRECISIONS, EnginePlan, build_engine, engine_plan
 
 
-def _plan(bundle: Path, precision: Optional[str], part: str = "whole") -> tuple[EnginePlan, str]:
+def _plan(bundle: Path, precision: Optional[str], part: Part = Part.WHOLE) -> tuple[EnginePlan, str]:
     """The build plan the bundle's TensorRT artifact records (the device runner reads the same one)
     and the engine path it names."""
     from edgekit.manifest import read_manifest
@@ -29,7 +30,7 @@ def _plan(bundle: Path, precision: Optional[str], part: str = "whole") -> tuple[
            and (precision is None or a.precision == precision)]
     if not trt:
         raise EdgekitError(f"bundle {bundle} has no TensorRT artifact" + (f" for {precision}" if precision else "")
-                           + ("" if part == "whole" else f" of the split {part}"),
+                           + ("" if part is Part.WHOLE else f" of the split {part}"),
                            "compress with a TensorRT target, e.g. --target jetson-orin-nano")
     chosen = next((a for a in trt if a.meta.get("chosen")), trt[0])
     try:
@@ -61,8 +62,9 @@ def build_engine_command(
         raise EdgekitError("building a TensorRT engine needs the Python package 'tensorrt', which is not installed "
                            "here", "run build-engine on the Jetson/GPU machine (JetPack ships tensorrt; elsewhere: "
                            "pip install 'edgekit[tensorrt]' with NVIDIA's index)") from None
-    if part not in ("whole", "head", "tail"):
+    if part not in (Part.WHOLE, Part.HEAD, Part.TAIL):
         raise EdgekitError(f"--part {part!r} is not whole, head or tail")
+    part = Part(part)
     if precision is not None and precision not in PRECISIONS:
         raise EdgekitError(f"--precision {precision!r} is not fp32, fp16 or int8")
     if onnx is None or precision is None:

@@ -14,6 +14,7 @@ from edgekit.cli import app
 from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_fitted,
                                 print_json, print_table, stdout, table)
 from edgekit.gates import gate_failure
+from edgekit.reports.reasons import explain_deploy, explain_skipped
 from edgekit.reports.tables import (ARTIFACT_COLUMNS, COMPACT_COLUMNS, GATE_COLUMNS, artifact_rows, compact_artifacts,
                                     fmt, gate_rows, headline, reference_title, skipped_label)
 
@@ -123,10 +124,11 @@ def print_result(manifest, wide: bool = False, console: Console = stdout) -> Non
     """What ``edgekit compress`` prints on stdout for a bundle: artifacts, deploy choice, headline, gates."""
     print_artifacts(manifest, wide, console)
     for s in manifest.skipped:
-        console.print(f"not produced: {skipped_label(s)}: {s.reason}", style="dim", markup=False, highlight=False)
+        console.print(f"not produced: {skipped_label(s)}: {explain_skipped(s)}", style="dim", markup=False,
+                      highlight=False)
     if manifest.deploy:
         d = manifest.deploy
-        console.print(f"deploy: [bold]{escape(d.artifact)}[/bold] — top-1 {fmt(d.top1)}%, {escape(d.reason)}")
+        console.print(f"deploy: [bold]{escape(d.artifact)}[/bold] — top-1 {fmt(d.top1)}%, {escape(explain_deploy(d))}")
     for line in headline(manifest):
         console.print(line, markup=False, highlight=False)
     console.print(f"bundle: [bold]{escape(str(manifest.bundle))}[/bold] ({manifest.seconds or 0:.0f} s)")

@@ -4,10 +4,9 @@
 Upfront checking scales with the folder: every file's *header* is read (format, size, mode; Pillow
 opens without decoding), in parallel threads, so a file that is not an image is reported by name before
 any work starts; a file whose header is fine but whose data is broken (truncated) fails when it is
-decoded - in a loader worker - with a one-line error naming it. Measured on 3,000 JPEGs of 500x375 on
-the shared 2-core Zen 4 host (benchmarks/results/train_throughput.md): header scan 0.2-0.34 ms/file,
-the former serial verify + full decode + sha256 of every file 3.4 ms/file; for 1.28M ImageNet files that
-is ~5 minutes instead of over an hour before any work starts.
+decoded - in a loader worker - with a one-line error naming it. A header scan costs about a tenth of a
+serial verify + full decode + sha256 of every file (benchmarks/results/train_throughput.md): for 1.28M
+ImageNet files, minutes instead of over an hour before any work starts.
 ``skip_broken`` (``--skip-broken-images``) decodes every file once, in parallel, and leaves out those
 that fail (listed in ``DataSplits.skipped``, hence in the manifest), so a long run cannot stop half-way.
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from edgekit import ui
-from edgekit.compilation import CompileUnit, artifact_part, compile_all, serving_tail
+from edgekit.compilation import CompileUnit, compile_all, serving_tail
 from edgekit.data import DataSplits, from_datasets, load_data, load_data_for
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_model
@@ -33,6 +33,7 @@ from edgekit.training import distributed
 from edgekit.training.default_teacher import DEFAULT_DATA, default_teacher_path
 from edgekit.training.device import current_device
 from edgekit.training.evaluate import accuracy_counts, module_logits
+from edgekit.vocab import Part, Precision
 
 NEAR_CHANCE = 1.5   # x the chance level: below it the input model has learnt (almost) nothing
 
@@ -145,7 +146,7 @@ def run_search(input_model: LoadedModel, data: DataSplits, recipe: Recipe, targe
     from edgekit.search.timing import make_timer
 
     calibration = None
-    if "int8" in (budget.precisions or target.precisions):
+    if Precision.INT8 in (budget.precisions or target.precisions):
         calibration = draw_calibration(data.train, input_model.spec, budget.calibration_size, recipe.seed).inputs
     timer, measured = make_timer(target, recipe, calibration, budget.runs, budget.max_seconds, threads, remote)
     planned, section = search_budget(copy.deepcopy(input_model), data, recipe, target, budget, timer, measured)
@@ -226,13 +227,13 @@ def compile_and_profile(units: list[CompileUnit], skipped: list, final: LoadedMo
                                           reference.record["accuracy"]["top1"])
     compiled = Compiled(artifacts, skipped, sections)
     by_part = {u.part: u.artifacts for u in units}
-    if "head" in by_part:   # a bottleneck stage: head for the device, tail for the server
+    if Part.HEAD in by_part:   # a bottleneck stage: head for the device, tail for the server
         stage = next((r["metrics"] for r in reversed(stage_records) if r["name"] == "bottleneck"), {})
-        compiled.split = split_section_of(final, by_part["head"], by_part["tail"], serving_tail(by_part["tail"]),
+        compiled.split = split_section_of(final, by_part[Part.HEAD], by_part[Part.TAIL], serving_tail(by_part[Part.TAIL]),
                                           server_target.name, stage)
     if recipe.robustness:
         with clock("robustness"):
             compiled.robustness = robustness_section(input_model, final,
-                                                     [a for a in artifacts if artifact_part(a) != "input"],
+                                                     [a for a in artifacts if a.part is not Part.INPUT],
                                                      bundle_dir, data.test, recipe.robustness, threads)
     return compiled

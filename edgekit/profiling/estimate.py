@@ -51,6 +51,7 @@ from edgekit.errors import EdgekitError
 from edgekit.models.complexity import count_macs, layer_io_shapes, op_calls
 from edgekit.spec import ModelSpec
 from edgekit.target import Target
+from edgekit.vocab import Part, Precision
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # Used when a target file has no calibrated factors: typical of an inference runtime on a CPU.
@@ -172,7 +173,7 @@ def estimate(costs: list[LayerCost], target: Target, precision: str, batch: int 
             "device_figures": {k: v for k, v in asdict(device).items() if k != "name"}}
 
 
-def estimate_module(module: nn.Module, spec: ModelSpec, target: Target, precision: str, batch: int = 1) -> dict:
+def estimate_module(module: nn.Module, spec: ModelSpec, target: Target, precision: Precision, batch: int = 1) -> dict:
     return estimate(layer_costs(module, spec), target, precision, batch)
 
 
@@ -181,17 +182,17 @@ def estimate_for_bundle(manifest, bundle: Path, artifact) -> dict:
     the model the artifact was compiled from (artifacts/model.pt; a split part's own module)."""
     from edgekit.models import load_model
 
-    if artifact.part == "input":   # the bundle keeps the final model only; compress estimated this one
+    if artifact.part == Part.INPUT:   # the bundle keeps the final model only; compress estimated this one
         raise EdgekitError("the input model's artifact is estimated at compress time (the bundle has no input model.pt)")
     path = manifest.final_model.path
     if not path or not (bundle / path).is_file():
         raise EdgekitError("the bundle has no artifacts/model.pt to estimate from")
     model = load_model(str(bundle / path))  # the one loader: refuses anything but edgekit's own weights-only file
     module, spec = model.module, model.spec
-    if artifact.part != "whole":
+    if artifact.part != Part.WHOLE:
         from edgekit.split.deploy import split_parts
 
-        part = dict(zip(("head", "tail"), split_parts(model)))[artifact.part]
+        part = dict(zip((Part.HEAD, Part.TAIL), split_parts(model)))[artifact.part]
         module, spec = part.module, part.spec
     return estimate_module(module, spec, manifest.target, artifact.precision)
 

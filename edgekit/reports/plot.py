@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 
 from edgekit.manifest import Estimate, Manifest
+from edgekit.vocab import Part
 
 
 def collect_points(manifest: Manifest) -> list[dict]:
@@ -18,7 +19,7 @@ def collect_points(manifest: Manifest) -> list[dict]:
     ``input`` for the input model's FP32 artifact, ``deployed`` for the deploy choice, else None."""
     points = []
     deployed = manifest.deploy.artifact if manifest.deploy else None
-    roles = {a.name: "input" for a in manifest.artifacts if a.part == "input"}
+    roles = {a.name: "input" for a in manifest.artifacts if a.part == Part.INPUT}
     if deployed:
         roles[deployed] = "deployed"
     accuracy = {}

@@ -60,7 +60,7 @@ def search_table(search: SearchSection) -> tuple[list[str], list[list[str]]]:
     rows = []
     for c in sorted(search.trace, key=lambda c: (-c.macs, c.round_to or 0, c.backend, c.precision)):
         row = [f"{c.level:.0%}", str(c.round_to or "—"), f"{c.macs / 1e6:.2f}", f"{c.params:,}", c.backend,
-               c.precision, _p50(c), c.basis,
+               c.precision, _p50(c), str(c.basis),
                "yes" if c.fits else "no", "yes" if c.pareto else "", "**yes**" if c.chosen else ""]
         rows.append(([c.model_label() if c.student else "input"] if students else []) + row)
     return (["model"] if students else []) + SEARCH_COLUMNS, rows
@@ -79,7 +79,7 @@ def search_svg(manifest: Manifest) -> str | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    estimated = "estimated" in search.basis
+    estimated = search.basis.is_estimate
     for i, key in enumerate(dict.fromkeys((c.backend, c.precision) for c in timed)):
         pts = sorted((c for c in timed if (c.backend, c.precision) == key), key=lambda c: c.macs)
         color = f"C{i % 10}"

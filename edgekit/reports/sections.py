@@ -18,6 +18,8 @@ from edgekit.runtime.identity import describe_host
 from edgekit.reports.tables import (ARTIFACT_COLUMNS, BENCH_COLUMNS, ESTIMATE_COLUMNS, GATE_COLUMNS, SELECTION_COLUMNS,
                                     STAGE_COLUMNS, artifact_rows, bench_rows, bench_title, drop_cell, estimate_rows,
                                     fmt, gate_rows, headline, selection_rows, skipped_label, stage_rows)
+from edgekit.reports.reasons import explain_decision, explain_deploy, explain_skipped
+from edgekit.vocab import Part
 
 PLOT = "pareto.svg"          # written next to report.md (the HTML inlines it)
 SEARCH_PLOT = "search.svg"   # the latency-budget search's trace
@@ -130,10 +132,10 @@ def build_sections(manifest: Manifest) -> list[Section]:
                  f" (Δ {drop_cell(deploy.drop)} pt vs the input model, {drop_cell(deploy.drop_vs_final)} pt vs the "
                  "final FP32 model)")
         out.append(Section("deploy", "Deploy", [f"**{deploy.artifact}** — top-1 {fmt(deploy.top1)}%{drops}, "
-                                                f"{deploy.reason}"]))
+                                                f"{explain_deploy(deploy)}"]))
     for i, d in enumerate(manifest.precision_selection or []):
-        out.append(Section(f"selection-{i}", f"Precision selection: {d.backend}" + ("" if d.part == "whole" else f" ({d.part})"),
-                           [f"Chosen: **{d.chosen}** — {d.reason}",
+        out.append(Section(f"selection-{i}", f"Precision selection: {d.backend}" + ("" if d.part == Part.WHOLE else f" ({d.part})"),
+                           [f"Chosen: **{d.chosen}** — {explain_decision(d)}",
                             Table(f"selection-{i}", SELECTION_COLUMNS, selection_rows(d))]))
     if manifest.robustness:
         out.append(Section("robustness", "Robustness",
@@ -151,5 +153,5 @@ def build_sections(manifest: Manifest) -> list[Section]:
                             "on measurements (benchmarks/results/estimator_x86.md). They are estimates, not "
                             "measurements.", Table("estimates", ESTIMATE_COLUMNS, rows)]))
     if manifest.skipped:
-        out.append(Section("skipped", "Not produced", [f"- {skipped_label(s)}: {s.reason}" for s in manifest.skipped]))
+        out.append(Section("skipped", "Not produced", [f"- {skipped_label(s)}: {explain_skipped(s)}" for s in manifest.skipped]))
     return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edgekit.vocab import Basis, LatencyBasis, Part
+
 if TYPE_CHECKING:  # the CLI imports this module before anything heavy (the manifest pulls in torch)
     from edgekit.manifest import ArtifactRecord, BenchEntry, Decision, Estimate, Manifest, Skipped
 
@@ -43,7 +45,7 @@ def target_latency_cell(artifact, manifest: Manifest) -> str:
     from edgekit.decisions import latency_for
 
     value, basis = latency_for(artifact, manifest.target, manifest.benchmarks)
-    return f"{value:.3f} ({basis})" if value is not None else basis
+    return f"{value:.3f} ({basis})" if value is not None else str(basis)
 
 
 def estimate_cell(estimate: Estimate | None) -> str:
@@ -64,7 +66,7 @@ def artifact_rows(manifest: Manifest) -> list[list[str]]:
     for a in manifest.artifacts:
         m = a.metrics
         lat, acc, agree = m.latency, m.accuracy, m.agreement
-        rows.append([a.name + (input_label(a) if a.part == "input" else ""), a.runtime, a.precision,
+        rows.append([a.name + (input_label(a) if a.part == Part.INPUT else ""), a.runtime, a.precision,
                      str(a.meta.get("executed_precision", "—")),
                      fmt(acc.top1) if acc else ("not scored" if m.not_scored else fmt(None)),
                      drop_cell(a.drops.vs_input), drop_cell(a.drops.vs_final),
@@ -83,15 +85,10 @@ COMPACT_COLUMNS = ["artifact", "precision", "top-1 %", "Δ pt", "p50 ms", "size"
 BASIS_MARKS = {"m": "measured here", "d": "measured on device", "e": "estimated"}
 
 
-def basis_mark(basis: str) -> str:
+def basis_mark(basis: Basis) -> str:
     """``m``, ``d`` or ``e`` for a ``latency_for`` basis ("" for none)."""
-    from edgekit.decisions import ESTIMATED, MEASURED_HERE
-
-    if basis == MEASURED_HERE:
-        return "m"
-    if basis.startswith("measured"):
-        return "d"
-    return "e" if basis.startswith(ESTIMATED) else ""
+    return {LatencyBasis.MEASURED_HERE: "m", LatencyBasis.MEASURED_ON_DEVICE: "d",
+            LatencyBasis.ESTIMATED: "e"}.get(basis.kind, "")
 
 
 @dataclass
@@ -225,8 +222,10 @@ SELECTION_COLUMNS = ["artifact", "top-1 %", "drop vs final pt (bound)", "Δ inpu
 
 def selection_rows(decision: Decision) -> list[list[str]]:
     """Candidates of one ``precision: auto`` decision (one part and backend)."""
-    return [[r.artifact, fmt(r.top1), fmt(r.drop), drop_cell(r.drop_vs_input), fmt(r.p50_ms, 3), r.latency_source,
-             "yes" if r.chosen else ("kept" if r.artifact in decision.also_kept else ""), r.why]
+    from edgekit.reports.reasons import explain_candidate
+
+    return [[r.artifact, fmt(r.top1), fmt(r.drop), drop_cell(r.drop_vs_input), fmt(r.p50_ms, 3), str(r.latency_source),
+             "yes" if r.chosen else ("kept" if r.artifact in decision.also_kept else ""), explain_candidate(r, decision)]
             for r in decision.candidates]
 
 
@@ -237,7 +236,7 @@ def reference_title(manifest: Manifest) -> str:
 
 
 def input_artifact(manifest: Manifest):
-    return next((a for a in manifest.artifacts if a.part == "input"), None)
+    return next((a for a in manifest.artifacts if a.part == Part.INPUT), None)
 
 
 def _times(before: float | None, after: float | None) -> str:

@@ -85,7 +85,7 @@ def alternating_latency(runs: dict[str, RunFn], inputs: np.ndarray, warmup: int 
     per candidate) spent in alternation (``interleaved_latency``), so candidates that are compared with each
     other are timed under the same load. Why: timed one after the other, two INT8 files of one model read
     3% apart in one order and the other way round in the next run on a shared 2-core host, and the deploy
-    choice followed the noise (benchmarks/vs_peers.py, 2026-12-02).
+    choice followed the noise.
 
     The warm-up calls also time one call, which sets how many samples fit ``max_seconds``; they are
     spread over up to ``max_rounds`` rounds of at least 5."""

@@ -7,7 +7,7 @@ once and destroyed first-in first-out (a dict of sessions going out of scope) le
 "found" stack in place - the first one's, already unmapped. The next signal handled on the alternate
 stack (SIGCHLD once torch's DataLoader has installed its handler, or any Python handler, which CPython
 installs with SA_ONSTACK) cannot be delivered: the kernel kills the process with SIGSEGV, and no
-faulthandler traceback, since that handler needs the same stack (the full suite on CI, 2026-12-03).
+faulthandler traceback, since that handler needs the same stack (the full test suite hits it).
 
 Putting the caller's stack back right after each plugin is created means every plugin "finds" the same
 stack, so they can be destroyed in any order. Python's own stack (faulthandler's, sized from

@@ -21,7 +21,9 @@ import numpy as np
 from .base import RuntimeLayerError, import_runtime
 
 WORKSPACE_MB = 1024
-PRECISIONS = ("fp32", "fp16", "int8")
+# The precisions an engine is built at: the manifest's (edgekit.vocab.Precision), spelled here because this
+# package ships to devices on its own.
+PRECISIONS = FP32, FP16, INT8 = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,9 @@ def build_engine(plan: EnginePlan, engine_path: Path, calibration: np.ndarray | 
     profile.set_shape(inp.name, (lo, *chw), (opt, *chw), (hi, *chw))
     config.add_optimization_profile(profile)
     mode = plan.precision
-    if plan.precision in ("fp16", "int8"):
+    if plan.precision in (FP16, INT8):
         config.set_flag(trt.BuilderFlag.FP16)   # int8: layers TensorRT keeps in float run in fp16
-    if plan.precision == "int8":
+    if plan.precision == INT8:
         config.set_flag(trt.BuilderFlag.INT8)
         if has_qdq(data):
             mode = "int8 explicit (QDQ)"

@@ -55,13 +55,14 @@ from edgekit.resources import cache_dir
 from edgekit.search.timing import CandidateTimer
 from edgekit.stages import STAGES, StageContext
 from edgekit.target import Target
+from edgekit.vocab import Precision
 
 PRUNE_DEFAULTS = {"mode": "structured", "importance": "l2", "scope": "uniform", "steps": 40}
 PRUNE_TARGETS = ("ratio", "macs", "latency_ms")
 DISTILL_DEFAULTS = {"student": "self", "loss": "kd", "temperature": 4.0, "alpha": 0.9}
 
 
-def combos_for(target: Target, budget: BudgetSettings, measured: bool) -> list[tuple[str, str]]:
+def combos_for(target: Target, budget: BudgetSettings, measured: bool) -> list[tuple[str, Precision]]:
     """(backend, precision) pairs to time: the target's (or the budget's) backends that build the precision,
     installed ones when measuring. Estimates do not depend on the backend: one pair per precision then (the
     first backend that builds it, which the plan then compiles)."""
@@ -100,7 +101,7 @@ class Search:
     """One search: memoised levels, the trace, the walk and the choice."""
 
     def __init__(self, model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target,
-                 budget: BudgetSettings, timer: CandidateTimer, combos: list[tuple[str, str]], measured: bool):
+                 budget: BudgetSettings, timer: CandidateTimer, combos: list[tuple[str, Precision]], measured: bool):
         self.model, self.data, self.recipe, self.target = model, data, recipe, target
         self.budget, self.timer, self.combos, self.measured = budget, timer, combos, measured
         self.aim = budget.latency_ms * (1 - budget.margin)
@@ -227,7 +228,7 @@ class Search:
             if not fitting:
                 raise self.unreachable()
             chosen = min(fitting, key=lambda c: (c.random_init, -c.macs, c.student is not None,
-                                                 c.precision != "fp32", c.p50_ms))
+                                                 c.precision != Precision.FP32, c.p50_ms))
             if self.confirm(chosen):
                 break
         mark_pareto(self.trace)
@@ -338,14 +339,14 @@ def plan_recipe(recipe: Recipe, chosen: SearchCandidate, prune_index: int | None
                                                                               "epochs": budget.distill_epochs}))
             notes.append(f"a KD stage from the input model was added after pruning ({budget.distill_epochs} epochs)")
     # The file is built as the search built the candidate: plain post-training INT8. NNCF's accuracy control
-    # (explicit int8 + a bound) reverted a convolution to float in a ½-budget plan and the trained file ran 0.87 ms
-    # where the candidate had run 0.38 (vs_peers resnet-large, Xeon, 2026-12-05): the budget was missed.
+    # (explicit int8 + a bound) can revert a convolution to float, and the trained file then runs at twice the
+    # candidate's latency: the budget is missed.
     compile_update = {"precisions": [chosen.precision], "backends": [chosen.backend], "accuracy_control": False}
     new = recipe.model_copy(update={"stages": stages,
                                     "compile": recipe.compile.model_copy(update=compile_update)})
     notes.append(f"compile: {chosen.backend} {chosen.precision} only (ONNX Runtime, the universal baseline, is "
                  "always built)" + (", quantized as the search timed it (no accuracy-aware reverting of layers to "
-                                    "float)" if chosen.precision == "int8" else ""))
+                                    "float)" if chosen.precision == Precision.INT8 else ""))
     return new, notes
 
 

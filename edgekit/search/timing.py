@@ -18,28 +18,28 @@ from typing import Iterator
 import numpy as np
 
 from edgekit.backends import BACKENDS, CompileRequest
-from edgekit.decisions import ESTIMATED, MEASURED_HERE
 from edgekit.errors import EdgekitError, first_line
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.bench import BenchSettings, run_local, runner_job
 from edgekit.profiling.estimate import estimate_module
 from edgekit.recipe import Recipe
 from edgekit.target import Target
+from edgekit.vocab import Basis, Precision
 
 
 @dataclass
 class Timing:
     p50_ms: float | None
-    basis: str
+    basis: Basis
     error: str | None = None
 
 
 class CandidateTimer:
     """Times one model (a pruned candidate) for several (backend, precision) pairs. Subclasses say how."""
 
-    basis: str
+    basis: Basis
 
-    def time(self, model: LoadedModel, combos: list[tuple[str, str]]) -> list[Timing]:
+    def time(self, model: LoadedModel, combos: list[tuple[str, Precision]]) -> list[Timing]:
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -54,9 +54,9 @@ class EstimateTimer(CandidateTimer):
 
     def __init__(self, target: Target):
         self.target = target
-        self.basis = f"{ESTIMATED} ({target.name})"
+        self.basis = Basis.estimated(target.name)
 
-    def time(self, model: LoadedModel, combos: list[tuple[str, str]]) -> list[Timing]:
+    def time(self, model: LoadedModel, combos: list[tuple[str, Precision]]) -> list[Timing]:
         out = []
         for _, precision in combos:
             try:
@@ -78,7 +78,7 @@ class RunnerTimer(CandidateTimer):
         self.settings = BenchSettings(warmup=max(3, runs // 10), runs=runs, max_seconds=max_seconds,
                                       threads=None if remote is not None else threads)
         self.where = remote.describe() if remote is not None else "local"
-        self.basis = MEASURED_HERE if remote is None else f"measured on the device ({self.where})"
+        self.basis = Basis.here() if remote is None else Basis.on_device(self.where)
         self._n = 0
         self._dir: Path | None = None
         self._client = None
@@ -93,7 +93,7 @@ class RunnerTimer(CandidateTimer):
             finally:
                 self._dir, self._client = None, None
 
-    def time(self, model: LoadedModel, combos: list[tuple[str, str]]) -> list[Timing]:
+    def time(self, model: LoadedModel, combos: list[tuple[str, Precision]]) -> list[Timing]:
         assert self._dir is not None, "RunnerTimer.time outside session()"
         self._n += 1
         level_dir = self._dir / f"level{self._n}"
@@ -101,7 +101,7 @@ class RunnerTimer(CandidateTimer):
         for i, (backend, precision) in enumerate(combos):
             request = CompileRequest(out_dir=level_dir, target=self.target,
                                      options=self.recipe.compile.options.for_backends(),
-                                     calibration=self.calibration if precision == "int8" else None, subdir=f"c{i}")
+                                     calibration=self.calibration if precision == Precision.INT8 else None, subdir=f"c{i}")
             try:
                 artifact = BACKENDS.get(backend)().compile(model, precision, request)
             except EdgekitError as err:

@@ -11,6 +11,7 @@ from edgekit.backends.base import Artifact, Session
 from edgekit.errors import EdgekitError
 from edgekit.manifest import Manifest, SplitSection, read_manifest
 from edgekit.spec import ModelSpec
+from edgekit.vocab import Part, Precision
 
 TOKEN_ENV = "EDGEKIT_SPLIT_TOKEN"
 
@@ -60,7 +61,7 @@ class SplitBundle:
     def full_artifact(self, backend: str = "onnxruntime") -> Artifact:
         """The whole split model in one graph (for the local and full-offload baselines)."""
         for a in self.manifest.artifacts:
-            if a.backend == backend and a.part == "whole" and a.precision == "fp32":
+            if a.backend == backend and a.part == Part.WHOLE and a.precision == Precision.FP32:
                 return a
         raise EdgekitError(f"bundle {self.root} has no fp32 {backend} artifact of the whole model")
 

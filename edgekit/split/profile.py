@@ -26,6 +26,7 @@ from edgekit.profiling.latency import measure_latency
 from edgekit.split.bundle import load_split_bundle
 from edgekit.split.deploy import dequantize, quantize
 from edgekit.target import load_target
+from edgekit.vocab import LatencyBasis
 
 HOST_TARGET = "x86-cpu"
 
@@ -89,12 +90,12 @@ def profile_split(bundle_dir: Path, bandwidths: list[float], target_name: str | 
 
     measured_device = target.reach == "local"
     if measured_device:
-        factor, device_label = 1.0, "measured"
+        basis, factor, device_label = LatencyBasis.MEASURED_HERE, 1.0, "measured"
     else:
         host_peak, device_peak = host.device.peak_gops.get("fp32"), target.device.peak_gops.get("fp32")
         if not host_peak or not device_peak:
             raise EdgekitError(f"target {target.name} has no device.peak_gops.fp32 to estimate its latency")
-        factor = host_peak / device_peak
+        basis, factor = LatencyBasis.ESTIMATED, host_peak / device_peak
         device_label = f"estimated (host measurement x {factor:.2f}, peak FP32 {host_peak:g}/{device_peak:g} GOPS)"
     device = {k: host_ms[k] * factor for k in ("full", "head", "jpeg_encode")}
     jpeg_bytes = float(stage.get("input_bytes_jpeg95") or len(jpeg))
@@ -109,7 +110,7 @@ def profile_split(bundle_dir: Path, bandwidths: list[float], target_name: str | 
         rows.append({"bandwidth_mbps": bw, "local_ms": local, "offload_jpeg_ms": offload, "split_ms": split,
                      "best": best})
     out.mkdir(parents=True, exist_ok=True)
-    result = {"bundle": str(bundle_dir), "target": target.name, "device_compute": device_label,
+    result = {"bundle": str(bundle_dir), "target": target.name, "device_compute": device_label, "device_basis": basis,
               "server_compute": f"measured on this host ({HOST_TARGET})", "network": "modelled: RTT + bytes/bandwidth",
               "rtt_ms": rtt_ms, "bytes": {"bottleneck": bottleneck_bytes, "jpeg95": jpeg_bytes,
                                           "raw": float(stage.get("input_bytes_raw") or raw.size)},
@@ -140,7 +141,7 @@ def _plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     bws = [r["bandwidth_mbps"] for r in result["rows"]]
-    estimated = not result["device_compute"].startswith("measured")
+    estimated = result["device_basis"] == LatencyBasis.ESTIMATED
     suffix = " (estimated device)" if estimated else ""
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("local_ms", "local"), ("offload_jpeg_ms", "full offload (JPEG)"), ("split_ms", "split")):

@@ -56,8 +56,8 @@ def folded_teacher(teacher: nn.Module) -> nn.Module:
 
     Why: with augmentation on, the teacher runs a forward pass on every training batch, and a large teacher's
     forward is most of a KD step (ResNet-18 teacher, 20%-MACs student, batch 128 at 32 px: 190 of 370 ms).
-    Folded, the same function costs one conv instead of conv + BN: 166 ms instead of 190 (bf16 autocast,
-    channels_last, 2 cores of a Xeon with AMX, 2026-12-04), the logits equal to bf16 rounding. torch's FX
+    Folded, the same function costs one conv instead of conv + BN: about an eighth less (bf16 autocast,
+    channels_last), the logits equal to bf16 rounding. torch's FX
     ``fuse`` does the folding (it skips a conv whose output feeds anything but its BN); a teacher FX cannot
     trace is returned as it is, as is one without BatchNorm (ViTs: nothing to fold) and one with forward hooks
     (the folded copy would lose those on the model itself and on the BatchNorms)."""
@@ -93,12 +93,10 @@ def inference_teacher(teacher: nn.Module, spec: ModelSpec, source: str, bf16: bo
     """The frozen teacher that runs on every training batch, and how it runs (the stage's ``teacher_runtime``).
 
     Why: with augmentation on, the teacher's forward is about half of a KD step (ResNet-18 teacher, 20%-MACs
-    student, batch 128 at 32 px: 185 of 375 ms in PyTorch, bf16 autocast, 2 cores of a Xeon with AMX). On the
-    CPU it runs through OpenVINO's CPU plugin, which keeps its weights in the kernels' layout and fuses the
-    convolutions' epilogues, at the training's precision: the same batch took 95 ms in OpenVINO bf16 against
-    181 ms in PyTorch bf16 with BatchNorm folded and 194 ms as is; a MobileNetV3-small teacher (fp32: its
-    student has depthwise convolutions) 21.5 against 23.6 and 31.8 ms (``benchmarks/kd_teacher.py``,
-    2026-12-05). Elsewhere (a GPU, OpenVINO not installed or unable to convert the teacher) it runs in PyTorch
+    student, batch 128 at 32 px, bf16 autocast). On the CPU it runs through OpenVINO's CPU plugin, which keeps
+    its weights in the kernels' layout and fuses the convolutions' epilogues, at the training's precision: about
+    half the time of PyTorch with BatchNorm folded for a ResNet-18 teacher, a third less than PyTorch as is for a
+    MobileNetV3-small one (``benchmarks/kd_teacher.py``). Elsewhere (a GPU, OpenVINO not installed or unable to convert the teacher) it runs in PyTorch
     with BatchNorm folded (``folded_teacher``). A teacher with forward hooks runs as it is: a hook would fire
     in neither."""
     if current_device().type == "cpu" and not has_forward_hooks(teacher):

@@ -32,6 +32,7 @@ from edgekit.training import batchnorm, distributed
 from edgekit.training.augment import random_crop_flip
 from edgekit.training.device import cpu_state_dict, current_device, module_device, to_cpu
 from edgekit.training.evaluate import evaluate_module
+from edgekit.vocab import Amp
 
 
 class TrainParams(BaseModel):
@@ -57,7 +58,7 @@ class TrainParams(BaseModel):
                                                 "models with depthwise convs train in fp32: bf16 is slower for them)")
     channels_last: bool | None = Field(None, description="channels_last memory format [default: on CUDA, "
                                        "where cuDNN's NHWC kernels are faster under AMP; off on the CPU]")
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision on CUDA: auto = "
+    amp: Amp = Field(Amp.AUTO, description="mixed precision on CUDA: auto = "
                                                         "bf16 where the GPU supports it, else fp16 with a "
                                                         "gradient scaler. On the CPU, ``bf16`` decides")
     compile: bool = Field(False, description="torch.compile the model for training (minutes of compile time "
@@ -87,7 +88,7 @@ class Objective(Protocol):
 
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: without them oneDNN emulates bf16 and autocast runs several times *slower* than
-    fp32 (ResNet-18 at 32 px: >15 s vs ~5 s per step of 128 on an AVX2-only EPYC, 2026-11-25)."""
+    fp32 (a ResNet-18 training step on an AVX2-only CPU: about 3x the fp32 time)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # private probe; assume support rather than silently slow down
@@ -111,8 +112,8 @@ def bf16_blocker(params: TrainParams, model: nn.Module) -> str | None:
     if not cpu_has_native_bf16():
         return "this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 autocast is several times slower than fp32"
     if has_depthwise_conv(model):
-        # measured: builtin:mobilenetv3s_32, batch 128, 1 thread: 3.1x slower per step than fp32 on a Zen 4
-        # EPYC with AVX512-BF16 (2026-12-02), 18x on an AVX2 EPYC without it
+        # a MobileNetV3's training step under bf16 autocast is about 3x slower than fp32 even with AVX512-BF16,
+        # an order of magnitude without it
         return "bf16 autocast is several times slower than fp32 for depthwise convolutions on CPU"
     return None
 
@@ -127,11 +128,11 @@ def mixed_precision(params: TrainParams, model: nn.Module, device: torch.device,
     """(autocast context, gradient scaler or None, what was chosen) for this device and recipe."""
     if device.type == "cuda":
         mode = params.amp
-        if mode == "auto":
-            mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        if mode == "bf16":
+        if mode == Amp.AUTO:
+            mode = Amp.BF16 if torch.cuda.is_bf16_supported() else Amp.FP16
+        if mode == Amp.BF16:
             return torch.autocast("cuda", dtype=torch.bfloat16), None, "bf16 autocast"
-        if mode == "fp16":
+        if mode == Amp.FP16:
             return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda"), "fp16 autocast + GradScaler"
         return nullcontext(), None, "fp32"
     if use_bf16(params, model, description):
