@@ -30,7 +30,7 @@ from edgekit.runtime import alternating_latency
 from edgekit.runtime.identity import describe_host
 from edgekit.search.budget import Search
 from edgekit.search.timing import make_timer
-from edgekit.targets import load_target
+from edgekit.target import load_target
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -29,7 +29,7 @@ from edgekit.pipeline import run_search  # noqa: E402
 from edgekit.profiling.latency import host_identity  # noqa: E402
 from edgekit.recipe import BudgetSettings, load_recipe  # noqa: E402
 from edgekit.runtime.identity import describe_host  # noqa: E402
-from edgekit.targets import load_target  # noqa: E402
+from edgekit.target import load_target  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgekit.profiling.estimate import DeviceModel, layer_costs, roofline_ms  # noqa: E402
 from edgekit.spec import ModelSpec  # noqa: E402
-from edgekit.targets import list_targets, load_target  # noqa: E402
+from edgekit.target import list_targets, load_target  # noqa: E402
 
 MODELS = {"resnet18_224": "resnet18", "resnet50_224": "resnet50", "mobilenet_v3_small_224": "mobilenet_v3_small"}
 

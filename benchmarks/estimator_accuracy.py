@@ -46,7 +46,7 @@ from edgekit.profiling.estimate import (NS_PER_ELEMENT, DeviceModel, fit_efficie
                                         published_checks, roofline_ms)
 from edgekit.runtime import OrtSession, interleaved_latency  # noqa: E402
 from edgekit.spec import ModelSpec  # noqa: E402
-from edgekit.targets import load_target  # noqa: E402
+from edgekit.target import load_target  # noqa: E402
 
 THREADS = 1   # the estimate is scaled to this many of the target's cores (DeviceModel ``threads``)
 CONFIGS = [

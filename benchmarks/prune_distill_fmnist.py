@@ -38,7 +38,7 @@ from edgekit.pipeline import CompressOptions, compress  # noqa: E402
 from edgekit.models.complexity import count_macs, count_params  # noqa: E402
 from edgekit.pruning.measure import ort_latency_interleaved  # noqa: E402
 from edgekit.stages import STAGES, StageContext  # noqa: E402
-from edgekit.targets import load_target  # noqa: E402
+from edgekit.target import load_target  # noqa: E402
 from edgekit.training import TrainParams, evaluate_module, train  # noqa: E402
 from edgekit.training.loop import has_depthwise_conv  # noqa: E402
 

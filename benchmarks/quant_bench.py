@@ -30,7 +30,7 @@ from edgekit.data.core import prepared_batches
 from edgekit.profiling.artifacts import session_logits
 from edgekit.profiling.latency import host_identity
 from edgekit.runtime import interleaved_latency
-from edgekit.targets import load_target
+from edgekit.target import load_target
 from edgekit.training import evaluate_module
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -7,7 +7,7 @@ from benchmarks.quant_train import trained
 from edgekit.backends import BACKENDS, CompileRequest
 from edgekit.calibration import draw_calibration
 from edgekit.data import load_data
-from edgekit.targets import load_target
+from edgekit.target import load_target
 m = trained("resnet20"); d = load_data("fashion-mnist", image_size=m.spec.hw)
 cal = draw_calibration(d.train, m.spec, 300, 0)
 root = Path(tempfile.mkdtemp())

@@ -38,7 +38,7 @@ from edgekit.pruning.measure import ort_latency_interleaved  # noqa: E402
 from edgekit.reports.robustness import robustness_markdown  # noqa: E402
 from edgekit.runtime.identity import describe_host  # noqa: E402
 from edgekit.stages import STAGES, StageContext  # noqa: E402
-from edgekit.targets import load_target  # noqa: E402
+from edgekit.target import load_target  # noqa: E402
 from edgekit.training import TrainParams, evaluate_module, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

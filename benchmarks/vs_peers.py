@@ -528,7 +528,7 @@ def edgekit_recipe_settings() -> dict:
     """The x86-cpu recipe's MACs target, rounding (its ``auto`` as edgekit binds it on this host) and KD epochs:
     what the like-for-like path copies."""
     from edgekit.recipe import load_recipe
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     recipe, _ = load_recipe("x86-cpu").for_target(load_target("x86-cpu"))
     stages = {s.name: s.params for s in recipe.stages}

@@ -104,7 +104,7 @@ def run_one(source: str, px: int) -> dict:
     from edgekit.models.complexity import count_macs
     from edgekit.pruning.structured import StructuredPlan, structured_prune
     from edgekit.runtime import measure_latency
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     row: dict = {"model": source, "input": px, "stages": {}}
     t0 = time.perf_counter()

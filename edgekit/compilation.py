@@ -45,7 +45,7 @@ from edgekit.recipe import ProfileSettings, Recipe
 from edgekit.spec import ModelSpec
 from edgekit.split import deploy as split_deploy
 from edgekit.split.model import is_split_model
-from edgekit.targets import Target
+from edgekit.target import Target
 from edgekit.training.evaluate import accuracy_counts
 
 VALIDATION_IMAGES = 1000  # cap for accuracy-aware quantization's validation loop

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from edgekit.targets import Target
+from edgekit.target import Target
 
 DEFAULT_AUTO_DROP = 1.0      # percentage points, when the recipe sets no max_accuracy_drop
 DEFAULT_ESTIMATE_ERROR = 0.25  # relative; a target file may give ``device.estimate_error`` (measured)

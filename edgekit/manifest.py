@@ -23,7 +23,7 @@ from edgekit.backends.base import Artifact
 from edgekit.errors import EdgekitError
 from edgekit.recipe import Recipe
 from edgekit.spec import ModelSpec
-from edgekit.targets import Target
+from edgekit.target import Target
 
 SCHEMA_VERSION = 2
 FILE = "manifest.json"

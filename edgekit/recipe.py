@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgekit.errors import EdgekitError
 from edgekit.resources import shipped_dir
-from edgekit.targets import Target
+from edgekit.target import Target
 
 
 class StageEntry(BaseModel):

@@ -130,7 +130,7 @@ def test_a_budget_missed_at_the_first_take_is_judged_on_the_median_of_three(tmp_
 
 def test_rpi5_budget_without_host_runs_on_estimates_and_says_so(recipe, tmp_path):
     from edgekit.profiling.estimate import estimate_module
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     teacher = _teacher()
     input_ms = estimate_module(teacher.module, teacher.spec, load_target("rpi5"), "fp32")["latency_ms"]
@@ -154,7 +154,7 @@ def test_budget_measured_on_the_loopback_device_during_the_search(recipe, tmp_pa
     from edgekit.profiling.remote import SshDevice
     from edgekit.recipe import load_recipe
     from edgekit.search.timing import RunnerTimer
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     # builtin:resnet18_28 (random weights, 28.6 MMACs): big enough that pruning shows in latency; resnet8
     # (9.3 MMACs) is overhead-bound on ONNX Runtime (its 20% level ran no faster than the input model on a
@@ -220,7 +220,7 @@ def test_a_student_architecture_from_the_list_is_chosen_when_it_keeps_the_most_m
     from edgekit.models import load_model, save_checkpoint
     from edgekit.models.complexity import count_macs
     from edgekit.profiling.estimate import estimate_module
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     rpi5, teacher = load_target("rpi5"), _teacher()
     narrow_net = load_model("builtin:tinycnn?width=16", num_classes=10)
@@ -277,7 +277,7 @@ def test_a_random_init_student_is_chosen_only_when_no_trained_candidate_fits():
     from edgekit.recipe import BudgetSettings, Recipe
     from edgekit.search.budget import Search
     from edgekit.search.timing import EstimateTimer
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     target, teacher, data = load_target("rpi5"), _teacher(), load_data("digits")
     student = "builtin:tinycnn?width=16"
@@ -315,7 +315,7 @@ def test_the_bound_skips_only_levels_that_cannot_be_chosen():
     from edgekit.recipe import BudgetSettings, Recipe
     from edgekit.search.budget import Search
     from edgekit.search.timing import EstimateTimer
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     target, data = load_target("rpi5"), load_data("digits")
     model = load_model("builtin:resnet8", num_classes=10)
@@ -403,7 +403,7 @@ def test_a_choice_that_misses_when_re_timed_gives_way_to_the_next_level():
     from edgekit.recipe import BudgetSettings, Recipe
     from edgekit.search.budget import Search
     from edgekit.search.timing import EstimateTimer, Timing
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     target, model, data = load_target("x86-cpu"), load_model("builtin:resnet8", num_classes=10), load_data("digits")
     budget = BudgetSettings(latency_ms=1.0, margin=0.0, macs=[1.0, 0.6, 0.35, 0.2], round_to=[None],

@@ -17,7 +17,7 @@ from edgekit.decisions import latency_for, recommend, select_precisions
 from edgekit.errors import EXIT_GATE_FAILED
 from edgekit.manifest import read_manifest
 from edgekit.profiling.estimate import estimate_module
-from edgekit.targets import load_target
+from edgekit.target import load_target
 
 PRUNE_NO_RECOVERY = """name: prune-no-recovery
 stages:

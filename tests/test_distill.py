@@ -23,7 +23,7 @@ from edgekit.data.core import TensorImageDataset
 from edgekit.errors import EdgekitError
 from edgekit.models import load_model, save_checkpoint
 from edgekit.stages import STAGES, StageContext
-from edgekit.targets import load_target
+from edgekit.target import load_target
 from edgekit.training import TrainParams, evaluate_module, train
 from edgekit.training.distill import input_converter
 

@@ -13,7 +13,7 @@ from edgekit.errors import EdgekitError
 from edgekit.models import load_model
 from edgekit.models.complexity import count_macs
 from edgekit.profiling.estimate import estimate, layer_costs
-from edgekit.targets import load_target
+from edgekit.target import load_target
 
 
 def test_layer_costs_cover_the_model():

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #   - split spans layers: the SplitModel and its head/tail/transfer helpers are built by a stage;
 #     split.bundle reads a split bundle, split.client/server/profile run one (its report section is reports.split).
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["edgekit", "edgekit.errors", "edgekit.spec", "edgekit.registry", "edgekit.resources",
-                    "edgekit.ui", "edgekit.targets"]),
+    ("foundation", ["edgekit._version", "edgekit.errors", "edgekit.spec", "edgekit.registry", "edgekit.resources",
+                    "edgekit.ui", "edgekit.target"]),
     ("models", ["edgekit.models"]),
     # runtime is a leaf (stdlib + numpy, shipped to devices as is), so it sits below data: the host's
     # image-folder decoding uses runtime.preprocess, the very function the device runner uses (issue 16).
@@ -36,6 +36,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                         "edgekit.split.bundle"]),
     ("commands", ["edgekit.pipeline", "edgekit.search", "edgekit.profiling.bench", "edgekit.profiling.remote",
                   "edgekit.split.profile", "edgekit.split.client", "edgekit.split.server", "edgekit.split.netns"]),
+    # The public API over every command; the package facade (``edgekit/__init__.py``) re-exports it.
+    ("api", ["edgekit", "edgekit.api"]),
     ("cli", ["edgekit.cli", "edgekit.__main__"]),
 ]
 
@@ -98,6 +100,11 @@ def _edges() -> dict[tuple[str, str], list[str]]:
 def test_every_module_has_a_layer():
     for module in _modules():
         _unit(module)
+
+
+def test_only_the_package_facade_falls_back_to_the_api_layer():
+    """``edgekit`` (the facade) sits on top, so a module missing from LAYERS would silently land there too."""
+    assert [m for m in _modules() if _unit(m) == "edgekit"] == ["edgekit"]
 
 
 def test_the_walker_sees_function_level_imports():

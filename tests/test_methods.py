@@ -26,7 +26,7 @@ from edgekit.recipe import RobustnessSettings
 from edgekit.profiling.robustness import corrupt, fgsm, pgd, pixel_images, robustness_section
 from edgekit.reports.robustness import robustness_markdown
 from edgekit.stages import STAGES, StageContext
-from edgekit.targets import load_target
+from edgekit.target import load_target
 from edgekit.training import TrainParams, evaluate_module, train
 from edgekit.training.ensemble import EnsembleTeacher
 from edgekit.training.evaluate import CPU_EVAL_BATCH

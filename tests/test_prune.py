@@ -22,7 +22,7 @@ from edgekit.models.complexity import count_macs
 from edgekit.pruning import channel_table, structured_prune, StructuredPlan
 from edgekit.pruning.sparsity import is_2_4_sparse
 from edgekit.stages import STAGES, StageContext
-from edgekit.targets import load_target
+from edgekit.target import load_target
 
 Prune = STAGES.get("prune")
 
@@ -225,7 +225,7 @@ def test_round_to_auto_prunes_to_the_multiple_the_target_lists_for_this_cpu(tmp_
 
     from edgekit.pruning.layers import widest_layer
     from edgekit.recipe import load_recipe
-    from edgekit.targets import Target
+    from edgekit.target import Target
 
     flags = _cpu_flags()
     if not flags:

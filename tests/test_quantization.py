@@ -22,7 +22,7 @@ from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint
 from edgekit.training.default_teacher import default_teacher_path
 from edgekit.profiling.artifacts import session_logits
-from edgekit.targets import load_target
+from edgekit.target import load_target
 
 MAX_DROP = 2.0  # points on the 269-image digits test split (one image = 0.37 pt)
 

@@ -22,7 +22,7 @@ from edgekit.manifest import (Accuracy, DataRecord, FinalModel, Manifest, ModelR
 from edgekit.models import load_model
 from edgekit.recipe import load_recipe
 from edgekit.runtime import alternating_latency, interleaved_latency, measure_latency, open_session
-from edgekit.targets import load_target
+from edgekit.target import load_target
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +282,7 @@ from pathlib import Path
 from edgekit.backends import BACKENDS, CompileRequest
 from edgekit.models import load_model
 from edgekit.runtime import open_session
-from edgekit.targets import load_target
+from edgekit.target import load_target
 out = Path(sys.argv[1])
 art = BACKENDS.get("openvino")().compile(load_model("builtin:tinycnn"), "fp32",
                                          CompileRequest(out_dir=out, target=load_target("x86-cpu")))

@@ -129,7 +129,7 @@ def test_split_int8_heads_for_every_device_backend(tmp_path, target):
     (TensorRT: on ONNX Runtime from its QDQ ONNX), with the head's own estimate where the device is
     remote; the tail is INT8 too, calibrated on the head's outputs."""
     from edgekit.pipeline import CompressOptions, compress
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     recipe = tmp_path / "split-int8.yaml"
     recipe.write_text(RECIPE.read_text().replace("precisions: [fp32]", "precisions: [fp32, int8]"))

@@ -16,7 +16,7 @@ from edgekit.data import load_data
 from edgekit.models import load_model
 from edgekit.pipeline import run_stages
 from edgekit.recipe import Recipe
-from edgekit.targets import load_target
+from edgekit.target import load_target
 
 RECIPE = Recipe(name="cache-test", stages=[{"name": "evaluate", "params": {"split": "test"}}])
 
@@ -90,11 +90,11 @@ def test_an_edit_of_edgekit_code_invalidates_the_cache(tmp_path, isolated_cache,
     edgekit's stages, edited by one comment line)."""
     import shutil
 
-    from edgekit import pipeline
+    from edgekit.pipeline import stage_cache as pipeline
 
     source = tmp_path / "source"
-    shutil.copytree(Path(pipeline.__file__).parent / "stages", source)
-    monkeypatch.setattr(pipeline, "_PACKAGE_ROOT", source)
+    shutil.copytree(pipeline.PACKAGE_ROOT / "stages", source)
+    monkeypatch.setattr(pipeline, "PACKAGE_ROOT", source)
     folder = _folder(tmp_path / "imgs")
     try:
         pipeline.code_fingerprint.cache_clear()
@@ -116,10 +116,10 @@ def test_an_edit_of_edgekit_code_invalidates_the_cache(tmp_path, isolated_cache,
 def test_the_after_stage_accuracy_is_read_on_the_first_val_images(isolated_cache, monkeypatch):
     """A stage's after-stage top-1 (the stage table's progress figure) is read on the first STAGE_CHECK_IMAGES
     val images, and the record says how many: a full val pass per stage is minutes on an ImageNet-sized split."""
-    from edgekit import pipeline
+    from edgekit.pipeline import phases
     from edgekit.training.evaluate import evaluate_module
 
-    monkeypatch.setattr(pipeline, "STAGE_CHECK_IMAGES", 50)
+    monkeypatch.setattr(phases, "STAGE_CHECK_IMAGES", 50)
     data = load_data("digits")
     assert len(data.val) > 50
     model = load_model("builtin:tinycnn", num_classes=10)

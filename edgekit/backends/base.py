@@ -15,7 +15,7 @@ from edgekit.errors import EdgekitError, MissingDependency
 from edgekit.models.loaded import LoadedModel
 from edgekit.registry import Registry
 from edgekit.runtime import MissingRuntime, RuntimeLayerError, Session, open_session
-from edgekit.targets import Target
+from edgekit.target import Target
 
 __all__ = ["BACKENDS", "Artifact", "Backend", "CompileRequest", "Session", "describe_files", "register_backend"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.targets import Target
+from edgekit.target import Target
 
 # profile name -> (activation type, symmetric activations, why)
 PROFILES = {

@@ -27,7 +27,7 @@ from edgekit.backends.onnx_quant import quantize_qdq
 from edgekit.backends.trt_cache import format_cache, tensor_scales
 from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
-from edgekit.targets import Target
+from edgekit.target import Target
 
 DEFAULT_TRT_VERSION = "10.3.0"   # JetPack 6.x
 WORKSPACE_MB = 1024

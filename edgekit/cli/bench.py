@@ -8,8 +8,7 @@ from typing import List, Optional
 import typer
 
 from edgekit.cli import app
-from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, print_json, ssh_device, stdout,
-                                table)
+from edgekit.cli.common import HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, print_json, stdout, table
 from edgekit.errors import EdgekitError
 from edgekit.reports.tables import BENCH_COLUMNS, ESTIMATE_COLUMNS, bench_rows, bench_title, estimate_rows
 
@@ -56,16 +55,13 @@ def bench_command(
 
       edgekit bench runs/fm --host pi@raspberrypi.local -i ~/.ssh/id_ed25519
     """
+    import edgekit
     from edgekit.manifest import read_manifest
-    from edgekit.profiling.bench import BenchSettings, bench_bundle
 
-    if runs < 1 or warmup < 0 or batch < 1 or (limit is not None and limit < 1):
-        raise EdgekitError("--runs, --batch and --limit must be >= 1 and --warmup >= 0")
-    settings = BenchSettings(warmup=warmup, runs=runs, max_seconds=max_seconds, batch=batch,
-                             batch_sizes=parse_batch_sizes(batch_sizes), threads=threads, data=data, limit=limit,
-                             artifacts=list(artifact or []))
-    remote = ssh_device(host, port, identity, known_hosts, remote_python, timeout)
-    entry = bench_bundle(bundle, settings, remote=remote, update_bundle=not no_update)
+    entry = edgekit.bench(bundle, host, port=port, identity=identity, known_hosts=known_hosts,
+                          remote_python=remote_python, timeout=timeout, data=data, limit=limit,
+                          artifacts=artifact or [], warmup=warmup, runs=runs, max_seconds=max_seconds, batch=batch,
+                          batch_sizes=parse_batch_sizes(batch_sizes), threads=threads, update=not no_update)
     if json_out:
         print_json(entry.model_dump(mode="json", exclude_none=True))
         return

@@ -52,14 +52,3 @@ PORT = typer.Option(22, "--port", help="SSH port")
 IDENTITY = typer.Option(None, "--identity", "-i", help="SSH private key [default: agent / ~/.ssh]")
 KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="known_hosts file [default: ~/.ssh/known_hosts]")
 REMOTE_PYTHON = typer.Option("python3", "--remote-python", help="Python on the device (e.g. a venv's python)")
-
-
-def ssh_device(host: Optional[str], port: int, identity: Optional[Path], known_hosts: Optional[Path],
-               remote_python: str, timeout: float = 900.0):
-    """The ``SshDevice`` for ``--host`` (None without it); bad values are one-line errors here."""
-    if not host:
-        return None
-    from edgekit.profiling.remote import SshDevice
-
-    return SshDevice.parse(host, port=port, identity=identity, known_hosts=known_hosts, python=remote_python,
-                           timeout=timeout)

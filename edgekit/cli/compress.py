@@ -8,9 +8,8 @@ from typing import Optional
 import typer
 
 from edgekit.cli import app
-from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_json,
-                                ssh_device, stdout, table)
-from edgekit.gates import Gates, gate_failure
+from edgekit.cli.common import HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_json, stdout, table
+from edgekit.gates import gate_failure
 from edgekit.reports.tables import (ARTIFACT_COLUMNS, GATE_COLUMNS, artifact_rows, fmt, gate_rows, headline,
                                     reference_title, skipped_label)
 
@@ -78,24 +77,25 @@ def compress_command(
 
       edgekit compress -m torchvision:resnet50 -d ./my-images -t x86-cpu --latency-budget-ms 5 --budget-student torchvision:mobilenet_v3_large
     """
+    import sys
+
+    import edgekit
     from edgekit.recipe import load_recipe
-    from edgekit.targets import load_target
+    from edgekit.target import load_target
 
     # Usage errors in the target or recipe (an unknown compile.options key...) fail here, in seconds,
     # before the pipeline imports the runtimes.
     load_recipe(recipe or load_target(target).recipe)
-    from edgekit.pipeline import CompressOptions, compress
-
-    opts = CompressOptions(model=model, data=data, recipe=recipe, target=target, out=out, force=force, arch=arch,
-                           input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache,
-                           resume=resume, threads=threads, server_target=server_target,
-                           gates=Gates(max_accuracy_drop, max_latency_ms), device=device,
-                           skip_broken_images=skip_broken_images, latency_budget_ms=latency_budget_ms,
-                           budget_students=budget_students or [],
-                           remote=ssh_device(host, port, identity, known_hosts, remote_python))
-    manifest = compress(opts)
-    if manifest is None:
+    result = edgekit.compress(
+        model, data, target=target, recipe=recipe, out=out, force=force, arch=arch, input_size=parse_size(input_size),
+        trust_pickle=trust_pickle, use_cache=not no_cache, resume=resume, threads=threads, device=device,
+        skip_broken_images=skip_broken_images, latency_budget_ms=latency_budget_ms,
+        budget_students=budget_students or [], max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms,
+        server_target=server_target, host=host, port=port, identity=identity, known_hosts=known_hosts,
+        remote_python=remote_python, command=sys.argv)
+    if result is None:
         return  # a non-zero rank under torchrun: rank 0 reports
+    manifest = result.manifest
     failure = gate_failure(manifest)
     if json_out:
         print_json(manifest.as_json())

@@ -20,20 +20,16 @@ def inspect_command(
     json_out: bool = typer.Option(False, "--json", help="print as JSON"),
 ) -> None:
     """Show a model's parameters, MACs (counted by torch.utils.flop_counter), input spec and layers."""
-    from edgekit.models import load_model  # torch: only when the command runs
-    from edgekit.models.complexity import count_macs, count_params, layer_table
+    import edgekit
 
-    loaded = load_model(model, num_classes=num_classes, arch=arch, input_size=parse_size(input_size),
-                        trust_pickle=trust_pickle)
-    layers = layer_table(loaded.module, loaded.spec)
-    info = {"source": loaded.source, "arch": loaded.arch, "sha256": loaded.sha256, "spec": loaded.spec.model_dump(),
-            "params": count_params(loaded.module), "macs": count_macs(loaded.module, loaded.spec), "notes": loaded.notes,
-            "layers": layers}
+    info = edgekit.inspect(model, arch=arch, input_size=parse_size(input_size), num_classes=num_classes,
+                           trust_pickle=trust_pickle)
+    layers = info["layers"]
     if json_out:
         print_json(info)
         return
-    spec = loaded.spec
-    stdout.print(f"[bold]{loaded.source}[/bold]  params {info['params']:,}  MACs {info['macs'] / 1e6:,.2f} M")
+    spec = edgekit.ModelSpec(**info["spec"])
+    stdout.print(f"[bold]{info['source']}[/bold]  params {info['params']:,}  MACs {info['macs'] / 1e6:,.2f} M")
     stdout.print(f"input {spec.input_shape} {spec.channel_order}  mean {spec.mean}  std {spec.std}  "
                  f"classes {spec.num_classes}")
     rows = [[r["name"], r["type"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs'] / 1e6:.3f}"]

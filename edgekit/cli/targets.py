@@ -6,13 +6,13 @@ import typer
 
 from edgekit.cli import app
 from edgekit.cli.common import print_json, stdout, table
-from edgekit.targets import list_targets
+import edgekit
 
 
 @app.command("targets")
 def targets_command(json_out: bool = typer.Option(False, "--json", help="print the targets as JSON")) -> None:
     """List the device targets (targets/*.yaml): runtime, precisions and device figures."""
-    targets = list_targets()
+    targets = edgekit.target()
     if json_out:
         print_json([t.model_dump(mode="json") for t in targets])
         return

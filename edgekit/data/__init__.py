@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from edgekit.data.core import DataSplits, ImageDataset, TensorImageDataset, make_loader, prepared_batches
 from edgekit.data.sources import DATA_SOURCES, load_data, load_data_for
+from edgekit.data.torch_datasets import from_datasets
 
 # Importing the modules registers their sources.
 from edgekit.data import digits, fashion_mnist, imagefolder  # noqa: F401,E402
 
-__all__ = ["DATA_SOURCES", "DataSplits", "ImageDataset", "TensorImageDataset", "load_data", "load_data_for",
+__all__ = ["DATA_SOURCES", "DataSplits", "ImageDataset", "TensorImageDataset", "from_datasets", "load_data", "load_data_for",
            "make_loader", "prepared_batches"]

@@ -83,10 +83,11 @@ class ImageDataset(Dataset):
 
 
 class TensorImageDataset(ImageDataset):
-    """An in-memory dataset (digits, Fashion-MNIST): images uint8 (N, C, H, W)."""
+    """An in-memory dataset (digits, Fashion-MNIST, a Python ``Dataset``): images (N, C, H, W), uint8 or
+    float32 (what ``ModelSpec.prepare`` takes)."""
 
     def __init__(self, images: torch.Tensor, labels: np.ndarray):
-        assert images.dtype == torch.uint8 and images.ndim == 4
+        assert images.dtype in (torch.uint8, torch.float32) and images.ndim == 4
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int64)
 

@@ -8,11 +8,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from edgekit.data.core import prepared_batches
-from edgekit.runtime import Session
+from edgekit.runtime import PREDICT_BATCH, Session
 from edgekit.spec import ModelSpec
 
 
-def session_logits(session: Session, spec: ModelSpec, ds: Dataset, batch_size: int = 64,
+def session_logits(session: Session, spec: ModelSpec, ds: Dataset, batch_size: int = PREDICT_BATCH,
                    limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     outs, labels = [], []
     for x, y in prepared_batches(ds, spec, batch_size, limit):

@@ -50,7 +50,7 @@ import torch.nn as nn
 from edgekit.errors import EdgekitError
 from edgekit.models.complexity import count_macs, layer_io_shapes, op_calls
 from edgekit.spec import ModelSpec
-from edgekit.targets import Target
+from edgekit.target import Target
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # Used when a target file has no calibrated factors: typical of an inference runtime on a CPU.
@@ -244,7 +244,7 @@ def published_checks(targets: list[Target] | None = None) -> list[dict]:
     ``<torchvision model>_<size>_<precision>``): the per-device error, and which precision it ranks faster."""
     import torchvision
 
-    from edgekit.targets import list_targets
+    from edgekit.target import list_targets
 
     checks = []
     for target in targets or list_targets():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import EXIT_MISSING_RUNTIME, RUNTIME_PACKAGES, MissingRuntime, RuntimeLayerError, Session, import_runtime
+from .base import EXIT_MISSING_RUNTIME, PREDICT_BATCH, RUNTIME_PACKAGES, MissingRuntime, RuntimeLayerError, Session, import_runtime
 from .identity import device_identity
 from .litert_session import LiteRTSession
 from .measure import (accuracy_counts, alternating_latency, interleaved_latency, latency_stats, measure_latency, peak_memory_mb,
@@ -40,7 +40,7 @@ def package_files() -> list[Path]:
     return sorted(Path(__file__).resolve().parent.glob("*.py"))
 
 
-__all__ = ["EXIT_MISSING_RUNTIME", "RUNTIME_PACKAGES", "SESSIONS", "LiteRTSession", "MissingRuntime", "OpenVinoSession", "OrtSession",
+__all__ = ["EXIT_MISSING_RUNTIME", "PREDICT_BATCH", "RUNTIME_PACKAGES", "SESSIONS", "LiteRTSession", "MissingRuntime", "OpenVinoSession", "OrtSession",
            "RuntimeLayerError", "Session", "TensorRTSession", "accuracy_counts", "alternating_latency", "device_identity",
            "import_runtime", "interleaved_latency", "latency_stats", "measure_latency", "open_session",
            "package_files", "peak_memory_mb", "reset_peak_memory", "rss_mb"]

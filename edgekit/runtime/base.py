@@ -11,7 +11,8 @@ import importlib
 
 import numpy as np
 
-EXIT_MISSING_RUNTIME = 4   # the runner's exit code when no artifact of the job found its runtime
+EXIT_MISSING_RUNTIME = 4
+PREDICT_BATCH = 64         # the batch size artifacts are scored with (profiling.artifacts.session_logits)   # the runner's exit code when no artifact of the job found its runtime
 
 # runtime name (as artifacts record it) -> (modules to try, pip name, how to install it on a device)
 RUNTIME_PACKAGES = {
@@ -62,6 +63,18 @@ class Session:
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def predict(self, images, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+        """Logits of model-ready images (float32 N x C x H x W, or one C x H x W image; numpy or a CPU torch
+        tensor), run in batches of ``batch_size`` (at most ``max_batch``): the batches profiling scores with,
+        so the logits are the ones the manifest's accuracy was computed from."""
+        x = np.asarray(images, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4:
+            raise RuntimeLayerError(f"predict takes N x C x H x W images, got shape {x.shape}")
+        step = max(1, min(batch_size, self.max_batch or batch_size))
+        return np.concatenate([self.run(np.ascontiguousarray(x[i:i + step])) for i in range(0, len(x), step)])
 
     def close(self) -> None:
         pass

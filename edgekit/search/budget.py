@@ -54,7 +54,7 @@ from edgekit.recipe import BudgetSettings, Recipe, StageEntry
 from edgekit.resources import cache_dir
 from edgekit.search.timing import CandidateTimer
 from edgekit.stages import STAGES, StageContext
-from edgekit.targets import Target
+from edgekit.target import Target
 
 PRUNE_DEFAULTS = {"mode": "structured", "importance": "l2", "scope": "uniform", "steps": 40}
 PRUNE_TARGETS = ("ratio", "macs", "latency_ms")

@@ -24,7 +24,7 @@ from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.bench import BenchSettings, run_local, runner_job
 from edgekit.profiling.estimate import estimate_module
 from edgekit.recipe import Recipe
-from edgekit.targets import Target
+from edgekit.target import Target
 
 
 @dataclass

@@ -25,7 +25,7 @@ from edgekit.errors import EdgekitError
 from edgekit.profiling.latency import measure_latency
 from edgekit.split.bundle import load_split_bundle
 from edgekit.split.deploy import dequantize, quantize
-from edgekit.targets import load_target
+from edgekit.target import load_target
 
 HOST_TARGET = "x86-cpu"
 

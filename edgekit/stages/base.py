@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from edgekit.data.core import DataSplits
 from edgekit.models.loaded import LoadedModel
 from edgekit.registry import Registry
-from edgekit.targets import Target
+from edgekit.target import Target
 
 
 @dataclass

@@ -1,0 +1,238 @@
+"""The phases of a run, in order: load → input reference → search → stages → final reference →
+compile/profile → (decide, bundle: ``run.py``). Each returns a typed record; the manifest is built from them."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekit import ui
+from edgekit.compilation import CompileUnit, artifact_part, compile_all, serving_tail
+from edgekit.data import DataSplits, from_datasets, load_data, load_data_for
+from edgekit.errors import EdgekitError
+from edgekit.models import LoadedModel, load_model
+from edgekit.models.complexity import count_macs, count_params
+from edgekit.models.in_memory import module_model
+from edgekit.models.loaded import state_hash
+from edgekit.models.sources import replace_classifier
+from edgekit.pipeline.options import CompressOptions
+from edgekit.pipeline.stage_cache import cache_get, cache_put, stage_cache_key
+from edgekit.profiling.robustness import robustness_section
+from edgekit.recipe import BudgetSettings, Recipe
+from edgekit.resources import cache_dir
+from edgekit.split.deploy import split_section as split_section_of
+from edgekit.stages import STAGES, StageContext
+from edgekit.target import Target
+from edgekit.training import distributed
+from edgekit.training.default_teacher import DEFAULT_DATA, default_teacher_path
+from edgekit.training.device import current_device
+from edgekit.training.evaluate import accuracy_counts, module_logits
+
+NEAR_CHANCE = 1.5   # x the chance level: below it the input model has learnt (almost) nothing
+
+# Val images each stage's after-stage accuracy is read on. It is a progress figure for the stage table (how much
+# a stage cost before the training that follows it recovers): a full val pass per stage would cost minutes on an
+# ImageNet-sized split. The binomial standard error at 2000 images is at most 1.1 pt.
+STAGE_CHECK_IMAGES = 2000
+
+
+# --- load --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Inputs:
+    """The model and data the user gave, ready for the pipeline, and the manifest's record of the model."""
+
+    model: LoadedModel
+    data: DataSplits
+    source: dict
+
+
+def load_inputs(opts: CompressOptions) -> Inputs:
+    """Model and data, with the embedded default (digits teacher) when neither is given."""
+    model, data = resolve_inputs(opts)
+    source = {"source": model.source if not isinstance(opts.model, str) else opts.model, "sha256": model.sha256,
+              "arch": model.arch, "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
+              "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
+              "requested": opts.model if isinstance(opts.model, str) else (model.source if opts.model is not None
+                                                                            else "default")}
+    return Inputs(model, data, source)
+
+
+def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
+    """(model, data) from strings, modules or datasets; a head whose class count differs from the data's is
+    replaced (and said)."""
+    if opts.model is None and opts.data is None:
+        model_source, data_source = str(default_teacher_path()), DEFAULT_DATA
+    elif opts.model is None or opts.data is None:
+        missing = "--data" if opts.data is None else "--model"
+        raise EdgekitError(f"{missing} is missing", "give both --model and --data, or neither for the built-in demo")
+    else:
+        model_source, data_source = opts.model, opts.data
+    if isinstance(model_source, str):
+        model = load_model(model_source, arch=opts.arch, input_size=opts.input_size, trust_pickle=opts.trust_pickle)
+        data = _data_for(data_source, model, opts)
+    else:   # a module built in Python: its input is the data's (or the spec's), so the data comes first
+        data = _data_for(data_source, None, opts)
+        size = opts.input_size or data.image_size
+        spec = opts.spec.with_input_size(*size) if opts.spec is not None and opts.input_size else opts.spec
+        model = module_model(model_source, spec, data.channels, size)
+    if data.num_classes != model.spec.num_classes:
+        replace_classifier(model, data.num_classes)
+        ui.warn(model.notes["head"])
+    if model.spec.class_names is None:
+        model.spec = model.spec.model_copy(update={"class_names": data.class_names})
+    return model, data
+
+
+def _data_for(source: Any, model: LoadedModel | None, opts: CompressOptions) -> DataSplits:
+    if isinstance(source, DataSplits):
+        return source
+    if isinstance(source, (str, Path)):
+        source = str(source)
+        if model is None:
+            return load_data(source, image_size=opts.input_size, skip_broken=opts.skip_broken_images)
+        return load_data_for(source, model.spec, skip_broken=opts.skip_broken_images)
+    return from_datasets(source)
+
+
+# --- references --------------------------------------------------------------------------------------------
+
+@dataclass
+class Reference:
+    """PyTorch's accuracy, params and MACs of a model on the test split (``record``), and its logits."""
+
+    record: dict
+    logits: np.ndarray
+
+
+def measure_input(model: LoadedModel, data: DataSplits) -> Reference:
+    """The INPUT reference: the model the user gave, in PyTorch on the test split, before any stage (what
+    gates and deploy measure the cost of compression against). Warns when it is near chance there:
+    distilling from or pruning an untrained model gives meaningless numbers."""
+    ui.info("[bold]input reference[/bold]: PyTorch accuracy of the input model on the test split")
+    logits, labels = module_logits(model.module, model.spec, data.test)
+    accuracy = accuracy_counts(logits, labels)
+    chance = 100.0 / max(model.spec.num_classes, 1)
+    if accuracy["top1"] < NEAR_CHANCE * chance:
+        ui.warn(f"the input model is near chance on the test split (top-1 {accuracy['top1']:.2f}%, chance "
+                f"{chance:.2f}%): is it trained for this data? Distillation from it is meaningless")
+    return Reference({"accuracy": {**accuracy, "samples": int(len(labels))},
+                      "params": count_params(model.module), "macs": count_macs(model.module, model.spec)}, logits)
+
+
+def measure_final(final: LoadedModel, data: DataSplits) -> Reference:
+    """The FINAL reference: the model the stages produced, in PyTorch on the test split (what quantization and
+    each file's conversion are measured against)."""
+    ui.info("[bold]reference[/bold]: PyTorch accuracy of the final model on the test split")
+    logits, labels = module_logits(final.module, final.spec, data.test)
+    return Reference({"accuracy": {**accuracy_counts(logits, labels), "samples": int(len(labels))},
+                      "params": count_params(final.module), "macs": count_macs(final.module, final.spec)}, logits)
+
+
+# --- search ------------------------------------------------------------------------------------------------
+
+def run_search(input_model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target, budget: BudgetSettings,
+               threads: int, remote) -> tuple[Recipe, Any]:
+    """The latency-budget search (edgekit/search/) on a copy of the input model; returns the recipe to train."""
+    from edgekit.calibration import draw_calibration
+    from edgekit.search import search_budget
+    from edgekit.search.timing import make_timer
+
+    calibration = None
+    if "int8" in (budget.precisions or target.precisions):
+        calibration = draw_calibration(data.train, input_model.spec, budget.calibration_size, recipe.seed).inputs
+    timer, measured = make_timer(target, recipe, calibration, budget.runs, budget.max_seconds, threads, remote)
+    planned, section = search_budget(copy.deepcopy(input_model), data, recipe, target, budget, timer, measured)
+    return planned.model_copy(update={"budget": budget}), section
+
+
+# --- stages ------------------------------------------------------------------------------------------------
+
+def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Target,
+               use_cache: bool = True, resume: bool = True) -> tuple[LoadedModel, list[dict], list]:
+    """Runs the recipe's stages in order; stage outputs are cached by ``stage_cache_key``."""
+    teacher = copy.deepcopy(model)
+    teacher.module.eval().requires_grad_(False)
+    teacher_hash = state_hash(teacher.module)
+    data_fingerprint = data.fingerprint
+    records, results = [], []
+    for index, entry in enumerate(recipe.stages):
+        stage_cls = STAGES.get(entry.name)
+        params = stage_cls.Params(**entry.params)
+        key = stage_cache_key(model, teacher_hash, index, entry.name, params.model_dump(mode="json"),
+                              data_fingerprint, recipe.seed)
+        params_before, macs_before = count_params(model.module), count_macs(model.module, model.spec)
+        cached_model, cached_metrics = cache_get(key) if use_cache else (None, None)
+        ui.info(f"[bold]stage {index + 1}/{len(recipe.stages)}: {entry.name}[/bold]"
+                + (" (cached)" if cached_metrics is not None else ""))
+        t0 = time.perf_counter()
+        if cached_metrics is not None:
+            if cached_model is not None:
+                model = cached_model
+            metrics = cached_metrics
+        else:
+            torch.manual_seed(recipe.seed + index)
+            ctx = StageContext(model=model, teacher=teacher, data=data, target=target,
+                               work_dir=cache_dir("work", key), seed=recipe.seed, resume=use_cache and resume,
+                               device=current_device())
+            result = stage_cls(params).run(ctx)
+            results.append(result)
+            model, metrics = result.model, result.metrics
+            if use_cache and distributed.is_main():
+                cache_put(key, model if result.changed_model else None, metrics)
+            distributed.barrier()  # under torchrun: every rank leaves the stage together
+        # The accuracy after the stage: an evaluate stage's own number on its split, else on the first
+        # STAGE_CHECK_IMAGES of val (a progress figure; the final model's is the full test split's reference).
+        if entry.name == "evaluate":
+            top1, split, samples = metrics["top1"], metrics["split"], metrics.get("samples")
+        else:
+            logits, labels = module_logits(model.module, model.spec, data.val, limit=STAGE_CHECK_IMAGES)
+            top1, split, samples = accuracy_counts(logits, labels)["top1"], "val", int(len(labels))
+        records.append({"name": entry.name, "params": params.model_dump(mode="json"), "metrics": metrics,
+                        "params_before": params_before, "params_after": count_params(model.module),
+                        "macs_before": macs_before, "macs_after": count_macs(model.module, model.spec),
+                        "top1": top1, "split": split, "samples": samples,
+                        "seconds": round(time.perf_counter() - t0, 2),
+                        "cached": cached_metrics is not None, "cache_key": key})
+    return model, records, results
+
+
+# --- compile and profile -----------------------------------------------------------------------------------
+
+@dataclass
+class Compiled:
+    """Every file built for the target and what was measured of it, plus the sections that go with them."""
+
+    artifacts: list
+    skipped: list
+    sections: dict = field(default_factory=dict)   # calibration, precision decisions (compile_all)
+    split: Any = None
+    robustness: Any = None
+
+
+def compile_and_profile(units: list[CompileUnit], skipped: list, final: LoadedModel, input_model: LoadedModel,
+                        data: DataSplits, recipe: Recipe, server_target: Target, stage_records: list[dict],
+                        bundle_dir: Path, threads: int, reference: Reference, clock) -> Compiled:
+    """Compiles every unit with the target's backends into ``bundle_dir`` and measures each file through its
+    runtime; a split model gets its head/tail section, a recipe with ``robustness:`` its robustness section."""
+    with clock("compile_profile"):
+        artifacts, sections = compile_all(units, data, recipe, bundle_dir, threads, reference.logits,
+                                          reference.record["accuracy"]["top1"])
+    compiled = Compiled(artifacts, skipped, sections)
+    by_part = {u.part: u.artifacts for u in units}
+    if "head" in by_part:   # a bottleneck stage: head for the device, tail for the server
+        stage = next((r["metrics"] for r in reversed(stage_records) if r["name"] == "bottleneck"), {})
+        compiled.split = split_section_of(final, by_part["head"], by_part["tail"], serving_tail(by_part["tail"]),
+                                          server_target.name, stage)
+    if recipe.robustness:
+        with clock("robustness"):
+            compiled.robustness = robustness_section(input_model, final,
+                                                     [a for a in artifacts if artifact_part(a) != "input"],
+                                                     bundle_dir, data.test, recipe.robustness, threads)
+    return compiled
