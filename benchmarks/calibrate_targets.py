@@ -5,24 +5,21 @@ solved so that the roofline reproduces it; depthwise/linear efficiencies keep th
 (targets/x86-cpu.yaml, fitted on measurements), memory efficiency and overhead use the defaults.
 The other published numbers (MobileNetV3-Small) are NOT used in the fit: they are the check.
 
-    python benchmarks/calibrate_targets.py      # ~1 min; writes benchmarks/results/target_calibration.{json,md}
+    python -m benchmarks run target-calibration      # ~1 min
 """
 
 from __future__ import annotations
 
-import json
-import sys
+import statistics
 from pathlib import Path
 
 import torchvision
 from scipy.optimize import brentq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from edgekit.profiling.estimate import DeviceModel, layer_costs, roofline_ms  # noqa: E402
-from edgekit.spec import ModelSpec  # noqa: E402
-from edgekit.target import list_targets, load_target  # noqa: E402
+from benchmarks.schema import Measured
+from edgekit.profiling.estimate import DeviceModel, layer_costs, roofline_ms
+from edgekit.spec import ModelSpec
+from edgekit.target import list_targets, load_target
 
 MODELS = {"resnet18_224": "resnet18", "resnet50_224": "resnet50", "mobilenet_v3_small_224": "mobilenet_v3_small"}
 
@@ -32,7 +29,9 @@ def costs_for(key: str):
     return layer_costs(module, ModelSpec(input_shape=(3, 224, 224), num_classes=1000))
 
 
-def main() -> None:
+def measure() -> dict:
+    """The fitted factors of every target with a published ResNet-18 figure, and each published figure as a
+    check (``used_in_fit`` false for the held-out ones)."""
     host = load_target("x86-cpu").device.runtime_efficiency
     ratios = {k: host[k] / host["dense"] for k in ("depthwise", "linear")}
     costs = {k: costs_for(k) for k in MODELS}
@@ -65,18 +64,19 @@ def main() -> None:
             rows.append({"target": target.name, "model": model, "published_ms": value, "estimated_ms": round(est, 2),
                          "error_pct": round((est / value - 1) * 100, 1),
                          "used_in_fit": model == "resnet18_224"})
-    out = ROOT / "benchmarks" / "results"
-    (out / "target_calibration.json").write_text(json.dumps({"fitted": fitted, "checks": rows}, indent=2) + "\n")
-    lines = ["# Estimator calibration for devices (from published latencies)", "",
-             "Dense-conv efficiency solved so that ResNet-18 224 px FP16 matches the published number; other "
-             "rows are checks not used in the fit. Sources of the published numbers: each targets/*.yaml.", "",
-             "| target | model | published ms | estimated ms | error | used in fit |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['target']} | {r['model']} | {r['published_ms']} | {r['estimated_ms']} | {r['error_pct']:+.1f}% | "
-              f"{'yes' if r['used_in_fit'] else 'no (check)'} |" for r in rows]
-    lines += ["", "Fitted factors (copied into the target files):", "", "```", json.dumps(fitted, indent=1), "```", ""]
-    (out / "target_calibration.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    return {"fitted": fitted, "checks": rows}
 
 
-if __name__ == "__main__":
-    main()
+def summarize(raw: dict) -> Measured:
+    checks = [r for r in raw["checks"] if not r["used_in_fit"]]
+    return Measured(rows=raw["checks"], details={"fitted": raw["fitted"]},
+                    metrics={"median_abs_check_error_pct": statistics.median(abs(r["error_pct"]) for r in checks)
+                             if checks else None},
+                    notes=["Dense-conv efficiency solved so that ResNet-18 224 px FP16 matches the published number; "
+                           "rows not used in the fit are checks. Sources of the published numbers: each "
+                           "targets/*.yaml; the fitted factors (details.fitted) are copied into the target files."])
+
+
+def run(work: Path) -> Measured:
+    """The kind ``target_calibration`` (host-independent: it reads only the target files)."""
+    return summarize(measure())

@@ -17,36 +17,31 @@ Honest protocol:
   measurement does?
 - per device, where a target file has published latencies, the estimate against each published figure.
 
-    nice -n 10 python benchmarks/estimator_accuracy.py           # measure + analyse (~8 min, shared host)
-    python benchmarks/estimator_accuracy.py --reuse              # re-analyse the last measurements
-                                                                 # (the cache, else the rounds in the results JSON)
-
-Writes benchmarks/results/estimator_x86.json and .md.
+    nice -n 10 python -m benchmarks run estimator-x86                 # measure + analyse (~8 min, shared host)
+    python -m benchmarks run estimator-x86 --set reuse=true          # re-analyse the last measurements
+                                                                     # (the cache, else the stored result's rounds)
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from edgekit.backends.onnx_quant import quantize_qdq  # noqa: E402
-from edgekit.models import load_model  # noqa: E402
-from edgekit.models.onnx_export import export_onnx  # noqa: E402
-from edgekit.profiling.estimate import (NS_PER_ELEMENT, DeviceModel, fit_efficiency, layer_costs,  # noqa: E402
-                                        published_checks, roofline_ms)
-from edgekit.runtime import OrtSession, interleaved_latency  # noqa: E402
-from edgekit.spec import ModelSpec  # noqa: E402
-from edgekit.target import load_target  # noqa: E402
+from benchmarks.schema import Measured
+from edgekit.backends.onnx_quant import quantize_qdq
+from edgekit.errors import EdgekitError
+from edgekit.models import load_model
+from edgekit.models.onnx_export import export_onnx
+from edgekit.profiling.estimate import (NS_PER_ELEMENT, DeviceModel, fit_efficiency, layer_costs, published_checks,
+                                        roofline_ms)
+from edgekit.runtime import OrtSession, interleaved_latency
+from edgekit.spec import ModelSpec
+from edgekit.target import load_target
 
 THREADS = 1   # the estimate is scaled to this many of the target's cores (DeviceModel ``threads``)
 CONFIGS = [
@@ -149,86 +144,71 @@ def analyse(entries: list[dict], ort_version: str) -> dict:
     med_uncal = statistics.median([abs(r[f"{p}_error_uncalibrated_pct"]) for r in table for p in PRECISIONS])
     ordering = sum(r["ordering_right"] for r in table) / len(table) * 100
     return {"target": "x86-cpu", "runtime": f"onnxruntime {ort_version}", "threads": THREADS,
-            "host_cpu": _cpu_model(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "clock": f"wall-clock p50 of the quietest of {ROUNDS} interleaved rounds", "models": table,
             "median_abs_error_loo_pct": {**{p: med[p] for p in PRECISIONS}, "all": med_all},
             "median_abs_error_uncalibrated_pct": med_uncal, "int8_ordering_right_pct": ordering,
-            "bars": {"median_abs_error_pct": 25, "int8_ordering_right_pct": 90},
-            "passes": med_all <= 25 and ordering >= 90, "fits": fits, "published_checks": published_checks()}
+            "fits": fits, "published_checks": published_checks()}
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
-
-
-def write(result: dict) -> None:
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "estimator_x86.json").write_text(json.dumps(result, indent=2) + "\n")
-    med = result["median_abs_error_loo_pct"]
-    lines = ["# Roofline latency estimator vs ONNX Runtime wall-clock p50 on this host (x86-cpu)", "",
-             f"{result['host_cpu']}, {result['threads']} thread(s), {result['runtime']}, batch 1, random weights, "
-             f"{result['created']}. Measured = {result['clock']} on a shared host (what reports on this host show). "
-             "Estimated = leave-one-out calibration (the model itself is not in the fit), FP32 and INT8 each "
-             "with their own fitted efficiency and per-layer overhead.", "",
-             "| model | MMACs | FP32 p50 ms | est. | error | INT8 p50 ms | est. | error | INT8 faster? measured / estimated |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def summarize(result: dict) -> Measured:
+    """One row per model (the per-round p50s and the fits in details); the medians and the ordering as metrics."""
+    rounds = {}
+    rows = []
     for r in result["models"]:
-        lines.append(f"| {r['model']} | {r['mmacs']} | {r['fp32_wall_p50_ms']:.3f} | {r['fp32_estimated_loo_ms']:.3f} | "
-                     f"{r['fp32_error_loo_pct']:+.1f}% | {r['int8_wall_p50_ms']:.3f} | {r['int8_estimated_loo_ms']:.3f} | "
-                     f"{r['int8_error_loo_pct']:+.1f}% | {'yes' if r['int8_faster_measured'] else 'no'} / "
-                     f"{'yes' if r['int8_faster_estimated'] else 'no'}{'' if r['ordering_right'] else ' **wrong**'} |")
-    lines += ["", f"- {len(result['models'])} models; median absolute error vs wall-clock p50, leave-one-out: "
-              f"**{med['all']:.1f}%** over FP32 and INT8 (FP32 {med['fp32']:.1f}%, INT8 {med['int8']:.1f}%); bar <= 25%. "
-              f"Uncalibrated defaults: {result['median_abs_error_uncalibrated_pct']:.1f}%.",
-              f"- INT8-vs-FP32 ordering right for **{result['int8_ordering_right_pct']:.0f}%** of the models (bar >= 90%).",
-              "- Leave-one-out fits that had no other model with one of the model's op kinds cost that kind at its "
-              "memory floor (bytes / bandwidth; not fitted): " + (", ".join(
-                  f"{r['model']} ({', '.join(sorted(set(r['fp32_loo_kinds_at_floor']) | set(r['int8_loo_kinds_at_floor'])))})"
-                  for r in result["models"] if r["fp32_loo_kinds_at_floor"] or r["int8_loo_kinds_at_floor"]) or "none") + ".",
-              f"- Fits (written to targets/x86-cpu.yaml): `{json.dumps(result['fits'])}`", "",
-              "## Per device: estimate vs published latencies", "",
-              "| target | check | precision | published ms | estimated ms | error |", "|---|---|---|---|---|---|"]
-    for c in result["published_checks"]:
-        lines.append(f"| {c['target']} | {c['check']} | {c['precision']} | {c['published_ms']} | "
-                     f"{c['estimated_ms']:.2f} | {c['error_pct']:+.1f}% |")
-    lines += ["", "Published figures are the ones the target files calibrate on (see each file's header), so these "
-              "are in-sample checks, not held-out ones: they show the INT8/FP ordering the estimator gives each "
-              "device.", ""]
-    (out / "estimator_x86.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+        rounds[r["model"]] = {p: r[f"{p}_rounds_ms"] for p in PRECISIONS}
+        rows.append({k: v for k, v in r.items() if not k.endswith(("_rounds_ms", "_kinds_at_floor"))})
+    med = result["median_abs_error_loo_pct"]
+    floor = ", ".join(f"{r['model']} ({', '.join(sorted(set(r['fp32_loo_kinds_at_floor']) | set(r['int8_loo_kinds_at_floor'])))})"
+                      for r in result["models"] if r["fp32_loo_kinds_at_floor"] or r["int8_loo_kinds_at_floor"])
+    return Measured(
+        rows=rows,
+        metrics={"median_abs_error_loo_pct": med["all"], "median_abs_error_loo_fp32_pct": med["fp32"],
+                 "median_abs_error_loo_int8_pct": med["int8"],
+                 "median_abs_error_uncalibrated_pct": result["median_abs_error_uncalibrated_pct"],
+                 "int8_ordering_right_pct": result["int8_ordering_right_pct"]},
+        details={"rounds_ms": rounds, "fits": result["fits"], "published_checks": result["published_checks"],
+                 "runtime": result["runtime"], "threads": result["threads"], "clock": result["clock"]},
+        notes=[f"{result['runtime']}, {result['threads']} thread(s), batch 1, random weights. Measured = "
+               f"{result['clock']} on a shared host (what reports on this host show). Estimated = leave-one-out "
+               "calibration (the model itself is not in the fit), FP32 and INT8 each with their own fitted efficiency "
+               "and per-layer overhead; the fits (details.fits) are written to targets/x86-cpu.yaml.",
+               "Leave-one-out fits with no other model of one of the model's op kinds cost that kind at its memory "
+               f"floor (not fitted): {floor or 'none'}.",
+               "details.published_checks: the estimate against each target file's published figures (in-sample: "
+               "the target files calibrate on them)."])
 
 
-def main() -> None:
+def previous_entries(work: Path) -> list[dict] | None:
+    """The last measurements: this scenario's cache, else the per-round p50s of the stored result of this host."""
+    cache = work / "estimator_measurements.json"
+    if cache.is_file():
+        entries = json.loads(cache.read_text())
+    else:
+        from benchmarks.schema import RESULTS, Host, load_result
+
+        stored = RESULTS / work.name / f"{Host.here().slug}.json"
+        if not stored.is_file():
+            return None
+        result = load_result(stored)
+        entries = [{"label": r["model"], "macs": round(r["mmacs"] * 1e6),
+                    **{f"{p}_round_p50_ms": result.details["rounds_ms"][r["model"]][p] for p in PRECISIONS}}
+                   for r in result.rows]
+    for e in entries:
+        for p in PRECISIONS:
+            e[f"{p}_wall_ms"] = quiet_p50(e[f"{p}_round_p50_ms"])
+    return entries
+
+
+def run(work: Path, reuse: bool = False) -> Measured:
+    """The kind ``estimator``: measure (~8 min on a shared host) and analyse; ``reuse``: re-analyse the last
+    measurements instead."""
     import onnxruntime as ort
 
     torch.manual_seed(0)
-    cache = ROOT / "benchmarks" / "cache" / "estimator_measurements.json"
-    results = ROOT / "benchmarks" / "results" / "estimator_x86.json"
-    if "--reuse" in sys.argv and not cache.is_file() and results.is_file():
-        # the cache is not committed; the committed results keep every round's p50, which is all analyse needs
-        entries = [{"label": r["model"], "macs": round(r["mmacs"] * 1e6),
-                    **{f"{p}_round_p50_ms": r[f"{p}_rounds_ms"] for p in PRECISIONS}}
-                   for r in json.loads(results.read_text())["models"]]
-        for e in entries:
-            for p in PRECISIONS:
-                e[f"{p}_wall_ms"] = quiet_p50(e[f"{p}_round_p50_ms"])
-    elif "--reuse" in sys.argv and cache.is_file():
-        entries = json.loads(cache.read_text())
-        for e in entries:
-            for p in PRECISIONS:
-                e[f"{p}_wall_ms"] = quiet_p50(e[f"{p}_round_p50_ms"])
-    else:
+    entries = previous_entries(work) if reuse else None
+    if entries is None:
+        if reuse:
+            raise EdgekitError("no earlier measurements to reuse on this host", "run it once without reuse")
         entries = measure()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(entries, indent=1))
-    if "--measure-only" in sys.argv:
-        return
-    write(analyse(entries, ort.__version__))
-
-
-if __name__ == "__main__":
-    main()
+        (work / "estimator_measurements.json").write_text(json.dumps(entries, indent=1))
+    return summarize(analyse(entries, ort.__version__))

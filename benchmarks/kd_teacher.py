@@ -10,35 +10,24 @@ precision; every core. Variants alternate each round so that the host's drift hi
 the rounds is kept. Also each variant's logits against the FP32 PyTorch teacher on the first 2000 test images
 (largest difference, argmax agreement).
 
-    PYTHONPATH=. python benchmarks/kd_teacher.py [--rounds 15]
-
-Writes benchmarks/results/kd_teacher.{json,md}.
+    python -m benchmarks run kd-teacher [--set rounds=15]
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _teacher import teacher_checkpoint  # noqa: E402
-
-from edgekit.data import load_data  # noqa: E402
-from edgekit.data.core import prepared_batches  # noqa: E402
-from edgekit.models import load_checkpoint  # noqa: E402
-from edgekit.profiling.latency import host_identity  # noqa: E402
-from edgekit.runtime.identity import describe_host  # noqa: E402
-from edgekit.training.distill import folded_teacher, inference_teacher  # noqa: E402
-from edgekit.training.loop import TrainParams, bf16_blocker  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks._teacher import teacher_checkpoint
+from benchmarks.schema import Measured
+from edgekit.data import load_data
+from edgekit.data.core import prepared_batches
+from edgekit.models import load_checkpoint
+from edgekit.training.distill import folded_teacher, inference_teacher
+from edgekit.training.loop import TrainParams, bf16_blocker
 TEACHERS = ("builtin:resnet18_32", "builtin:mobilenetv3s_32")
 
 
@@ -86,29 +75,18 @@ def measure(source: str, rounds: int) -> dict:
             "vs_fp32_pytorch": agreement}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    args = parser.parse_args()
-    rows = [measure(source, args.rounds) for source in TEACHERS]
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": host_identity(),
-              "threads": torch.get_num_threads(), "batch": 128, "rounds": args.rounds, "teachers": rows,
-              "command": f"PYTHONPATH=. python benchmarks/kd_teacher.py --rounds {args.rounds}"}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "kd_teacher.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# The KD teacher's forward, as the distill stage runs it ({result['date']})", "",
-             f"Host: {describe_host(result['host'])}, {result['threads']} threads; batch 128 at 32 px, channels_last "
-             f"for PyTorch; median of {args.rounds} alternated rounds. Reproduce: `{result['command']}`.", "",
-             "| teacher | precision | how it runs | ms per batch | largest logit diff vs FP32 | argmax agreement |",
-             "|---|---|---|---|---|---|"]
-    for row in rows:
-        for name, ms in row["median_ms"].items():
-            a = row["vs_fp32_pytorch"][name]
-            lines.append(f"| {row['teacher']} | {row['precision']} | {name} | {ms:.1f} | {a['max_abs_diff']:.2e} | "
-                         f"{a['argmax_agreement']:.2%} |")
-    (RESULTS / "kd_teacher.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+def summarize(raw: dict) -> Measured:
+    """One row per teacher and way of running it."""
+    rows = [{"teacher": row["teacher"], "precision": row["precision"], "how": name, "ms_per_batch": ms,
+             "max_abs_diff_vs_fp32": row["vs_fp32_pytorch"][name]["max_abs_diff"],
+             "argmax_agreement": row["vs_fp32_pytorch"][name]["argmax_agreement"]}
+            for row in raw["teachers"] for name, ms in row["median_ms"].items()]
+    return Measured(rows=rows, details={k: raw[k] for k in ("threads", "batch", "rounds") if k in raw},
+                    notes=[f"batch {raw.get('batch', 128)} at 32 px, channels_last for PyTorch, every core "
+                           f"({raw.get('threads')} threads); median of {raw.get('rounds')} alternated rounds"])
 
 
-if __name__ == "__main__":
-    main()
+def run(work: Path, rounds: int = 15) -> Measured:
+    """The kind ``kd_teacher``."""
+    rows = [measure(source, rounds) for source in TEACHERS]
+    return summarize({"threads": torch.get_num_threads(), "batch": 128, "rounds": rounds, "teachers": rows})

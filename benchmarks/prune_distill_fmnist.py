@@ -7,40 +7,34 @@
    builtin:mobilenetv3s_32) vs training that student from scratch with the same init, data, epochs and
    steps.
 
-    PYTHONPATH=. python benchmarks/prune_distill_fmnist.py
-    # other teachers / bundles (e.g. the x86-cpu recipe's bundle from benchmarks/vs_peers.py):
-    PYTHONPATH=. python benchmarks/prune_distill_fmnist.py --teacher builtin:resnet8 --teacher-epochs 2 \
-        --bundle benchmarks/cache/vs_peers/edgekit-x86-cpu --small-student builtin:tinycnn?width=16
+    python -m benchmarks run prune-distill-fmnist
+    # other teachers / bundles (e.g. the x86-cpu recipe's bundle from vs_peers):
+    python -m benchmarks run prune-distill-fmnist --set teacher=builtin:resnet8 --set teacher_epochs=2 \
+        --set bundle=benchmarks/cache/vs-peers-resnet/edgekit-default --set small_student=builtin:tinycnn?width=16
 
 The teacher (default builtin:resnet18_28, the ResNet-18 layout at quarter width, 3 full epochs:
 benchmarks/_teacher.py RESNET18, shared with the quantization benchmark) is trained once and cached in benchmarks/cache/.
-
-Writes benchmarks/results/prune_distill_fmnist.json and .md.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _teacher import RESNET18, teacher_checkpoint  # noqa: E402
-
-from edgekit.data import load_data  # noqa: E402
-from edgekit.models import load_checkpoint, load_model  # noqa: E402
-from edgekit.pipeline import CompressOptions, compress  # noqa: E402
-from edgekit.models.complexity import count_macs, count_params  # noqa: E402
-from edgekit.pruning.measure import ort_latency_interleaved  # noqa: E402
-from edgekit.stages import STAGES, StageContext  # noqa: E402
-from edgekit.target import load_target  # noqa: E402
-from edgekit.training import TrainParams, evaluate_module, train  # noqa: E402
-from edgekit.training.loop import has_depthwise_conv  # noqa: E402
+from benchmarks._teacher import RESNET18, teacher_checkpoint
+from benchmarks.schema import Measured
+from edgekit.data import load_data
+from edgekit.models import load_checkpoint, load_model
+from edgekit.models.complexity import count_macs, count_params
+import edgekit
+from edgekit.pruning.measure import ort_latency_interleaved
+from edgekit.stages import STAGES, StageContext
+from edgekit.target import load_target
+from edgekit.training import TrainParams, evaluate_module, train
+from edgekit.training.loop import has_depthwise_conv
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_STUDENT = "builtin:mobilenetv3s_32"
@@ -72,40 +66,32 @@ def small_student_comparison(teacher, data, epochs: int, steps: int | None, stud
             "distilled_test_top1": evaluate_module(distilled.module, distilled.spec, data.test)["top1"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default=RESNET18[0])
-    parser.add_argument("--teacher-epochs", type=int, default=RESNET18[1], help="full epochs when training it")
-    parser.add_argument("--teacher-checkpoint", type=Path, help="a trained teacher checkpoint (skips training)")
-    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "prune-distill-fmnist.yaml")
-    parser.add_argument("--bundle", type=Path, help="reuse this compress bundle (same teacher) instead of running")
-    parser.add_argument("--small-student", default=SMALL_STUDENT, help="e.g. builtin:mobilenetv3s_32")
-    parser.add_argument("--small-epochs", type=int, default=2)
-    parser.add_argument("--small-steps", type=int, default=0, help="steps per epoch; 0 = full epochs")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-small", action="store_true")
-    args = parser.parse_args()
-    teacher_path = (args.teacher_checkpoint
-                    or teacher_checkpoint(args.teacher, args.teacher_epochs, steps=None, fast=True)).resolve()
-    teacher = load_checkpoint(teacher_path)
-    data = load_data("fashion-mnist", image_size=teacher.spec.hw)
-
-    if args.bundle:
-        bundle = args.bundle
-        manifest = json.loads((bundle / "manifest.json").read_text())
+def run(work: Path, teacher: str = RESNET18[0], teacher_epochs: int = RESNET18[1],
+        teacher_checkpoint_path: str | None = None, recipe: str = "prune-distill-fmnist", bundle: str | None = None,
+        small_student: str | None = SMALL_STUDENT, small_epochs: int = 2, small_steps: int | None = None,
+        threads: int = 2) -> Measured:
+    """The kind ``prune_distill``. ``teacher_checkpoint_path``: a trained teacher (else ``teacher`` is trained
+    for ``teacher_epochs`` full epochs and cached); ``bundle``: reuse a compress bundle of that teacher instead
+    of running the recipe; ``small_student`` None skips the small-student comparison."""
+    teacher_path = (Path(teacher_checkpoint_path) if teacher_checkpoint_path
+                    else teacher_checkpoint(teacher, teacher_epochs, steps=None, fast=True)).resolve()
+    loaded = load_checkpoint(teacher_path)
+    data = load_data("fashion-mnist", image_size=loaded.spec.hw)
+    if bundle:
+        bundle_dir = Path(bundle)
+        manifest = json.loads((bundle_dir / "manifest.json").read_text())
     else:
-        bundle = args.out / "bundles" / "prune_distill_fmnist"
-        manifest = compress(CompressOptions(model=str(teacher_path), data="fashion-mnist", recipe=str(args.recipe),
-                                            target="x86-cpu", out=bundle, force=True, threads=args.threads)).as_json()
-    student = load_checkpoint(bundle / "artifacts" / "model.pt")  # the shipped file, weights_only=True
-    teacher_top1 = evaluate_module(teacher.module, teacher.spec, data.test)["top1"]
+        bundle_dir = work / "bundle"
+        manifest = edgekit.compress(str(teacher_path), "fashion-mnist", target="x86-cpu", recipe=recipe,
+                                    out=bundle_dir, force=True, threads=threads).manifest.as_json()
+    student = load_checkpoint(bundle_dir / "artifacts" / "model.pt")  # the shipped file, weights_only=True
+    teacher_top1 = evaluate_module(loaded.module, loaded.spec, data.test)["top1"]
     student_top1 = evaluate_module(student.module, student.spec, data.test)["top1"]
     latency = {}
     for batch in (1, 32):
-        lat = ort_latency_interleaved({"teacher": (teacher.module, teacher.spec),
+        lat = ort_latency_interleaved({"teacher": (loaded.module, loaded.spec),
                                        "student": (student.module, student.spec)},
-                                      batch=batch, threads=args.threads, rounds=30, runs_per_round=10)
+                                      batch=batch, threads=threads, rounds=30, runs_per_round=10)
         latency[f"batch{batch}"] = {"teacher_p50_ms": lat["teacher"]["p50_ms"], "student_p50_ms": lat["student"]["p50_ms"],
                                     "teacher_mean_ms": lat["teacher"]["mean_ms"],
                                     "student_mean_ms": lat["student"]["mean_ms"],
@@ -114,63 +100,44 @@ def main() -> None:
     distill_metrics = manifest["stages"][1]["metrics"]
     result = {
         "recipe": manifest["recipe"]["name"],
-        "teacher": {"source": teacher.source if args.teacher_checkpoint else args.teacher, "checkpoint": str(teacher_path.relative_to(ROOT)), "notes": teacher.notes,
-                    "test_top1": teacher_top1, "params": count_params(teacher.module),
-                    "macs": count_macs(teacher.module, teacher.spec)},
+        "teacher": {"source": loaded.source if teacher_checkpoint_path else teacher, "checkpoint": teacher_path.name,
+                    "notes": loaded.notes, "test_top1": teacher_top1, "params": count_params(loaded.module),
+                    "macs": count_macs(loaded.module, loaded.spec)},
         "pruned_distilled": {"test_top1": student_top1, "params": count_params(student.module),
                              "macs": count_macs(student.module, student.spec),
                              "macs_fraction": round(count_macs(student.module, student.spec)
-                                                    / count_macs(teacher.module, teacher.spec), 4),
+                                                    / count_macs(loaded.module, loaded.spec), 4),
                              "distill_seconds": distill_metrics["seconds"],
                              "teacher_logits": distill_metrics["teacher_logits"],
                              "prune_steps": prune_metrics["steps_taken"]},
-        "ort_latency_interleaved": latency, "threads": args.threads, "host": manifest["host"],
-        "load_average": os.getloadavg(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "ort_latency_interleaved": latency, "threads": threads, "load_average": os.getloadavg(),
     }
-    result["bars"] = {
-        "macs<=50%": result["pruned_distilled"]["macs_fraction"] <= 0.5,
-        "top1_within_1pt": teacher_top1 - student_top1 <= 1.0,
-        "ort_speedup>=1.6_batch1": latency["batch1"]["speedup_p50"] >= 1.6,
-        "ort_speedup>=1.6_batch32": latency["batch32"]["speedup_p50"] >= 1.6,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    out_json = args.out / "prune_distill_fmnist.json"
-    out_json.write_text(json.dumps(result, indent=2))
-    if not args.skip_small:
-        small = small_student_comparison(teacher, data, epochs=args.small_epochs, steps=args.small_steps or None,
-                                         student=args.small_student)
-        result["small_student"] = small
-        result["bars"]["kd_beats_scratch"] = small["distilled_test_top1"] > small["scratch_test_top1"]
-    out_json.write_text(json.dumps(result, indent=2))
-    (args.out / "prune_distill_fmnist.md").write_text(_markdown(result))
-    print(json.dumps(result, indent=2))
+    if small_student:
+        result["small_student"] = small_student_comparison(loaded, data, epochs=small_epochs, steps=small_steps,
+                                                           student=small_student)
+    return summarize(result)
 
 
-def _markdown(r: dict) -> str:
-    t, s = r["teacher"], r["pruned_distilled"]
-    lines = ["# Issue 3: prune + distill on Fashion-MNIST", "",
-             f"Teacher {t['source']} ({t['notes'].get('weights', '')}); recipe {r.get('recipe')}.", "",
-             f"Host {r['host']['cpu']} ({r['host']['cores']} cores){', ' + r['date'] if 'date' in r else ''}; "
-             f"ONNX Runtime FP32, {r['threads']} thread(s), teacher and student interleaved; load average "
-             f"{', '.join(f'{x:.2f}' for x in r['load_average'])}.", "",
-             "| model | test top-1 | params | MACs |", "|---|---|---|---|",
-             f"| teacher | {t['test_top1']:.2f} | {t['params']} | {t['macs']} |",
-             f"| pruned + distilled | {s['test_top1']:.2f} | {s['params']} | {s['macs']} ({s['macs_fraction']:.1%}) |",
-             "", "| batch | teacher p50 ms | student p50 ms | speed-up |", "|---|---|---|---|"]
-    for b, v in r["ort_latency_interleaved"].items():
-        lines.append(f"| {b[5:]} | {v['teacher_p50_ms']:.4f} | {v['student_p50_ms']:.4f} | {v['speedup_p50']:.2f}x |")
-    if "small_student" in r:
-        sm = r["small_student"]
-        lines += ["", f"Small student {sm['student']} ({sm['params']} params, {sm['macs']} MACs), "
-                  f"{sm['epochs']} epochs x {sm['steps_per_epoch'] or 'all'} steps of 128: distilled {sm['distilled_test_top1']:.2f} "
-                  f"vs scratch {sm['scratch_test_top1']:.2f} test top-1."]
-    lines += ["", "Bars: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["bars"].items()), ""]
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--render"]:  # re-render the markdown from the JSON of the last run
-        out = ROOT / "benchmarks" / "results"
-        (out / "prune_distill_fmnist.md").write_text(_markdown(json.loads((out / "prune_distill_fmnist.json").read_text())))
-    else:
-        main()
+def summarize(r: dict) -> Measured:
+    """Rows: the teacher, the pruned + distilled student (with their interleaved ONNX Runtime p50 at batch 1 and
+    32) and, when run, the small student distilled and from scratch."""
+    t, s, lat = r["teacher"], r["pruned_distilled"], r["ort_latency_interleaved"]
+    rows = [{"model": f"teacher {t['source']}", "test_top1": t["test_top1"], "params": t["params"], "macs": t["macs"],
+             **{f"ort_p50_ms_{b}": v["teacher_p50_ms"] for b, v in lat.items()}},
+            {"model": "pruned + distilled", "test_top1": s["test_top1"], "params": s["params"], "macs": s["macs"],
+             **{f"ort_p50_ms_{b}": v["student_p50_ms"] for b, v in lat.items()}}]
+    metrics = {"macs_fraction": s["macs_fraction"], "top1_drop_pt": round(t["test_top1"] - s["test_top1"], 3),
+               **{f"ort_speedup_{b}": v["speedup_p50"] for b, v in lat.items()}}
+    sm = r.get("small_student")
+    if sm:
+        for how, key in (("distilled", "distilled_test_top1"), ("from scratch", "scratch_test_top1")):
+            rows.append({"model": f"small student {sm['student']}, {how}", "test_top1": sm[key], "params": sm["params"],
+                         "macs": sm["macs"]})
+        metrics["kd_minus_scratch_pt"] = round(sm["distilled_test_top1"] - sm["scratch_test_top1"], 3)
+    return Measured(rows=rows, metrics=metrics, details={k: r[k] for k in r if k not in ("ort_latency_interleaved",)}
+                    | {"ort_latency_interleaved": lat},
+                    notes=[f"teacher {t['source']} ({t['notes'].get('weights', '')}); recipe {r.get('recipe')}; ONNX "
+                           f"Runtime FP32, {r['threads']} thread(s), teacher and student interleaved; load average "
+                           + ", ".join(f"{x:.2f}" for x in r["load_average"])]
+                    + ([f"small student: {sm['epochs']} epochs x {sm['steps_per_epoch'] or 'all'} steps of 128, same "
+                        "init for both"] if sm else []))

@@ -5,35 +5,30 @@ INT8 for ONNX Runtime (QDQ), OpenVINO (NNCF) and LiteRT (PT2E), plus the TensorR
 on ONNX Runtime), then measure top-1 on all 10k test images through each artifact's own runtime,
 size on disk, and batch-1 latency with FP32 and INT8 of one runtime *interleaved* (alternating
 rounds in one process, so machine contention hits both alike). Bars checked (issue 4): INT8 top-1
-within 1.0 point of FP32, INT8 >= 3x smaller, OpenVINO INT8 faster than OpenVINO FP32.
+within 1.0 point of FP32, INT8 >= 3x smaller, OpenVINO INT8 faster than OpenVINO FP32 (scenarios.yaml).
 
-    nice -n 10 python -m benchmarks.quant_bench [resnet20 mobilenetv3s] [--threads 1] [--rounds 15]
-
-Writes benchmarks/results/quant.json and quant.md.
+    nice -n 10 python -m benchmarks run quant [--set "models=[resnet20]"] [--set rounds=15]
+    python -m benchmarks run quant-openvino-sizes
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 from benchmarks.quant_train import MODELS, trained
+from benchmarks.schema import Measured
 from edgekit.backends import BACKENDS, CompileRequest
 from edgekit.backends.onnxruntime import OrtSession
 from edgekit.calibration import draw_calibration
 from edgekit.data import load_data
 from edgekit.data.core import prepared_batches
 from edgekit.profiling.artifacts import session_logits
-from edgekit.profiling.latency import host_identity
 from edgekit.runtime import interleaved_latency
 from edgekit.target import load_target
 from edgekit.training import evaluate_module
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RUNTIMES = [("onnxruntime", "x86-cpu"), ("openvino", "x86-cpu"), ("tflite", "rpi4")]
 
 
@@ -81,59 +76,62 @@ def bench_model(name: str, threads: int, rounds: int) -> dict:
     return out
 
 
-def bars(results: dict) -> list[dict]:
-    rows = []
-    for name, r in results["models"].items():
-        for backend, row in r["runtimes"].items():
-            rows.append({"bar": f"{name} {backend} INT8 within 1.0 pt of FP32", "value": round(row["int8_drop_vs_fp32"], 2),
-                         "met": row["int8_drop_vs_fp32"] <= 1.0})
-            rows.append({"bar": f"{name} {backend} INT8 >= 3x smaller", "value": round(row["size_ratio"], 2),
-                         "met": row["size_ratio"] >= 3.0})
-        ov = r["runtimes"].get("openvino")
-        if ov:
-            rows.append({"bar": f"{name} OpenVINO INT8 faster than FP32 (p50 ratio)",
-                         "value": round(ov["speedup_int8_vs_fp32"], 2), "met": ov["speedup_int8_vs_fp32"] > 1.0})
-    return rows
+def run(work: Path, models: list[str] | None = None, threads: int = 1, rounds: int = 15) -> Measured:
+    """The kind ``quant``: each of ``models`` (names of ``quant_train.MODELS``) through every runtime."""
+    return summarize({"threads": threads, "models": {m: bench_model(m, threads, rounds) for m in models or list(MODELS)}})
 
 
-def markdown(results: dict) -> str:
-    lines = [f"# Quantization benchmark ({results['date']})", "",
-             f"Host: {results['host']['cpu']}, {results['host']['cores']} cores, threads {results['threads']}, "
-             "batch 1; latency = median over interleaved rounds of each round's p50.", "",
-             "| model | runtime | FP32 top-1 | INT8 top-1 | drop pt | FP32 size | INT8 size | size ratio | "
-             "FP32 p50 ms | INT8 p50 ms | speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+def summarize(results: dict) -> Measured:
+    """One row per model and runtime (plus PyTorch and the TensorRT QDQ file on ONNX Runtime); the worst drop,
+    the smallest size ratio and the slowest OpenVINO INT8 speed-up as metrics."""
+    rows, drops, ratios, ov_speedups = [], [], [], []
     for name, r in results["models"].items():
         for backend, row in r["runtimes"].items():
             f, i = row["fp32"], row["int8"]
-            lines.append(f"| {name} | {backend} | {f['top1']:.2f} | {i['top1']:.2f} | {row['int8_drop_vs_fp32']:+.2f} | "
-                         f"{f['bytes'] / 1024:.0f} KB | {i['bytes'] / 1024:.0f} KB | {row['size_ratio']:.2f}x | "
-                         f"{f['p50_ms']:.3f} | {i['p50_ms']:.3f} | {row['speedup_int8_vs_fp32']:.2f}x |")
-        lines.append(f"| {name} | PyTorch | {r['pytorch_top1']:.2f} | TensorRT QDQ on ORT, Q/DQ simulated in float: "
-                     f"{r['tensorrt_qdq_on_onnxruntime_top1']:.2f} | | | | | | | |")
-    lines += ["", "## Bars", "", "| bar | value | met |", "|---|---|---|"]
-    lines += [f"| {b['bar']} | {b['value']} | {'yes' if b['met'] else '**no**'} |" for b in results["bars"]]
-    return "\n".join(lines) + "\n"
+            rows.append({"model": name, "runtime": backend, "fp32_top1": f["top1"], "int8_top1": i["top1"],
+                         "drop_pt": round(row["int8_drop_vs_fp32"], 3), "fp32_kb": round(f["bytes"] / 1024),
+                         "int8_kb": round(i["bytes"] / 1024), "size_ratio": round(row["size_ratio"], 3),
+                         "fp32_p50_ms": f["p50_ms"], "int8_p50_ms": i["p50_ms"],
+                         "speedup": round(row["speedup_int8_vs_fp32"], 3)})
+            drops.append(row["int8_drop_vs_fp32"])
+            ratios.append(row["size_ratio"])
+            if backend == "openvino":
+                ov_speedups.append(row["speedup_int8_vs_fp32"])
+        rows.append({"model": name, "runtime": "PyTorch (FP32) / TensorRT QDQ on ONNX Runtime (INT8)",
+                     "fp32_top1": r["pytorch_top1"], "int8_top1": r.get("tensorrt_qdq_on_onnxruntime_top1")})
+    return Measured(rows=rows, metrics={"int8_drop_pt": max(drops, default=None),
+                                        "int8_size_ratio": min(ratios, default=None),
+                                        "openvino_int8_speedup": min(ov_speedups, default=None)},
+                    details={"models": {n: {k: v for k, v in r.items() if k != "runtimes"} | {
+                        "meta": {b: {p: row[p]["meta"] for p in ("fp32", "int8")} for b, row in r["runtimes"].items()},
+                        "p50_ms_per_round": {b: {p: row[p]["p50_ms_per_round"] for p in ("fp32", "int8")}
+                                             for b, row in r["runtimes"].items()}}
+                        for n, r in results["models"].items()}},
+                    notes=[f"threads {results['threads']}, batch 1; latency = median over interleaved rounds of each "
+                           "round's p50 (FP32 and INT8 of one runtime alternating); TensorRT's QDQ file is scored on "
+                           "ONNX Runtime with Q/DQ simulated in float"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("models", nargs="*", default=list(MODELS))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=15)
-    args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    previous = RESULTS / "quant.json"
-    # Models benchmarked in separate invocations accumulate (each model's runtimes are still compared
-    # side by side within one run).
-    models = json.loads(previous.read_text())["models"] if previous.exists() else {}
-    models.update({m: bench_model(m, args.threads, args.rounds) for m in args.models})
-    results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": host_identity(),
-               "threads": args.threads, "models": models}
-    results["bars"] = bars(results)
-    (RESULTS / "quant.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (RESULTS / "quant.md").write_text(markdown(results))
-    print(markdown(results))
+def openvino_sizes(work: Path, model: str = "resnet20") -> Measured:
+    """The kind ``quant_openvino_sizes``: the OpenVINO IR of ``model`` (a ``quant_train`` name) split into .xml
+    and .bin for FP32 and INT8: the INT8 weights (.bin) shrink ~4x, but the XML grows with the quantize and
+    dequantize nodes."""
+    m = trained(model)
+    data = load_data("fashion-mnist", image_size=m.spec.hw)
+    cal = draw_calibration(data.train, m.spec, 300, 0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="quant-ov-sizes-") as tmp:
+        request = CompileRequest(out_dir=Path(tmp), target=load_target("x86-cpu"), calibration=cal.inputs)
+        for precision in ("fp32", "int8"):
+            xml = Path(tmp) / BACKENDS.get("openvino")().compile(m, precision, request).path
+            rows.append({"precision": precision, "xml_bytes": xml.stat().st_size,
+                         "bin_bytes": xml.with_suffix(".bin").stat().st_size})
+    return sizes_summary(model, rows)
 
 
-if __name__ == "__main__":
-    main()
+def sizes_summary(model: str, rows: list[dict]) -> Measured:
+    fp32, int8 = rows
+    return Measured(rows=rows, metrics={
+        "bin_ratio": fp32["bin_bytes"] / int8["bin_bytes"],
+        "total_ratio": (fp32["xml_bytes"] + fp32["bin_bytes"]) / (int8["xml_bytes"] + int8["bin_bytes"])},
+        details={"model": MODELS[model][0]})

@@ -1,8 +1,8 @@
 """Issue-17 bars on Fashion-MNIST (full test split): low-rank + KD, robustness with and without
 defensive distillation, greedy soups, KD from an ensemble of 2 teachers.
 
-    PYTHONPATH=. nice -n 10 python benchmarks/seed_methods.py            # the real run (long)
-    PYTHONPATH=. python benchmarks/seed_methods.py --quick               # smoke test: a few hundred images, 1 epoch
+    nice -n 10 python -m benchmarks run seed-methods             # the real run (long)
+    python -m benchmarks run seed-methods --quick                # smoke test: a few hundred images, 1 epoch
 
 1. ``lowrank`` to <= 50% of the MACs + KD (through ``compress``): top-1 within 1.0 point of the teacher,
    ONNX Runtime latency >= 1.4x lower (same batch and threads, interleaved); INT8 on OpenVINO and LiteRT
@@ -11,37 +11,26 @@ defensive distillation, greedy soups, KD from an ensemble of 2 teachers.
    pruned + KD student and its INT8 artifact, and a pruned + defensively distilled student (same epochs).
 3. A greedy soup of 3 fine-tunes: soup val >= best ingredient val; test top-1 of each.
 4. KD into one student from an ensemble of 2 teachers vs from the better single teacher (same init, epochs).
-
-Writes benchmarks/results/seed_methods{,_quick}.{json,md}. Quick numbers are a smoke test, not results.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _teacher import resnet18_teacher, teacher_checkpoint  # noqa: E402
-
-from edgekit.data import load_data  # noqa: E402
-from edgekit.models import load_checkpoint, load_model, save_checkpoint  # noqa: E402
-from edgekit.pipeline import CompressOptions, compress  # noqa: E402
-from edgekit.models.complexity import count_macs, count_params  # noqa: E402
-from edgekit.profiling.latency import host_identity  # noqa: E402
-from edgekit.pruning.measure import ort_latency_interleaved  # noqa: E402
-from edgekit.reports.robustness import robustness_markdown  # noqa: E402
-from edgekit.runtime.identity import describe_host  # noqa: E402
-from edgekit.stages import STAGES, StageContext  # noqa: E402
-from edgekit.target import load_target  # noqa: E402
-from edgekit.training import TrainParams, evaluate_module, train  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks._teacher import resnet18_teacher, teacher_checkpoint
+from benchmarks.schema import Measured
+from edgekit.data import load_data
+from edgekit.errors import EdgekitError
+from edgekit.models import load_checkpoint, load_model, save_checkpoint
+from edgekit.models.complexity import count_macs, count_params
+import edgekit
+from edgekit.pruning.measure import ort_latency_interleaved
+from edgekit.stages import STAGES, StageContext
+from edgekit.target import load_target
+from edgekit.training import TrainParams, evaluate_module, train
 ROBUSTNESS = {"eps": [0.0, 2 / 255, 8 / 255], "attacks": ["fgsm", "pgd"],
               "corruptions": ["gaussian_noise", "blur", "contrast"], "severities": [1, 2, 3]}
 
@@ -82,8 +71,8 @@ def _train_settings(cfg: dict) -> dict:
 
 
 def _run(cfg, teacher_path: Path, recipe: Path, out: Path) -> dict:
-    manifest = compress(CompressOptions(model=str(teacher_path), data=cfg["data"], recipe=str(recipe),
-                                        target="x86-cpu", out=out, force=True, threads=cfg["threads"]))
+    manifest = edgekit.compress(str(teacher_path), cfg["data"], target="x86-cpu", recipe=str(recipe), out=out,
+                                force=True, threads=cfg["threads"]).manifest
     return {**manifest.model_dump(mode="json"), "bundle": manifest.bundle}
 
 
@@ -158,35 +147,26 @@ def ensemble_section(cfg, teachers: list[Path], data, work: Path) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test: a few hundred images, 1 epoch")
-    parser.add_argument("--method", default="spatial_svd", choices=["svd", "spatial_svd", "tucker"])
-    parser.add_argument("--only", nargs="*", choices=["lowrank", "robustness", "soup", "ensemble"])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--render", type=Path, metavar="JSON", help="only rewrite the .md of a results .json")
-    args = parser.parse_args()
-    if args.render:
-        args.render.with_suffix(".md").write_text(markdown(json.loads(args.render.read_text())))
-        return
-    cfg = QUICK if args.quick else FULL
-    work = ROOT / "benchmarks" / "cache" / ("seed_methods_quick" if args.quick else "seed_methods")
-    work.mkdir(parents=True, exist_ok=True)
-    if args.quick:
+def run(work: Path, quick: bool = False, method: str = "spatial_svd", only: list[str] | None = None) -> Measured:
+    """The kind ``seed_methods``; ``quick``: a smoke test (a few hundred images, 1 epoch; the numbers say the
+    benchmark runs, nothing about the methods); ``only``: some of lowrank, robustness, soup, ensemble."""
+    if method not in ("svd", "spatial_svd", "tucker"):
+        raise EdgekitError(f"unknown low-rank method {method!r}", "one of svd, spatial_svd, tucker")
+    cfg = QUICK if quick else FULL
+    if quick:
         teacher_path, second = quick_teacher(work, 0), quick_teacher(work, 1, "builtin:resnet8")
     else:
         teacher_path, second = resnet18_teacher(), teacher_checkpoint(*cfg["second_teacher"], steps=None, fast=True)
     teacher = load_checkpoint(teacher_path)
     data = load_data(cfg["data"], image_size=teacher.spec.hw)
-    sections = args.only or ["lowrank", "robustness", "soup", "ensemble"]
-    result = {"mode": "quick (smoke test, not results)" if args.quick else "full", "data": data.summary(),
+    sections = only or ["lowrank", "robustness", "soup", "ensemble"]
+    result = {"mode": "quick (smoke test, not results)" if quick else "full", "data": data.summary(),
               "teacher": {"checkpoint": str(teacher_path), "notes": teacher.notes,
                           "test_top1": evaluate_module(teacher.module, teacher.spec, data.test)["top1"],
                           "macs": count_macs(teacher.module, teacher.spec), "params": count_params(teacher.module)},
-              "host": host_identity(), "threads": cfg["threads"], "date": dt.datetime.now(dt.timezone.utc).isoformat(
-                  timespec="seconds")}
+              "threads": cfg["threads"]}
     if "lowrank" in sections:
-        result["lowrank"] = lowrank_section(cfg, teacher_path, teacher, data, work, args.method)
+        result["lowrank"] = lowrank_section(cfg, teacher_path, teacher, data, work, method)
     if "robustness" in sections:
         result["robustness"] = robustness_section(cfg, teacher_path, work)
     if "soup" in sections:
@@ -194,82 +174,58 @@ def main() -> None:
     if "ensemble" in sections:
         result["ensemble"] = ensemble_section(cfg, [teacher_path, second], data, work)
     result["load_average"] = os.getloadavg()
-    result["bars"] = bars(result)
-    stem = "seed_methods_quick" if args.quick else "seed_methods"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
-    (args.out / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    return summarize(result)
 
 
-def bars(r: dict) -> dict:
-    out = {}
+def metrics(r: dict) -> dict:
+    """The values the bars read (scenarios.yaml), for the sections that ran."""
+    out: dict = {}
     if "lowrank" in r:
         lr = r["lowrank"]
-        out["lowrank macs<=50%"] = lr["macs_fraction"] <= 0.5
-        out["lowrank top1 within 1pt"] = r["teacher"]["test_top1"] - lr["test_top1"] <= 1.0
-        out["lowrank ORT speed-up >= 1.4x (batch 1)"] = lr["ort_latency_interleaved"]["batch1"]["speedup_p50"] >= 1.4
-        out["lowrank INT8 on OpenVINO and LiteRT"] = {a["name"].split("-")[0] for a in lr["artifacts"]
-                                                       if a["precision"] == "int8"} >= {"openvino", "tflite"}
+        out["lowrank_macs_fraction"] = lr["macs_fraction"]
+        out["lowrank_top1_drop_pt"] = round(r["teacher"]["test_top1"] - lr["test_top1"], 3)
+        out["lowrank_ort_speedup_batch1"] = lr["ort_latency_interleaved"]["batch1"]["speedup_p50"]
+        out["lowrank_int8_on_openvino_and_litert"] = {a["name"].split("-")[0] for a in lr["artifacts"]
+                                                      if a["precision"] == "int8"} >= {"openvino", "tflite"}
     if "soup" in r:
         s = r["soup"]
-        out["greedy soup val >= best ingredient val"] = s["soup_val_top1"] >= max(i["val_top1"] for i in s["ingredients"])
+        out["soup_val_minus_best_ingredient_pt"] = round(s["soup_val_top1"] - max(i["val_top1"] for i in s["ingredients"]), 3)
     if "ensemble" in r:
-        out["ensemble KD >= best single-teacher KD (reported either way)"] = (r["ensemble"]["ensemble"]["test_top1"]
-                                                                               >= r["ensemble"]["best_single"]["test_top1"])
+        e = r["ensemble"]
+        out["ensemble_kd_minus_single_kd_pt"] = round(e["ensemble"]["test_top1"] - e["best_single"]["test_top1"], 3)
     return out
 
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def markdown(r: dict) -> str:
+def summarize(r: dict) -> Measured:
+    """One row per model each section measured; robustness per eps and severity in its columns (lists)."""
     t = r["teacher"]
-    lines = ["# Issue 17: low-rank, robustness, soups, ensemble teachers on Fashion-MNIST", ""]
-    if r["mode"].startswith("quick"):
-        lines += ["**Smoke test (`--quick`): a few hundred images, 1 epoch. These numbers say the benchmark runs, "
-                  "nothing about the methods.**", ""]
-    lines += [f"Data {r['data']['source']} (train {r['data']['train']}, val {r['data']['val']}, test {r['data']['test']}); "
-              f"host {describe_host(r['host'])}, {r['threads']} thread(s), {r['date']}.", "",
-              f"Teacher {t['checkpoint'].split('/')[-1]}: test top-1 {t['test_top1']:.2f}%, {t['macs']} MACs, "
-              f"{t['params']} params.", ""]
+    rows: list[dict] = [{"section": "teacher", "model": Path(t["checkpoint"]).name, "test_top1": t["test_top1"],
+                         "macs": t["macs"], "params": t["params"]}]
+    notes = [f"data {r['data']['source']} (train {r['data']['train']}, val {r['data']['val']}, test {r['data']['test']}); "
+             f"{r['threads']} thread(s)"]
     if "lowrank" in r:
         lr = r["lowrank"]
-        lines += ["## Low-rank + KD", "",
-                  f"{lr['method']}, global rank ratio {lr['rank_ratio']}, {lr['factorized_layers']} layers factorized, "
-                  f"{lr['macs_fraction']:.1%} of MACs; test top-1 {lr['test_top1']:.2f}% (teacher {t['test_top1']:.2f}%).", "",
-                  "| batch | teacher p50 ms | low-rank p50 ms | speed-up |", "|---|---|---|---|"]
-        for b, v in lr["ort_latency_interleaved"].items():
-            lines.append(f"| {b[5:]} | {v['teacher_p50_ms']:.4f} | {v['student_p50_ms']:.4f} | {v['speedup_p50']:.2f}x |")
-        lines += ["", "| artifact | top-1 | agreement with PyTorch % |", "|---|---|---|"]
-        for a in lr["artifacts"]:
-            lines.append(f"| {a['name']} | {_pct(a['top1'])} | {_pct(a['agreement'])} |")
-        lines.append("")
+        rows.append({"section": "lowrank + KD", "model": f"{lr['method']}, rank ratio {lr['rank_ratio']}",
+                     "test_top1": lr["test_top1"], "macs": lr["macs"], "params": lr["params"]})
+        rows += [{"section": "lowrank + KD", "model": a["name"], "test_top1": a["top1"], "agreement": a["agreement"]}
+                 for a in lr["artifacts"]]
     if "robustness" in r:
-        lines += [robustness_markdown(r["robustness"]).replace("## Robustness", "## Robustness (prune + KD vs prune + "
-                                                                                 "defensive distillation)"), ""]
-        f = r["robustness"]["fgsm_with_without_defensive"]
-        lines += ["FGSM top-1 of the final model, without / with defensive distillation: " + ", ".join(
-            f"eps {e:.4f}: {a:.2f} / {b:.2f}" for e, a, b in zip(f["eps"], f["kd"], f["defensive"])), ""]
+        rob = r["robustness"]
+        notes.append(f"robustness: eps {', '.join(f'{e:.4f}' for e in rob['eps'])} per attack; corruption severities "
+                     f"{rob['severities']}; artifacts get transfer attacks crafted on the final PyTorch model")
+        rows += [{"section": "robustness", "model": m["model"], "test_top1": m["clean"],
+                  **{a: v for a, v in m["attacks"].items()}, **{c: v for c, v in m["corruptions"].items()}}
+                 for m in rob["models"]]
     if "soup" in r:
         s = r["soup"]
-        lines += ["## Greedy soup", "", "| ingredient | val top-1 | test top-1 |", "|---|---|---|"]
-        for i in s["ingredients"]:
-            lines.append(f"| {i['ingredient']} | {i['val_top1']:.2f} | {i['test_top1']:.2f} |")
-        lines += [f"| **soup** ({len(s['chosen'])} chosen) | {s['soup_val_top1']:.2f} | {s['soup_test_top1']:.2f} |",
-                  "", f"BatchNorm: {s['batchnorm']}.", ""]
+        rows += [{"section": "greedy soup", "model": f"ingredient {i['ingredient']}", "val_top1": i["val_top1"],
+                  "test_top1": i["test_top1"]} for i in s["ingredients"]]
+        rows.append({"section": "greedy soup", "model": f"soup ({len(s['chosen'])} chosen)", "val_top1": s["soup_val_top1"],
+                     "test_top1": s["soup_test_top1"]})
     if "ensemble" in r:
         e = r["ensemble"]
-        lines += ["## KD from an ensemble of 2 teachers", "", f"Student {e['student']}, same init and epochs.", "",
-                  "| teacher(s) | student test top-1 |", "|---|---|",
-                  f"| best single teacher | {e['best_single']['test_top1']:.2f} |",
-                  f"| ensemble of 2 | {e['ensemble']['test_top1']:.2f} |", "",
-                  "Teachers: " + "; ".join(f"{x['checkpoint'].split('/')[-1]} val {x['val_top1']:.2f} test "
-                                           f"{x['test_top1']:.2f}" for x in e["teachers"]), ""]
-    lines += ["Bars: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["bars"].items()), ""]
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    main()
+        rows += [{"section": "KD from 2 teachers", "model": f"student {e['student']}, {label}",
+                  "test_top1": e[key]["test_top1"]} for label, key in (("best single teacher", "best_single"),
+                                                                       ("ensemble of 2", "ensemble"))]
+    return Measured(rows=rows, metrics=metrics(r), notes=notes,
+                    details={k: r[k] for k in ("robustness", "soup", "ensemble", "load_average") if k in r})

@@ -1,4 +1,4 @@
-"""Split-computing bars (issue 5) on Fashion-MNIST with a ResNet-style teacher.
+"""Split computing (issue 5) on Fashion-MNIST with a ResNet-style teacher.
 
 1. Accuracy/size: the split pair's test top-1 (through the runtimes: head -> uint8 -> tail) is within
    1.0 point of the teacher's, with the 8-bit bottleneck <= 25% of the raw input bytes.
@@ -7,34 +7,31 @@
    with a small MTU, no delay; see edgekit/split/netns.py); the tail server runs in one namespace, the head
    in the other; split and full offload of the raw image are measured interleaved in one run.
 
-    python benchmarks/split_fashion_mnist.py [--teacher builtin:resnet20] [--teacher-epochs 3] [--skip-link]
+    python -m benchmarks run split-fashion-mnist [--set teacher=builtin:resnet20] [--set skip_link=true]
+    python -m benchmarks run split-profile-rpi4        # split-profile of that scenario's bundle
 
-The teacher is trained once (full epochs, bf16) and cached under benchmarks/cache/ (gitignored). Writes
-benchmarks/results/split_fashion_mnist.json and .md.
+The teacher is trained once (full epochs, bf16) and cached under benchmarks/cache/ (gitignored).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))   # this checkout's edgekit, not an installed one
-CACHE = ROOT / "benchmarks" / "cache"
+from benchmarks.schema import Measured
+from edgekit.errors import EdgekitError
+
+CACHE = Path(__file__).resolve().parent / "cache"
 
 
-def accuracy_phase(teacher: Path, recipe: Path, bundle: Path) -> dict:
+def accuracy_phase(teacher: Path, recipe: str, bundle: Path) -> dict:
     from edgekit.models import load_model
     from edgekit.data import load_data
-    from edgekit.pipeline import CompressOptions, compress
+    import edgekit
     from edgekit.training import evaluate_module
 
-    manifest = compress(CompressOptions(model=str(teacher), data="fashion-mnist", recipe=str(recipe), target="x86-cpu",
-                                        out=bundle, force=True)).as_json()
+    manifest = edgekit.compress(str(teacher), "fashion-mnist", target="x86-cpu", recipe=str(recipe), out=bundle,
+                                force=True).manifest.as_json()
     split = manifest["split"]
     stage = split["stage"]
     t = load_model(str(teacher))
@@ -51,9 +48,7 @@ def accuracy_phase(teacher: Path, recipe: Path, bundle: Path) -> dict:
             "head_params": stage["head_params"], "head_macs": stage["head_macs"], "teacher_params": stage["teacher_params"],
             "teacher_macs": stage["teacher_macs"], "tail_macs": stage["tail_macs"],
             "val_top1_after_head_distillation": stage["val_top1_after_head_distillation"],
-            "stage_seconds": manifest["stages"][0]["seconds"], "cached": manifest["stages"][0]["cached"],
-            "bars": {"within_1.0_point": teacher_top1 - pair_top1 <= 1.0,
-                     "bottleneck_<=25%_raw": stage["bottleneck_ratio_raw"] <= 0.25}}
+            "stage_seconds": manifest["stages"][0]["seconds"], "cached": manifest["stages"][0]["cached"]}
 
 
 def link_phase(bundle: Path, images: int, rate_mbit: float, delay_ms: float) -> dict:
@@ -72,73 +67,68 @@ def link_phase(bundle: Path, images: int, rate_mbit: float, delay_ms: float) -> 
                      "shaping": f"two network namespaces, veth pair, tc {result['link']}"},
             "split_run": result, "split_e2e_p50_ms": split_p50, "offload_raw_e2e_p50_ms": offload_p50,
             "split_e2e_mean_ms": modes["split"]["e2e_ms"]["mean_ms"],
-            "offload_raw_e2e_mean_ms": modes["offload_raw"]["e2e_ms"]["mean_ms"],
-            "bars": {"split_faster_than_raw_offload_at_5mbit": split_p50 < offload_p50}}
+            "offload_raw_e2e_mean_ms": modes["offload_raw"]["e2e_ms"]["mean_ms"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default="builtin:resnet20")
-    parser.add_argument("--teacher-epochs", type=int, default=3)
-    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "split-fashion-mnist.yaml")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--skip-link", action="store_true")
-    parser.add_argument("--skip-train", action="store_true", help="reuse the bundle from a previous run")
-    args = parser.parse_args()
-    os.environ.setdefault("EDGEKIT_CACHE", str(CACHE / "edgekit"))
-    bundle = args.out / "bundles" / "split_fashion_mnist"
-    started = time.time()
+def run(work: Path, teacher: str = "builtin:resnet20", teacher_epochs: int = 3,
+        recipe: str = "split-fashion-mnist", images: int = 300, skip_link: bool = False) -> Measured:
+    """The kind ``split``: the accuracy phase (the bundle is kept in ``work``/bundle, where the split_profile
+    scenarios read it), then the shaped-link phase over ``images`` test images unless ``skip_link``."""
     from benchmarks._teacher import teacher_checkpoint
 
-    result: dict = {"teacher_arch": args.teacher, "teacher_epochs": args.teacher_epochs, "recipe": str(args.recipe.relative_to(ROOT))}
-    json_path = args.out / "split_fashion_mnist.json"
-    if args.skip_train and json_path.exists():
-        result = json.loads(json_path.read_text())
-    else:
-        result["accuracy"] = accuracy_phase(teacher_checkpoint(args.teacher, args.teacher_epochs, steps=None, fast=True),
-                                            args.recipe, bundle)
-    if not args.skip_link:
-        result["link"] = link_phase(bundle, args.images, 5.0, 10.0)
-    from edgekit.profiling.latency import host_identity
-
-    result["host"] = host_identity()
-    result["seconds"] = round(time.time() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2, default=str))
-    (args.out / "split_fashion_mnist.md").write_text(render(result))
-    print(render(result))
+    os.environ.setdefault("EDGEKIT_CACHE", str(CACHE / "edgekit"))
+    bundle = work / "bundle"
+    result: dict = {"teacher_arch": teacher, "teacher_epochs": teacher_epochs, "recipe": recipe}
+    result["accuracy"] = accuracy_phase(teacher_checkpoint(teacher, teacher_epochs, steps=None, fast=True),
+                                        recipe, bundle)
+    if not skip_link:
+        result["link"] = link_phase(bundle, images, 5.0, 10.0)
+    return summarize(result)
 
 
-def render(r: dict) -> str:
-    a = r.get("accuracy", {})
-    lines = ["# Split computing on Fashion-MNIST (issue 5)", "",
-             f"teacher `{r['teacher_arch']}` ({r.get('teacher_epochs', '?')} epochs), recipe `{r['recipe']}`", ""]
-    if a:
-        lines += ["| metric | value |", "|---|---|",
-                  f"| teacher test top-1 | {a['teacher_test_top1']:.2f}% |",
-                  f"| split pair test top-1 (ORT head -> uint8 -> ORT tail) | {a['split_pair_test_top1'].get('head-onnxruntime-fp32'):.2f}% |",
-                  f"| drop | {a['drop_points']:.2f} points (bar <= 1.0: {'met' if a['bars']['within_1.0_point'] else 'NOT met'}) |",
-                  f"| bottleneck | {a['bottleneck_shape']} uint8 = {a['bottleneck_bytes']} B/image |",
-                  f"| raw input / JPEG-95 | {a['input_bytes_raw']:.0f} B / {a['input_bytes_jpeg95']:.0f} B |",
-                  f"| bottleneck / raw | {100 * a['bottleneck_ratio_raw']:.1f}% (bar <= 25%: "
-                  f"{'met' if a['bars']['bottleneck_<=25%_raw'] else 'NOT met'}) |",
-                  f"| head params / MACs | {a['head_params']:,} / {a['head_macs'] / 1e6:.2f} M "
-                  f"(teacher {a['teacher_params']:,} / {a['teacher_macs'] / 1e6:.2f} M) |", ""]
+def summarize(r: dict) -> Measured:
+    """Rows: the link's modes (when it ran); the accuracy phase as metrics."""
+    a = r["accuracy"]
+    metrics = {"teacher_test_top1": a["teacher_test_top1"],
+               "split_pair_test_top1": a["split_pair_test_top1"].get("head-onnxruntime-fp32"),
+               "drop_pt": round(a["drop_points"], 3), "bottleneck_bytes": a["bottleneck_bytes"],
+               "input_bytes_raw": a["input_bytes_raw"], "input_bytes_jpeg95": a["input_bytes_jpeg95"],
+               "bottleneck_ratio_raw": a["bottleneck_ratio_raw"], "head_params": a["head_params"],
+               "head_macs": a["head_macs"], "teacher_macs": a["teacher_macs"]}
+    notes = [f"teacher `{r['teacher_arch']}` ({r.get('teacher_epochs', '?')} epochs), recipe `{r['recipe']}`; split "
+             f"pair = ONNX Runtime head -> uint8 bottleneck {a['bottleneck_shape']} -> ONNX Runtime tail"]
+    rows = []
     link = r.get("link")
     if link and "skipped" in link:
-        lines += [f"shaped link: skipped — {link['skipped']}", ""]
+        notes.append(f"shaped link: skipped ({link['skipped']})")
     elif link:
-        lines += [f"## Shaped link: {link['link']['rate_mbit']} Mbit/s, RTT {link['link']['rtt_ms']} ms "
-                  f"({link['link']['shaping']})", "",
-                  "| mode | top-1 % | bytes/image | e2e p50 ms | e2e mean ms |", "|---|---|---|---|---|"]
-        for mode, m in link["split_run"]["modes"].items():
-            lines.append(f"| {mode} | {m['accuracy']['top1']:.2f} | {m['bytes_per_image']:.0f} | "
-                         f"{m['e2e_ms']['p50_ms']:.2f} | {m['e2e_ms']['mean_ms']:.2f} |")
-        lines += ["", f"split faster than raw offload: {'met' if link['bars']['split_faster_than_raw_offload_at_5mbit'] else 'NOT met'}", ""]
-    lines.append(f"host: {r['host']['cpu']} ({r['host']['cores']} cores)")
-    return "\n".join(lines) + "\n"
+        notes.append(f"shaped link: {link['link']['rate_mbit']} Mbit/s, RTT {link['link']['rtt_ms']} ms "
+                     f"({link['link']['shaping']})")
+        rows = [{"mode": mode, "top1": m["accuracy"]["top1"], "bytes_per_image": m["bytes_per_image"],
+                 "e2e_p50_ms": m["e2e_ms"]["p50_ms"], "e2e_mean_ms": m["e2e_ms"]["mean_ms"]}
+                for mode, m in link["split_run"]["modes"].items()]
+        metrics["split_faster_than_raw_offload"] = link["split_e2e_p50_ms"] < link["offload_raw_e2e_p50_ms"]
+    return Measured(rows=rows, metrics=metrics, notes=notes,
+                    details={"accuracy": {k: v for k, v in a.items() if k != "bars"},
+                             "link": {k: v for k, v in (link or {}).items() if k != "bars"}})
 
 
-if __name__ == "__main__":
-    main()
+def profile(work: Path, target: str = "x86-cpu", bundle: str | None = None, bandwidths: list[float] | None = None,
+            rtt_ms: float = 20.0, threads: int = 1) -> Measured:
+    """The kind ``split_profile``: ``edgekit split-profile`` on a split bundle [default: the split-fashion-mnist
+    scenario's], end-to-end latency of local, full offload and split against the link's bandwidth."""
+    from edgekit.split.profile import profile_split
+
+    bundle_dir = Path(bundle) if bundle else CACHE / "split-fashion-mnist" / "bundle"
+    if not (bundle_dir / "manifest.json").is_file():
+        raise EdgekitError(f"no split bundle at {bundle_dir}",
+                           "run python -m benchmarks run split-fashion-mnist first, or --set bundle=PATH")
+    return profile_summary(profile_split(bundle_dir, bandwidths or [1.0, 5.0, 20.0, 100.0], target, rtt_ms,
+                                         work / "profile", threads))
+
+
+def profile_summary(r: dict) -> Measured:
+    return Measured(rows=r["rows"], details={k: r[k] for k in ("bundle", "target", "bytes", "host_ms", "device_ms")},
+                    notes=[f"target {r['target']}: device compute {r['device_compute']}; server compute "
+                           f"{r['server_compute']}; network {r['network']}, RTT {r['rtt_ms']} ms; {r['threads']} "
+                           "thread(s)"])

@@ -9,18 +9,15 @@ The benchmark writes an image folder of JPEGs (500x375, photo-like: gradients + 
   - the upfront check of a folder: header-only scan vs a full decode of every file, and Pillow vs
     torchvision.io.decode_image per file.
 
-    nice -n 10 python -m benchmarks.train_throughput [--steps 12] [--batch 16] [--images 512] [--scan 3000]
+    nice -n 10 python -m benchmarks run train-throughput [--set steps=12] [--set scan=0]
 
-Writes benchmarks/results/train_throughput.json and .md (with the machine: lscpu model, ISA flags).
+The result keeps the machine (lscpu model, ISA flags). ``write_folder`` is also benchmarks/gpu_check.sh's.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import hashlib
 import io
-import json
 import os
 import platform
 import subprocess
@@ -32,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.schema import Measured
 from edgekit.data import load_data_for, make_loader
 from edgekit.data.core import DataSplits, TensorImageDataset
 from edgekit.data.imagefolder import check_files
@@ -39,8 +37,6 @@ from edgekit.models import load_model
 from edgekit.training import TrainParams, train
 from edgekit.training.device import using_device
 from edgekit.training.losses import kd_objective
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
@@ -141,88 +137,55 @@ def scan_rates(root: Path) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--images", type=int, default=512)
-    ap.add_argument("--scan", type=int, default=3000, help="JPEGs for the upfront-check timing (0: skip)")
-    ap.add_argument("--archs", nargs="+", default=["resnet18", "resnet50"])
-    ap.add_argument("--out", default=str(RESULTS / "train_throughput"))
-    ap.add_argument("--scan-only", action="store_true", help="redo only the upfront-check timing in an existing result")
-    args = ap.parse_args()
-    if args.scan_only:
-        out = Path(args.out)
-        results = json.loads(out.with_suffix(".json").read_text())
-        with tempfile.TemporaryDirectory(prefix="edgekit-tt-") as tmp:
-            results["scan"] = scan_rates(write_folder(Path(tmp) / "scan", args.scan, classes=10, seed=1))
-        out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-        out.with_suffix(".md").write_text(markdown(results))
-        print(markdown(results))
-        return
-    results: dict = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                     "machine": machine(), "settings": vars(args), "runs": []}
+def run(work: Path, steps: int = 12, batch: int = 16, images: int = 512, scan: int = 3000,
+        archs: list[str] | None = None) -> Measured:
+    """The kind ``train_throughput``: ``steps`` per run on the CPU (at least 100 on CUDA), ``images`` JPEGs in the
+    folder, ``scan`` JPEGs for the upfront-check timing (0: skip), ``archs`` torchvision models."""
+    archs = archs or ["resnet18", "resnet50"]
+    results: dict = {"machine": machine(), "settings": {"steps": steps, "batch": batch, "images": images,
+                                                        "scan": scan, "archs": archs}, "runs": []}
     devices = [torch.device("cpu")] + ([torch.device("cuda", 0)] if torch.cuda.is_available() else [])
     with tempfile.TemporaryDirectory(prefix="edgekit-tt-") as tmp:
-        root = write_folder(Path(tmp) / "imgs", args.images)
+        root = write_folder(Path(tmp) / "imgs", images)
         spec = load_model("torchvision:resnet18?weights=none&transform=DEFAULT", num_classes=4).spec
         data = load_data_for(str(root) + "?val=0.05", spec)
         view = data.train.augmented(flip=True)
-        batches = max(6, min(24, len(view) // args.batch - 1))
-        results["pipeline"] = {f"workers_{w}": pipeline_rate(view, args.batch, w, batches) for w in (0, 2)}
+        batches = max(6, min(24, len(view) // batch - 1))
+        results["pipeline"] = {f"workers_{w}": pipeline_rate(view, batch, w, batches) for w in (0, 2)}
         print("data pipeline (decode + RRC + flip, 224 px), images/s:", results["pipeline"], flush=True)
         rng = np.random.default_rng(0)
-        n_mem = args.batch * (args.steps + 1)
+        n_mem = batch * (steps + 1)
         memory = DataSplits(source="memory", train=TensorImageDataset(
             torch.from_numpy(rng.integers(0, 256, (n_mem, 3, 224, 224), dtype=np.uint8)), np.arange(n_mem) % 4),
             val=data.val, test=data.val, num_classes=4, class_names=data.class_names, channels=3,
             image_size=(224, 224))
         teacher = load_model("torchvision:resnet50?weights=none", num_classes=4).module.eval().requires_grad_(False)
         for device in devices:
-            steps = args.steps if device.type == "cpu" else max(args.steps, 100)
-            for arch in args.archs:
+            device_steps = steps if device.type == "cpu" else max(steps, 100)
+            for arch in archs:
                 for stage in ("finetune", "distill"):
                     for feed, ds, workers in (("jpeg folder, 2 workers", data, 2), ("in-memory tensors", memory, 0)):
                         if device.type == "cpu" and feed == "in-memory tensors" and stage == "distill":
                             continue  # compute-only is measured once per model on the CPU (finetune)
-                        r = train_rate(arch, ds, spec, steps, args.batch, workers,
+                        r = train_rate(arch, ds, spec, device_steps, batch, workers,
                                        teacher if stage == "distill" else None, device)
                         row = {"device": str(device), "arch": arch, "stage": stage, "data": feed, **r}
                         results["runs"].append(row)
                         print(row, flush=True)
-        if args.scan:
-            scan_root = write_folder(Path(tmp) / "scan", args.scan, classes=10, seed=1)
-            results["scan"] = scan_rates(scan_root)
+        if scan:
+            results["scan"] = scan_rates(write_folder(Path(tmp) / "scan", scan, classes=10, seed=1))
             print("upfront check:", results["scan"], flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    return summarize(results)
 
 
-def markdown(r: dict) -> str:
+def summarize(r: dict) -> Measured:
+    """One row per training run; the pipeline and upfront-check rates as metrics."""
+    metrics = {f"pipeline_images_per_s_{k}": v for k, v in r["pipeline"].items()}
+    metrics.update({f"scan_{k}": v for k, v in (r.get("scan") or {}).items()})
     m = r["machine"]
-    lines = [f"# Training throughput at 224 px ({r['created']})", "",
-             f"Machine: {m.get('cpu')} ({m['cores']} cores available, torch {m['torch']} with {m['torch_threads']} "
-             f"threads; flags: {' '.join(m.get('flags', []))})" + (f"; GPU: {m['gpu']}" if m.get("gpu") else ""),
-             f"Settings: batch {r['settings']['batch']}, {r['settings']['steps']} steps per run (CPU), random init, "
-             f"{r['settings']['images']} JPEGs of 500x375.", "",
-             "Data pipeline alone (decode + random-resized-crop + flip to 224, uint8 batches), images/s: "
-             + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in r["pipeline"].items()), "",
-             "| device | model | stage | data | precision | images/s |", "|---|---|---|---|---|---|"]
-    for row in r["runs"]:
-        lines.append(f"| {row['device']} | {row['arch']} | {row['stage']} | {row['data']} | {row['precision']} | "
-                     f"{row['images_per_s']} |")
-    if r.get("scan"):
-        s = r["scan"]
-        lines += ["", f"Upfront check of {s['files']} JPEGs (500x375): header scan {s['header_scan_ms_per_file']} ms/file, "
-                  f"full decode {s['full_decode_check_ms_per_file']} ms/file (parallel threads), the former serial "
-                  f"verify + decode + sha256 {s.get('former_serial_verify_decode_sha256_ms_per_file', '?')} ms/file; "
-                  f"one decode: Pillow "
-                  f"{s['pil_decode_ms']} ms, torchvision.io.decode_image {s['torchvision_decode_image_ms']} ms."]
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    main()
+    return Measured(rows=r["runs"], metrics=metrics, details={"machine": m, "settings": r["settings"]},
+                    notes=[f"torch {m['torch']} with {m['torch_threads']} threads; flags: {' '.join(m.get('flags', []))}"
+                           + (f"; GPU: {m['gpu']}" if m.get("gpu") else ""),
+                           f"batch {r['settings']['batch']}, {r['settings']['steps']} steps per run (CPU), random init, "
+                           f"{r['settings']['images']} JPEGs of 500x375; pipeline = decode + random-resized-crop + "
+                           "flip to 224, uint8 batches"])

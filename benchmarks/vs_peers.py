@@ -1,8 +1,8 @@
 """edgekit vs the peers glued by hand, like for like (issues 7 and 18): on the same teacher, data and
 machine, measured in one run.
 
-Paths, for each teacher family (``--family resnet``: builtin:resnet18_28, the quarter-width ResNet-18 of
-the other benchmarks; ``--family mobilenet``: builtin:mobilenetv3s_32, a MobileNetV3-small layout where
+Paths, for each teacher family (``family: resnet``: builtin:resnet18_28, the quarter-width ResNet-18 of
+the other benchmarks; ``family: mobilenet``: builtin:mobilenetv3s_32, a MobileNetV3-small layout where
 INT8 is not always faster), each trained on Fashion-MNIST and cached in benchmarks/cache/:
 
 - the teacher as is: torch eager FP32, OpenVINO FP32, ONNX Runtime INT8 (QDQ), OpenVINO INT8 (NNCF);
@@ -24,17 +24,16 @@ imports, then pruning, training, conversion; edgekit: the whole command, a proce
 for the like-for-like pair in ABBA order (by hand, edgekit, edgekit, by hand; the mean of each) so that the
 host's drift cancels. Run on an otherwise idle machine:
 
-    PYTHONPATH=. python benchmarks/vs_peers.py --family resnet [--threads 1] [--rounds 20] [--fresh]
+    python -m benchmarks run vs-peers-resnet [--set fresh=true] [--set rounds=20]
 
-Writes benchmarks/results/vs_peers_<family>.{json,md,svg}.
+The by-hand paths are hand-written on purpose: they are the peers. The accuracy/latency plot of the paths is
+written next to the scenario's cache (benchmarks/cache/<scenario>/vs_peers.svg).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import datetime as dt
 import json
 import os
 import shutil
@@ -52,21 +51,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _teacher import teacher_checkpoint  # noqa: E402
-
-from edgekit.data import load_data  # noqa: E402
-from edgekit.data.core import make_loader  # noqa: E402
-from edgekit.models import load_checkpoint, save_checkpoint  # noqa: E402
-from edgekit.models.complexity import count_macs  # noqa: E402
-from edgekit.profiling.latency import host_identity  # noqa: E402
-from edgekit.runtime import interleaved_latency  # noqa: E402
-from edgekit.runtime.identity import describe_host  # noqa: E402
-from edgekit.training.augment import random_crop_flip  # noqa: E402
+from benchmarks._teacher import teacher_checkpoint
+from benchmarks.schema import Measured
+from edgekit.data import load_data
+from edgekit.data.core import make_loader
+from edgekit.errors import EdgekitError
+from edgekit.models import load_checkpoint, save_checkpoint
+from edgekit.models.complexity import count_macs
+from edgekit.runtime import interleaved_latency
+from edgekit.training.augment import random_crop_flip
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "cache" / "vs_peers"
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 @dataclass
@@ -552,32 +548,46 @@ def capped_recipe(cache: Path, steps: int, epochs: int | None) -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=sorted(FAMILIES), default="resnet")
-    parser.add_argument("--teacher", type=Path, help="edgekit checkpoint of the teacher [default: train and cache]")
-    # 1 thread by default: at 2 threads on a 2-core host the interleaved harness (sessions of three runtimes in
-    # one process) read an ONNX Runtime file at 0.181 ms that its own bundle profiled at 0.093 ms (Zen 5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for latency and accuracy (training uses every core, as edgekit does)")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--peer-epochs", type=int, default=2, help="the peers' documented default")
-    parser.add_argument("--fresh", action="store_true", help="retrain the peers and rerun edgekit")
-    parser.add_argument("--steps-per-epoch", type=int, help="cap every path's training (teacher, by hand, edgekit's "
-                        "recipe) at this many batches of 128 per epoch [default: full epochs]: what makes "
-                        "--family resnet-large fit a 2-core CPU session")
-    parser.add_argument("--only", choices=["like-for-like"], help="like-for-like: the teacher, the by-hand path of "
-                        "edgekit's own settings and edgekit's default recipe only (no peers' defaults, no budgets; "
-                        "results go to vs_peers_<family>..._lfl.*): the bars a slow CPU can check in one session")
-    parser.add_argument("--single-wall", action="store_true", help="produce the like-for-like pair once (default: "
-                        "by hand, edgekit, edgekit, by hand, and the mean of each: the host's drift cancels)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 20 batches per epoch, 1 epoch everywhere "
-                        "(results go to vs_peers_<family>_quick.*; numbers mean nothing)")
-    parser.add_argument("--latency-job", type=Path, help=argparse.SUPPRESS)   # the fresh timing process
-    args = parser.parse_args()
-    if args.latency_job:
-        latency_job(args.latency_job)
-        return
+@dataclass
+class Settings:
+    """One vs_peers run (the scenario's parameters)."""
+    family: str = "resnet"
+    teacher: Path | None = None       # an edgekit checkpoint of the teacher [default: train and cache]
+    threads: int = 1                  # latency and accuracy (training uses every core, as edgekit does)
+    rounds: int = 20
+    peer_epochs: int = 2              # the peers' documented default
+    fresh: bool = False               # retrain the peers and rerun edgekit
+    steps_per_epoch: int | None = None
+    only: str | None = None
+    single_wall: bool = False
+    quick: bool = False
+
+
+def run(work: Path, family: str = "resnet", teacher: str | None = None, threads: int = 1, rounds: int = 20,
+        peer_epochs: int = 2, fresh: bool = False, steps_per_epoch: int | None = None, only: str | None = None,
+        single_wall: bool = False, quick: bool = False) -> Measured:
+    """The kind ``vs_peers``. ``family``: resnet, mobilenet or resnet-large. ``threads``: for latency and accuracy;
+    1 by default: at 2 threads on a 2-core host the interleaved harness (sessions of three runtimes in one
+    process) read an ONNX Runtime file at twice the time its own bundle profiled. ``steps_per_epoch``: cap every
+    path's training (teacher, by hand, edgekit's recipe) at this many batches of 128 per epoch [default: full
+    epochs]: what makes resnet-large fit a 2-core CPU session. ``only: like-for-like``: the teacher, the by-hand
+    path of edgekit's own settings and edgekit's default recipe only (no peers' defaults, no budgets).
+    ``single_wall``: produce the like-for-like pair once (default: by hand, edgekit, edgekit, by hand, and the
+    mean of each: the host's drift cancels). ``quick``: a smoke run, 20 batches per epoch and 1 epoch everywhere
+    (numbers mean nothing). Trained paths and bundles are cached in benchmarks/cache/vs_peers/ (``fresh``: redo)."""
+    if family not in FAMILIES:
+        raise EdgekitError(f"unknown vs_peers family {family!r}", f"one of {', '.join(sorted(FAMILIES))}")
+    if only not in (None, "like-for-like"):
+        raise EdgekitError(f"only: {only!r} is not a subset vs_peers knows", "only: like-for-like, or leave it out")
+    args = Settings(family, Path(teacher) if teacher else None, threads, rounds, peer_epochs, fresh, steps_per_epoch,
+                    only, single_wall, quick)
+    results = compare(args)
+    plot(results, work / "vs_peers.svg")
+    return summarize_result(results)
+
+
+def compare(args: Settings) -> dict:
+    """Every path, made and measured: the raw result (rows with their notes, the settings)."""
     global STEP_CAP
     if args.quick:
         args.steps_per_epoch, args.peer_epochs = 20, 1
@@ -698,18 +708,10 @@ def main() -> None:
             p.top1 = top1(p.run, x_test, y_test)
             print(f"  {p.name}: {p.top1:.2f}%", flush=True)
     interleave_latency(paths, x_test[:1], args.rounds, args.threads)
-    results = summarize(paths, teacher_path, fp32_bytes, args, ours)
+    results = raw_result(paths, teacher_path, args, ours)
     results["unreachable_budgets"] = unreachable
-    results["bars"] += [{"bar": f"budget {u['budget_ms']:g} ms ({u['fraction']}) met", "value": u["error"], "met": False}
-                        for u in unreachable]
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"vs_peers_{args.family}" + (f"_s{STEP_CAP}" if STEP_CAP and not args.quick else "") + \
-        ("_quick" if args.quick else "") + ("_lfl" if args.only == "like-for-like" else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(results))
-    plot(results, RESULTS / f"{stem}.svg")
-    print(markdown(results))
+    return results
 
 
 def _row(p: PathResult, teacher_top1: float) -> dict:
@@ -728,97 +730,77 @@ def _dominates(a: dict, b: dict) -> bool:
     return a["top1"] >= b["top1"] and a["p50_ms"] <= b["p50_ms"] and (a["top1"] > b["top1"] or a["p50_ms"] < b["p50_ms"])
 
 
-def summarize(paths: list[PathResult], teacher_path: Path, fp32_bytes: int, args, ours: dict) -> dict:
-    rows = [_row(p, paths[0].top1) for p in paths]
+def raw_result(paths: list[PathResult], teacher_path: Path, args: Settings, ours: dict) -> dict:
+    """Every path's row (with its notes) and the run's settings."""
+    return {"family": args.family, "threads": args.threads, "rounds": args.rounds, "teacher": str(teacher_path),
+            "batch": 1, "test_images": 10000, "edgekit_recipe": ours, "only": args.only,
+            "rows": [_row(p, paths[0].top1) for p in paths]}
+
+
+def _seconds(row: dict) -> float:
+    """A path's seconds to produce (rows of runs before the seconds were kept have only the minutes)."""
+    return row["produce_seconds"] if row.get("produce_seconds") is not None else row["produce_minutes"] * 60
+
+
+def metrics_of(rows: list[dict], unreachable: list[dict]) -> dict:
+    """What the bars read (scenarios.yaml), from the rows: edgekit's default-recipe path against the like-for-like
+    by-hand path (its faster INT8 file), the fastest path made with the peers' tools at their defaults, the
+    teacher's FP32 size (the torch row's bytes) and the budget points (missed: over budget, or no candidate)."""
     default = next(r for r in rows if r["by"] == "edgekit" and "budget_ms" not in r["notes"])
+    fp32_mb = next(r["mb"] for r in rows if r["by"] == "teacher" and "torch" in r["path"])
+    out = {"edgekit_top1": default["top1"], "edgekit_p50_ms": default["p50_ms"],
+           "delta_vs_teacher_pt": default["delta_vs_teacher"], "fp32_size_over_edgekit": round(fp32_mb / default["mb"], 1)}
+    like = min((r for r in rows if r["by"] == "like-for-like"), key=lambda r: r["p50_ms"], default=None)
+    if like:
+        ours, theirs = _seconds(default), _seconds(like)
+        out.update({"like_top1_delta_pt": round(default["top1"] - like["top1"], 2),
+                    "like_p50_ratio": round(default["p50_ms"] / like["p50_ms"], 3),
+                    "like_wall_ratio": round(ours / max(theirs, 1), 3)})
+        if like["notes"].get("measuring_seconds") is not None:   # the by-hand path + the measuring its deploy needs
+            out["like_wall_ratio_same_work"] = round(ours / max(theirs + like["notes"]["measuring_seconds"], 1), 3)
+    peers = [r for r in rows if r["by"] == "peers"]   # the teacher quantized by the peers' tools included
+    if peers:
+        out["best_peer_p50_over_edgekit"] = round(min(r["p50_ms"] for r in peers) / default["p50_ms"], 3)
     budgeted = [r for r in rows if "budget_ms" in r["notes"]]
-    like = min((r for r in rows if r["by"] == "like-for-like"), key=lambda r: r["p50_ms"])
-    peers = [r for r in rows if r["by"] == "peers"]
-    best_peer = min(peers, key=lambda r: r["p50_ms"])
-    by_hand = [r for r in rows if r["by"] in ("peers", "like-for-like")]
-    bars = [
-        {"bar": f"like for like: top-1 >= the by-hand path ({like['top1']:.2f}%) - 0.1 pt",
-         "value": round(default["top1"] - like["top1"], 2), "met": default["top1"] >= like["top1"] - 0.1},
-        {"bar": f"like for like: p50 ratio to the by-hand path ({like['p50_ms']:.3f} ms) <= 1.05",
-         "value": round(default["p50_ms"] / like["p50_ms"], 3), "met": default["p50_ms"] <= 1.05 * like["p50_ms"]},
-        {"bar": f"like for like: wall-clock ratio to the by-hand path's start-up + training + conversions "
-                f"({like['produce_minutes']:.1f} min) <= 1.1",
-         "value": round(default["produce_seconds"] / max(like["produce_seconds"], 1), 3),
-         "met": default["produce_seconds"] <= 1.1 * like["produce_seconds"]},
-        {"bar": f"peers' defaults: p50 <= 1/2 of the best by-hand path ({best_peer['p50_ms']:.3f} ms)",
-         "value": round(best_peer["p50_ms"] / default["p50_ms"], 3), "met": default["p50_ms"] <= best_peer["p50_ms"] / 2},
-        {"bar": "top-1 >= teacher - 0.5 pt (Δ from the manifest's input reference)",
-         "value": default["delta_vs_teacher"], "met": default["delta_vs_teacher"] >= -0.5},
-        {"bar": "size <= 1/16 of the FP32 teacher", "value": round(fp32_bytes / 1e6 / default["mb"], 1),
-         "met": default["mb"] <= fp32_bytes / 1e6 / 16},
-    ]
-    if like["notes"].get("measuring_seconds") is not None:   # ratios from seconds: minutes are rounded to 6 s
-        same_work = like["produce_seconds"] + like["notes"]["measuring_seconds"]
-        bars.insert(3, {"bar": f"like for like, the same work: wall-clock ratio to the by-hand path + the measuring "
-                               f"its deploy choice needs ({same_work / 60:.1f} min) <= 1.1",
-                        "value": round(default["produce_seconds"] / max(same_work, 1), 3),
-                        "met": default["produce_seconds"] <= 1.1 * same_work})
-    if args.only == "like-for-like":   # no peers'-defaults path was run: its bar would compare with the teacher
-        bars = [b for b in bars if not b["bar"].startswith("peers' defaults")]
-    for r in budgeted:
-        b = r["notes"]["budget_ms"]
-        bars.append({"bar": f"budget {b:g} ms met by the deployed artifact, measured in this run",
-                     "value": r["p50_ms"], "met": r["p50_ms"] <= b})
-        beaten = [h["path"] for h in by_hand if _dominates(h, r)]
-        bars.append({"bar": f"no by-hand point dominates the {b:g} ms budget point",
-                     "value": ", ".join(beaten) or "none", "met": not beaten})
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": host_identity(),
-            "family": args.family, "threads": args.threads, "rounds": args.rounds, "teacher": str(teacher_path),
-            "batch": 1, "test_images": 10000, "edgekit_recipe": ours, "rows": rows, "bars": bars,
-            "command": f"PYTHONPATH=. python benchmarks/vs_peers.py --family {args.family} --threads {args.threads}"
-                       + (f" --steps-per-epoch {STEP_CAP}" if STEP_CAP and not args.quick else "")
-                       + (f" --only {args.only}" if args.only else "")}
+    if budgeted or unreachable:
+        by_hand = [r for r in rows if r["by"] in ("peers", "like-for-like")]
+        out["budgets_missed"] = sum(r["p50_ms"] > r["notes"]["budget_ms"] for r in budgeted) + len(unreachable)
+        out["budget_points_dominated"] = sum(any(_dominates(h, r) for h in by_hand) for r in budgeted)
+    return out
 
 
-def markdown(r: dict) -> str:
-    host = r["host"]
-    lines = [f"# edgekit vs the peers by hand, {r['family']} teacher ({r['date']})", "",
-             f"Host: {describe_host(host)}, {r['threads']} threads, batch 1. Teacher "
-             f"`{Path(r['teacher']).name}`. Fashion-MNIST, full {r['test_images']} test images; latency interleaved "
-             f"over {r['rounds']} rounds. Like-for-like settings (from recipes/x86-cpu.yaml): {r['edgekit_recipe']}. "
-             + (f"Every path, the teacher included, trains {r['edgekit_recipe']['steps_per_epoch']} batches of 128 "
-                "per epoch (edgekit: the x86-cpu recipe with `max_steps_per_epoch` set to that), so that the "
-                "run fits a 2-core CPU. " if r["edgekit_recipe"].get("steps_per_epoch") else "") +
-             "Training uses every core; latency and accuracy run at the threads above. "
-             f"Reproduce: `{r['command']}`.", "",
-             "| path | by | top-1 % | Δ vs teacher | p50 ms | p90 ms | MB | MMACs | minutes to produce |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        name = f"**{row['path']}**" if row["by"] == "edgekit" else row["path"]
-        lines.append(f"| {name} | {row['by']} | {row['top1']:.2f} | {row['delta_vs_teacher']:+.2f} | {row['p50_ms']:.3f} | "
-                     f"{row['p90_ms']:.3f} | {row['mb']:.3f} | {row['mmacs']:.1f} | {row['produce_minutes']:.1f} |")
+def summarize_result(r: dict) -> Measured:
+    """The raw result as a stored one: the table without the per-path notes (kept in details), the metrics, and
+    where edgekit's minutes went and the ABBA wall clock as notes."""
+    columns = ("path", "by", "top1", "delta_vs_teacher", "p50_ms", "p90_ms", "mb", "mmacs", "produce_minutes")
+    rows = [{k: row.get(k) for k in columns} for row in r["rows"]]
+    notes = [f"{r['threads']} thread(s), batch 1; teacher `{Path(r['teacher']).name}`; Fashion-MNIST, full "
+             f"{r['test_images']} test images; latency interleaved over {r['rounds']} rounds in a fresh process; "
+             f"like-for-like settings (from recipes/x86-cpu.yaml): {r['edgekit_recipe']}"
+             + (f"; every path, the teacher included, trains {r['edgekit_recipe']['steps_per_epoch']} batches of 128 "
+                "per epoch" if r["edgekit_recipe"].get("steps_per_epoch") else "")]
     split = [f"{row['path']}: {row['produce_minutes']:.1f} min, of which training {row['notes']['train_seconds'] / 60:.1f}"
              + "".join(f", {name.replace('_', ' ')} {sec:.0f} s" for name, sec in row["notes"].get("phases", {}).items())
              for row in r["rows"] if row["by"] == "edgekit" and row["notes"].get("train_seconds") is not None]
     if split:
-        lines += ["", "Where edgekit's minutes went (training = its stages' own training; the phases are the "
-                  "manifest's `phases`: stages include pruning and each stage's val check; compile profile is "
-                  "compiling every artifact and scoring + timing it): " + "; ".join(split) + "."]
-    # one measurement for the like-for-like pair (both of its rows carry it): said once
+        notes.append("where edgekit's minutes went (its stages' training, then the manifest's phases): " + "; ".join(split))
     measuring = next((row["notes"]["measuring_seconds"] for row in r["rows"]
                       if row["notes"].get("measuring_seconds") is not None), None)
     if measuring is not None:
-        lines += ["", "By hand, the measuring edgekit's deploy choice needs (teacher's test top-1, both INT8 files "
-                  f"scored on the test split and timed, every core), not in its minutes above: {measuring:.0f} s."]
+        notes.append("by hand, the measuring edgekit's deploy choice needs (teacher's test top-1, both INT8 files scored "
+                     f"and timed), not in its minutes: {measuring:.0f} s")
     abba = [(row["path"], row["notes"]["wall_abba"]) for row in r["rows"] if row["notes"].get("wall_abba")]
     if abba:
-        lines += ["", "Like-for-like wall clock in ABBA order (by hand, edgekit, edgekit, by hand, each from scratch; the "
-                  "table and the bars use each one's mean, so a steady drift of the host's speed cancels): "
-                  + "; ".join(f"{name}: {' and '.join(f'{s:.0f}' for s in w['runs_seconds'])} s"
-                              + (f" (of which start-up {' and '.join(f'{s:.0f}' for s in w['startup_runs_seconds'])} s)"
-                                 if w.get("startup_runs_seconds") else "")
-                              + (f" (+ measuring {' and '.join(f'{s:.0f}' for s in w['measuring_runs_seconds'])} s)"
-                                 if w.get("measuring_runs_seconds") else "")
-                              + ("" if w["same_result"] else ", **the second run differed**")
-                              for name, w in abba) + "."]
-    lines += ["", "| bar | value | met |", "|---|---|---|"]
-    lines += [f"| {b['bar']} | {b['value']} | {'yes' if b['met'] else '**no**'} |" for b in r["bars"]]
-    return "\n".join(lines) + "\n"
+        notes.append("like-for-like wall clock in ABBA order (by hand, edgekit, edgekit, by hand; the table uses each "
+                     "one's mean): " + "; ".join(f"{name}: {' and '.join(f'{s:.0f}' for s in w['runs_seconds'])} s"
+                                                 + ("" if w["same_result"] else ", **the second run differed**")
+                                                 for name, w in abba))
+    unreachable = r.get("unreachable_budgets") or []
+    notes += [f"budget {u['budget_ms']:g} ms ({u['fraction']}): no candidate fits ({u['error']})" for u in unreachable]
+    return Measured(rows=rows, metrics=metrics_of(r["rows"], unreachable), notes=notes,
+                    details={"paths": {row["path"]: row["notes"] for row in r["rows"]},
+                             **{k: r[k] for k in ("family", "teacher", "edgekit_recipe", "wall_minutes",
+                                                  "unreachable_budgets") if k in r}})
 
 
 def plot(r: dict, path: Path) -> None:
@@ -847,4 +829,8 @@ def plot(r: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Only the fresh timing process of ``interleave_latency`` starts this file; runs go through the suite.
+    if sys.argv[1:2] == ["--latency-job"] and len(sys.argv) == 3:
+        latency_job(Path(sys.argv[2]))
+    else:
+        sys.exit("run it as a scenario: python -m benchmarks run vs-peers-resnet (python -m benchmarks run --list)")

@@ -3,7 +3,8 @@ to 50% MACs, then FP32 + INT8 for x86-cpu (OpenVINO, ONNX Runtime) and rpi4 (Lit
 
 Each model runs in its own subprocess (``nice -n 10``, one thread, a memory cap and a timeout), so
 one model that is killed cannot take the sweep down; results are appended to
-benchmarks/results/zoo.{json,md} after every model. Data: a 6-class RGB image folder written from
+benchmarks/cache/zoo/zoo.{json,md} after every model (the suite's result: ``python -m benchmarks run zoo``,
+benchmarks/zoo_suite.py). Data: a 6-class RGB image folder written from
 Fashion-MNIST (12 PNGs per class). Agreement = top-1 agreement (%) of the artifact with the pruned
 PyTorch model over those 72 images; latency = batch-1 p50 through the artifact's runtime here.
 
@@ -24,8 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results"
+RESULTS = ROOT / "cache" / "zoo"   # the sweep's own files; the suite's result: python -m benchmarks run zoo
 IMAGES = ROOT / "cache" / "zoo_images"
+LOGS = ROOT / "cache" / "zoo_logs"   # one log per model's child process (not results: kept out of the tree)
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 TV, TM = "torchvision:{}?weights=none", "timm:{}?pretrained=false"
 
@@ -186,7 +188,8 @@ def run_isolated(source: str, px: int, timeout: float, memory_gb: float) -> dict
            "EDGEKIT_MEMORY_LIMIT_GB": str(memory_gb - 1.5)}
     out = Path(f"/tmp/zoo-row-{os.getpid()}.json")
     out.unlink(missing_ok=True)
-    log = open(RESULTS / "zoo_logs" / (source.split("?")[0].replace(":", "_") + ".log"), "w")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = open(LOGS / (source.split("?")[0].replace(":", "_") + ".log"), "w")
     proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "benchmarks.zoo", "--child", source,
                              str(px), str(out)], env=env, cwd=ROOT.parent, stdout=log, stderr=log)
     start, peak, why = time.time(), 0.0, None
@@ -278,7 +281,6 @@ def main() -> None:
         Path(out).write_text(json.dumps(row, default=str))
         return
     write_images()
-    (RESULTS / "zoo_logs").mkdir(parents=True, exist_ok=True)
     previous = {}
     if (RESULTS / "zoo.json").exists():
         previous = {r["model"]: r for r in json.loads((RESULTS / "zoo.json").read_text())["models"]}

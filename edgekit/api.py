@@ -21,7 +21,6 @@ from edgekit.errors import EdgekitError
 from edgekit.gates import Gates
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch.nn as nn
     from torch.utils.data import Dataset
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,9 @@ def sshd(tmp_path_factory):
     server.stop()
 
 
-def ssh_args(server: LoopbackSshd, key: Path | None = None, known_hosts: Path | None = None) -> list[str]:
-    """The CLI's SSH options for the loopback "device"."""
+def ssh_args(server: LoopbackSshd, key: Path | None = None, known_hosts: Path | None = None,
+             python: str | None = None) -> list[str]:
+    """The CLI's SSH options for the loopback "device". Its Python is this environment's interpreter (a venv's
+    included: the system ``python3`` lacks the venv's runtimes) unless a test is about another one."""
     return ["--host", f"{server.user}@127.0.0.1", "--port", str(server.port), "--identity", str(key or server.user_key),
-            "--known-hosts", str(known_hosts or server.known_hosts)]
+            "--known-hosts", str(known_hosts or server.known_hosts), "--remote-python", python or sys.executable]

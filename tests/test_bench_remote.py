@@ -119,7 +119,7 @@ def test_missing_runtime_on_device(sshd, bundle, tmp_path):
 
     python.write_text(f"#!/bin/sh\nPYTHONPATH={stubs} exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
-    r = run_cli("bench", str(bundle), *FAST, *ssh_args(sshd), "--remote-python", str(python),
+    r = run_cli("bench", str(bundle), *FAST, *ssh_args(sshd, python=str(python)),
                 "--artifact", "onnxruntime-fp32")
     one_line_error(r, "lacks the runtime 'onnxruntime'", "pip install onnxruntime")
     assert_device_clean(sshd)

@@ -7,6 +7,8 @@ model's own latency, computed here independently of the search, so that pruning 
 
 from __future__ import annotations
 
+import sys
+
 import json
 from pathlib import Path
 
@@ -165,7 +167,7 @@ def test_budget_measured_on_the_loopback_device_during_the_search(recipe, tmp_pa
     recipe = tmp_path / "budget-x16.yaml"
     recipe.write_text(RECIPE.replace("round_to: [null]", "round_to: [16]"))
     device = SshDevice.parse(f"{sshd.user}@127.0.0.1", port=sshd.port, identity=sshd.user_key,
-                             known_hosts=sshd.known_hosts, python="python3")
+                             known_hosts=sshd.known_hosts, python=sys.executable)
     timer = RunnerTimer(load_target("rpi5"), load_recipe(str(recipe)), None, runs=60, max_seconds=2, threads=None,
                         remote=device)
     with timer.session():   # the quickest of 3: the loopback runner's p50 varies by 20-30% on 2 shared cores

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #     split.bundle reads a split bundle, split.client/server/profile run one (its report section is reports.split).
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["edgekit._version", "edgekit.errors", "edgekit.spec", "edgekit.registry", "edgekit.resources",
-                    "edgekit.ui", "edgekit.target"]),
+                    "edgekit.ui", "edgekit.target", "edgekit.locks"]),
     ("models", ["edgekit.models"]),
     # runtime is a leaf (stdlib + numpy, shipped to devices as is), so it sits below data: the host's
     # image-folder decoding uses runtime.preprocess, the very function the device runner uses (issue 16).

@@ -22,6 +22,21 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from edgekit import __version__
+
+        print(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")) -> None:
+    """Options of ``edgekit`` itself, before any command (the command's own options follow it)."""
+
+
 # Importing the command modules registers their commands on ``app``.
 from edgekit.cli import bench, build_engine, compress, inspect, split, targets  # noqa: E402,F401
 
@@ -39,21 +54,33 @@ NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 PROG = "edgekit"  # also under ``python -m edgekit``, so the hints name the command users type
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C, so `edgekit ... && deploy` stops
+
+
 def main() -> None:
     try:
-        app(prog_name=PROG, standalone_mode=False)
+        code = app(prog_name=PROG, standalone_mode=False)
     except EdgekitError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
-        print("error: interrupted (nothing half-written was left; rerun to resume from cached stages)",
-              file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):   # typer 0.12 lets Ctrl-C through as these
+        _interrupted()
     except UsageError as err:
         _usage_error(err)
     except ClickException as err:  # e.g. a file argument that cannot be opened
         print(f"error: {err.format_message()}", file=sys.stderr)
         sys.exit(err.exit_code)
+    # typer 0.29 turns Ctrl-C into Exit(130), and in non-standalone mode any Exit into a returned code
+    # (a command's return value is None): a code returned here is the process's exit code.
+    if code == EXIT_INTERRUPTED:
+        _interrupted()
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        sys.exit(code)
+
+
+def _interrupted() -> None:
+    print("error: interrupted (nothing half-written was left; rerun to resume from cached stages)", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _usage_error(err) -> None:

@@ -8,9 +8,13 @@ from typing import List, Optional
 import typer
 
 from edgekit.cli import app
-from edgekit.cli.common import HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, print_json, stdout, table
+from edgekit.cli.common import HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, print_fitted, print_json, stdout
 from edgekit.errors import EdgekitError
 from edgekit.reports.tables import BENCH_COLUMNS, ESTIMATE_COLUMNS, bench_rows, bench_title, estimate_rows
+
+
+# Left out first where the bench table does not fit the width: the spread, then what the rest implies.
+BENCH_OPTIONAL = ["std ms", "mean ms", "Δ final pt", "p90 ms", "runtime", "status", "peak MB", "throughput"]
 
 
 def parse_batch_sizes(text: str | None) -> list[int]:
@@ -57,19 +61,26 @@ def bench_command(
     """
     import edgekit
     from edgekit.manifest import read_manifest
+    from edgekit.profiling.bench import failed_artifacts
 
     entry = edgekit.bench(bundle, host, port=port, identity=identity, known_hosts=known_hosts,
                           remote_python=remote_python, timeout=timeout, data=data, limit=limit,
                           artifacts=artifact or [], warmup=warmup, runs=runs, max_seconds=max_seconds, batch=batch,
                           batch_sizes=parse_batch_sizes(batch_sizes), threads=threads, update=not no_update)
+    failed = failed_artifacts(entry)  # raised after the results are printed and kept
     if json_out:
         print_json(entry.model_dump(mode="json", exclude_none=True))
+        if failed:
+            raise failed
         return
     artifacts = read_manifest(bundle).artifacts
     if entry.results:
-        stdout.print(table(bench_title(entry), BENCH_COLUMNS, bench_rows(artifacts, entry)))
+        print_fitted(bench_title(entry), BENCH_COLUMNS, bench_rows(artifacts, entry), BENCH_OPTIONAL)
     est = estimate_rows(artifacts, [entry])
     if entry.estimates and est:
-        stdout.print(table("estimated (not measured: these artifacts cannot run here)", ESTIMATE_COLUMNS, est))
+        print_fitted("estimated (not measured: these artifacts cannot run here)", ESTIMATE_COLUMNS, est,
+                     ["model", "compute-bound layers", "runtime"])
     if not no_update:
         stdout.print(f"results merged into {bundle / 'manifest.json'} and {bundle / 'report.html'}")
+    if failed:
+        raise failed

@@ -6,12 +6,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
+from edgekit import ui
 from edgekit.cli import app
-from edgekit.cli.common import HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_json, stdout, table
+from edgekit.cli.common import (HOST, IDENTITY, KNOWN_HOSTS, PORT, REMOTE_PYTHON, parse_size, print_fitted,
+                                print_json, print_table, stdout, table)
 from edgekit.gates import gate_failure
-from edgekit.reports.tables import (ARTIFACT_COLUMNS, GATE_COLUMNS, artifact_rows, fmt, gate_rows, headline,
-                                    reference_title, skipped_label)
+from edgekit.reports.tables import (ARTIFACT_COLUMNS, COMPACT_COLUMNS, GATE_COLUMNS, artifact_rows, compact_artifacts,
+                                    fmt, gate_rows, headline, reference_title, skipped_label)
 
 
 @app.command("compress")
@@ -38,6 +42,9 @@ def compress_command(
     skip_broken_images: bool = typer.Option(False, "--skip-broken-images", help="leave unreadable image files "
                                             "out (counted and listed in the manifest) instead of stopping"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
+    wide: bool = typer.Option(False, "--wide", help="every column of the artifacts table (it no longer fits 80)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show other libraries' messages here instead of "
+                                 "in the bundle's logs/third_party.log"),
     max_accuracy_drop: Optional[float] = typer.Option(
         None, "--max-accuracy-drop", help="CI gate: max top-1 drop (points) of an artifact vs the input model "
         "(PyTorch, test split). Only checks: what is built is the recipe's (compile.max_accuracy_drop). "
@@ -86,32 +93,56 @@ def compress_command(
     # Usage errors in the target or recipe (an unknown compile.options key...) fail here, in seconds,
     # before the pipeline imports the runtimes.
     load_recipe(recipe or load_target(target).recipe)
-    result = edgekit.compress(
-        model, data, target=target, recipe=recipe, out=out, force=force, arch=arch, input_size=parse_size(input_size),
-        trust_pickle=trust_pickle, use_cache=not no_cache, resume=resume, threads=threads, device=device,
-        skip_broken_images=skip_broken_images, latency_budget_ms=latency_budget_ms,
-        budget_students=budget_students or [], max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms,
-        server_target=server_target, host=host, port=port, identity=identity, known_hosts=known_hosts,
-        remote_python=remote_python, command=sys.argv)
+    with ui.third_party_to_file(verbose) as chatter:
+        result = edgekit.compress(
+            model, data, target=target, recipe=recipe, out=out, force=force, arch=arch,
+            input_size=parse_size(input_size), trust_pickle=trust_pickle, use_cache=not no_cache, resume=resume,
+            threads=threads, device=device, skip_broken_images=skip_broken_images,
+            latency_budget_ms=latency_budget_ms, budget_students=budget_students or [],
+            max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms, server_target=server_target,
+            host=host, port=port, identity=identity, known_hosts=known_hosts, remote_python=remote_python,
+            command=sys.argv)
+        kept = chatter.keep(result.bundle) if result is not None else None
     if result is None:
         return  # a non-zero rank under torchrun: rank 0 reports
     manifest = result.manifest
+    if kept is not None:
+        ui.info(f"[dim]messages from other libraries: {escape(str(kept))} (-v shows them here)[/dim]")
     failure = gate_failure(manifest)
     if json_out:
         print_json(manifest.as_json())
         if failure:
             raise failure
         return
-    stdout.print(table(reference_title(manifest), ARTIFACT_COLUMNS, artifact_rows(manifest)))
-    for s in manifest.skipped:
-        stdout.print(f"[dim]not produced: {skipped_label(s)}: {s.reason}[/dim]")
-    if manifest.deploy:
-        d = manifest.deploy
-        stdout.print(f"deploy: [bold]{d.artifact}[/bold] — top-1 {fmt(d.top1)}%, {d.reason}")
-    for line in headline(manifest):
-        stdout.print(line, markup=False, highlight=False)
-    stdout.print(f"bundle: [bold]{manifest.bundle}[/bold] ({manifest.seconds or 0:.0f} s)")
-    if manifest.gates:
-        stdout.print(table("CI gates", GATE_COLUMNS, gate_rows(manifest)))
+    print_result(manifest, wide)
     if failure:
         raise failure
+
+
+def print_result(manifest, wide: bool = False, console: Console = stdout) -> None:
+    """What ``edgekit compress`` prints on stdout for a bundle: artifacts, deploy choice, headline, gates."""
+    print_artifacts(manifest, wide, console)
+    for s in manifest.skipped:
+        console.print(f"not produced: {skipped_label(s)}: {s.reason}", style="dim", markup=False, highlight=False)
+    if manifest.deploy:
+        d = manifest.deploy
+        console.print(f"deploy: [bold]{escape(d.artifact)}[/bold] — top-1 {fmt(d.top1)}%, {escape(d.reason)}")
+    for line in headline(manifest):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"bundle: [bold]{escape(str(manifest.bundle))}[/bold] ({manifest.seconds or 0:.0f} s)")
+    if manifest.gates:
+        print_fitted("CI gates", GATE_COLUMNS, gate_rows(manifest), ["Δ final pt", "Δ input pt"], console)
+
+
+def print_artifacts(manifest, wide: bool = False, console: Console = stdout) -> None:
+    """The artifacts table: compact by default (fits 80 columns; what does not compete is one line under
+    it), every column with ``wide``."""
+    if wide:
+        print_table(table(reference_title(manifest), ARTIFACT_COLUMNS, artifact_rows(manifest)), console)
+        return
+    compact = compact_artifacts(manifest)
+    styles = ["bold" if i == compact.deployed else None for i in range(len(compact.rows))]
+    print_table(table(reference_title(manifest), COMPACT_COLUMNS, compact.rows, styles), console)
+    console.print(f"{compact.legend} · --wide: all columns", style="dim", markup=False, highlight=False)
+    if compact.left_out:
+        console.print(f"not ranked: {'; '.join(compact.left_out)}", style="dim", markup=False, highlight=False)

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from edgekit.cli import app
-from edgekit.cli.common import parse_size, print_json, stdout, table
+from edgekit.cli.common import parse_size, print_json, print_table, stdout, table
 
 
 @app.command("inspect")
@@ -34,4 +34,4 @@ def inspect_command(
                  f"classes {spec.num_classes}")
     rows = [[r["name"], r["type"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs'] / 1e6:.3f}"]
             for r in layers]
-    stdout.print(table("layers", ["layer", "type", "output", "params", "MMACs"], rows))
+    print_table(table("layers", ["layer", "type", "output", "params", "MMACs"], rows))

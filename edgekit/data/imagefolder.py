@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,8 +36,9 @@ from PIL import Image, UnidentifiedImageError
 
 from edgekit.data.core import BrokenImage, DataSplits, ImageDataset, default_workers, stratified_split
 from edgekit.data.sources import DATA_SOURCES, float_option, int_option
+from edgekit import ui
 from edgekit.errors import EdgekitError
-from edgekit.runtime.preprocess import random_resized_crop, resize_crop, to_chw
+from edgekit.runtime.preprocess import bit_depth, convert_mode, random_resized_crop, resize_crop, to_chw
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -76,7 +78,7 @@ class FolderDataset(ImageDataset):
         path = self.files[i]
         try:
             with Image.open(path) as im:
-                im = im.convert(self.mode)
+                im = convert_mode(im, self.mode)
                 if self.augment and seed is not None:
                     im = random_resized_crop(im, self.size, random.Random(seed), self.interpolation, flip=self.flip)
                 elif self.resize is None:  # squash (edgekit's small models), bilinear as always
@@ -108,7 +110,8 @@ class FolderDataset(ImageDataset):
 
     def content_digest(self) -> str:
         """File names, labels and each file's ``file_digest``, plus how files are decoded."""
-        h = hashlib.sha256(json.dumps([list(self.size), self.mode, self.resize, self.interpolation]).encode())
+        h = hashlib.sha256(json.dumps([list(self.size), self.mode, self.resize, self.interpolation,
+                                       "deep-modes-scaled"]).encode())
         for path, digest, label in zip(self.files, self.file_digests, self.labels):
             h.update(f"{path.absolute()}\0{digest}\0{int(label)}\n".encode())
         return h.hexdigest()
@@ -222,7 +225,8 @@ def load_imagefolder(location, options, image_size, resize: int | None = None, i
     if not train_files:
         raise EdgekitError(f"no readable training images in {root}")
     used = train_files + val_files + test_files
-    grey = sum(modes[f] in ("L", "1", "I;16", "I", "LA") for f in set(used))
+    grey = sum(modes[f] in ("L", "1", "LA") or bit_depth(modes[f]) > 8 for f in set(used))
+    source_modes = _source_modes([modes[f] for f in set(used)], root)
     channels, mode = (1, "L") if grey == len(set(used)) else (3, "RGB")
     if image_size is None:
         with Image.open(train_files[0]) as im:
@@ -235,8 +239,20 @@ def load_imagefolder(location, options, image_size, resize: int | None = None, i
                       num_classes=len(classes), class_names=classes, channels=channels,
                       image_size=tuple(image_size), skipped={f: errors[Path(f)] for f in skipped},
                       notes={"test_split": "test/" if (root / "test").is_dir() else "same as val",
+                             "source_modes": source_modes,
                              "decode": (f"short side {resize} ({interpolation}) + centre crop; training: "
                                         "random-resized-crop + flip" if resize else "squash to the input size")})
+
+
+def _source_modes(modes: list[str], root: Path) -> str:
+    """The Pillow modes of the files, e.g. "I;16 (80 files)", for the manifest; a warning when a folder mixes
+    bit depths (8-bit and 16-bit files of one class look alike only after scaling, which may not be meant)."""
+    counts = Counter(modes)
+    depths = sorted({bit_depth(m) for m in counts})
+    if len(depths) > 1:
+        ui.warn(f"{root} mixes bit depths ({', '.join(f'{d}-bit' for d in depths)}): each image is scaled by its "
+                "own format's full range to the model's 0..255 input")
+    return ", ".join(f"{m} ({n} files)" for m, n in sorted(counts.items()))
 
 
 def _all_files(root: Path) -> list[Path]:

@@ -8,6 +8,7 @@ architecture's layers are resized to match before the weights go in (see ``resha
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ def save_checkpoint(model: LoadedModel, path: Path) -> str:
         "attrs": shape_attributes(model.module),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # two processes writing one cache entry never share it
     torch.save(payload, tmp)
     tmp.replace(path)
     return file_sha256(path)

@@ -14,7 +14,7 @@ import torch
 
 from edgekit import ui
 from edgekit._version import __version__
-from edgekit.bundle import atomic_bundle, check_out_dir, write_json
+from edgekit.bundle import atomic_bundle, reserved_out_dir, write_json
 from edgekit.compilation import build_units
 from edgekit.errors import EdgekitError
 from edgekit.manifest import Manifest, write_manifest
@@ -26,9 +26,10 @@ from edgekit.pipeline.phases import (Compiled, Inputs, Reference, compile_and_pr
 from edgekit.pipeline.retime import bench_for_budget, retime_for_budget
 from edgekit.profiling.latency import host_identity
 from edgekit.pruning.layers import widest_layer
-from edgekit.recipe import Recipe, load_recipe
+from edgekit.gates import Gates
+from edgekit.recipe import BudgetSettings, Recipe, load_recipe
 from edgekit.reports.render import write_reports
-from edgekit.target import load_target
+from edgekit.target import Target, load_target
 from edgekit.training import distributed
 from edgekit.training.device import resolve_device, using_device
 from edgekit.verdicts import decide
@@ -51,7 +52,12 @@ def compress(opts: CompressOptions) -> Manifest | None:
     np.random.seed(recipe.seed)
     out = Path(opts.out) if opts.out is not None else (
         Path("edgekit-runs") / f"{recipe.name}-{target.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    check_out_dir(out, opts.force)  # fail before any training
+    with reserved_out_dir(out, opts.force):  # checked and locked before any training, released however it ends
+        return _run(opts, out, target, recipe, server_target, budget, gates)
+
+
+def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, server_target: Target,
+         budget: BudgetSettings | None, gates: Gates) -> Manifest | None:
     device = resolve_device(opts.device)  # --device cuda without CUDA fails here, before any work
     distributed.init_if_launched(device)  # under torchrun: training stages run data-parallel
     # Profiling here runs on this host, so its thread count is the host's, not the device's.

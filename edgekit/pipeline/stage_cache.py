@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -88,4 +89,9 @@ def cache_put(key: str, model: LoadedModel | None, metrics: dict) -> None:
         if model.arch is None:
             return
         save_checkpoint(model, folder / f"{key}.pt")
-    (folder / f"{key}.json").write_text(json.dumps(metrics, default=str))
+    # The metrics file says "cached": written whole under a temp name and renamed, so a run stopped mid-write
+    # (or a second run reading it) never sees half a file.
+    meta = folder / f"{key}.json"
+    tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(metrics, default=str))
+    os.replace(tmp, meta)

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from edgekit import ui
-from edgekit.bundle import write_json
+from edgekit.bundle import verified_file, verify_artifact, write_json
 from edgekit.errors import EdgekitError
 from edgekit.manifest import ArtifactRecord, BenchEntry, Manifest, read_manifest, write_manifest
 from edgekit.runtime import EXIT_MISSING_RUNTIME, device_identity, package_files
@@ -165,6 +165,8 @@ def bench_bundle(bundle: Path, settings: BenchSettings, remote=None, update_bund
     where = remote.describe() if remote is not None else "local"
     if not artifacts and not not_here:
         raise EdgekitError(f"bundle {bundle} has no artifacts to benchmark")
+    for art in artifacts:  # before any file is run here or uploaded to a device
+        verify_artifact(bundle, art)
     results: dict = {"results": {}, "device": device_identity()}
     data_info: dict = {}
     if artifacts:
@@ -220,6 +222,9 @@ def estimates_for(manifest: Manifest, artifacts: list[ArtifactRecord], bundle: P
     """Roofline estimates for artifacts this host cannot run (labelled ``estimated``)."""
     from edgekit.profiling.estimate import estimate_for_bundle
 
+    final = manifest.final_model
+    if final.path:  # the estimates load it: inside the bundle and unchanged, or not at all
+        verified_file(bundle, final.path, final.sha256, "the final model")
     out = {}
     for art in artifacts:
         try:
@@ -227,6 +232,16 @@ def estimates_for(manifest: Manifest, artifacts: list[ArtifactRecord], bundle: P
         except EdgekitError as err:
             out[art.name] = {"error": str(err)}
     return out
+
+
+def failed_artifacts(entry: BenchEntry) -> EdgekitError | None:
+    """The error ``edgekit bench`` exits with when any artifact failed to run (None when all ran), naming
+    each one: a bench whose artifacts all failed must not look like a success to CI."""
+    failed = {name: r["error"] for name, r in entry.results.items() if r.get("error")}
+    if not failed:
+        return None
+    listed = "; ".join(f"{name}: {why}" for name, why in failed.items())
+    return EdgekitError(f"{len(failed)} of {len(entry.results)} artifacts failed to run: {listed}")
 
 
 def merge_into_bundle(bundle: Path, entry: BenchEntry) -> Manifest:

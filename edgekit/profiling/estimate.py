@@ -179,14 +179,14 @@ def estimate_module(module: nn.Module, spec: ModelSpec, target: Target, precisio
 def estimate_for_bundle(manifest, bundle: Path, artifact) -> dict:
     """Estimate for an artifact (``manifest.ArtifactRecord``) of a bundle on the bundle's target, from
     the model the artifact was compiled from (artifacts/model.pt; a split part's own module)."""
-    from edgekit.models import load_checkpoint
+    from edgekit.models import load_model
 
     if artifact.part == "input":   # the bundle keeps the final model only; compress estimated this one
         raise EdgekitError("the input model's artifact is estimated at compress time (the bundle has no input model.pt)")
     path = manifest.final_model.path
     if not path or not (bundle / path).is_file():
         raise EdgekitError("the bundle has no artifacts/model.pt to estimate from")
-    model = load_checkpoint(bundle / path)
+    model = load_model(str(bundle / path))  # the one loader: refuses anything but edgekit's own weights-only file
     module, spec = model.module, model.spec
     if artifact.part != "whole":
         from edgekit.split.deploy import split_parts

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
-from edgekit.bundle import write_json
+from edgekit.bundle import bundle_file, write_json
 from edgekit.errors import EdgekitError, MissingDependency, first_line
 from edgekit.profiling.bench import runner_command, shipped_files
 
@@ -123,7 +123,8 @@ class SshDevice:
         files = [*shipped_files()] + ([(workdir / job["data"], job["data"])] if job.get("data") else [])
         for art in job["artifacts"]:
             for rel in art.get("files") or [art["path"]]:
-                files.append((bundle / rel, "artifacts/" + _safe_relative(rel)))
+                # verified by bench_bundle (inside the bundle, no links, sha256 as in the manifest)
+                files.append((bundle_file(bundle, rel, f"artifact {art['name']}"), "artifacts/" + _safe_relative(rel)))
         job = {**job, "artifact_root": "artifacts"}
         write_json(workdir / "job.json", job)
         files.append((workdir / "job.json", "job.json"))

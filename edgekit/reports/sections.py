@@ -121,7 +121,7 @@ def build_sections(manifest: Manifest) -> list[Section]:
     if cal:
         lines = [f"{cal.size} images from the {cal.split} split (seed {cal.seed}, "
                  f"{'class-balanced' if cal.balanced else 'random'}), `{cal.path}` sha256 `{cal.sha256[:16]}…`"]
-        if cal.parts:
+        if cal.parts and manifest.split:   # head and tail exist only in a split model (older bundles wrote parts for any)
             lines += [""] + [f"- {part}: {what}" for part, what in cal.parts.items()]
         out.append(Section("calibration", "Calibration", lines))
     deploy = manifest.deploy

@@ -3,6 +3,7 @@ three never disagree."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI imports this module before anything heavy (the manifest pulls in torch)
@@ -72,6 +73,62 @@ def artifact_rows(manifest: Manifest) -> list[list[str]]:
                      fmt(lat.p99_ms if lat else None, 3), human_bytes(a.bytes),
                      target_latency_cell(a, manifest), estimate_cell(m.estimate)])
     return rows
+
+
+# The artifacts table that fits 80 columns: what a reader compares. The full table (ARTIFACT_COLUMNS) is the
+# reports' and ``--wide``'s.
+COMPACT_COLUMNS = ["artifact", "precision", "top-1 %", "Δ pt", "p50 ms", "size"]
+
+# The mark after a compact p50: how the latency decisions use was obtained (``decisions.latency_for``).
+BASIS_MARKS = {"m": "measured here", "d": "measured on device", "e": "estimated"}
+
+
+def basis_mark(basis: str) -> str:
+    """``m``, ``d`` or ``e`` for a ``latency_for`` basis ("" for none)."""
+    from edgekit.decisions import ESTIMATED, MEASURED_HERE
+
+    if basis == MEASURED_HERE:
+        return "m"
+    if basis.startswith("measured"):
+        return "d"
+    return "e" if basis.startswith(ESTIMATED) else ""
+
+
+@dataclass
+class CompactArtifacts:
+    """Rows of the compact table, the deployed one's index, the artifacts left out of it (they do not
+    compete: no accuracy or no latency) and a one-line legend of its marks."""
+
+    rows: list[list[str]]
+    deployed: int | None
+    left_out: list[str]
+    legend: str
+
+
+def compact_artifacts(manifest: Manifest) -> CompactArtifacts:
+    """One row per artifact that competes, its p50 the one decisions read (``latency_for``) with its basis
+    marked: a reader must see whether a device number was measured or estimated, even at 80 columns."""
+    from edgekit.decisions import latency_for
+
+    rows, left_out, marks, deployed = [], [], [], None
+    deploy = manifest.deploy.artifact if manifest.deploy else None
+    for a in manifest.artifacts:
+        value, basis = latency_for(a, manifest.target, manifest.benchmarks)
+        if a.top1 is None or value is None:
+            why = (f"not scored: {a.metrics.not_scored}" if a.metrics.not_scored else
+                   "no accuracy" if a.top1 is None else f"latency {basis}")
+            left_out.append(f"{a.name} ({why})")
+            continue
+        mark = basis_mark(basis)
+        marks += [mark] if mark and mark not in marks else []
+        if a.name == deploy:
+            deployed = len(rows)
+        rows.append([a.name, a.precision, fmt(a.top1), drop_cell(a.drops.vs_input), f"{value:.3f} {mark}".strip(),
+                     human_bytes(a.bytes)])
+    explained = ", ".join(f"{m} {BASIS_MARKS[m]}" for m in sorted(marks, key=list(BASIS_MARKS).index))
+    legend = (f"p50 on {manifest.target.name}" + (f": {explained}" if explained else "")
+              + " · Δ vs input model, pt")
+    return CompactArtifacts(rows, deployed, left_out, legend)
 
 
 STAGE_COLUMNS = ["stage", "params", "MMACs", "top-1 % (split)", "seconds", "cached"]

@@ -114,11 +114,37 @@ def normalize(chw: np.ndarray, mean, std, channel_order: str = "RGB") -> np.ndar
     return np.ascontiguousarray((x - m) / s, dtype=np.float32)
 
 
+# Full scale of the high-bit-depth modes Pillow decodes: 16-bit PNG/TIFF as I;16* (or I with 16-bit data),
+# float TIFF as F (taken as 0..1). Pillow's own ``convert`` clips these to 255 instead of scaling, so 300,
+# 1000 and 65535 all became the same white pixel.
+DEEP_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+def bit_depth(mode: str) -> int:
+    """Bits per sample of a Pillow mode: 8 for the usual modes, 16 for I;16* and I, 32 for F."""
+    return 32 if mode == "F" else 16 if mode in DEEP_MODES else 8
+
+
+def convert_mode(image, mode: str):
+    """``image.convert(mode)``, with 16-bit and float images scaled by their full range to 8 bits first
+    (what the models' 0..255 input range means), keeping the most significant bits instead of clipping."""
+    from PIL import Image
+
+    full = DEEP_MODES.get(image.mode)
+    if full is None:
+        return image.convert(mode)
+    arr = np.asarray(image, dtype=np.float64)
+    if image.mode == "I" and arr.size and arr.max() > 65535:   # true 32-bit integer data
+        full = float(2 ** 31 - 1)
+    scaled = np.clip(np.rint(arr * (255.0 / full)), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, "L").convert(mode)
+
+
 def open_image(path: str | Path, mode: str = "RGB"):
     from PIL import Image
 
     with Image.open(path) as im:
-        return im.convert(mode)
+        return convert_mode(im, mode)
 
 
 def preprocess_file(path: str | Path, transform: dict) -> np.ndarray:

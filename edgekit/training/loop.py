@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit import ui
 from edgekit.data.core import DataSplits, make_loader
+from edgekit.locks import held
 from edgekit.spec import ModelSpec
 from edgekit.training import batchnorm, distributed
 from edgekit.training.augment import random_crop_flip
@@ -172,6 +173,24 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
           checkpoint_dir: Path | None = None, resume: bool = False,
           trainable: list[nn.Parameter] | None = None, sampler=None,
           extra_modules: nn.Module | None = None) -> TrainReport:
+    """``_train`` holding the lock on ``checkpoint_dir`` (a stage's cache entry): a second run training the
+    same stage at the same time waits, then resumes from the first one's checkpoint, instead of both
+    writing one ``train_state.pt``. Only the writing rank locks (the others never write, and a lock held
+    across ranks would deadlock DistributedDataParallel)."""
+    guard = nullcontext()
+    if checkpoint_dir is not None and distributed.is_main():
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        guard = held(checkpoint_dir / ".lock")
+    with guard:
+        return _train(model, spec, data, params, objective, description, checkpoint_dir, resume, trainable,
+                      sampler, extra_modules)
+
+
+def _train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainParams,
+           objective: Objective | None = None, description: str = "train",
+           checkpoint_dir: Path | None = None, resume: bool = False,
+           trainable: list[nn.Parameter] | None = None, sampler=None,
+           extra_modules: nn.Module | None = None) -> TrainReport:
     """Train ``model`` in place; restores the best-on-val weights at the end.
 
     ``trainable`` restricts optimisation (frozen parts stay as they are); ``extra_modules`` are

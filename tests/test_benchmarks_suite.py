@@ -1,0 +1,121 @@
+"""The benchmark suite (benchmarks/): one scenario table, one result schema, one renderer, one entry point.
+The long scenarios are only checked to be wired (their parameters bind to their runner); the tiny digits demo
+runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+
+from benchmarks.render import render_result
+from benchmarks.runner import KINDS, check_params
+from benchmarks.schema import RESULTS, Host, Result, judge, load_result, load_scenarios
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_list_names_every_scenario_of_the_table():
+    out = bench("run", "--list")
+    assert out.returncode == 0, out.stderr
+    listed = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    assert listed == [s.name for s in load_scenarios().scenarios]
+    assert len(listed) >= 15
+
+
+def test_every_scenario_is_wired_to_a_runner_that_takes_its_parameters():
+    for scenario in load_scenarios().scenarios:
+        assert scenario.kind in KINDS, scenario.name
+        check_params(scenario)
+        if scenario.quick is not None:
+            check_params(scenario, quick=True)
+
+
+def test_bad_input_is_one_line_and_exit_2():
+    for args, words in ((["run", "no-such-scenario"], "no scenario named"),
+                        (["run", "quant", "--set", "no_such_param=1"], "no_such_param"),
+                        (["run", "quant", "--quick"], "no quick variant")):
+        out = bench(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert words in out.stderr and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_bars_read_min_max_and_flags_and_a_missing_metric_fails():
+    bars = judge({"min_speedup": 2.0, "max_drop_pt": 1.0, "same_predictions": True, "min_absent": 0},
+                 {"speedup": 2.0, "drop_pt": 1.5, "same_predictions": True})
+    assert [(b.name, b.met) for b in bars] == [("min_speedup", True), ("max_drop_pt", False),
+                                               ("same_predictions", True), ("min_absent", False)]
+
+
+def test_host_slug_tells_cpu_generations_apart():
+    zen4 = Host.from_identity({"cpu": "AMD EPYC", "cores": "2", "cpu_family_model": "family 25 model 17"})
+    zen5 = Host.from_identity({"cpu": "AMD EPYC", "cores": "2", "cpu_family_model": "family 26 model 2"})
+    assert zen4.slug == "amd-epyc-f25m17-2c" and zen5.slug != zen4.slug
+    assert Host(cpu="Intel(R) Xeon(R) Processor", cores=2).slug == "intel-xeon-processor-2c"
+
+
+def test_stored_results_follow_the_layout_and_their_pages_are_rendered_from_them():
+    files = sorted(RESULTS.rglob("*"))
+    assert not [f for f in files if re.search(r"_run\d|_retimed|_rebuilt", f.name)]
+    results = [p for p in files if p.suffix == ".json"]
+    assert results
+    scenarios = {s.name for s in load_scenarios().scenarios}
+    for path in results:
+        result = load_result(path)
+        assert path == RESULTS / result.scenario / f"{result.stem}.json"
+        assert result.scenario in scenarios
+        page = path.with_suffix(".md").read_text()
+        assert page == render_result(result), f"{path.with_suffix('.md')} is stale: python -m benchmarks index"
+    index = (RESULTS / "README.md").read_text()
+    for path in results:
+        assert f"]({path.parent.name}/{path.with_suffix('.md').name})" in index
+
+
+def test_renderer_puts_rows_metrics_and_bars_on_the_page():
+    result = Result(scenario="x", description="a test", kind="compress", host=Host(cpu="CPU", cores=2),
+                    date="2026-01-01T00:00:00+00:00", command="python -m benchmarks run x",
+                    rows=[{"artifact": "a|b", "top1": 91.23456, "ok": True}, {"artifact": "c", "p50_ms": 1.5e-5}],
+                    metrics={"speedup": 2.5}, bars=judge({"min_speedup": 2.0}, {"speedup": 2.5}))
+    page = render_result(result)
+    assert "| artifact | top1 | ok | p50_ms |" in page
+    assert "| a\\|b | 91.23 | yes | — |" in page and "0.000015" in page
+    assert "| min_speedup | 2.5 | 2 | yes |" in page and "Bars: 1 of 1 met." in page
+
+
+def test_modules_write_nothing_on_import(tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in (ROOT / "benchmarks").rglob("*") if p.is_file()}
+    modules = [p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__main__"]
+    code = "import importlib\n" + "".join(f"importlib.import_module('benchmarks.{m}')\n" for m in modules)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    after = {p: p.stat().st_mtime_ns for p in (ROOT / "benchmarks").rglob("*") if p.is_file()}
+    assert {p: t for p, t in after.items() if "__pycache__" not in p.parts} == {
+        p: t for p, t in before.items() if "__pycache__" not in p.parts}
+    assert not list(tmp_path.iterdir())
+
+
+def test_quick_digits_demo_writes_a_result_in_the_schema_and_the_index_lists_it(tmp_path):
+    out = bench("run", "digits-demo", "--quick", "--results", str(tmp_path), timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (path,) = (tmp_path / "digits-demo").glob("*.json")
+    result = Result(**json.loads(path.read_text()))
+    assert path.name == f"{Host.here().slug}-quick.json" and result.quick
+    assert result.params == {"target": "x86-cpu", "recipe": "quickstart"}
+    assert {r["artifact"] for r in result.rows} >= {"onnxruntime-fp32", "openvino-fp32"}
+    assert result.metrics["deployed"] in {r["artifact"] for r in result.rows}
+    assert [b.name for b in result.bars] == ["min_deployed_top1"] and result.bars[0].met
+    assert path.with_suffix(".md").read_text() == render_result(result)
+    index = (tmp_path / "README.md").read_text()
+    assert f"[{path.stem}.md](digits-demo/{path.stem}.md)" in index and "(quick)" in index

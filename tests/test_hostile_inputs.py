@@ -1,0 +1,442 @@
+"""Files and values written by someone else, or by a careless user: each case from issue #36 as it was
+found, rerun so that it cannot come back. A payload here would create a file; the file must never appear."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from edgekit.errors import EdgekitError
+from edgekit.models import load_model
+from tests.conftest import run_cli
+
+
+class _Payload:
+    """Unpickling this runs ``touch <marker>``: proof that a file ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _evil_pickle(marker: Path) -> bytes:
+    return pickle.dumps(_Payload(marker), protocol=2)
+
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+
+
+@pytest.fixture(scope="module")
+def good_pt2(tmp_path_factory) -> Path:
+    """A plain torch.export.save archive with a dynamic batch dimension (symbolic shapes in its graph)."""
+    path = tmp_path_factory.mktemp("pt2") / "good.pt2"
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(_tiny(), (torch.zeros(2, 3, 16, 16),), dynamic_shapes=({0: batch},)), path)
+    return path
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    """Copy the archive ``src`` to ``dst`` with ``edit(name, bytes) -> bytes | None`` applied to each member."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = edit(info.filename, zin.read(info.filename))
+            if data is not None:
+                zout.writestr(info.filename, data)
+    return dst
+
+
+def _json_edit(suffix: str, change):
+    def edit(name: str, data: bytes) -> bytes:
+        if not name.endswith(suffix):
+            return data
+        doc = json.loads(data)
+        change(doc)
+        return json.dumps(doc).encode()
+    return edit
+
+
+def _pickled_weight(marker: Path):
+    """The issue's case: ``use_pickle`` in the weights config, an os.system pickle as the weight."""
+    def edit(name: str, data: bytes) -> bytes:
+        if name.endswith("weights_config.json"):
+            doc = json.loads(data)
+            next(iter(doc["config"].values()))["use_pickle"] = True
+            return json.dumps(doc).encode()
+        if name.endswith("weights/weight_0"):
+            return _evil_pickle(marker)
+        return data
+    return edit
+
+
+def _guards_code(marker: Path):
+    return _json_edit("models/model.json", lambda d: d.__setitem__(
+        "guards_code", [f"__import__('os').system('touch {marker}')"]))
+
+
+def _sympy_expr(marker: Path):
+    def change(doc):
+        text = json.dumps(doc).replace("Symbol(", f"(__import__('os').system('touch {marker}') or Symbol)(", 1)
+        doc.clear()
+        doc.update(json.loads(text))
+    return _json_edit("models/model.json", change)
+
+
+def _sample_inputs(marker: Path):
+    def edit(name: str, data: bytes) -> bytes:
+        if "sample_inputs/" in name:
+            buf = io.BytesIO()
+            torch.save(_Payload(marker), buf)
+            return buf.getvalue()
+        return data
+    return edit
+
+
+def _os_target(marker: Path):
+    """Defence in depth: torch's verifier happens to reject this target today; the vetting does not rely on it."""
+    def change(doc):
+        doc["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+    return _json_edit("models/model.json", change)
+
+
+def _legacy_layout(good: Path, evil: Path, marker: Path) -> Path:
+    """The pre-2.7 layout torch falls back to: top-level "version" and pickled ``serialized_*.pt`` files."""
+    from torch._export.serde.schema import SCHEMA_VERSION
+
+    with zipfile.ZipFile(good) as z:
+        program = z.read(next(n for n in z.namelist() if n.endswith("models/model.json")))
+    buf = io.BytesIO()
+    torch.save(_Payload(marker), buf)
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("version", ".".join(map(str, SCHEMA_VERSION)))
+        z.writestr("serialized_exported_program.json", program)
+        for name in ("serialized_state_dict.pt", "serialized_constants.pt", "serialized_example_inputs.pt"):
+            z.writestr(name, buf.getvalue())
+    return evil
+
+
+@pytest.mark.parametrize("attack", [_pickled_weight, _guards_code, _sympy_expr, _os_target, _sample_inputs,
+                                    _legacy_layout])
+def test_pt2_payload_never_runs(good_pt2, tmp_path, attack):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt2"
+    if attack is _legacy_layout:
+        _legacy_layout(good_pt2, evil, marker)
+    else:
+        _rewrite(good_pt2, evil, attack(marker))
+    with pytest.raises(EdgekitError, match="--trust-pickle|not in the current"):
+        load_model(str(evil))
+    # Renamed, it is still recognised as an export archive and still refused.
+    renamed = evil.rename(tmp_path / "evil.pt")
+    with pytest.raises(EdgekitError):
+        load_model(str(renamed))
+    assert not marker.exists()
+
+
+def test_plain_pt2_still_loads_without_trust(good_pt2):
+    loaded = load_model(str(good_pt2), input_size=(16, 16))
+    assert loaded.spec.num_classes == 2
+
+
+def test_pt2_payload_through_the_cli(good_pt2, tmp_path):
+    """``edgekit inspect`` and ``edgekit compress -m`` as in the issue: exit 2, one line, no payload."""
+    marker = tmp_path / "pwned"
+    evil = _rewrite(good_pt2, tmp_path / "evil.pt2", _pickled_weight(marker))
+    for args in (["inspect", str(evil)],
+                 ["compress", "-m", str(evil), "--data", "digits", "--out", str(tmp_path / "b")]):
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert "--trust-pickle" in result.stderr and "Traceback" not in result.stderr
+        assert not marker.exists()
+
+
+def test_pickle_payload_in_pt_file_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    raw = tmp_path / "raw.pth"
+    raw.write_bytes(_evil_pickle(marker))
+    zipped = tmp_path / "zipped.pt"
+    torch.save({"model": _Payload(marker)}, zipped)
+    for path in (raw, zipped):
+        with pytest.raises(EdgekitError):
+            load_model(str(path))
+    assert not marker.exists()
+
+
+def test_torchscript_payload_never_runs(tmp_path):
+    """TorchScript's own unpickler knows no Python globals: a swapped-in os.system pickle fails to load."""
+    marker = tmp_path / "pwned"
+    good = tmp_path / "good.pt"
+    torch.jit.save(torch.jit.script(_tiny()), good)
+    evil = _rewrite(good, tmp_path / "evil.pt", lambda name, data: _evil_pickle(marker)
+                    if name.endswith("/data.pkl") else data)
+    with pytest.raises(EdgekitError):
+        load_model(str(evil))
+    assert not marker.exists()
+
+
+def test_checkpoint_payload_never_runs(tmp_path):
+    """An edgekit checkpoint is read with weights_only: a payload in it is refused, not run."""
+    from edgekit.models import save_checkpoint
+
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(load_model("builtin:tinycnn"), ckpt)
+    payload = torch.load(ckpt, weights_only=True)
+    payload["notes"] = _Payload(marker)
+    torch.save(payload, ckpt)
+    with pytest.raises(EdgekitError):
+        load_model(str(ckpt))
+    assert not marker.exists()
+
+
+# --- bundles from someone else: verified before any file is run or uploaded -------------------------
+
+def _copy_bundle(small_bundle: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(small_bundle, bundle, symlinks=True)
+    return bundle
+
+
+def _edit_manifest(bundle: Path, change) -> None:
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _bench_error(bundle: Path, remote=None) -> str:
+    from edgekit.profiling.bench import BenchSettings, bench_bundle
+
+    with pytest.raises(EdgekitError) as info:
+        bench_bundle(bundle, BenchSettings(runs=2, max_seconds=1, limit=8), remote=remote, update_bundle=False)
+    return str(info.value)
+
+
+def _onnx(manifest: dict) -> dict:
+    return next(a for a in manifest["artifacts"] if a["path"].endswith("model.onnx"))
+
+
+def test_bench_refuses_a_symlinked_artifact_here_and_over_ssh(small_bundle, tmp_path, sshd):
+    from edgekit.profiling.remote import SshDevice
+
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("the host's private data\n")
+    bundle = _copy_bundle(small_bundle, tmp_path)
+    onnx = bundle / _onnx(json.loads((bundle / "manifest.json").read_text()))["path"]
+    onnx.unlink()
+    onnx.symlink_to(secret)
+    assert "symbolic link" in _bench_error(bundle)
+    remote = SshDevice.parse(f"{sshd.user}@127.0.0.1", port=sshd.port, identity=sshd.user_key,
+                             known_hosts=sshd.known_hosts)
+    assert "symbolic link" in _bench_error(bundle, remote)
+    uploaded = [p for p in sshd.device_tmp.rglob("*") if p.is_file()]
+    assert not any(p.read_bytes() == secret.read_bytes() for p in uploaded)
+
+
+@pytest.mark.parametrize("path, needle", [("/etc/passwd", "leaves the bundle"),
+                                          ("../../etc/passwd", "leaves the bundle"),
+                                          ("artifacts/model.pt", "sha256")])
+def test_bench_refuses_a_manifest_naming_another_file(small_bundle, tmp_path, path, needle):
+    bundle = _copy_bundle(small_bundle, tmp_path)
+
+    def point_elsewhere(manifest):
+        art = _onnx(manifest)
+        old = art["path"]
+        art["path"], art["files"] = path, [path]
+        art["sha256"] = {path: art["sha256"][old]}
+    _edit_manifest(bundle, point_elsewhere)
+    text = _bench_error(bundle)
+    assert needle in text and "onnxruntime" in text
+
+
+def test_bench_refuses_a_changed_artifact(small_bundle, tmp_path):
+    bundle = _copy_bundle(small_bundle, tmp_path)
+    onnx = bundle / _onnx(json.loads((bundle / "manifest.json").read_text()))["path"]
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    assert "does not match its sha256" in _bench_error(bundle)
+
+
+def test_bench_exits_non_zero_naming_failed_artifacts(small_bundle, tmp_path):
+    """An artifact whose file is consistent with the manifest but does not run: exit 2, named."""
+    import hashlib
+
+    bundle = _copy_bundle(small_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    art = _onnx(manifest)
+    (bundle / art["path"]).write_bytes(b"not an onnx model")
+    _edit_manifest(bundle, lambda m: _onnx(m)["sha256"].__setitem__(
+        art["path"], hashlib.sha256(b"not an onnx model").hexdigest()))
+    result = run_cli("bench", str(bundle), "--artifact", art["name"], "--runs", "2", "--max-seconds", "1",
+                     "--limit", "8")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "1 of 1 artifacts failed" in result.stderr and art["name"] in result.stderr
+
+
+# --- never lose a user's data ------------------------------------------------------------------------
+
+def _one_line(result, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_second_run_on_the_same_out_fails_at_once(tmp_path):
+    """The lock is held by this process (as a first run would); a real second run is refused at once."""
+    from edgekit.bundle import check_out_dir, release_out_dir
+
+    out = tmp_path / "bundle"
+    check_out_dir(out, force=False)
+    try:
+        result = run_cli("compress", "--model", "builtin:tinycnn", "--data", "digits", "--out", str(out), timeout=120)
+        _one_line(result, "being written by another edgekit run", str(out))
+        assert not out.exists()
+    finally:
+        release_out_dir(out)
+    assert [p.name for p in tmp_path.iterdir()] == [], "lock file left behind"
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_bundle(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "main.py").write_text("print('the user's work')\n")
+    result = run_cli("compress", "--model", "builtin:tinycnn", "--data", "digits", "--out", str(src), "--force",
+                     timeout=120)
+    _one_line(result, "not an edgekit bundle", "--force")
+    assert (src / "main.py").read_text() == "print('the user's work')\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+@pytest.mark.parametrize("where", ["afile/sub", "/proc/edgekit-x"])
+def test_unwritable_out_fails_before_any_work(tmp_path, where):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / where if not where.startswith("/") else Path(where)
+    result = run_cli("compress", "--model", "builtin:tinycnn", "--data", "digits", "--out", str(out), timeout=120)
+    _one_line(result, "cannot be written")
+    assert "stage" not in result.stdout + result.stderr
+
+
+def test_cache_entry_lock_serialises_two_writers(tmp_path):
+    """Two processes on one stage cache entry: the second waits until the first lets go."""
+    import subprocess
+    import sys
+    import time
+
+    from edgekit.locks import FileLock
+
+    lock_path = tmp_path / ".lock"
+    lock = FileLock(lock_path)
+    assert lock.acquire(wait=False)
+    code = ("import sys, time; from pathlib import Path; from edgekit.locks import held\n"
+            f"with held(Path({str(lock_path)!r})): print(time.time())")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    time.sleep(1.5)
+    assert child.poll() is None, "the second writer did not wait"
+    released = time.time()
+    lock.release()
+    got = float(child.communicate(timeout=60)[0])
+    assert got >= released
+    assert not lock_path.exists()
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------------
+
+def test_ctrl_c_during_training_exits_130(tmp_path):
+    """SIGINT to a real ``python -m edgekit compress`` in its training stage: exit 130, "error: interrupted",
+    no bundle, no temp folder, no lock file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text("name: long\nstages:\n  - finetune: {epochs: 200, lr: 0.01, hflip: false}\n")
+    out = tmp_path / "bundle"
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "EDGEKIT_CACHE": str(cache),
+           "EDGEKIT_QUIET": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "compress", "-m", "builtin:tinycnn", "-d", "digits",
+                             "-r", str(recipe), "-o", str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(cache.glob("work/*/.lock")):   # the stage is training
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "error: interrupted" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "long.yaml"]
+
+
+# --- 16-bit and float images keep their information --------------------------------------------------
+
+def test_16_bit_and_float_values_scale_instead_of_clipping(tmp_path):
+    """The issue's evidence: 300, 1000, 30000 and 65535 all became one white tensor; now they stay ordered."""
+    import numpy as np
+    from PIL import Image
+
+    from edgekit.runtime.preprocess import open_image
+
+    seen = []
+    for value in (300, 1000, 30000, 65535):
+        path = tmp_path / f"{value}.png"
+        Image.fromarray(np.full((4, 4), value, dtype=np.uint16)).save(path)
+        assert Image.open(path).mode.startswith("I")
+        seen.append(int(np.asarray(open_image(path, "L"))[0, 0]))
+    assert seen == sorted(seen) and len(set(seen)) == 4 and seen[-1] == 255
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "half.tiff")
+    assert int(np.asarray(open_image(tmp_path / "half.tiff", "L"))[0, 0]) == 128
+
+
+def _sixteen_bit_folder(root: Path, per_class: int = 40, mixed: bool = False) -> Path:
+    """Two classes whose low bytes come from one distribution: they differ only above 8 bits."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, high in (("dim", (8, 40)), ("bright", (200, 240))):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(*high, (8, 8)) * 256 + rng.integers(0, 256, (8, 8))
+            Image.fromarray(pixels.astype(np.uint16)).save(root / label / f"{i}.png")
+    if mixed:
+        Image.fromarray(rng.integers(0, 256, (8, 8)).astype(np.uint8), "L").save(root / "dim" / "eight.png")
+    return root
+
+
+def test_a_16_bit_folder_trains(tmp_path):
+    data = _sixteen_bit_folder(tmp_path / "imgs")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: deep\nstages:\n  - finetune: {epochs: 4, lr: 0.05, hflip: false}\n"
+                      "  - evaluate: {split: test}\ncompile: {precisions: [fp32]}\n"
+                      "profile: {warmup: 1, runs: 5, max_seconds: 1}\n")
+    result = run_cli("compress", "-m", "builtin:tinycnn", "-d", str(data), "-r", str(recipe), "-t", "x86-cpu",
+                     "-o", str(tmp_path / "b"), "--json", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["references"]["final"]["accuracy"]["top1"] > 90
+    assert manifest["data"]["source_modes"] == "I;16 (80 files)"
+
+
+def test_mixed_bit_depths_warn(tmp_path, capsys):
+    from edgekit.data.imagefolder import load_imagefolder
+
+    splits = load_imagefolder(str(_sixteen_bit_folder(tmp_path / "imgs", per_class=5, mixed=True)), {}, (8, 8))
+    assert "I;16 (10 files)" in splits.notes["source_modes"] and "L (1 files)" in splits.notes["source_modes"]
+    assert "mixes bit depths" in " ".join(capsys.readouterr().err.split())
