@@ -255,7 +255,7 @@ def validate_stage_params(recipe: Recipe) -> None:
         try:
             stage_cls.Params(**entry.params)
         except ValidationError as err:
-            raise EdgekitError(f"recipe stage '{entry.name}' has bad settings: {_first_error(err)}") from None
+            raise EdgekitError(f"recipe stage '{entry.name}' has bad settings: {_first_error(err, stage_cls.Params)}") from None
 
 
 def _first_error(err: Exception, model: type[BaseModel] = Recipe) -> str:
