@@ -52,6 +52,27 @@ def test_emulated_latency_never_decides():
     assert d["chosen"] == "tflite-int8"
 
 
+def test_the_emulated_pi_says_it_is_one(emulated_pi, tmp_path):
+    """The shipped runtime package's identity, run under the wrapper (ARM /proc/cpuinfo mounted) and under bare
+    QEMU (the host's x86 /proc/cpuinfo): aarch64 and emulated both ways; this host is not emulated."""
+    import subprocess
+
+    from edgekit.runtime.identity import emulation
+
+    assert emulation() is None
+    sysroot = Path(emulated_pi).parent
+    code = "import json, runtime.identity as i; print(json.dumps(i.device_identity()))"
+    cwd = Path(__file__).resolve().parents[1] / "edgekit"
+    bare = ["qemu-aarch64-static", "-L", str(sysroot), str(sysroot / "usr/bin/python3.11")]
+    for python, cpu in (([emulated_pi], "cortex-a72 (emulated)"), (bare, "max (emulated) on ")):
+        out = subprocess.run([*python, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120,
+                             env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)})
+        assert out.returncode == 0, out.stderr[-1000:]
+        device = json.loads(out.stdout)
+        assert device["machine"] == "aarch64" and device["emulated"] == "qemu-user", device
+        assert device["cpu"].startswith(cpu), device
+
+
 @pytest.fixture(scope="module")
 def rpi4_bundle(tmp_path_factory) -> Path:
     """The default digits teacher, evaluated and compiled for rpi4 (LiteRT + ONNX Runtime, FP32 + INT8)."""

@@ -40,13 +40,13 @@ def device_identity() -> dict:
                 **cpu_generation(fields)}
     emulator = emulation()
     if emulator:
-        # The board, CPU and feature flags read from /proc are the host's (or, through .ci/emulated-pi.sh's
-        # wrapper, the emulated CPU's): say which machine is emulated and on what.
-        guest = os.environ.get("QEMU_CPU") or "max"
-        host_cpu = cpu if not cpuinfo_matches_machine(text) else None
-        identity.update(emulated=emulator, model=f"emulated {platform.machine()} ({emulator})",
-                        cpu=f"{guest} (emulated)" + (f" on {host_cpu}" if host_cpu else ""))
-        if not cpuinfo_matches_machine(text):
+        identity.update(emulated=emulator, model=f"emulated {platform.machine()} ({emulator})")
+    if emulator == "qemu-user":
+        # /proc/cpuinfo is the host's (or, through .ci/emulated-pi.sh's wrapper, the emulated CPU's): name the
+        # CPU QEMU emulates (QEMU_CPU, which QEMU reads; "max" by default) and the host's where it shows.
+        foreign = not cpuinfo_matches_machine(text)
+        identity["cpu"] = f"{os.environ.get('QEMU_CPU') or 'max'} (emulated)" + (f" on {cpu}" if foreign else "")
+        if foreign:
             identity.pop("cpu_features", None)
             identity.pop("cpu_family_model", None)
     return identity
@@ -75,15 +75,13 @@ def emulation() -> str | None:
     another architecture than the one Python runs on."""
     status = _read("/proc/self/status") or ""
     comm = next((line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Name:")), "")
-    if comm.startswith("qemu-"):
+    if comm.startswith("qemu-") or not cpuinfo_matches_machine():
         return "qemu-user"
     try:
         mapped = {os.readlink(os.path.join("/proc/self/map_files", f)) for f in os.listdir("/proc/self/map_files")}
-    except OSError:
+    except OSError:   # readable by privileged processes only
         mapped = set()
     if any(os.path.basename(path).startswith("qemu-") for path in mapped):
-        return "qemu-user"
-    if not cpuinfo_matches_machine():
         return "qemu-user"
     return os.environ.get("EDGEKIT_EMULATED") or None
 
