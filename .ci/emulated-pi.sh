@@ -8,8 +8,8 @@
 #   .ci/emulated-pi.sh            build once (about a minute), then reuse: prints <sysroot>/python3
 #   EDGEKIT_PI_SYSROOT=DIR ...    where to build it (default ~/.cache/edgekit/emulated-pi)
 #
-# Needs apt (Debian/Ubuntu) and pip on the host; installs qemu-user-static and adds the arm64 dpkg
-# architecture (with sudo when not root).
+# Needs apt-get (any Debian-based host) and pip; installs qemu-user-static (with sudo when not root). The
+# arm64 packages come from Debian bookworm through a private apt configuration: the host's is not touched.
 set -euo pipefail
 
 SYSROOT="${EDGEKIT_PI_SYSROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/edgekit/emulated-pi}"
@@ -19,7 +19,7 @@ DEBS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libgcc
 # ai-edge-litert 1.4.0 is the newest release with an aarch64 cp311 wheel: what `pip install` gives a Pi user;
 # numpy and onnxruntime as pinned in .ci/constraints.txt.
 WHEELS="numpy==2.4.6 ai-edge-litert==1.4.0 onnxruntime==1.32.0"
-STAMP_TEXT="v2 $DEBS $WHEELS"
+STAMP_TEXT="v3 $DEBS $WHEELS"
 WRAPPER="$SYSROOT/python3"
 
 log() { echo "emulated-pi: $*" >&2; }
@@ -44,24 +44,39 @@ fi
 # nothing that looks finished.
 mkdir -p "$(dirname "$SYSROOT")"
 BUILD="$(mktemp -d "$SYSROOT.build.XXXXXX")"
+chmod 755 "$BUILD"   # apt fetches as the _apt user when root
 trap 'rm -rf "$BUILD"' EXIT
 mkdir -p "$BUILD/root" "$BUILD/debs" "$BUILD/wheels"
 
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-  log "adding the arm64 dpkg architecture"
-  $SUDO dpkg --add-architecture arm64
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+# Debian bookworm's arm64 packages through a private apt configuration (its own sources, index and cache in
+# the build folder): the host's apt sources, dpkg architectures and lock are left alone, and the Python is
+# bookworm's whatever the host runs.
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+if [ ! -f "$KEYRING" ]; then
+  log "installing debian-archive-keyring"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debian-archive-keyring >/dev/null
 fi
-arm64_debs=()
-for deb in $DEBS; do arm64_debs+=("$deb:arm64"); done
-log "downloading ${#arm64_debs[@]} Debian arm64 packages"
-if ! (cd "$BUILD/debs" && apt-get download -qq "${arm64_debs[@]}" >/dev/null 2>&1); then
-  # the arm64 index may be missing or stale (architecture added by someone else, no update since)
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  (cd "$BUILD/debs" && apt-get download -qq "${arm64_debs[@]}" >/dev/null)
-fi
-# apt-get download runs as the _apt user when root: the folder must be writable by it, or it falls back
-# with a warning; either way the files land here.
+APT="$BUILD/apt"
+mkdir -p "$APT/lists/partial" "$APT/archives/partial"
+touch "$APT/status"
+MIRROR="${EDGEKIT_PI_DEBIAN_MIRROR:-http://deb.debian.org}"
+for suite in "debian bookworm" "debian bookworm-updates" "debian-security bookworm-security"; do
+  set -- $suite
+  echo "deb [arch=arm64 signed-by=$KEYRING] $MIRROR/$1 $2 main"
+done > "$APT/sources.list"
+apt_private() {
+  apt-get -qq -o Dir::State="$APT" -o Dir::State::Lists="$APT/lists" -o Dir::State::status="$APT/status" \
+    -o Dir::Cache="$APT" -o Dir::Cache::archives="$APT/archives" -o Dir::Etc::SourceList="$APT/sources.list" \
+    -o Dir::Etc::SourceParts=/dev/null -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null \
+    -o APT::Architecture=arm64 -o APT::Architectures=arm64 -o Debug::NoLocking=1 \
+    -o APT::Sandbox::User="$(id -un)" "$@"   # as root: the _apt user could not reach a folder in ~root
+}
+log "downloading $(echo $DEBS | wc -w) Debian bookworm arm64 packages"
+apt_private update
+# shellcheck disable=SC2086
+(cd "$BUILD/debs" && apt_private download $DEBS)
+[ "$(ls "$BUILD"/debs/*.deb 2>/dev/null | wc -l)" -eq "$(echo $DEBS | wc -w)" ] \
+  || { log "apt-get download did not fetch every package"; exit 1; }
 for f in "$BUILD"/debs/*.deb; do dpkg -x "$f" "$BUILD/root"; done
 
 log "downloading aarch64 wheels: $WHEELS"
