@@ -109,6 +109,6 @@ def portable_ops(graph_module) -> dict[str, int]:
         name = getattr(node.target, "__name__", str(node.target))
         if "call_delegate" in name or name.startswith("alloc"):
             continue
-        op = str(getattr(node.target, "_name", None) or name).replace("aten::", "aten.")
+        op = str(getattr(node.target, "_name", None) or name).replace("::", ".")
         counts[op] = counts.get(op, 0) + 1
     return counts
