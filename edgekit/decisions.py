@@ -8,7 +8,9 @@ Two references and one latency (ARCHITECTURE.md, "Decisions"):
 - latency: ``latency_for(artifact, target, benchmarks)`` is the one number every decision ranks on,
   with its basis: measured here for a local target (the latest ``edgekit bench`` on this host, else
   the compress-time measurement), measured on the device once ``edgekit bench --host`` has run,
-  else the target's labelled estimate. The build host's latency is never a remote target's number.
+  else the target's labelled estimate. The build host's latency is never a remote target's number, and a
+  latency measured under emulation (a bench entry whose device is ``emulated``: an aarch64 Python under
+  QEMU) is nobody's: shown in reports, never used here.
 
 A ranking says when its candidates' bases differ, and when two estimates are closer than the
 estimator's error it keeps both and asks for a device measurement instead of pretending to know.
@@ -51,9 +53,10 @@ def latency_for(artifact, target: Target, benchmarks: Iterable = ()) -> tuple[fl
     """(p50 ms at batch 1, basis) of ``artifact`` on ``target``: the one latency decisions use.
 
     basis is measured here (local target), measured on the device (a bench over SSH, with where), estimated
-    (for a target) or not available. A split tail runs on the server (this host)."""
+    (for a target) or not available. A split tail runs on the server (this host). Bench entries from an
+    emulated machine are skipped."""
     metrics = _plain(artifact.metrics)
-    entries = [_plain(b) for b in benchmarks]
+    entries = [e for e in map(_plain, benchmarks) if not (e.get("device") or {}).get("emulated")]
     local = target.reach == "local" or artifact.part == Part.TAIL
     if not local:
         for entry in reversed(entries):

@@ -266,8 +266,13 @@ class BenchEntry(Record):
 
     @property
     def key(self) -> tuple:
-        """One entry per (machine, data): a rerun replaces it."""
-        return self.where, self.device.get("hostname"), self.data.get("source")
+        """One entry per (machine, data): a rerun replaces it (an emulated machine is another machine)."""
+        return self.where, self.device.get("hostname"), self.data.get("source"), self.emulated
+
+    @property
+    def emulated(self) -> str | None:
+        """The emulator the device ran under (``qemu-user``), else None: its latency is shown, never decides."""
+        return self.device.get("emulated")
 
 
 

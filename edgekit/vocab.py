@@ -64,6 +64,7 @@ class Runtime(StrEnum):
     OPENVINO = "openvino"
     LITERT = "litert"
     TENSORRT = "tensorrt"
+    EXECUTORCH = "executorch"
 
 
 class LatencyBasis(StrEnum):

@@ -17,11 +17,11 @@ profile: {warmup: 3, runs: 20, max_seconds: 1}
 """
 
 
-def build_bundle(root: Path, *extra: str) -> Path:
+def build_bundle(root: Path, *extra: str, recipe_text: str = RECIPE) -> Path:
     from conftest import run_cli
 
     recipe = root / "recipe.yaml"
-    recipe.write_text(RECIPE)
+    recipe.write_text(recipe_text)
     out = root / "bundle"
     result = run_cli("compress", "--recipe", str(recipe), "--out", str(out), "--force", *extra)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -28,7 +28,7 @@ def test_shipped_runtime_is_self_contained():
     assert {rel for _, rel in shipped} >= {"edgekit_runtime/__init__.py", "edgekit_runtime/runner.py"}
     assert {f.name for f, _ in shipped} == {f.name for f in (ROOT / "edgekit" / "runtime").iterdir()
                                             if f.suffix == ".py"}
-    runtimes = {"onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "tensorrt", "PIL"}
+    runtimes = {"onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "tensorrt", "executorch", "PIL"}
     for path, _ in shipped:
         tree = ast.parse(path.read_text())
         top = set()

@@ -36,7 +36,7 @@ def collect_points(manifest: Manifest) -> list[dict]:
                            "latency_ms": est.latency_ms, "top1": top1, "estimated": True})
     for b in manifest.benchmarks:
         where = "this host" if b.where == "local" else b.where
-        label = f"measured: {where} ({b.device.get('model', '?')})"
+        label = f"{'emulated' if b.emulated else 'measured'}: {where} ({b.device.get('model', '?')})"
         for name, r in b.results.items():
             if r.get("accuracy") and r.get("latency"):
                 points.append({"series": label, "name": name, "latency_ms": r["latency"]["p50_ms"],

@@ -149,6 +149,8 @@ def throughput_cell(throughput: list[dict]) -> str:
 def bench_title(entry: BenchEntry) -> str:
     d, data = entry.device, entry.data
     where = "this host" if entry.where == "local" else entry.where
+    if entry.emulated:   # its accuracy is the emulated ISA's; its latency decides nothing
+        where += " (emulated: its latency decides nothing)"
     return (f"Measured on {where}: {d.get('model', '?')}, {d.get('cpu', '?')}, {d.get('os', '?')} "
             f"({data.get('samples', 0)} images of {data.get('source', '?')}, {entry.created})")
 
@@ -167,15 +169,16 @@ def bench_rows(artifacts: list[ArtifactRecord], entry: BenchEntry,
     arts = {a.name: a for a in artifacts}
     rows = []
     for name, r in entry.results.items():
-        if "error" in r:
-            rows.append([name, *_runtime_precision(arts, name)] + ["—"] * 10 + [f"failed: {r['error']}"])
+        if "error" in r or "skipped" in r:
+            why = f"failed: {r['error']}" if "error" in r else f"skipped: {r['skipped']}"
+            rows.append([name, *_runtime_precision(arts, name)] + ["—"] * 10 + [why])
             continue
         lat, acc = r.get("latency", {}), r.get("accuracy", {})
         top1 = acc.get("top1")
         rows.append([name, *_runtime_precision(arts, name), fmt(top1), drop_cell(drop(top1, references[0])),
                      drop_cell(drop(top1, references[1])), fmt(lat.get("p50_ms"), 3), fmt(lat.get("p90_ms"), 3), fmt(lat.get("p99_ms"), 3),
                      fmt(lat.get("mean_ms"), 3), fmt(lat.get("std_ms"), 3), throughput_cell(r.get("throughput", [])),
-                     fmt(r.get("memory", {}).get("peak_rss_mb"), 1), "measured"])
+                     fmt(r.get("memory", {}).get("peak_rss_mb"), 1), "emulated" if entry.emulated else "measured"])
     return rows
 
 

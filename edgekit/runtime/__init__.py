@@ -7,7 +7,8 @@ never the rest of edgekit or torch, because ``edgekit bench`` ships these very f
 (``package_files``) and runs ``python3 -m edgekit_runtime.runner`` there and on this host alike.
 Modules refer to each other relatively, so the package works under either name.
 
-Runtime names are the ones artifacts record: ``onnxruntime``, ``openvino``, ``litert``, ``tensorrt``.
+Runtime names are the ones artifacts record: ``onnxruntime``, ``openvino``, ``litert``, ``tensorrt``,
+``executorch``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import EXIT_MISSING_RUNTIME, PREDICT_BATCH, RUNTIME_PACKAGES, MissingRuntime, RuntimeLayerError, Session, import_runtime
+from .executorch_session import ExecuTorchSession
 from .identity import device_identity
 from .litert_session import LiteRTSession
 from .measure import (accuracy_counts, alternating_latency, interleaved_latency, latency_stats, measure_latency, peak_memory_mb,
@@ -24,7 +26,8 @@ from .openvino_session import OpenVinoSession
 from .tensorrt_session import TensorRTSession
 
 SESSIONS: dict[str, type[Session]] = {"onnxruntime": OrtSession, "openvino": OpenVinoSession,
-                                      "litert": LiteRTSession, "tensorrt": TensorRTSession}
+                                      "litert": LiteRTSession, "tensorrt": TensorRTSession,
+                                      "executorch": ExecuTorchSession}
 
 
 def open_session(art: dict, root: Path, threads: int, engine_cache: str | Path | None = None) -> Session:
@@ -40,7 +43,7 @@ def package_files() -> list[Path]:
     return sorted(Path(__file__).resolve().parent.glob("*.py"))
 
 
-__all__ = ["EXIT_MISSING_RUNTIME", "PREDICT_BATCH", "RUNTIME_PACKAGES", "SESSIONS", "LiteRTSession", "MissingRuntime", "OpenVinoSession", "OrtSession",
+__all__ = ["EXIT_MISSING_RUNTIME", "PREDICT_BATCH", "RUNTIME_PACKAGES", "SESSIONS", "ExecuTorchSession", "LiteRTSession", "MissingRuntime", "OpenVinoSession", "OrtSession",
            "RuntimeLayerError", "Session", "TensorRTSession", "accuracy_counts", "alternating_latency", "device_identity",
            "import_runtime", "interleaved_latency", "latency_stats", "measure_latency", "open_session",
            "package_files", "peak_memory_mb", "reset_peak_memory", "rss_mb"]

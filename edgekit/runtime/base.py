@@ -22,6 +22,7 @@ RUNTIME_PACKAGES = {
     "litert": (("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), "ai-edge-litert",
                "ai-edge-litert or tflite-runtime (pip install ai-edge-litert)"),
     "tensorrt": (("tensorrt",), "tensorrt", "tensorrt (ships with JetPack: sudo apt install python3-libnvinfer)"),
+    "executorch": (("executorch.runtime",), "executorch", "executorch and torch (pip install executorch torch; on a Pi, torch from download.pytorch.org/whl/cpu)"),
 }
 
 

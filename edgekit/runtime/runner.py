@@ -16,6 +16,10 @@ Job file (JSON)::
 
 Output: ``--out results.json`` {"device": {...}, "results": {artifact name: {...}}}; progress as
 JSON lines on stdout. Exit code 0 ok, 4 when no artifact could run because a runtime is missing.
+
+On an emulated machine (``device.emulated``, e.g. an aarch64 Python under QEMU user mode) every latency
+carries ``"emulated"``: accuracy there is the emulated ISA's kernels', latency is no device's. An artifact
+whose runtime cannot run under that emulator is ``{"skipped": why}``, not an error.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import EXIT_MISSING_RUNTIME, MissingRuntime, open_session
-from .identity import device_identity
+from .identity import cpuinfo_matches_machine, device_identity
 from .measure import accuracy_counts, measure_latency, peak_memory_mb, reset_peak_memory, rss_mb
 from .preprocess import preprocess_files
 
@@ -53,7 +57,17 @@ def _tile(pool: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([pool] * reps)[:n] if reps > 1 else pool[:n])
 
 
-def bench_artifact(art: dict, root: Path, job: dict, data: dict | None) -> dict:
+def emulation_skip(art: dict, device: dict) -> str | None:
+    """Why ``art`` cannot run on this emulated machine (None: it can, or the machine is not emulated)."""
+    if device.get("emulated") == "qemu-user" and art["runtime"] == "onnxruntime" and not cpuinfo_matches_machine():
+        # pytorch/cpuinfo in ONNX Runtime finds no processor of its architecture and crashes on import,
+        # which would take every other artifact's result down with this process.
+        return (f"ONNX Runtime crashes under QEMU user mode when /proc/cpuinfo is the host's, not a "
+                f"{device.get('machine')} CPU's (QEMU < 8.2); .ci/emulated-pi.sh's wrapper mounts one where it may")
+    return None
+
+
+def bench_artifact(art: dict, root: Path, job: dict, data: dict | None, emulated: str | None = None) -> dict:
     """Accuracy, latency, throughput at batch sizes and peak memory of one artifact."""
     name = art["name"]
     peak_is_per_artifact = reset_peak_memory()
@@ -79,7 +93,8 @@ def bench_artifact(art: dict, root: Path, job: dict, data: dict | None) -> dict:
         emit({"event": "phase", "artifact": name, "phase": "latency"})
         result["latency"] = {**measure_latency(session.run, _tile(pool, batch), int(job.get("warmup", 10)),
                                                int(job.get("runs", 100)), float(job.get("max_seconds", 5.0))),
-                             "threads": session.info.get("threads"), "measured": job.get("where", "host")}
+                             "threads": session.info.get("threads"), "measured": job.get("where", "host"),
+                             **({"emulated": emulated} if emulated else {})}
         throughput = []
         beyond = [b for b in job.get("batch_sizes") or [] if b > limit]
         if beyond:
@@ -119,10 +134,15 @@ def run_job(job: dict, job_dir: Path) -> tuple[dict, int]:
         data = load_images(job, job_dir)
     results, missing = {}, []
     artifacts = job["artifacts"]
+    device = device_identity()
     for i, art in enumerate(artifacts):
         emit({"event": "start", "artifact": art["name"], "index": i, "total": len(artifacts)})
+        skip = emulation_skip(art, device)
         try:
-            results[art["name"]] = bench_artifact(art, root, job, data)
+            if skip:
+                results[art["name"]] = {"skipped": skip}
+            else:
+                results[art["name"]] = bench_artifact(art, root, job, data, device.get("emulated"))
         except MissingRuntime as err:
             missing.append(err)
             results[art["name"]] = {"error": str(err), "missing_runtime": err.runtime, "install": err.package}
@@ -131,7 +151,7 @@ def run_job(job: dict, job_dir: Path) -> tuple[dict, int]:
             results[art["name"]] = {"error": f"{type(err).__name__}: {first}"}
         emit({"event": "done", "artifact": art["name"], "index": i, "total": len(artifacts)})
     code = EXIT_MISSING_RUNTIME if artifacts and len(missing) == len(artifacts) else 0
-    return {"runner_version": RUNNER_VERSION, "device": device_identity(), "results": results}, code
+    return {"runner_version": RUNNER_VERSION, "device": device, "results": results}, code
 
 
 def main(argv: list[str] | None = None) -> int:
