@@ -43,7 +43,7 @@ class ExecuTorch(Backend):
         sample = (torch.zeros(1, c, h, w),)
         meta: dict = {"exporter": f"torch.export (torch {torch.__version__})", "partitioner": "XNNPACK"}
         target = request.target.name
-        if precision is Precision.INT8:
+        if precision == Precision.INT8:
             module, quant = _quantize(module, sample, request, target)
             meta.update(quant)
         try:
@@ -67,7 +67,7 @@ class ExecuTorch(Backend):
             listed = ", ".join(f"{op} x{n}" for op, n in sorted(portable.items()))
             ui.info(f"executorch-{precision}: {sum(portable.values())} op(s) not lowered to XNNPACK, left on "
                     f"ExecuTorch's portable kernels: {listed}")
-        meta["executed_precision"] = precision if not portable or precision is Precision.FP32 else \
+        meta["executed_precision"] = precision if not portable or precision == Precision.FP32 else \
             "int8 (XNNPACK) with some ops on portable kernels"
         files, size, sha = describe_files(request.out_dir, [path])
         return Artifact(name=f"executorch-{precision}", backend=self.name, precision=precision, path=files[0],
