@@ -239,6 +239,37 @@ def recommend(decisions: list[dict], target: Target | None = None, deployable: l
             "reason": reason, "also_kept": [r["artifact"] for r in also]}
 
 
+def why_not_deployed(decisions: list[dict], target: Target) -> list[str]:
+    """When ``recommend`` chose nothing: one line per whole-model candidate saying why it could not be deployed
+    (deploy needs an accuracy and a latency on the target; without them "no artifact was chosen" names no fix)."""
+    lines = []
+    for d in decisions:
+        if d.get("part", "whole") != "whole":
+            continue
+        for r in d["candidates"]:
+            if r.get("not_scored"):
+                why = f"not scored: {r['not_scored']}"
+            elif r["top1"] is None:
+                why = "no accuracy: it could not be scored on the test split"
+            elif r["p50_ms"] is None:
+                why = no_latency_reason(target)
+            else:
+                why = r.get("why") or "not chosen by its backend's precision selection"
+            lines.append(f"{r['artifact']}: {why}")
+    return lines or ["no whole-model artifact was built (see 'not produced')"]
+
+
+def no_latency_reason(target: Target) -> str:
+    """Why ``latency_for`` found no number for an artifact on ``target``, and what gives one."""
+    if target.reach == "local":
+        return f"no latency: it was not timed on this host and {target.name} gives no estimate for it"
+    where = f"target {target.name}" + (f" ({target.source_file})" if target.source_file else "")
+    figures = ("its device figures gave no estimate" if target.device.peak_gops
+               else "it has no device figures (device.peak_gops) to estimate from")
+    return (f"no latency: {where} is reached over SSH, was not benchmarked there "
+            f"(edgekit bench BUNDLE --host user@device) and {figures}")
+
+
 def artifact_drops(artifact, input_top1: float | None, final_top1: float | None) -> dict:
     top1 = _top1(artifact)
     return {"vs_input": drop(top1, input_top1), "vs_final": drop(top1, final_top1)}

@@ -7,7 +7,8 @@ rules themselves are in ``edgekit.decisions``; this module applies them to a typ
 
 from __future__ import annotations
 
-from edgekit.decisions import DEFAULT_AUTO_DROP, artifact_drops, latency_for, recommend, select_precisions
+from edgekit.decisions import (DEFAULT_AUTO_DROP, artifact_drops, latency_for, recommend, select_precisions,
+                               why_not_deployed)
 from edgekit.gates import Gates, evaluate_gates
 from edgekit.manifest import Decision, Deploy, Drops, Manifest, SearchFinal
 
@@ -35,6 +36,7 @@ def decide(manifest: Manifest, gates: Gates | None = None) -> Manifest:
         manifest.gates = evaluate_gates(manifest, gates)
     deploy = recommend(decisions, manifest.target, manifest.gates.deployable if manifest.gates else None)
     manifest.deploy = Deploy.model_validate(deploy) if deploy else None
+    manifest.no_deploy = None if deploy else why_not_deployed(decisions, manifest.target)
     if manifest.search is not None:
         manifest.search.final = budget_check(manifest)
     return manifest

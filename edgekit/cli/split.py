@@ -20,7 +20,7 @@ def serve_tail_command(
     host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default; 0.0.0.0 exposes it)"),
     port: int = typer.Option(8765, help="TCP port"),
     token_file: Optional[Path] = typer.Option(None, help=TOKEN_HELP),
-    threads: int = typer.Option(1, help="runtime threads for the tail"),
+    threads: int = typer.Option(1, min=1, help="runtime threads for the tail"),
     max_batch: int = typer.Option(64, help="largest batch accepted per request"),
     max_request_bytes: Optional[int] = typer.Option(None, help="request body limit [default: max-batch images, >= 1 MiB]"),
 ) -> None:
@@ -42,7 +42,7 @@ def split_run_command(
     limit: int = typer.Option(200, help="number of test images (0 = all)"),
     offload: str = typer.Option("none", help="also measure full offload, interleaved: none | raw | jpeg"),
     head_backend: Optional[str] = typer.Option(None, help="backend of the head [default: the target's first]"),
-    threads: int = typer.Option(1, help="runtime threads for the head"),
+    threads: int = typer.Option(1, min=1, help="runtime threads for the head"),
     token_file: Optional[Path] = typer.Option(None, help=TOKEN_HELP),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
@@ -74,7 +74,7 @@ def split_profile_command(
     target: Optional[str] = typer.Option(None, help="device target [default: the bundle's]"),
     rtt_ms: float = typer.Option(20.0, help="network round-trip time added to every request"),
     out: Optional[Path] = typer.Option(None, help="directory for split_profile.json/.md/.png [default: BUNDLE/profile]"),
-    threads: int = typer.Option(1, help="runtime threads"),
+    threads: int = typer.Option(1, min=1, help="runtime threads"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """End-to-end latency vs bandwidth for local, full offload (JPEG) and split; table + plot."""
