@@ -10,6 +10,7 @@ import typer
 from edgekit.cli import app
 from edgekit.cli.common import print_json, stdout, table
 from edgekit.reports.tables import fmt
+from edgekit.split.guard import DEFAULT_MAX_UNTRUSTED, DEFAULT_READ_TIMEOUT
 
 TOKEN_HELP = "file holding the shared secret [default: the EDGEKIT_SPLIT_TOKEN environment variable]"
 
@@ -23,6 +24,10 @@ def serve_tail_command(
     threads: int = typer.Option(1, min=1, help="runtime threads for the tail"),
     max_batch: int = typer.Option(64, help="largest batch accepted per request"),
     max_request_bytes: Optional[int] = typer.Option(None, help="request body limit [default: max-batch images, >= 1 MiB]"),
+    read_timeout: float = typer.Option(DEFAULT_READ_TIMEOUT, min=0.1, help="seconds a request may take to arrive "
+                                       "(headers and body; also how long an idle connection is kept)"),
+    max_untrusted: int = typer.Option(DEFAULT_MAX_UNTRUSTED, min=1, help="connections without a valid token kept "
+                                      "at once; one more closes the oldest"),
 ) -> None:
     """Serve the tail (and the whole model, for the full-offload baseline) over HTTP (FastAPI + uvicorn).
 
@@ -31,7 +36,8 @@ def serve_tail_command(
     from edgekit.split.bundle import read_token
     from edgekit.split.server import serve
 
-    serve(bundle, host, port, read_token(token_file), threads, max_batch, max_request_bytes)
+    serve(bundle, host, port, read_token(token_file), threads, max_batch, max_request_bytes, read_timeout,
+          max_untrusted)
 
 
 @app.command("split-run")
