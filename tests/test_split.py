@@ -174,7 +174,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-READ_TIMEOUT = 2.0   # the test server's --read-timeout: slow clients are cut off within seconds
+READ_TIMEOUT = 3.0   # the test server's --read-timeout: slow clients are cut off within seconds
+MAX_UNTRUSTED = 8    # and its --max-untrusted
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +188,8 @@ def tail_server(split_bundle, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-tail") / "server.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "edgekit", "serve-tail", str(out), "--port", str(port),
-                                 "--max-request-bytes", "4096", "--read-timeout", str(READ_TIMEOUT)], env=env,
+                                 "--max-request-bytes", "4096", "--read-timeout", str(READ_TIMEOUT),
+                                 "--max-untrusted", str(MAX_UNTRUSTED)], env=env,
                                 stdout=sink, stderr=subprocess.STDOUT)
     proc.log = log
     deadline = time.time() + 120
@@ -289,6 +291,17 @@ def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") ->
     return None
 
 
+def _is_closed(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` by now (without waiting)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 def test_slow_and_silent_clients_are_cut_off(tail_server):
     """A connection that sends nothing, and one that sends its headers a byte at a time, are closed after
     --read-timeout; a body that never comes gets a 408. (They held the server at 503 for every client.)"""
@@ -306,6 +319,31 @@ def test_slow_and_silent_clients_are_cut_off(tail_server):
     c.endheaders()   # and no body
     r = c.getresponse()
     assert r.status == 408 and "within" in json.loads(r.read())["error"]
+
+
+def test_connections_without_the_token_are_capped(tail_server):
+    """Over --max-untrusted idle connections without the token, a new one closes the oldest (past a short grace
+    for the request to arrive), long before --read-timeout would; a client that showed the token keeps its
+    connection."""
+    port, token = tail_server["port"], tail_server["token"]
+    trusted = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    trusted.request("POST", "/v1/tail", body=bytes(32), headers={"Authorization": f"Bearer {token}", "X-Shape": "1,2,4,4"})
+    assert trusted.getresponse().read() and trusted.sock is not None
+    kept = trusted.sock
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_UNTRUSTED + 4)]
+    time.sleep(1.2)   # past the grace, well before the read timeout
+    newest = socket.create_connection(("127.0.0.1", port))
+    try:
+        time.sleep(0.6)
+        closed = [_is_closed(s) for s in silent]
+        assert closed == [True] * 5 + [False] * (MAX_UNTRUSTED - 1), closed   # the 5 oldest of 13 waiting
+        trusted.request("POST", "/v1/tail", body=bytes(32),
+                        headers={"Authorization": f"Bearer {token}", "X-Shape": "1,2,4,4"})
+        assert trusted.getresponse().status == 200 and trusted.sock is kept
+    finally:
+        for s in [*silent, newest]:
+            s.close()
+        trusted.close()
 
 
 def test_served_within_1s_while_100_hostile_clients_connect(tail_server):

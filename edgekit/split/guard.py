@@ -8,8 +8,10 @@ Here, per connection:
 - a request must arrive whole within ``read_timeout`` seconds of the connection opening or of the previous
   response (the body's own deadline is the app's, ``server._body``); otherwise the connection is closed;
 - connections that have not yet sent a request with the valid token and are not being served are capped at
-  ``max_untrusted``: one more closes the oldest of them. A real client sends its request at once, so it is
-  served before it could be the oldest; a half-open connection is not.
+  ``max_untrusted``: one more closes the oldest of them, but never one younger than ``GRACE`` seconds. A real
+  client sends its request at once and is served within that time even when a burst of connections is
+  accepted together with it (the event loop accepts a backlog at once, and only then reads their requests);
+  a half-open connection is not.
 
 Only asyncio's public protocol methods are overridden, and the app tells the guard about requests through
 ASGI (the scope's ``client`` is the connection's peer address), so no uvicorn internals are read.
@@ -24,6 +26,7 @@ from typing import Any, Callable
 
 DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_MAX_UNTRUSTED = 32
+GRACE = 1.0   # seconds a new connection has to send its request before the cap may close it
 
 Peer = tuple[str, int]
 
@@ -52,8 +55,10 @@ class ConnectionGuard:
         self._arm(peer, conn)
         waiting = sorted((c for c in self._connections.values() if not c.trusted and not c.busy),
                          key=lambda c: c.opened)
+        settled = time.monotonic() - min(GRACE, self.read_timeout / 2)
         for old in waiting[:max(0, len(waiting) - self.max_untrusted)]:
-            old.transport.close()
+            if old.opened <= settled:
+                old.transport.close()
 
     def closed(self, peer: Peer | None) -> None:
         conn = self._connections.pop(peer, None) if peer is not None else None

@@ -30,6 +30,10 @@ from edgekit.split.deploy import dequantize
 from edgekit.split.guard import DEFAULT_MAX_UNTRUSTED, DEFAULT_READ_TIMEOUT, ConnectionGuard, guarded_protocol, peer_of
 
 DEFAULT_MAX_BATCH = 64
+# uvicorn answers 503 to every new request while this many connections are open, idle ones included: it is what
+# 70 half-open connections used to fill. The guard keeps connections without the token to --max-untrusted, so
+# only clients with the token, requests in progress, or a flood of new connections come near it.
+MAX_CONNECTIONS = 512
 
 
 def _fastapi():
@@ -186,9 +190,8 @@ def serve(bundle_dir: Path, host: str, port: int, token: str, threads: int = 1, 
         raise EdgekitError(f"--read-timeout {read_timeout:g} and --max-untrusted {max_untrusted} must be positive")
     guard = ConnectionGuard(read_timeout, max_untrusted)
     app = create_app(load_split_bundle(bundle_dir), token, threads, max_batch, max_request_bytes, read_timeout, guard)
-    # limit_concurrency above the untrusted cap: connections without the token can never fill it alone.
     config = uvicorn.Config(guard.wrap(app), host=host, port=port, log_level="warning", access_log=False,
-                            http=guarded_protocol(guard), limit_concurrency=max_untrusted + 64,
+                            http=guarded_protocol(guard), limit_concurrency=MAX_CONNECTIONS + max_untrusted,
                             timeout_keep_alive=max(1, int(read_timeout)), h11_max_incomplete_event_size=16 * 1024)
     server = uvicorn.Server(config)
     print(f"serving split tail of {bundle_dir} on http://{host}:{port}", flush=True)
