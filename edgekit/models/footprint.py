@@ -107,17 +107,19 @@ def check_memory(loaded: LoadedModel, batch: int = 1, device: torch.device | Non
     available = available_bytes(device)
     if found is None or available is None:
         return
-    need = found.activation_bytes * batch
+    cuda = device is not None and device.type == "cuda"
+    # On CUDA training runs in mixed precision by default (TrainParams.amp): 16-bit activations, half the bytes.
+    per_image = found.activation_bytes // 2 if cuda else found.activation_bytes
+    need = per_image * batch
     if need <= available:
         return
     c, h, w = loaded.spec.input_shape
-    where = "this machine" if device is None or device.type == "cpu" else str(device)
-    fits = max(1, available // max(found.activation_bytes, 1))
+    where = str(device) if cuda else "this machine"
+    fits = max(1, available // max(per_image, 1))
     raise EdgekitError(f"input {c}x{h}x{w} needs about {_gb(need)} of activations for {loaded.source} at batch "
-                       f"{batch} ({_gb(found.activation_bytes)} per image); {where} has {_gb(available)} available",
+                       f"{batch} ({_gb(per_image)} per image); {where} has {_gb(available)} available",
                        "give a smaller --input-size" + (f", or a training batch_size of at most {fits} in the recipe"
-                                                        if batch > 1 and available >= found.activation_bytes
-                                                        else ""))
+                                                        if batch > 1 and available >= per_image else ""))
 
 
 def available_bytes(device: torch.device | None = None) -> int | None:
