@@ -227,6 +227,37 @@ def recommend(decisions: list[Decision], target: Target | None = None,
                   also_kept=[r.artifact for r in also])
 
 
+def why_not_deployed(decisions: list[Decision], target: Target) -> list[str]:
+    """When ``recommend`` chose nothing: one line per whole-model candidate saying why it could not be deployed
+    (deploy needs an accuracy and a latency on the target; without them "no artifact was chosen" names no fix)."""
+    lines = []
+    for d in decisions:
+        if d.part != Part.WHOLE:
+            continue
+        for c in d.candidates:
+            if c.not_scored:
+                why = f"not scored ({c.reason or 'see the report'})"
+            elif c.top1 is None:
+                why = "no accuracy: it could not be scored on the test split"
+            elif c.p50_ms is None:
+                why = no_latency_reason(target)
+            else:
+                why = f"not chosen by its backend's precision selection ({c.reason or c.detail})"
+            lines.append(f"{c.artifact}: {why}")
+    return lines or ["no whole-model artifact was built (see 'not produced')"]
+
+
+def no_latency_reason(target: Target) -> str:
+    """Why ``latency_for`` found no number for an artifact on ``target``, and what gives one."""
+    if target.reach == "local":
+        return f"no latency: it was not timed on this host and {target.name} gives no estimate for it"
+    where = f"target {target.name}" + (f" ({target.source_file})" if target.source_file else "")
+    figures = ("its device figures gave no estimate" if target.device.peak_gops
+               else "it has no device figures (device.peak_gops) to estimate from")
+    return (f"no latency: {where} is reached over SSH, was not benchmarked there "
+            f"(edgekit bench BUNDLE --host user@device) and {figures}")
+
+
 def artifact_drops(artifact, input_top1: float | None, final_top1: float | None) -> dict:
     top1 = _top1(artifact)
     return {"vs_input": drop(top1, input_top1), "vs_final": drop(top1, final_top1)}

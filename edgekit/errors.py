@@ -39,3 +39,18 @@ def first_line(err: BaseException, limit: int = 200, typed: bool = False) -> str
     lines = str(err).strip().splitlines()
     text = lines[0][:limit] if lines else ""
     return f"{type(err).__name__}: {text}" if typed else text
+
+
+def validation_summary(err) -> str:
+    """Every field a pydantic ``ValidationError`` names, on one line: the missing ones together, then each invalid
+    one with its reason (``missing fields: backends, precisions; threads: Input should be a valid integer``).
+    Pydantic's own text starts "2 validation errors for Target", which names no field a user could fix."""
+    missing, invalid = [], []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "missing":
+            missing.append(loc)
+        else:
+            invalid.append(f"{loc}: {e['msg']}")
+    parts = ([f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"] if missing else []) + invalid
+    return "; ".join(parts)

@@ -369,6 +369,7 @@ class Manifest(Record):
     calibration: Calibration | None = None
     precision_selection: list[Decision] | None = None
     deploy: Deploy | None = None
+    no_deploy: list[str] | None = None           # when deploy is None: why, one line per candidate
     split: SplitSection | None = None
     robustness: dict[str, Any] | None = None     # edgekit.profiling.robustness (recipe ``robustness:``)
     gates: GateReport | None = None

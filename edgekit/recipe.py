@@ -101,7 +101,7 @@ class ProfileSettings(BaseModel):
     runs: int = 100
     max_seconds: float = 10.0
     batch: int = 1
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1)
     eval_batch: int = 64
     score: Literal["all", "needed"] = Field("all", description="which artifacts are scored on the test split: "
                                             "all, or (with precision: auto on a local target) only those a "
@@ -243,8 +243,29 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         recipe = Recipe(**data, source_file=str(path))
     except (yaml.YAMLError, ValidationError, TypeError) as err:
         raise EdgekitError(f"recipe {path} is invalid: {_first_error(err)}") from None
+    if not recipe.stages and "compile" not in data and recipe.budget is None:
+        # Nothing to do but compile the input model at the defaults: a typo'd or truncated file, not a plan.
+        raise EdgekitError(f"recipe {path} has no stages and no compile section",
+                           "add stages (e.g. '- finetune: {epochs: 3}') or a compile: section; see the "
+                           "shipped recipes (recipes/quickstart.yaml)")
     validate_stage_params(recipe)
     return recipe
+
+
+def largest_batch(recipe: Recipe) -> int:
+    """The largest ``batch_size`` any stage of ``recipe`` trains with (nested settings included), 1 without
+    one: what memory must hold the activations of (``models.footprint``)."""
+    from edgekit.stages import STAGES
+
+    def batches(value: Any) -> list[int]:
+        if isinstance(value, dict):
+            own = [value["batch_size"]] if isinstance(value.get("batch_size"), int) else []
+            return own + [b for v in value.values() for b in batches(v)]
+        return []
+
+    found = [b for entry in recipe.stages
+             for b in batches(STAGES.get(entry.name).Params(**entry.params).model_dump())]
+    return max(found, default=1)
 
 
 def validate_stage_params(recipe: Recipe) -> None:

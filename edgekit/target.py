@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line, validation_summary
 from edgekit.resources import shipped_dir
 from edgekit.vocab import Precision
 
@@ -48,7 +48,7 @@ class Target(BaseModel):
     precisions: list[Precision]
     default_precision: Precision = Precision.FP32
     recipe: str = Field("quickstart", description="the recipe `edgekit compress` runs when --recipe is not given")
-    threads: int = 1
+    threads: int = Field(1, ge=1)
     reach: Literal["local", "ssh"] = "local"
     input: InputConstraints = InputConstraints()
     device: DeviceFigures = DeviceFigures()
@@ -89,12 +89,17 @@ def load_target(name_or_path: str) -> Target:
             raise EdgekitError(f"unknown target '{name_or_path}'",
                                f"known targets: {', '.join(files)} (or a path to a target YAML)")
         path = files[name_or_path]
+    hint = "see targets/x86-cpu.yaml for the format"
     try:
         data = yaml.safe_load(path.read_text())
-        return Target(**data, source_file=str(path))
-    except (yaml.YAMLError, ValidationError, TypeError) as err:
-        first = str(err).splitlines()[0]
-        raise EdgekitError(f"target file {path} is invalid: {first}", "see targets/x86-cpu.yaml for the format") from None
+    except yaml.YAMLError as err:
+        raise EdgekitError(f"target file {path} is not YAML: {first_line(err)}", hint) from None
+    if not isinstance(data, dict):
+        raise EdgekitError(f"target file {path} holds no fields ({type(data).__name__})", hint)
+    try:
+        return Target(**{**data, "source_file": str(path)})
+    except ValidationError as err:
+        raise EdgekitError(f"target file {path} is invalid: {validation_summary(err)}", hint) from None
 
 
 def list_targets() -> list[Target]:

@@ -7,7 +7,8 @@ rules themselves are in ``edgekit.decisions``; this module applies them to a typ
 
 from __future__ import annotations
 
-from edgekit.decisions import DEFAULT_AUTO_DROP, artifact_drops, latency_for, recommend, select_precisions
+from edgekit.decisions import (DEFAULT_AUTO_DROP, artifact_drops, latency_for, recommend, select_precisions,
+                               why_not_deployed)
 from edgekit.gates import Gates, evaluate_gates
 from edgekit.manifest import Drops, Manifest, SearchFinal
 from edgekit.reports.reasons import fill_details
@@ -35,6 +36,7 @@ def decide(manifest: Manifest, gates: Gates | None = None) -> Manifest:
     if gates is not None and gates.active:
         manifest.gates = evaluate_gates(manifest, gates)
     manifest.deploy = recommend(decisions, manifest.target, manifest.gates.deployable if manifest.gates else None)
+    manifest.no_deploy = None if manifest.deploy else why_not_deployed(decisions, manifest.target)
     fill_details(decisions, manifest.deploy, manifest.skipped)   # the English the JSON keeps beside each code
     if manifest.search is not None:
         manifest.search.final = budget_check(manifest)

@@ -440,3 +440,150 @@ def test_mixed_bit_depths_warn(tmp_path, capsys):
     splits = load_imagefolder(str(_sixteen_bit_folder(tmp_path / "imgs", per_class=5, mixed=True)), {}, (8, 8))
     assert "I;16 (10 files)" in splits.notes["source_modes"] and "L (1 files)" in splits.notes["source_modes"]
     assert "mixes bit depths" in " ".join(capsys.readouterr().err.split())
+
+
+# --- bad values: refused before any work, one line naming the field ----------------------------------
+
+def _quick(tmp_path: Path, *args: str, timeout: int = 120):
+    """``edgekit compress`` on the digits demo model with ``args``; the --out folder must never appear."""
+    out = tmp_path / "never"
+    result = run_cli("compress", "-m", "builtin:tinycnn", "-d", "digits", "-o", str(out), *args, timeout=timeout)
+    assert not out.exists()
+    return result
+
+
+@pytest.mark.parametrize("text", ["", "name: nothing\n", "name: nothing\nstages: []\n"])
+def test_an_empty_recipe_is_refused(tmp_path, text):
+    """The issue's case ran zero stages and deployed a chance-level model with exit 0."""
+    recipe = tmp_path / "empty.yaml"
+    recipe.write_text(text)
+    _one_line(_quick(tmp_path, "-r", str(recipe)), str(recipe), "no stages and no compile section")
+
+
+def test_a_compile_only_recipe_is_still_a_plan(tmp_path):
+    from edgekit.recipe import load_recipe
+
+    recipe = tmp_path / "ptq.yaml"
+    recipe.write_text("name: ptq\ncompile: {precisions: [int8]}\n")
+    assert load_recipe(recipe).compile.precisions == ["int8"]
+
+
+def _one_class_folder(root: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    (root / "cats").mkdir(parents=True)
+    for i in range(10):
+        Image.fromarray(np.full((8, 8), 20 * i, dtype=np.uint8)).save(root / "cats" / f"{i}.png")
+    return root
+
+
+def test_a_one_class_folder_is_refused(tmp_path):
+    """The issue's case reported 100% top-1: a test split of one class is always right."""
+    folder = _one_class_folder(tmp_path / "imgs")
+    _one_line(_quick(tmp_path, "-d", str(folder)), "holds 1 class", "at least two")
+    flat = _one_class_folder(tmp_path / "split")
+    (flat / "train").mkdir()
+    (flat / "cats").rename(flat / "train" / "cats")
+    _one_line(_quick(tmp_path, "-d", str(flat)), "holds 1 class")
+
+
+def test_a_one_class_dataset_is_refused():
+    from torch.utils.data import TensorDataset
+
+    from edgekit.data import from_datasets
+
+    with pytest.raises(EdgekitError, match="holds 1 class"):
+        from_datasets(TensorDataset(torch.rand(20, 1, 8, 8), torch.zeros(20, dtype=torch.long)))
+
+
+@pytest.mark.parametrize("command", [["compress", "-m", "builtin:tinycnn", "-d", "digits"], ["bench", "."],
+                                     ["serve-tail", "."]])
+def test_threads_below_one_is_a_usage_error(command):
+    """``--threads 0`` silently meant 2."""
+    result = run_cli(*command, "--threads", "0", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "--threads" in result.stderr.splitlines()[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_threads_below_one_in_a_recipe_or_target_names_the_field(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ncompile: {precisions: [fp32]}\nprofile: {threads: 0}\n")
+    _one_line(_quick(tmp_path, "-r", str(recipe)), "profile.threads")
+    target = tmp_path / "t.yaml"
+    target.write_text("name: t\nruntime: onnxruntime\nbackends: [onnxruntime]\nprecisions: [fp32]\nthreads: 0\n")
+    _one_line(_quick(tmp_path, "-t", str(target)), "threads: Input should be greater than or equal to 1")
+
+
+def test_a_target_names_every_missing_and_invalid_field(tmp_path):
+    """It said "2 validation errors for Target" and named none of them."""
+    target = tmp_path / "t.yaml"
+    target.write_text("name: t\nruntime: onnxruntime\nprecisions: [fp32, int4]\n")
+    _one_line(_quick(tmp_path, "-t", str(target)), str(target), "missing field: backends", "precisions.1")
+    target.write_text("name: t\n")
+    _one_line(_quick(tmp_path, "-t", str(target)), "missing fields: runtime, backends, precisions")
+    target.write_text("- just a list\n")
+    _one_line(_quick(tmp_path, "-t", str(target)), "holds no fields")
+
+
+def test_an_input_size_too_large_for_memory_is_refused_before_allocating(tmp_path):
+    """The issue's case allocated 13 GB and died after 105 s; the estimate comes from a forward pass on the meta
+    device, so the refusal takes no more than starting the command (the real batch-1 forward alone takes minutes
+    on a small CPU: the timeout would fire)."""
+    result = _quick(tmp_path, "--input-size", "4096", timeout=90)
+    _one_line(result, "1x4096x4096", "13.0 GB per image", "available", "--input-size")
+    assert "stage" not in result.stdout + result.stderr
+
+
+def test_activation_estimate_matches_what_a_forward_allocates():
+    """The estimate is what a training step keeps: the bytes of every tensor the forward creates (a real
+    forward's outputs, counted independently by their storages' sizes)."""
+    from edgekit.models.footprint import footprint
+
+    model = load_model("builtin:resnet8")
+    kept = []
+    hooks = [m.register_forward_hook(lambda m, i, o: kept.append(o.untyped_storage().nbytes()))
+             for m in model.module.modules() if not list(m.children()) and not getattr(m, "inplace", False)]
+    model.module.eval()(torch.zeros(1, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    found = footprint(model.module, (1, 28, 28))
+    # leaf modules miss the functional residual adds (one block output per residual block): within 25%
+    assert sum(kept) <= found.activation_bytes <= 1.25 * sum(kept)
+    assert found.total_stride == 4 and found.output_shape == (1, 10)
+
+
+def test_an_input_size_below_the_models_stride_is_refused(tmp_path):
+    """``--input-size 1x1`` was a traceback in the augmentation (reflect padding wider than the image)."""
+    _one_line(_quick(tmp_path, "--input-size", "1x1"), "--input-size 1x1", "at least 2x2")
+    with pytest.raises(EdgekitError, match="at least 4x4"):
+        load_model("builtin:resnet8", input_size=(3, 3))
+    assert load_model("builtin:resnet8", input_size=(4, 4)).spec.input_shape == (1, 4, 4)
+
+
+def test_augmentation_pads_a_tiny_image_by_less():
+    from edgekit.training.augment import random_crop_flip
+
+    for size in (1, 2, 3):
+        x = torch.rand(4, 1, size, size)
+        assert random_crop_flip(x, pad=2).shape == x.shape
+
+
+def test_no_deploy_says_why_for_each_candidate(tmp_path):
+    """A target reached over SSH without device figures: no latency, so nothing to deploy, and each candidate
+    says so (the issue's run ended with "no artifact was chosen for deploy" and no reason)."""
+    target = tmp_path / "bare.yaml"
+    target.write_text("name: bare\nruntime: onnxruntime\nbackends: [onnxruntime]\nprecisions: [fp32]\nreach: ssh\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ncompile: {precisions: [fp32]}\nprofile: {warmup: 1, runs: 3, max_seconds: 1}\n")
+    out = tmp_path / "b"
+    result = run_cli("compress", "-m", "builtin:tinycnn", "-d", "digits", "-t", str(target), "-r", str(recipe),
+                     "-o", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = " ".join(result.stdout.split())
+    assert "no artifact was chosen for deploy:" in text
+    assert "- onnxruntime-fp32: no latency: target bare" in text and "device.peak_gops" in text
+    assert "edgekit bench BUNDLE --host" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest.get("deploy") is None and manifest["no_deploy"][0].startswith("onnxruntime-fp32: no latency")

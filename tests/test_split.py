@@ -174,17 +174,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+READ_TIMEOUT = 3.0   # the test server's --read-timeout: slow clients are cut off within seconds
+MAX_UNTRUSTED = 8    # and its --max-untrusted
+
+
 @pytest.fixture(scope="module")
-def tail_server(split_bundle):
-    """``edgekit serve-tail`` in its own process on loopback, token from the environment."""
+def tail_server(split_bundle, tmp_path_factory):
+    """``edgekit serve-tail`` in its own process on loopback, token from the environment; its output goes to a
+    file (a pipe nobody reads would block the server once full)."""
     out, _ = split_bundle
     port, token = _free_port(), secrets.token_urlsafe(24)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_SPLIT_TOKEN": token, "EDGEKIT_QUIET": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "serve-tail", str(out), "--port", str(port),
-                             "--max-request-bytes", "4096"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path_factory.mktemp("serve-tail") / "server.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "edgekit", "serve-tail", str(out), "--port", str(port),
+                                 "--max-request-bytes", "4096", "--read-timeout", str(READ_TIMEOUT),
+                                 "--max-untrusted", str(MAX_UNTRUSTED)], env=env,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    proc.log = log
     deadline = time.time() + 120
     while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read().decode()
+        assert proc.poll() is None, log.read_text()
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", "/v1/health")
@@ -238,6 +248,190 @@ def test_server_rejects_bad_requests_and_keeps_serving(tail_server, split_bundle
     status, body = _post(port, "/v1/tail", bytes(32), good)
     assert status == 200 and len(body) == 4 * 10
     assert tail_server["proc"].poll() is None
+
+
+def _server_log(proc) -> str:
+    """What the server process has printed so far."""
+    return proc.log.read_text(errors="replace")
+
+
+def test_shape_values_are_bounded_before_multiplying(tail_server):
+    """``X-Shape: 1,4294967296,4294967296,1`` wrapped around to 0 bytes in int64 and ended in a 500 with a traceback."""
+    port, auth = tail_server["port"], {"Authorization": f"Bearer {tail_server['token']}"}
+    for path, extra in (("/v1/tail", {}), ("/v1/full", {"X-Format": "raw"})):
+        for shape in ("1,4294967296,4294967296,1", "1,18446744073709551616,1,1", "1," + "9" * 5000 + ",1,1"):
+            status, body = _post(port, path, b"", {**auth, **extra, "X-Shape": shape})
+            assert status == 400, (path, shape[:40], status, body[:200])
+            reason = json.loads(body)["error"]
+            assert "X-Shape" in reason and "\n" not in reason and len(reason) < 200
+    assert _post(port, "/v1/tail", bytes(32), {**auth, "X-Shape": "1,2,4,4"})[0] == 200
+    assert "Traceback" not in _server_log(tail_server["proc"])
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> float | None:
+    """Seconds until the server closes ``sock`` (None if it is still open after ``seconds``); with ``trickle``,
+    one byte of it is sent every 0.2 s meanwhile, as a slow client does."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    sent = 0
+    while time.monotonic() - started < seconds:
+        try:
+            if sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except socket.timeout:
+            pass
+        except OSError:
+            return time.monotonic() - started
+        if trickle:
+            try:
+                sock.send(trickle[sent % len(trickle):][:1])
+                sent += 1
+            except OSError:
+                return time.monotonic() - started
+    return None
+
+
+def _is_closed(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` by now (without waiting)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_slow_and_silent_clients_are_cut_off(tail_server):
+    """A connection that sends nothing, and one that sends its headers a byte at a time, are closed after
+    --read-timeout; a body that never comes gets a 408. (They held the server at 503 for every client.)"""
+    port, token = tail_server["port"], tail_server["token"]
+    silent = socket.create_connection(("127.0.0.1", port))
+    slow = socket.create_connection(("127.0.0.1", port))
+    slow.sendall(b"POST /v1/tail HTTP/1.1\r\nHost: x\r\n")
+    with silent, slow:
+        assert (_closed_within(silent, READ_TIMEOUT + 5) or 99) <= READ_TIMEOUT + 3
+        assert (_closed_within(slow, READ_TIMEOUT + 5, trickle=b"X-Slow: yes\r\n") or 99) <= READ_TIMEOUT + 3
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=READ_TIMEOUT + 10)
+    c.putrequest("POST", "/v1/tail")
+    for k, v in {"Authorization": f"Bearer {token}", "X-Shape": "1,2,4,4", "Content-Length": "32"}.items():
+        c.putheader(k, v)
+    c.endheaders()   # and no body
+    r = c.getresponse()
+    assert r.status == 408 and "within" in json.loads(r.read())["error"]
+
+
+def test_connections_without_the_token_are_capped(tail_server):
+    """Over --max-untrusted idle connections without the token, a new one closes the oldest (past a short grace
+    for the request to arrive), long before --read-timeout would; a client that showed the token keeps its
+    connection."""
+    port, token = tail_server["port"], tail_server["token"]
+    trusted = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    trusted.request("POST", "/v1/tail", body=bytes(32), headers={"Authorization": f"Bearer {token}", "X-Shape": "1,2,4,4"})
+    assert trusted.getresponse().read() and trusted.sock is not None
+    kept = trusted.sock
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_UNTRUSTED + 4)]
+    time.sleep(1.2)   # past the grace, well before the read timeout
+    newest = socket.create_connection(("127.0.0.1", port))
+    try:
+        time.sleep(0.6)
+        closed = [_is_closed(s) for s in silent]
+        assert closed == [True] * 5 + [False] * (MAX_UNTRUSTED - 1), closed   # the 5 oldest of 13 waiting
+        trusted.request("POST", "/v1/tail", body=bytes(32),
+                        headers={"Authorization": f"Bearer {token}", "X-Shape": "1,2,4,4"})
+        assert trusted.getresponse().status == 200 and trusted.sock is kept
+    finally:
+        for s in [*silent, newest]:
+            s.close()
+        trusted.close()
+
+
+def test_served_within_1s_while_100_hostile_clients_connect(tail_server):
+    """A bounded loopback fuzz: 100 clients (half-open connections, slow headers, garbage, no token, huge shapes)
+    in threads for a few seconds while a well-formed client keeps asking, each time on a new connection: every
+    one of its requests is answered 200, p99 within 1 s, and the server log shows no traceback."""
+    import random
+    import threading
+
+    port, token = tail_server["port"], tail_server["token"]
+    stop = threading.Event()
+    rng = random.Random(0)
+
+    def connect() -> socket.socket | None:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=1)
+        except OSError:
+            stop.wait(0.1)
+            return None
+
+    def half_open():
+        while not stop.is_set():
+            sock = connect()
+            if sock is not None:
+                with sock:
+                    _closed_within(sock, 30) if not stop.is_set() else None
+            stop.wait(0.1)
+
+    def slow_headers():
+        while not stop.is_set():
+            sock = connect()
+            if sock is not None:
+                with sock:
+                    sock.sendall(b"POST /v1/tail HTTP/1.1\r\nHost: x\r\n")
+                    _closed_within(sock, 30, trickle=b"X-Pad: aaaaaaaa\r\n")
+            stop.wait(0.1)
+
+    def one_shot(payload: bytes):
+        sock = connect()
+        if sock is not None:
+            with sock:
+                try:
+                    sock.sendall(payload)
+                    sock.recv(4096)
+                except OSError:
+                    pass
+        stop.wait(0.05)
+
+    def garbage():
+        while not stop.is_set():
+            one_shot(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 3000))) + b"\r\n\r\n")
+
+    def no_token():
+        while not stop.is_set():
+            one_shot(b"POST /v1/tail HTTP/1.1\r\nHost: x\r\nX-Shape: 1,2,4,4\r\nContent-Length: 32\r\n\r\n" + bytes(32))
+
+    def huge_shape():
+        while not stop.is_set():
+            one_shot(f"POST /v1/tail HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                     f"X-Shape: 1,4294967296,4294967296,1\r\nContent-Length: 0\r\n\r\n".encode())
+
+    kinds = [half_open, slow_headers, garbage, no_token, huge_shape]
+    threads = [threading.Thread(target=kinds[i % len(kinds)], daemon=True) for i in range(100)]
+    for t in threads:
+        t.start()
+    latencies, statuses = [], []
+    try:
+        time.sleep(1.0)   # every hostile client is connected before the well-formed one starts
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                status, body = _post(port, "/v1/tail", bytes(32),
+                                     {"Authorization": f"Bearer {token}", "X-Shape": "1,2,4,4"})
+            except OSError as err:
+                status = type(err).__name__
+            latencies.append(time.perf_counter() - started)
+            statuses.append(status)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=READ_TIMEOUT + 5)
+    assert not any(t.is_alive() for t in threads), "hostile clients did not stop"
+    assert len(statuses) >= 20 and set(statuses) == {200}, statuses
+    p99 = float(np.percentile(latencies, 99))
+    assert p99 <= 1.0, f"p99 {p99:.3f} s over {len(latencies)} requests"
+    assert tail_server["proc"].poll() is None and "Traceback" not in _server_log(tail_server["proc"])
 
 
 def test_serve_tail_requires_a_token(split_bundle):

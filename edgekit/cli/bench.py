@@ -46,7 +46,7 @@ def bench_command(
     max_seconds: float = typer.Option(5.0, help="time budget per artifact for timed runs"),
     batch: int = typer.Option(1, help="batch size for the latency numbers"),
     batch_sizes: Optional[str] = typer.Option(None, help="throughput batch sizes, e.g. 1,8,32 [default: target's]"),
-    threads: Optional[int] = typer.Option(None, help="runtime threads [default: all cores of the machine]"),
+    threads: Optional[int] = typer.Option(None, min=1, help="runtime threads [default: all cores of the machine]"),
     no_update: bool = typer.Option(False, "--no-update", help="do not write results into the bundle"),
     json_out: bool = typer.Option(False, "--json", help="print results as JSON on stdout"),
 ) -> None:

@@ -34,7 +34,7 @@ def compress_command(
     arch: Optional[str] = typer.Option(None, help="architecture of a state-dict model file, e.g. torchvision:resnet18"),
     input_size: Optional[str] = typer.Option(None, help="model input size HxW (default: the model's own)"),
     trust_pickle: bool = typer.Option(False, help="allow a pickled nn.Module file (it can run arbitrary code)"),
-    threads: Optional[int] = typer.Option(None, help="threads for profiling [default: all cores]"),
+    threads: Optional[int] = typer.Option(None, min=1, help="threads for profiling [default: all cores]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="rerun every stage instead of reusing cached outputs"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue an interrupted training stage from "
                                 "its last epoch checkpoint (same model, recipe and data) [default: resume]"),

@@ -10,6 +10,7 @@ import typer
 from edgekit.cli import app
 from edgekit.cli.common import print_json, stdout, table
 from edgekit.reports.tables import fmt
+from edgekit.split.guard import DEFAULT_MAX_UNTRUSTED, DEFAULT_READ_TIMEOUT
 
 TOKEN_HELP = "file holding the shared secret [default: the EDGEKIT_SPLIT_TOKEN environment variable]"
 
@@ -20,9 +21,13 @@ def serve_tail_command(
     host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default; 0.0.0.0 exposes it)"),
     port: int = typer.Option(8765, help="TCP port"),
     token_file: Optional[Path] = typer.Option(None, help=TOKEN_HELP),
-    threads: int = typer.Option(1, help="runtime threads for the tail"),
+    threads: int = typer.Option(1, min=1, help="runtime threads for the tail"),
     max_batch: int = typer.Option(64, help="largest batch accepted per request"),
     max_request_bytes: Optional[int] = typer.Option(None, help="request body limit [default: max-batch images, >= 1 MiB]"),
+    read_timeout: float = typer.Option(DEFAULT_READ_TIMEOUT, min=0.1, help="seconds a request may take to arrive "
+                                       "(headers and body; also how long an idle connection is kept)"),
+    max_untrusted: int = typer.Option(DEFAULT_MAX_UNTRUSTED, min=1, help="connections without a valid token kept "
+                                      "at once; one more closes the oldest"),
 ) -> None:
     """Serve the tail (and the whole model, for the full-offload baseline) over HTTP (FastAPI + uvicorn).
 
@@ -31,7 +36,8 @@ def serve_tail_command(
     from edgekit.split.bundle import read_token
     from edgekit.split.server import serve
 
-    serve(bundle, host, port, read_token(token_file), threads, max_batch, max_request_bytes)
+    serve(bundle, host, port, read_token(token_file), threads, max_batch, max_request_bytes, read_timeout,
+          max_untrusted)
 
 
 @app.command("split-run")
@@ -42,7 +48,7 @@ def split_run_command(
     limit: int = typer.Option(200, help="number of test images (0 = all)"),
     offload: str = typer.Option("none", help="also measure full offload, interleaved: none | raw | jpeg"),
     head_backend: Optional[str] = typer.Option(None, help="backend of the head [default: the target's first]"),
-    threads: int = typer.Option(1, help="runtime threads for the head"),
+    threads: int = typer.Option(1, min=1, help="runtime threads for the head"),
     token_file: Optional[Path] = typer.Option(None, help=TOKEN_HELP),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
@@ -74,7 +80,7 @@ def split_profile_command(
     target: Optional[str] = typer.Option(None, help="device target [default: the bundle's]"),
     rtt_ms: float = typer.Option(20.0, help="network round-trip time added to every request"),
     out: Optional[Path] = typer.Option(None, help="directory for split_profile.json/.md/.png [default: BUNDLE/profile]"),
-    threads: int = typer.Option(1, help="runtime threads"),
+    threads: int = typer.Option(1, min=1, help="runtime threads"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """End-to-end latency vs bandwidth for local, full offload (JPEG) and split; table + plot."""

@@ -140,6 +140,15 @@ class DataSplits:
                 **({"skipped_images": {"count": len(self.skipped), "files": self.skipped}} if self.skipped else {})}
 
 
+def require_two_classes(labels: np.ndarray, where: str, hint: str) -> None:
+    """A classifier trained on one class scores 100% top-1 on a test split of that class and has learnt nothing:
+    every data source refuses it before any training."""
+    found = np.unique(labels)
+    if len(found) < 2:
+        raise EdgekitError(f"{where} holds {len(found)} class{'es' if len(found) != 1 else ''}: a classifier "
+                           "needs at least two", hint)
+
+
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, held_out) with ``fraction`` of each class held out; deterministic for a seed."""
     rng = np.random.default_rng(seed)

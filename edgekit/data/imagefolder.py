@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from edgekit.data.core import BrokenImage, DataSplits, ImageDataset, default_workers, stratified_split
+from edgekit.data.core import (BrokenImage, DataSplits, ImageDataset, default_workers, require_two_classes,
+                               stratified_split)
 from edgekit.data.sources import DATA_SOURCES, float_option, int_option
 from edgekit import ui
 from edgekit.errors import EdgekitError
@@ -223,6 +224,8 @@ def load_imagefolder(location, options, image_size, resize: int | None = None, i
         test_files, test_labels = val_files, val_labels
     if not train_files:
         raise EdgekitError(f"no readable training images in {root}")
+    require_two_classes(train_labels, f"image folder {train_root}",
+                        "put each class's images in a subfolder of their own: <root>/<class>/*.png")
     used = train_files + val_files + test_files
     grey = sum(modes[f] in ("L", "1", "LA") or bit_depth(modes[f]) > 8 for f in set(used))
     source_modes = _source_modes([modes[f] for f in set(used)], root)

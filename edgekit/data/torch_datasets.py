@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edgekit.data.core import DataSplits, TensorImageDataset, stratified_split
+from edgekit.data.core import DataSplits, TensorImageDataset, require_two_classes, stratified_split
 from edgekit.errors import EdgekitError
 
 HELD_OUT = 0.15   # of one Dataset given alone: the val and the test share, each (as for the digits)
@@ -34,8 +34,7 @@ def from_datasets(data: Dataset | Sequence[Dataset], class_names: list[str] | No
     if labels.min() < 0 or labels.max() >= num_classes:
         raise EdgekitError(f"labels run from {labels.min()} to {labels.max()}, outside 0..{num_classes - 1}",
                            "labels must be class indices; give class_names= with one name per class")
-    if len(np.unique(sets[0].labels)) < 2:
-        raise EdgekitError("the training data holds one class", "a classifier needs at least two classes")
+    require_two_classes(sets[0].labels, "the training data", "give a Dataset whose labels hold two classes or more")
     if len(sets) == 1:
         rest, test = stratified_split(sets[0].labels, HELD_OUT, seed)
         train, val = stratified_split(sets[0].labels[rest], HELD_OUT / (1 - HELD_OUT), seed + 1)

@@ -18,6 +18,7 @@ import torch.nn as nn
 from edgekit.errors import EdgekitError, MissingDependency
 from edgekit.models.builtin import BUILTIN_MODELS
 from edgekit.models.checkpoint import file_sha256, is_checkpoint, load_checkpoint
+from edgekit.models.footprint import check_input_size, check_memory, footprint
 from edgekit.models.loaded import LoadedModel
 from edgekit.models.pt2_vetting import vet_pt2
 from edgekit.models.schemes import Scheme, register_scheme, source_scheme
@@ -55,6 +56,7 @@ def load_model(source: str, num_classes: int | None = None, arch: str | None = N
     else:
         loaded = _load_file(Path(source), arch, num_classes, trust_pickle)
     if input_size is not None:
+        check_input_size(loaded, input_size)
         loaded.spec = loaded.spec.with_input_size(*input_size)
     if num_classes is not None and loaded.spec.num_classes != num_classes:
         replace_classifier(loaded, num_classes)
@@ -382,17 +384,28 @@ def _last_classifier(module: nn.Module, outputs: int) -> tuple[str | None, nn.Mo
 
 
 def check_forward(loaded: LoadedModel) -> None:
-    """One dummy forward at the spec's input shape, so a wrong size fails here with a clear error."""
-    c, h, w = loaded.spec.input_shape
-    try:
-        with torch.no_grad():
-            out = loaded.module.eval()(torch.zeros(1, c, h, w))
-    except Exception as err:  # noqa: BLE001 - any failure means the shape does not fit the model
-        msg = str(err).splitlines()[0][:160]
-        raise EdgekitError(f"model {loaded.source} does not accept input 1x{c}x{h}x{w}: {msg}",
-                           "pass --input-size HxW that the model supports") from None
+    """One dummy forward at the spec's input shape, so a wrong size fails here with a clear error. It runs on the
+    meta device where the model allows (shapes only: a size too large for memory is refused before anything is
+    allocated), else for real."""
+    found = footprint(loaded.module.eval(), loaded.spec.input_shape)
+    if found is not None and found.output_shape is not None:
+        check_memory(loaded, batch=1, found=found)
+        out = torch.empty(found.output_shape, device="meta")
+    else:
+        out = _real_forward(loaded)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise EdgekitError(f"model {loaded.source} returns {type(out).__name__}"
                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}, expected (batch, classes) logits")
     if out.shape[1] != loaded.spec.num_classes:
         loaded.spec = loaded.spec.model_copy(update={"num_classes": int(out.shape[1])})
+
+
+def _real_forward(loaded: LoadedModel):
+    c, h, w = loaded.spec.input_shape
+    try:
+        with torch.no_grad():
+            return loaded.module.eval()(torch.zeros(1, c, h, w))
+    except Exception as err:  # noqa: BLE001 - any failure means the shape does not fit the model
+        msg = str(err).splitlines()[0][:160]
+        raise EdgekitError(f"model {loaded.source} does not accept input 1x{c}x{h}x{w}: {msg}",
+                           "pass --input-size HxW that the model supports") from None

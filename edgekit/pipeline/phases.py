@@ -18,6 +18,7 @@ from edgekit.data import DataSplits, from_datasets, load_data, load_data_for
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_model
 from edgekit.models.complexity import count_macs, count_params
+from edgekit.models.footprint import check_memory
 from edgekit.models.in_memory import module_model
 from edgekit.models.loaded import state_hash
 from edgekit.models.sources import replace_classifier
@@ -54,9 +55,10 @@ class Inputs:
     source: dict
 
 
-def load_inputs(opts: CompressOptions) -> Inputs:
-    """Model and data, with the embedded default (digits teacher) when neither is given."""
-    model, data = resolve_inputs(opts)
+def load_inputs(opts: CompressOptions, batch: int = 1, device: torch.device | None = None) -> Inputs:
+    """Model and data, with the embedded default (digits teacher) when neither is given; a model whose
+    activations at the training ``batch`` would not fit ``device``'s memory is refused before any work."""
+    model, data = resolve_inputs(opts, batch, device)
     source = {"source": model.source if not isinstance(opts.model, str) else opts.model, "sha256": model.sha256,
               "arch": model.arch, "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
               "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
@@ -65,9 +67,10 @@ def load_inputs(opts: CompressOptions) -> Inputs:
     return Inputs(model, data, source)
 
 
-def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
+def resolve_inputs(opts: CompressOptions, batch: int = 1,
+                   device: torch.device | None = None) -> tuple[LoadedModel, DataSplits]:
     """(model, data) from strings, modules or datasets; a head whose class count differs from the data's is
-    replaced (and said)."""
+    replaced (and said). The model's activations at ``batch`` must fit memory (``check_memory``)."""
     if opts.model is None and opts.data is None:
         model_source, data_source = str(default_teacher_path()), DEFAULT_DATA
     elif opts.model is None or opts.data is None:
@@ -77,12 +80,14 @@ def resolve_inputs(opts: CompressOptions) -> tuple[LoadedModel, DataSplits]:
         model_source, data_source = opts.model, opts.data
     if isinstance(model_source, str):
         model = load_model(model_source, arch=opts.arch, input_size=opts.input_size, trust_pickle=opts.trust_pickle)
+        check_memory(model, batch, device)
         data = _data_for(data_source, model, opts)
     else:   # a module built in Python: its input is the data's (or the spec's), so the data comes first
         data = _data_for(data_source, None, opts)
         size = opts.input_size or data.image_size
         spec = opts.spec.with_input_size(*size) if opts.spec is not None and opts.input_size else opts.spec
         model = module_model(model_source, spec, data.channels, size)
+        check_memory(model, batch, device)
     if data.num_classes != model.spec.num_classes:
         replace_classifier(model, data.num_classes)
         ui.warn(model.notes["head"])

@@ -27,7 +27,7 @@ from edgekit.pipeline.retime import bench_for_budget, retime_for_budget
 from edgekit.profiling.latency import host_identity
 from edgekit.pruning.layers import widest_layer
 from edgekit.gates import Gates
-from edgekit.recipe import BudgetSettings, Recipe, load_recipe
+from edgekit.recipe import BudgetSettings, Recipe, largest_batch, load_recipe
 from edgekit.reports.render import write_reports
 from edgekit.target import Target, load_target
 from edgekit.training import distributed
@@ -66,7 +66,7 @@ def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, serve
     started = time.perf_counter()
     clock = PhaseClock()
     with clock("load"):
-        inputs = load_inputs(opts)
+        inputs = load_inputs(opts, largest_batch(recipe), device)
     model, data = inputs.model, inputs.data
     recipe, rounding = recipe.for_target(target, widest_layer(model.module))
     if rounding:

@@ -259,7 +259,8 @@ def headline(manifest: Manifest) -> list[str]:
     if deploy:
         deployed = next((a for a in manifest.artifacts if a.name == deploy.artifact), None)
     if deployed is None:
-        return [f"input model top-1 {fmt(inp.accuracy.top1)}%; no artifact was chosen for deploy"]
+        return ([f"input model top-1 {fmt(inp.accuracy.top1)}%; no artifact was chosen for deploy"
+                 + (":" if manifest.no_deploy else "")] + [f"- {why}" for why in manifest.no_deploy or []])
     base = input_artifact(manifest)
     top1 = deployed.top1
     lines = [f"input model -> {deployed.name} (deployed on {manifest.target.name})",

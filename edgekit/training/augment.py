@@ -8,8 +8,10 @@ import torch.nn.functional as F
 
 def random_crop_flip(x: torch.Tensor, pad: int = 2, flip: bool = True, generator: torch.Generator | None = None
                      ) -> torch.Tensor:
-    """Random crop after reflect-padding by ``pad`` pixels, and random horizontal flip, per image."""
+    """Random crop after reflect-padding by ``pad`` pixels, and random horizontal flip, per image. Reflection needs
+    a pad smaller than the image, so a tiny input is padded by less (by nothing at 1 pixel)."""
     n, _, h, w = x.shape
+    pad = min(pad, h - 1, w - 1)
     if pad > 0:
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         # offsets drawn on the CPU generator (same numbers on any device), then moved to the batch's device
