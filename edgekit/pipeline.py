@@ -23,7 +23,7 @@ import torch
 
 from edgekit import __version__, ui
 from edgekit.bundle import atomic_bundle, check_out_dir, write_json
-from edgekit.compilation import artifact_part, build_units, compile_all, serving_tail
+from edgekit.compilation import artifact_part, build_units, compile_all, failed_builds, serving_tail
 from edgekit.data import DataSplits, load_data_for
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint, load_model, save_checkpoint
@@ -379,7 +379,7 @@ def compress(opts: CompressOptions) -> Manifest | None:
             final_model={"path": "artifacts/model.pt" if checkpoint_sha else None, "sha256": checkpoint_sha,
                          "spec": final.spec},
             artifacts=[a.model_dump() for a in artifacts],
-            skipped=skipped,
+            skipped=skipped + failed_builds(units),   # backends that dropped out, with their reason
             **quant_sections,   # calibration set, precision: auto decisions
             split=split_section,
             robustness=robustness,
