@@ -90,10 +90,11 @@ def structured_prune(module: nn.Module, spec: ModelSpec, plan: StructuredPlan,
         final_ratio, steps = plan.value, 1
     else:
         final_ratio, steps = plan.max_layer_ratio, plan.steps
-    state = _PrunerState(tp, module, example, plan, final_ratio, steps, ignored_names, auto_ignored, deadline)
     trajectory = [{"step": 0, "macs": base_macs}]
     reached, stopped, unpruned = False, None, None
-    with memory_guard("prune"), covering_traversal(deadline):
+    with memory_guard("prune"), covering_traversal(deadline) as traversal:
+        state = _PrunerState(tp, module, example, plan, final_ratio, steps, ignored_names, auto_ignored, deadline,
+                             traversal.failed)
         try:
             state.build(steps)
         except TimeUp:
@@ -104,6 +105,9 @@ def structured_prune(module: nn.Module, spec: ModelSpec, plan: StructuredPlan,
             reached, trajectory, stopped = _run_steps(state, module, spec, plan, steps, base_macs, grad_batches,
                                                       latency_fn)
     clear_caches(module)
+    names = {m: n for n, m in module.named_modules()}
+    for root, why in traversal.failed.items():   # groups torch-pruning could not build: kept whole
+        auto_ignored.setdefault(names.get(root, type(root).__name__), why)
     ended = trajectory[-1]["macs"] / base_macs
     if unpruned is not None:
         ui.warn(f"prune: passed through unpruned: {unpruned}")
@@ -120,7 +124,6 @@ def structured_prune(module: nn.Module, spec: ModelSpec, plan: StructuredPlan,
     if auto_ignored and unpruned is None:
         ui.warn(f"prune: kept {len(auto_ignored)} layer group(s) unpruned that torch-pruning cannot prune "
                 f"consistently (e.g. {next(iter(auto_ignored))}: {next(iter(auto_ignored.values()))})")
-    names = {m: n for n, m in module.named_modules()}
     heads = state.pruner.num_heads if state.pruner is not None else {}
     hints = state.hints
     result = {"target": plan.target, "target_value": plan.value, "target_met": reached and unpruned is None,
@@ -189,11 +192,13 @@ class _PrunerState:
     MAX_REPAIRS = 24  # groups given up on before pruning stops where it is (each costs a re-trace)
 
     def __init__(self, tp, module: nn.Module, example: torch.Tensor, plan: StructuredPlan, final_ratio: float,
-                 steps: int, ignored_names: set[str], auto_ignored: dict[str, str], deadline: Deadline):
+                 steps: int, ignored_names: set[str], auto_ignored: dict[str, str], deadline: Deadline,
+                 ungroupable: dict[nn.Module, str]):
         self.tp, self.module, self.example, self.plan = tp, module, example, plan
         self.final_ratio, self.steps = final_ratio, steps
         self.ignored_names, self.auto_ignored = ignored_names, auto_ignored
         self.deadline = deadline
+        self.ungroupable = ungroupable   # roots whose group torch-pruning could not build (traversal)
         self.pruner = None
         self.hints = None
         self.current_root: nn.Module | None = None
@@ -206,7 +211,7 @@ class _PrunerState:
                 continue
             if name in self.ignored_names or any(name == p or name.startswith(p + ".") for p in self.auto_ignored):
                 layers.append(m)
-        return layers + [h for h in self.hints.heads if h not in layers]
+        return layers + [m for m in [*self.hints.heads, *self.ungroupable] if m not in layers]
 
     def build(self, steps_left: int) -> None:
         """A pruner over the current module; after a repair, the remaining steps aim at the same end.
