@@ -99,6 +99,19 @@ def test_channels_through_a_fixed_channel_slice_are_kept_whole_and_named():
     assert net(x).shape == (2, 4)
 
 
+def test_a_chain_of_partial_residuals_is_grouped_in_time():
+    """ReXNet's hang: torch-pruning walked every distinct channel subset of a chain of partial residuals
+    again (minutes for 14 blocks); walked once per channel, the chain is grouped and pruned well within
+    its time bound."""
+    torch.manual_seed(0)
+    widths = [16 + 4 * i for i in range(15)]
+    net = _Net([_Partial(a, b) for a, b in zip(widths, widths[1:])], widths[-1]).eval()
+    spec = SPEC.model_copy(update={"input_shape": (3, 8, 8)})
+    result = structured_prune(net, spec, StructuredPlan(target="ratio", value=0.5, max_seconds=120))
+    assert not result["time_bound"]["reached"] and "unpruned" not in result
+    assert result["macs_fraction"] < 1 and net(torch.zeros(1, 3, 8, 8)).shape == (1, 4)   # the tail is pruned
+
+
 def test_time_bound_keeps_the_model_pruned_so_far_and_says_so():
     torch.manual_seed(0)
     net = _Net([_block(16, 32)], 32).eval()

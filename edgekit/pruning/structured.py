@@ -104,6 +104,8 @@ def structured_prune(module: nn.Module, spec: ModelSpec, plan: StructuredPlan,
         if unpruned is None:
             reached, trajectory, stopped = _run_steps(state, module, spec, plan, steps, base_macs, grad_batches,
                                                       latency_fn)
+            if len(trajectory) == 1 and stopped not in (None, "time"):   # not one group could be pruned
+                unpruned, stopped = stopped, None
     clear_caches(module)
     names = {m: n for n, m in module.named_modules()}
     for root, why in traversal.failed.items():   # groups torch-pruning could not build: kept whole
