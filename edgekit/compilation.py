@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,13 +249,18 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
 
 
 def drop_out(unit: CompileUnit, backend: str, precision: str, what: str, err: BaseException,
-             artifact: Artifact | None = None) -> None:
+             artifact: Artifact | None = None, bundle_root: Path | None = None) -> None:
     """A (backend, precision) of ``unit`` that failed at ``what`` (compile, load, run, score) leaves the
-    bundle with its one-line reason (the manifest's ``skipped``) while the others go on."""
+    bundle with its one-line reason (the manifest's ``skipped``) while the others go on; a built
+    ``artifact`` leaves with its files (those no other artifact of the unit lists)."""
     if isinstance(err, MemoryError):
         raise err
     if artifact is not None and artifact in unit.artifacts:
         unit.artifacts.remove(artifact)
+        if bundle_root is not None:
+            kept = {f for a in unit.artifacts for f in a.files}
+            for f in set(artifact.files) - kept:
+                (bundle_root / f).unlink(missing_ok=True)
     text = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err, typed=not isinstance(err, EdgekitError)))  # exporters' colours
     reason = f"{what} failed: {text}"
     unit.failed.append({"backend": backend, "precision": precision, "reason": reason,
@@ -281,8 +287,6 @@ def _files_under(folder: Path) -> set[Path]:
 
 def _remove_new_files(folder: Path, before: set[Path]) -> None:
     """What a failed backend wrote: nothing half-written stays in the bundle."""
-    import shutil
-
     for path in sorted(_files_under(folder) - before, key=lambda p: len(p.parts)):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -353,7 +357,7 @@ def score_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, thre
         try:
             scored = profile_unit_artifact(unit, artifact, out_dir, settings, threads, ref_logits, tail)
         except Exception as err:  # noqa: BLE001 - a file its runtime cannot run leaves, the others stay
-            drop_out(unit, artifact.backend, artifact.precision, "scoring", err, artifact)
+            drop_out(unit, artifact.backend, artifact.precision, "scoring", err, artifact, out_dir)
             continue
         artifact.metrics = {**scored, **artifact.metrics}
         artifact.meta["seconds"]["profile"] = round(artifact.meta["seconds"]["profile"] + time.perf_counter() - t0, 2)
@@ -420,14 +424,14 @@ def time_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, threa
             try:   # opened and run once here: a file its runtime cannot load or run leaves alone
                 session = BACKENDS.get(a.backend)().load(a, out_dir, threads)
             except Exception as err:  # noqa: BLE001
-                drop_out(unit, a.backend, a.precision, "loading", err, a)
+                drop_out(unit, a.backend, a.precision, "loading", err, a, out_dir)
                 timed.remove(a)
                 continue
             sessions[a.name] = session
             try:
                 session.run(sample)
             except Exception as err:  # noqa: BLE001
-                drop_out(unit, a.backend, a.precision, "running", err, a)
+                drop_out(unit, a.backend, a.precision, "running", err, a, out_dir)
                 timed.remove(a)
         if not timed:
             return
