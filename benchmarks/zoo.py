@@ -11,6 +11,7 @@ PyTorch model over those 72 images; latency = batch-1 p50 through the artifact's
     python -m benchmarks.zoo                       # the whole zoo
     python -m benchmarks.zoo --only mixnet_s swin_t # a few (matched against the source string)
     python -m benchmarks.zoo --failed               # rerun the models whose last result had an error
+    python -m benchmarks.zoo --sample 40 --seed 7   # a random draw from timm + torchvision (zoo_sample.py)
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def run_one(source: str, px: int) -> dict:
         row["prune"] = {k: result[k] for k in ("macs_fraction", "target_met", "steps_taken")}
         row["prune"]["auto_ignored"] = len(result["auto_ignored"])
         row["prune"]["auto_ignored_examples"] = dict(list(result["auto_ignored"].items())[:3])
+        row["prune"]["left_alone"] = result["auto_ignored"]
+        row["prune"]["time_bound"] = result.get("time_bound")
+        for key in ("unpruned", "stopped"):
+            if result.get(key):
+                row["prune"][key] = result[key]
         row["stages"]["prune"] = "ok"
     except BaseException as err:  # noqa: BLE001 - the row records it
         row["stages"]["prune"] = _error_line(err)
@@ -274,11 +280,21 @@ def main() -> None:
     parser.add_argument("--failed", action="store_true", help="rerun models whose last row is not a pass")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S)
     parser.add_argument("--memory-gb", type=float, default=MEMORY_LIMIT_GB)
+    parser.add_argument("--sample", type=int, help="a random draw of this many architectures from the "
+                        "registries instead of the named list (benchmarks/zoo_sample.py)")
+    parser.add_argument("--seed", type=int, default=0, help="the draw's seed (with --sample)")
+    parser.add_argument("--source", choices=("timm", "torchvision", "all"), default="all",
+                        help="which registry to draw from (with --sample)")
     args = parser.parse_args()
     if args.child:
         source, px, out = args.child
         row = run_one(source, int(px))
         Path(out).write_text(json.dumps(row, default=str))
+        return
+    if args.sample:
+        from benchmarks.zoo_sample import run_sample
+
+        run_sample(args.sample, args.seed, args.source, args.timeout, args.memory_gb)
         return
     write_images()
     previous = {}

@@ -23,6 +23,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from edgekit.calibration import draw_calibration, save_calibration
 from edgekit.data import DataSplits
 from edgekit.data.core import prepared_batches
 from edgekit.decision_records import NotScored, Skipped
+from edgekit.errors import EdgekitError, first_line
 from edgekit.decisions import DEFAULT_AUTO_DROP, MEASURED_TIE, drop, select_precisions
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.artifacts import agreement, session_logits
@@ -74,6 +77,7 @@ class CompileUnit:
     transfer: dict | None = None                # a head's uint8 transfer (scale, zero point) to the tail
     ref_logits: np.ndarray | None = None        # what agreement is against (default: the final model's)
     artifacts: list[Artifact] = field(default_factory=list)
+    failed: list[Skipped] = field(default_factory=list)   # (backend, precision) that raised, with the reason
 
     @property
     def subdir(self) -> str:
@@ -211,17 +215,27 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
                 ui.info(f"[bold]compile[/bold] {unit.artifact_name(backend_name)} {precision}"
                         + (f" (target {unit.target.name})" if unit.part == Part.TAIL else ""))
                 t0 = time.perf_counter()
-                artifact = BACKENDS.get(backend_name)().compile(unit.model, precision, request)
+                written = _files_under(request.artifacts_dir)
+                try:
+                    artifact = BACKENDS.get(backend_name)().compile(unit.model, precision, request)
+                except Exception as err:  # noqa: BLE001 - one backend's failure is not the others'
+                    _remove_new_files(request.artifacts_dir, written)
+                    drop_out(unit, backend_name, precision, "compile", err)
+                    continue
                 artifact = artifact.model_copy(update={"name": unit.artifact_name(artifact.name)})
                 if unit.part != Part.WHOLE:
                     artifact.meta["split_part"] = unit.part
                 artifact.meta["seconds"] = {"compile": round(time.perf_counter() - t0, 2), "profile": 0.0}
                 unit.artifacts.append(artifact)
+            if unit.part == Part.WHOLE and not unit.artifacts:
+                raise nothing_built(unit)
             time_unit(unit, out_dir, recipe.profile, threads)
             needed_only = auto and recipe.profile.score == "needed" and unit.part == Part.WHOLE
             score_unit(unit, out_dir, recipe.profile, threads,
                        unit.ref_logits if unit.ref_logits is not None else ref_logits, tail_session,
                        (bound, ref_top1) if needed_only else None)
+            if unit.part == Part.WHOLE and not unit.artifacts:
+                raise nothing_built(unit)
             attach_estimates(unit.artifacts, unit.model, unit.target)  # labelled; only where nothing is measured
             if auto and unit.part == Part.TAIL:   # the server's tail (this host): measured here
                 select_precisions(unit.artifacts, unit.target, ref_top1, bound)
@@ -229,6 +243,52 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
         if tail_session is not None:
             tail_session.close()
     return [a for unit in units for a in unit.artifacts], extra
+
+
+def drop_out(unit: CompileUnit, backend: str, precision: str, what: str, err: BaseException,
+             artifact: Artifact | None = None, bundle_root: Path | None = None) -> None:
+    """A (backend, precision) of ``unit`` that failed at ``what`` (compile, load, run, score) leaves the
+    bundle with its one-line reason (the manifest's ``skipped``) while the others go on; a built
+    ``artifact`` leaves with its files (those no other artifact of the unit lists)."""
+    if isinstance(err, MemoryError):
+        raise err
+    if artifact is not None and artifact in unit.artifacts:
+        unit.artifacts.remove(artifact)
+        if bundle_root is not None:
+            kept = {f for a in unit.artifacts for f in a.files}
+            for f in set(artifact.files) - kept:
+                (bundle_root / f).unlink(missing_ok=True)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err, typed=not isinstance(err, EdgekitError)))  # exporters' colours
+    detail = f"{what} failed: {text}"
+    unit.failed.append(Skipped(backend=backend, precision=precision, reason=ReasonCode.BUILD_FAILED, detail=detail,
+                               part=None if unit.part == Part.WHOLE else unit.part))
+    ui.warn(f"{unit.artifact_name(backend)} {precision}: {detail} (left out; the other backends go on)")
+
+
+def failed_builds(units: list[CompileUnit]) -> list[Skipped]:
+    """Every unit's drop-outs, for the manifest's ``skipped``."""
+    return [f for unit in units for f in unit.failed]
+
+
+def nothing_built(unit: CompileUnit) -> EdgekitError:
+    """The one error when no (backend, precision) of the final model could be built and run."""
+    reasons = "; ".join(f"{f.backend} {f.precision}: {f.detail}" for f in unit.failed) or "nothing planned"
+    return EdgekitError(f"no artifact could be built for target {unit.target.name} ({reasons})",
+                        "try another target or precision (--target, compile.precisions), or an input size the "
+                        "exporters support (--input-size)")
+
+
+def _files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")} if folder.exists() else set()
+
+
+def _remove_new_files(folder: Path, before: set[Path]) -> None:
+    """What a failed backend wrote: nothing half-written stays in the bundle."""
+    for path in sorted(_files_under(folder) - before, key=lambda p: len(p.parts)):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
 
 
 def make_request(unit: CompileUnit, out_dir: Path, recipe: Recipe, calibration: np.ndarray | None,
@@ -290,8 +350,12 @@ def score_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, thre
                 continue
         ui.info(f"[bold]score[/bold] {artifact.name}")
         t0 = time.perf_counter()
-        artifact.metrics = {**profile_unit_artifact(unit, artifact, out_dir, settings, threads, ref_logits, tail),
-                            **artifact.metrics}
+        try:
+            scored = profile_unit_artifact(unit, artifact, out_dir, settings, threads, ref_logits, tail)
+        except Exception as err:  # noqa: BLE001 - a file its runtime cannot run leaves, the others stay
+            drop_out(unit, artifact.backend, artifact.precision, "scoring", err, artifact, out_dir)
+            continue
+        artifact.metrics = {**scored, **artifact.metrics}
         artifact.meta["seconds"]["profile"] = round(artifact.meta["seconds"]["profile"] + time.perf_counter() - t0, 2)
         top1 = (artifact.metrics.get("accuracy") or {}).get("top1")
         d = None if needed is None else drop(top1, needed[1])
@@ -351,10 +415,23 @@ def time_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, threa
     t0 = time.perf_counter()
     sessions: dict[str, Session] = {}
     try:
-        for a in timed:
-            sessions[a.name] = BACKENDS.get(a.backend)().load(a, out_dir, threads)
         sample = next(prepared_batches(unit.eval_data, unit.eval_spec, settings.batch))[0].numpy()
-        stats = alternating_latency({name: s.run for name, s in sessions.items()}, sample, settings.warmup,
+        for a in list(timed):
+            try:   # opened and run once here: a file its runtime cannot load or run leaves alone
+                session = BACKENDS.get(a.backend)().load(a, out_dir, threads)
+            except Exception as err:  # noqa: BLE001
+                drop_out(unit, a.backend, a.precision, "loading", err, a, out_dir)
+                timed.remove(a)
+                continue
+            sessions[a.name] = session
+            try:
+                session.run(sample)
+            except Exception as err:  # noqa: BLE001
+                drop_out(unit, a.backend, a.precision, "running", err, a, out_dir)
+                timed.remove(a)
+        if not timed:
+            return
+        stats = alternating_latency({a.name: sessions[a.name].run for a in timed}, sample, settings.warmup,
                                     settings.runs, settings.max_seconds)
         share = (time.perf_counter() - t0) / len(timed)
         for a in timed:

@@ -168,3 +168,4 @@ class ReasonCode(StrEnum):
     RUNTIME_NOT_INSTALLED = "runtime_not_installed"    # the backend's runtime is not installed
     TARGET_LACKS_PRECISION = "target_lacks_precision"  # the target does not support the precision
     BACKEND_LACKS_PRECISION = "backend_lacks_precision"  # the backend does not build the precision
+    BUILD_FAILED = "build_failed"                      # it raised while compiling, loading, running or scoring

@@ -76,13 +76,25 @@ def count_params(module: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(module: nn.Module, spec: ModelSpec, per_layer: bool = False) -> int | tuple[int, dict[str, int]]:
-    """Total MACs for one image; with ``per_layer`` also {module path: MACs} for leaf-ish modules."""
+    """Total MACs for one image; with ``per_layer`` also {module path: MACs} for leaf-ish modules.
+
+    Parameters are counted with ``requires_grad`` off: the counter's module tracker hooks the autograd
+    graph of every module input that requires grad, and a view of a parameter made under ``no_grad``
+    (CaiT's ``cls_token.expand(...)`` passed to its class-attention blocks) requires grad yet has no
+    graph, which fails inside torch ("Expected gradient function to be set")."""
     was_training = module.training
     module.eval()
     counter = FlopCounterMode(display=False, depth=None)
-    with counter:
-        module(torch.zeros(1, *spec.input_shape))
-    module.train(was_training)
+    frozen = [p for p in module.parameters() if p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        with counter:
+            module(torch.zeros(1, *spec.input_shape))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        module.train(was_training)
     total = counter.get_total_flops() // 2
     if not per_layer:
         return total

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from edgekit import ui
-from edgekit.compilation import CompileUnit, compile_all, serving_tail
+from edgekit.compilation import CompileUnit, compile_all, failed_builds, serving_tail
 from edgekit.data import DataSplits, from_datasets, load_data, load_data_for
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_model
@@ -230,7 +230,7 @@ def compile_and_profile(units: list[CompileUnit], skipped: list, final: LoadedMo
     with clock("compile_profile"):
         artifacts, sections = compile_all(units, data, recipe, bundle_dir, threads, reference.logits,
                                           reference.record["accuracy"]["top1"])
-    compiled = Compiled(artifacts, skipped, sections)
+    compiled = Compiled(artifacts, skipped + failed_builds(units), sections)   # with backends that dropped out
     by_part = {u.part: u.artifacts for u in units}
     if Part.HEAD in by_part:   # a bottleneck stage: head for the device, tail for the server
         stage = next((r["metrics"] for r in reversed(stage_records) if r["name"] == "bottleneck"), {})

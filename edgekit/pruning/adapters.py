@@ -247,6 +247,46 @@ def _shufflenet_tracing(module: nn.Module) -> Iterator[None]:
         shufflenet.channel_shuffle, shufflenet.InvertedResidual.forward = original, forward
 
 
+SLICED = ("its channels pass a channel slice x[:, a:b] whose bounds are Python numbers in forward "
+          "(pruning cannot update them)")
+
+
+def channel_slice_groups(pruner) -> dict[nn.Module, list[nn.Module]]:
+    """{group root: the group's layers} for the groups whose channels pass a channel slice with fixed
+    bounds (ReXNet's partial residual ``x[:, 0:self.in_channels] + shortcut``); the caller keeps them
+    unpruned (reason: ``SLICED``).
+
+    The bounds of ``x[:, a:b]`` are Python numbers in the model's ``forward``: after pruning the slice
+    would still cut at ``a:b`` of the now narrower tensor, silently misaligning the channels (or
+    failing at the next step). A slice over the whole channel dimension stays whole after pruning,
+    and slices over other dimensions (tokens, space) map no channels: both are left to torch-pruning."""
+    from torch_pruning import ops
+
+    graph = pruner.DG
+    partial = set()
+    for node in graph.module2node.values():
+        if node.type != ops.OPTYPE.SLICE:
+            continue
+        sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+        op = node.module
+        if sizes is None:
+            continue
+        rank, dim = len(sizes), op.dim % len(sizes)
+        if (rank == 4 and dim != 1) or (rank == 3 and dim != 2):
+            continue  # torch-pruning maps no channels through it either
+        if op.start != 0 or op.step != 1 or op.end < int(sizes[dim]):
+            partial.add(node)
+    if not partial:
+        return {}
+    kept: dict[nn.Module, list[nn.Module]] = {}
+    for group in graph.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
+        if any(dep.target in partial or dep.source in partial for dep, _ in group):
+            kept[group[0].dep.target.module] = [
+                dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)
+                and isinstance(dep.target.module, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    return kept
+
+
 def clear_caches(module: nn.Module) -> None:
     """Drop tensors models cache from a forward (LeViT's attention biases): made under autograd they
     cannot be deep-copied, and after pruning they have stale shapes."""

@@ -98,6 +98,25 @@ def phase_lines(manifest: Manifest) -> list[str]:
     return [f"Wall clock {fmt(manifest.seconds, 0)} s: {parts}."]
 
 
+def left_alone_lines(manifest: Manifest) -> list[str]:
+    """What pruning left unpruned and why, and where its time bound stopped it (stage metrics
+    ``unpruned``, ``auto_ignored``, ``time_bound``, ``stopped``)."""
+    lines = []
+    for i, stage in enumerate(manifest.stages, 1):
+        m = stage.metrics
+        where = f"stage {i} ({stage.name})"
+        if m.get("unpruned"):
+            lines.append(f"- {where}: passed through unpruned: {m['unpruned']}")
+        bound = m.get("time_bound") or {}
+        if bound.get("reached") and not m.get("unpruned"):
+            lines.append(f"- {where}: time bound of {bound['max_seconds']:.0f} s reached; the model pruned so far "
+                         f"was kept ({fmt(100 * m.get('macs_fraction', 1), 1)}% of the MACs)")
+        if m.get("stopped"):
+            lines.append(f"- {where}: stopped early: {m['stopped']}")
+        lines += [f"- {where}: `{name}` kept unpruned: {why}" for name, why in (m.get("auto_ignored") or {}).items()]
+    return lines
+
+
 def build_sections(manifest: Manifest) -> list[Section]:
     out = [Section("headline", "Headline", headline(manifest)),
            Section("summary", "Summary", summary_lines(manifest)),
@@ -111,8 +130,11 @@ def build_sections(manifest: Manifest) -> list[Section]:
         out.append(Section("search", "Latency budget search",
                            [*search_lines(manifest.search), Table("search", *search_table(manifest.search)),
                             Plot(SEARCH_PLOT, "latency-budget search trace", "no candidate was timed")]))
-    out += [Section("stages", "Stages", [Table("stages", STAGE_COLUMNS, stage_rows(manifest)), *phase_lines(manifest)]),
-            Section("artifacts", "Artifacts",
+    out.append(Section("stages", "Stages", [Table("stages", STAGE_COLUMNS, stage_rows(manifest)), *phase_lines(manifest)]))
+    left_alone = left_alone_lines(manifest)
+    if left_alone:
+        out.append(Section("left-alone", "Left alone by pruning", left_alone))
+    out += [Section("artifacts", "Artifacts",
                     [f"Accuracy and latency are measured through each artifact's own runtime (batch "
                      f"{manifest.recipe.profile.batch}); 'on target' is the latency decisions use, with its basis.",
                      Table("artifacts", ARTIFACT_COLUMNS, artifact_rows(manifest))])]
