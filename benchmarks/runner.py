@@ -25,6 +25,7 @@ KINDS = {
     "compress": "benchmarks.compress:run",
     "vs_peers": "benchmarks.vs_peers:run",
     "zoo": "benchmarks.zoo_suite:run",
+    "zoo_sample": "benchmarks.zoo_sample:run",
     "estimator": "benchmarks.estimator_accuracy:run",
     "target_calibration": "benchmarks.calibrate_targets:run",
     "train_throughput": "benchmarks.train_throughput:run",

@@ -11,7 +11,7 @@ PyTorch model over those 72 images; latency = batch-1 p50 through the artifact's
     python -m benchmarks.zoo                       # the whole zoo
     python -m benchmarks.zoo --only mixnet_s swin_t # a few (matched against the source string)
     python -m benchmarks.zoo --failed               # rerun the models whose last result had an error
-    python -m benchmarks.zoo --sample 40 --seed 7   # a random draw from timm + torchvision (zoo_sample.py)
+    python -m benchmarks.zoo --sample 40 --seed 7   # a random draw (zoo_sample.py; suite: run zoo-sample)
 """
 
 from __future__ import annotations
@@ -292,9 +292,9 @@ def main() -> None:
         Path(out).write_text(json.dumps(row, default=str))
         return
     if args.sample:
-        from benchmarks.zoo_sample import run_sample
+        from benchmarks.zoo_sample import print_sample, run_sample
 
-        run_sample(args.sample, args.seed, args.source, args.timeout, args.memory_gb)
+        print_sample(*run_sample(args.sample, args.seed, args.source, args.timeout, args.memory_gb), args.seed)
         return
     write_images()
     previous = {}

@@ -7,10 +7,15 @@ native input size <= ``MAX_MACS``, both counted on the meta device (no weights a
 one that cannot even be built is left out with the reason. Each kept model runs through the zoo's own
 ``run_one`` (prune to 50% MACs, FP32 + INT8 on x86-cpu and rpi4) in its own process under a wall-clock
 cap, at 64 px where it accepts that size (directly, or through ``img_size``/``image_size``), else at its
-native size. Results: benchmarks/results/zoo_sample_seed<S>.{json,md}.
+native size.
 
+The suite's scenario is the kind ``zoo_sample`` (``run`` below; the result is
+benchmarks/results/zoo-sample/<host>.json). The zoo's own ``--sample`` prints the same table and keeps its
+rows in benchmarks/cache/zoo_sample/, never under benchmarks/results/:
+
+    python -m benchmarks run zoo-sample                       # 40 models, the seed of the date
+    python -m benchmarks run zoo-sample --set seed=7 --set source=timm
     python -m benchmarks.zoo --sample 6 --seed 1
-    python -m benchmarks.zoo --sample 40 --seed 7 --source timm --timeout 900
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import random
 import time
 from pathlib import Path
 
-from benchmarks.zoo import PRECISIONS, RESULTS, STEPS, TM, TV, passes, run_isolated, write_images
+from benchmarks.schema import Measured
+from benchmarks.zoo import PRECISIONS, ROOT, STEPS, TM, TV, passes, run_isolated, write_images
 
 MAX_PARAMS = 30e6
 MAX_MACS = 5e9
 SMALL_PX = 64
 ASKED_MACS = 0.5
+TARGETS = ("x86-cpu", "rpi4")
+CACHE = ROOT / "cache" / "zoo_sample"   # the --sample CLI's rows (the suite's runs keep theirs in their work folder)
 
 
 def date_seed(day: dt.date | None = None) -> int:
@@ -160,62 +168,70 @@ def failure_kind(row: dict) -> str | None:
 
 
 def _cell(stage) -> str:
+    """A stage's table cell: ``ok`` with the top-1 agreement for a built artifact, else its one line."""
     if stage is None:
         return "—"
     if isinstance(stage, str):
-        return "ok" if stage == "ok" else stage.replace("|", "/")[:80]
+        return "ok" if stage == "ok" else stage[:80]
     if stage["status"] != "ok":
-        return stage["status"].replace("|", "/")[:80]
+        return stage["status"][:80]
     return f"ok {stage['agreement']:.0f}%"
 
 
-def summary(rows: list[dict], seed: int, left_out: list[dict]) -> list[str]:
-    pruned = [r for r in rows if r["stages"].get("prune") == "ok" and r.get("prune")]
-    near = [r for r in pruned if abs(r["prune"]["macs_fraction"] - ASKED_MACS) <= 0.1 * ASKED_MACS]
+def _prune_cell(row: dict) -> str:
+    prune, p = _cell(row["stages"].get("prune")), row.get("prune") or {}
+    if prune != "ok" or not p:
+        return prune
+    text = "unpruned" if p.get("unpruned") else f"ok {p['macs_fraction']:.0%}"
+    return text + (" (time bound)" if (p.get("time_bound") or {}).get("reached") else "")
+
+
+def _left_alone_cell(row: dict) -> str:
+    alone = (row.get("prune") or {}).get("left_alone") or {}
+    return (f"{len(alone)}: " + "; ".join(f"{k} ({v[:50]})" for k, v in list(alone.items())[:2])) if alone else "0"
+
+
+def _near_asked(row: dict) -> bool:
+    """Pruned to the asked MACs within ±10% of the asked fraction (issue 37's bar)."""
+    fraction = (row.get("prune") or {}).get("macs_fraction")
+    return fraction is not None and abs(fraction - ASKED_MACS) <= 0.1 * ASKED_MACS
+
+
+def summarize(rows: list[dict], seed: int, left_out: list[dict]) -> Measured:
+    """One table row per drawn model (cells: top-1 agreement with the pruned PyTorch model); as metrics, the
+    passes per target (counts and shares of the draw), the share of passing models within ±10% of the asked
+    MACs and the failures by kind, which issue 37's bars read."""
+    table = [{"model": r["model"].split("?")[0], "px": r["input"], "M params": round(r.get("params", 0) / 1e6, 1),
+              "prune": _prune_cell(r), "left alone": _left_alone_cell(r),
+              "MACs M before → after": (f"{r['macs_before'] / 1e6:.0f} → {r['macs_after'] / 1e6:.0f}"
+                                        if "macs_after" in r else None),
+              **{f"{t} {b} {p}": _cell(r["stages"].get(f"{t}/{b}/{p}")) for t, b in STEPS for p in PRECISIONS},
+              "seconds": r.get("seconds")} for r in rows]
+    passing = [r for r in rows if any(passes(r, t) for t in TARGETS)]
     kinds = [failure_kind(r) for r in rows]
-    return [f"Seed {seed}: {len(rows)} drawn and run ({len(left_out)} drawn before them left out: too large or not "
-            f"buildable). **{sum(passes(r, 'x86-cpu') for r in rows)}/{len(rows)}** pass prune + FP32/INT8 on x86-cpu, "
-            f"**{sum(passes(r, 'rpi4') for r in rows)}/{len(rows)}** on rpi4 (FP32 agreement >= 99%); pruned to "
-            f"{ASKED_MACS:.0%} ± 10% of the MACs: {len(near)}/{len(pruned)}; failures: "
-            f"{kinds.count('error')} one-line error(s), {kinds.count('traceback')} traceback(s), "
-            f"{kinds.count('killed')} killed."]
+    metrics: dict = {"models": len(rows), "left_out": len(left_out)}
+    for t in TARGETS:
+        key = t.replace("-", "_")
+        metrics[f"pass_{key}"] = sum(passes(r, t) for r in rows)
+        metrics[f"pass_fraction_{key}"] = round(metrics[f"pass_{key}"] / len(rows), 4) if rows else 0.0
+    metrics["macs_within_10pct_share"] = (round(sum(map(_near_asked, passing)) / len(passing), 4) if passing
+                                          else 0.0)
+    metrics.update(errors=kinds.count("error"), tracebacks=kinds.count("traceback"), killed=kinds.count("killed"))
+    notes = [f"seed {seed}: {len(rows)} drawn and run, {len(left_out)} drawn before them left out (too large for a "
+             "2-core box or not buildable): " + "; ".join(f"{e['registry']}:{e['name']}" for e in left_out),
+             "random weights, 6-class Fashion-MNIST RGB folder (72 images); a pass = prune + FP32/INT8 built and run "
+             "on every backend of the target, FP32 agreement >= 99%; macs_within_10pct_share is over the models "
+             "that pass on a target"]
+    return Measured(rows=table, metrics=metrics, seeds=[seed], notes=notes,
+                    details={"models": rows, "left_out": left_out})
 
 
-def write_sample(rows: list[dict], seed: int, left_out: list[dict]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"zoo_sample_seed{seed}"
-    stem.with_suffix(".json").write_text(json.dumps({"seed": seed, "models": rows, "left_out": left_out}, indent=1,
-                                                    default=str))
-    lines = ["# Zoo, random draw: prune to 50% MACs, FP32 + INT8 on x86-cpu and rpi4", "", *summary(rows, seed, left_out),
-             "", "Random weights, 6-class Fashion-MNIST RGB folder; cells: top-1 agreement with the pruned PyTorch "
-             "model. `python -m benchmarks.zoo --sample N --seed S` regenerates this file.", "",
-             "| model | px | M params | prune | left alone | MACs M before → after | " + " | ".join(
-                 f"{t} {b} {p}" for t, b in STEPS for p in PRECISIONS) + " | s |",
-             "|---|---|---|---|---|---|" + "---|" * (len(STEPS) * len(PRECISIONS)) + "---|"]
-    for r in rows:
-        p = r.get("prune") or {}
-        prune = _cell(r["stages"].get("prune"))
-        if prune == "ok" and p:
-            prune = "unpruned" if p.get("unpruned") else f"ok {p['macs_fraction']:.0%}"
-            if (p.get("time_bound") or {}).get("reached"):
-                prune += " (time bound)"
-        alone = p.get("left_alone") or {}
-        alone_cell = (f"{len(alone)}: " + "; ".join(f"{k} ({v[:50]})" for k, v in list(alone.items())[:2])
-                      if alone else "0")
-        macs = f"{r['macs_before'] / 1e6:.0f} → {r['macs_after'] / 1e6:.0f}" if "macs_after" in r else "—"
-        cells = [_cell(r["stages"].get(f"{t}/{b}/{q}")) for t, b in STEPS for q in PRECISIONS]
-        lines.append(f"| {r['model'].split('?')[0]} | {r['input']} | {r.get('params', 0) / 1e6:.1f} | {prune} | "
-                     f"{alone_cell.replace('|', '/')} | {macs} | " + " | ".join(cells) + f" | {r.get('seconds', '—')} |")
-    if left_out:
-        lines += ["", "Drawn and left out:", ""] + [f"- {e['registry']}:{e['name']}: {e['left_out']}" for e in left_out]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    return stem.with_suffix(".md")
-
-
-def run_sample(n: int, seed: int, source: str = "all", timeout: float = 900, memory_gb: float = 12.0) -> list[dict]:
-    """Draw, run each in its own process (``run_isolated``), write the table after every model."""
+def run_sample(n: int, seed: int, source: str = "all", timeout: float = 900, memory_gb: float = 12.0,
+               work: Path = CACHE) -> tuple[list[dict], list[dict]]:
+    """Draws, runs each model in its own process (``run_isolated``) and keeps the rows so far in
+    ``work``/seed<S>.json after every model (a killed run leaves what it measured); returns (rows, left out)."""
     write_images()
-    (RESULTS / "zoo_logs").mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     kept, left_out = draw(n, seed, source)
     rows = []
     for entry in kept:
@@ -226,5 +242,24 @@ def run_sample(n: int, seed: int, source: str = "all", timeout: float = 900, mem
         row["params"] = entry["params"]
         rows.append(row)
         print(json.dumps(row["stages"], default=str)[:600], flush=True)
-        write_sample(rows, seed, left_out)
-    return rows
+        (work / f"seed{seed}.json").write_text(json.dumps({"seed": seed, "models": rows, "left_out": left_out},
+                                                          indent=1, default=str))
+    return rows, left_out
+
+
+def run(work: Path, n: int = 40, seed: int | None = None, source: str = "all", timeout_s: float = 900,
+        memory_gb: float = 12.0) -> Measured:
+    """The kind ``zoo_sample``: a draw of ``n`` architectures (``seed`` None: the date's, so a scheduled run
+    meets models no list names) through prune + FP32/INT8 on x86-cpu and rpi4."""
+    seed = date_seed() if seed is None else seed
+    return summarize(*run_sample(n, seed, source, timeout_s, memory_gb, work), seed)
+
+
+def print_sample(rows: list[dict], seed: int, left_out: list[dict]) -> None:
+    """The ``--sample`` CLI's output: the same table and metrics as the suite's page."""
+    from benchmarks.render import table
+
+    measured = summarize(rows, seed, left_out)
+    print("\n".join(["", *table(measured.rows), "", *table([{"metric": k, "value": v}
+                                                             for k, v in measured.metrics.items()]),
+                     "", *measured.notes]))

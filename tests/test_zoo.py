@@ -112,17 +112,19 @@ def test_memory_guard_turns_exhaustion_into_one_line_error(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_random_draw_passes_or_fails_in_one_line():
+def test_a_random_draw_passes_or_fails_in_one_line(tmp_path):
     """Issue 37: a draw of 4 architectures from timm and torchvision (the seed is the date, so a new timm
-    release or a new day brings models no list names), each in its own process: every one passes prune +
-    FP32/INT8 or ends with a one-line error; none with a traceback, none killed by the time cap."""
+    release or a new day brings models no list names), each in its own process, through the suite's kind
+    ``zoo_sample``: every one passes prune + FP32/INT8 or ends with a one-line error; none with a traceback,
+    none killed by the time cap."""
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from benchmarks.zoo_sample import date_seed, failure_kind, run_sample
+    from benchmarks.zoo_sample import date_seed, failure_kind, run
 
-    seed = date_seed()
-    rows = run_sample(4, seed, timeout=900)
-    assert len(rows) == 4
-    bad = {r["model"]: failure_kind(r) for r in rows if failure_kind(r) not in (None, "error")}
+    day = date_seed()
+    measured = run(tmp_path, n=4, timeout_s=900)
+    (seed,) = measured.seeds
+    assert seed in (day, date_seed()) and measured.metrics["models"] == len(measured.rows) == 4
+    bad = {r["model"]: failure_kind(r) for r in measured.details["models"] if failure_kind(r) not in (None, "error")}
     assert not bad, f"seed {seed}: {bad}"
