@@ -19,7 +19,7 @@ from edgekit.pruning import StructuredPlan, structured_prune
 from edgekit.pruning.adapters import SLICED
 from edgekit.recipe import Recipe
 from edgekit.spec import ModelSpec
-from edgekit.targets import load_target
+from edgekit.target import load_target
 from edgekit.training.evaluate import accuracy_counts, module_logits
 
 pytest.importorskip("torch_pruning")
