@@ -209,13 +209,14 @@ def test_input_artifact_is_checked_on_a_subset_against_pytorch_on_it(tmp_path, m
     import numpy as np
 
     import edgekit.compilation as compilation
-    from edgekit.pipeline import CompressOptions, compress, resolve_inputs
+    import edgekit
+    from edgekit.pipeline import CompressOptions, resolve_inputs
     from edgekit.training.evaluate import evaluate_module
 
     monkeypatch.setattr(compilation, "INPUT_CHECK_IMAGES", 50)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE)
-    manifest = compress(CompressOptions(recipe=str(recipe), out=tmp_path / "b"))
+    manifest = edgekit.compress(recipe=recipe, out=tmp_path / "b").manifest
     model, data = resolve_inputs(CompressOptions())
     assert len(data.test) > 50 and manifest.input_reference.accuracy.samples == len(data.test)
     pytorch_on_subset = evaluate_module(model.module, model.spec, data.test.subset(np.arange(50)))["top1"]

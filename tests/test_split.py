@@ -95,10 +95,10 @@ def test_checkpoint_round_trip_and_transfer_quantization(tmp_path):
 @pytest.fixture(scope="module")
 def split_bundle(tmp_path_factory) -> tuple[Path, dict]:
     """The digits teacher split after its second conv block: bottleneck 2x4x4 uint8 = 50% of 8x8."""
-    from edgekit.pipeline import CompressOptions, compress
+    import edgekit
 
     out = tmp_path_factory.mktemp("split") / "bundle"
-    manifest = compress(CompressOptions(recipe=str(RECIPE), out=out)).as_json()
+    manifest = edgekit.compress(recipe=RECIPE, out=out).manifest.as_json()
     return out, manifest
 
 
@@ -128,13 +128,13 @@ def test_split_int8_heads_for_every_device_backend(tmp_path, target):
     head, calibrated and measured through head -> uint8 -> tail like the whole model's artifacts
     (TensorRT: on ONNX Runtime from its QDQ ONNX), with the head's own estimate where the device is
     remote; the tail is INT8 too, calibrated on the head's outputs."""
-    from edgekit.pipeline import CompressOptions, compress
+    import edgekit
     from edgekit.target import load_target
 
     recipe = tmp_path / "split-int8.yaml"
     recipe.write_text(RECIPE.read_text().replace("precisions: [fp32]", "precisions: [fp32, int8]"))
     out = tmp_path / "bundle"
-    manifest = compress(CompressOptions(recipe=str(recipe), target=target, out=out)).as_json()
+    manifest = edgekit.compress(recipe=recipe, target=target, out=out).manifest.as_json()
     backends = load_target(target).backends
     names = {a["name"]: a for a in manifest["artifacts"]}
     ref = manifest["references"]["final"]["accuracy"]["top1"]
