@@ -13,6 +13,7 @@ from bundle_fixture import build_bundle
 from conftest import run_cli
 from edgekit.decisions import latency_for, select_precisions
 from edgekit.target import load_target
+from edgekit.vocab import Basis
 from sshd_server import ssh_args
 
 FAST = ["--runs", "5", "--warmup", "1", "--max-seconds", "1", "--batch-sizes", "1"]
@@ -44,12 +45,12 @@ def test_emulated_latency_never_decides():
     emulated = {"where": "ssh://root@127.0.0.1:2222", "device": {"machine": "aarch64", "emulated": "qemu-user"},
                 "results": results}
     real = {**emulated, "device": {"machine": "aarch64"}}
-    assert latency_for(arts[1], rpi4, [emulated]) == (20.0, "estimated (rpi4)")
+    assert latency_for(arts[1], rpi4, [emulated]) == (20.0, Basis.estimated("rpi4"))
     (d,) = select_precisions(arts, rpi4, 90.0, 1.0, [emulated])
-    assert d["chosen"] == "tflite-fp32" and "measured" not in d["reason"]
-    assert latency_for(arts[1], rpi4, [real]) == (30.0, "measured on the device (ssh://root@127.0.0.1:2222)")
+    assert d.chosen == "tflite-fp32" and not d.chosen_candidate().latency_source.measured
+    assert latency_for(arts[1], rpi4, [real]) == (30.0, Basis.on_device("ssh://root@127.0.0.1:2222"))
     (d,) = select_precisions(arts, rpi4, 90.0, 1.0, [real])
-    assert d["chosen"] == "tflite-int8"
+    assert d.chosen == "tflite-int8"
 
 
 def test_the_emulated_pi_says_it_is_one(emulated_pi, tmp_path):

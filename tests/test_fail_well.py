@@ -20,6 +20,7 @@ from edgekit.pruning.adapters import SLICED
 from edgekit.recipe import Recipe
 from edgekit.spec import ModelSpec
 from edgekit.target import load_target
+from edgekit.vocab import ReasonCode
 from edgekit.training.evaluate import accuracy_counts, module_logits
 
 pytest.importorskip("torch_pruning")
@@ -183,8 +184,9 @@ def _compile(module: nn.Module, digits, target: str, tmp_path):
 def test_a_backend_that_cannot_convert_drops_out_and_the_others_build(digits, tmp_path):
     torch.manual_seed(0)
     artifacts, failed = _compile(_DataDependent(), digits, "rpi4", tmp_path)
-    assert [(f["backend"], f["precision"]) for f in failed] == [("tflite", "fp32")]
-    assert failed[0]["reason"].startswith("compile failed: ") and "\n" not in failed[0]["reason"]
+    assert [(f.backend, f.precision) for f in failed] == [("tflite", "fp32")]
+    assert failed[0].reason is ReasonCode.BUILD_FAILED
+    assert failed[0].detail.startswith("compile failed: ") and "\n" not in failed[0].detail
     assert [a.backend for a in artifacts] == ["onnxruntime"]
     assert artifacts[0].metrics["agreement"]["top1_agreement"] == 100.0          # built, run and scored
     assert not list((tmp_path / "artifacts").rglob("*.tflite"))   # nothing half-written

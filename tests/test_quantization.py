@@ -593,6 +593,6 @@ def test_selection_is_per_part_and_deploy_is_the_whole_model():
     for a in arts[2:]:
         a.meta["split_part"] = "head"
     decisions = select_precisions(arts, X86, 90.0, 1.0)
-    assert [(d["part"], d["chosen"]) for d in decisions] == [("whole", "onnxruntime-int8"),
-                                                              ("head", "head-onnxruntime-int8")]
-    assert recommend(decisions)["artifact"] == "onnxruntime-int8"
+    assert [(d.part, d.chosen) for d in decisions] == [(Part.WHOLE, "onnxruntime-int8"),
+                                                        (Part.HEAD, "head-onnxruntime-int8")]
+    assert recommend(decisions).artifact == "onnxruntime-int8"
