@@ -114,7 +114,12 @@ def test_timm_models_when_installed(tmp_path, monkeypatch):
     m = load_model("timm:resnet18?pretrained=false", num_classes=10)
     assert m.module(torch.zeros(1, 3, 224, 224)).shape == (1, 10)
     assert m.spec.mean == (0.485, 0.456, 0.406)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: the pretrained path must fail clearly
+    # No hub here: the pretrained path must fail clearly. huggingface_hub reads HF_HUB_OFFLINE when it is
+    # imported (timm imported it above), so the flag is set where it is read; without it the hub retries the
+    # name lookup for ~45 s before the same error.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(EdgekitError, match="cannot download pretrained weights for timm:resnet18"):
         load_model("timm:resnet18")
