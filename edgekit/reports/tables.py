@@ -106,13 +106,14 @@ def compact_artifacts(manifest: Manifest) -> CompactArtifacts:
     """One row per artifact that competes, its p50 the one decisions read (``latency_for``) with its basis
     marked: a reader must see whether a device number was measured or estimated, even at 80 columns."""
     from edgekit.decisions import latency_for
+    from edgekit.reports.reasons import not_scored_text
 
     rows, left_out, marks, deployed = [], [], [], None
     deploy = manifest.deploy.artifact if manifest.deploy else None
     for a in manifest.artifacts:
         value, basis = latency_for(a, manifest.target, manifest.benchmarks)
         if a.top1 is None or value is None:
-            why = (f"not scored: {a.metrics.not_scored}" if a.metrics.not_scored else
+            why = (f"not scored: {not_scored_text(a.metrics.not_scored)}" if a.metrics.not_scored else
                    "no accuracy" if a.top1 is None else f"latency {basis}")
             left_out.append(f"{a.name} ({why})")
             continue
