@@ -326,7 +326,7 @@ def test_soup_rejects_mixed_architectures(teacher, digits, tmp_path):
 # ---------------------------------------------------------------- CLI
 
 
-@pytest.mark.slow   # the lowrank stage runs in the default tier in-process (test_registry_interfaces, above)
+@pytest.mark.slow   # the lowrank stage runs in the default tier in-process (tests/test_registry_interfaces.py)
 def test_cli_lowrank_recipe_end_to_end(tmp_path):
     recipe = yaml.safe_load((ROOT / "recipes" / "lowrank-distill.yaml").read_text())
     recipe["stages"][2]["distill"]["epochs"] = 1
