@@ -155,8 +155,7 @@ def compress(model: str | nn.Module | None = None,
     if threads is not None and threads < 1:
         raise EdgekitError(f"threads={threads} is not a thread count", "give 1 or more, or leave it unset for all cores")
     opts = CompressOptions(
-        model=model, data=data if not isinstance(data, Path) else str(data),
-        recipe=recipe if recipe is None or not isinstance(recipe, Path) else str(recipe),
+        model=model, data=data, recipe=recipe,
         target=str(target), out=Path(out) if out is not None else None, force=force, arch=arch,
         input_size=_size(input_size), spec=spec, trust_pickle=trust_pickle, use_cache=use_cache, resume=resume,
         threads=threads, overrides=dict(compile_overrides or {}), server_target=server_target,

@@ -12,7 +12,10 @@ from edgekit.gates import Gates
 from edgekit.recipe import BudgetSettings, Recipe
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch.nn as nn
+    from torch.utils.data import Dataset
 
     from edgekit.data import DataSplits
     from edgekit.profiling.remote import SshDevice
@@ -20,8 +23,8 @@ if TYPE_CHECKING:
 
 # A model: a source string (builtin:, torchvision:, timm:, a file) or a module built in Python.
 ModelInput = Union[str, "nn.Module", None]
-# Data: a source string (digits, fashion-mnist, a folder) or splits already built (edgekit.data.from_datasets).
-DataInput = Union[str, "DataSplits", None]
+# Data: a source string or path (digits, fashion-mnist, a folder), torch Datasets, or splits already built.
+DataInput = Union[str, Path, "DataSplits", "Dataset", "Sequence[Dataset]", None]
 
 
 @dataclass
@@ -30,7 +33,7 @@ class CompressOptions:
 
     model: ModelInput = None
     data: DataInput = None
-    recipe: str | Recipe | None = None   # a path, a shipped name or a Recipe; None: the target's own recipe
+    recipe: str | Path | Recipe | None = None   # a path, a shipped name or a Recipe; None: the target's own
     target: str = "x86-cpu"
     out: Path | None = None
     force: bool = False

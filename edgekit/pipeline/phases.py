@@ -59,11 +59,10 @@ def load_inputs(opts: CompressOptions, batch: int = 1, device: torch.device | No
     """Model and data, with the embedded default (digits teacher) when neither is given; a model whose
     activations at the training ``batch`` would not fit ``device``'s memory is refused before any work."""
     model, data = resolve_inputs(opts, batch, device)
-    source = {"source": model.source if not isinstance(opts.model, str) else opts.model, "sha256": model.sha256,
-              "arch": model.arch, "spec": model.spec.model_dump(mode="json"), "params": count_params(model.module),
-              "macs": count_macs(model.module, model.spec), "notes": dict(model.notes),
-              "requested": opts.model if isinstance(opts.model, str) else (model.source if opts.model is not None
-                                                                            else "default")}
+    given = opts.model if isinstance(opts.model, str) else model.source   # a module or the demo: its own name
+    source = {"source": given, "sha256": model.sha256, "arch": model.arch, "spec": model.spec.model_dump(mode="json"),
+              "params": count_params(model.module), "macs": count_macs(model.module, model.spec),
+              "notes": dict(model.notes), "requested": given if opts.model is not None else "default"}
     return Inputs(model, data, source)
 
 
