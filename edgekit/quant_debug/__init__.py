@@ -8,8 +8,8 @@ in float first), and each ``LayerError.nodes`` lists the INT8 graph's nodes of t
 """
 
 from edgekit.quant_debug.compare import compare_files
-from edgekit.quant_debug.records import (FLOOR_DB, STEP_DB, Divergence, DivergenceRule, LayerError, LayerReport,
+from edgekit.quant_debug.records import (FLOOR_DB, LOW_DB, STEP_DB, Divergence, DivergenceRule, LayerError, LayerReport,
                                          first_divergence)
 
-__all__ = ["FLOOR_DB", "STEP_DB", "Divergence", "DivergenceRule", "LayerError", "LayerReport", "compare_files",
+__all__ = ["FLOOR_DB", "LOW_DB", "STEP_DB", "Divergence", "DivergenceRule", "LayerError", "LayerReport", "compare_files",
            "first_divergence"]

@@ -4,7 +4,7 @@ compress adds for an INT8 artifact over its bound (``manifest.int8_debug``)."""
 from __future__ import annotations
 
 from edgekit.manifest import DebugLayer, Int8Debug
-from edgekit.quant_debug.records import FLOOR_DB, STEP_DB, DivergenceRule, LayerError
+from edgekit.quant_debug.records import FLOOR_DB, LOW_DB, STEP_DB, DivergenceRule, LayerError
 
 DEBUG_COLUMNS = ["#", "layer", "op", "SQNR dB", "tensor dB", "cosine", ""]
 SECTION_COLUMNS = ["#", "layer", "op", "SQNR dB", "cosine", ""]
@@ -28,12 +28,13 @@ def layer_rows(layers: list[LayerError] | tuple[LayerError, ...], first: int | N
 def explain_divergence(layer: str, sqnr_db: float, before_db: float | None, rule: DivergenceRule | str | None,
                        floor_db: float = FLOOR_DB, step_db: float = STEP_DB) -> str:
     if rule is None:
-        return f"no layer falls under {floor_db:.0f} dB: INT8 tracks FP32 through the whole network"
+        return (f"no first divergence: no layer steps {step_db:.0f} dB down to under {floor_db:.0f} dB and none "
+                f"falls under {LOW_DB:.0f} dB")
     if DivergenceRule(rule) == DivergenceRule.STEP:
         was = f"from {before_db:.1f} dB in the layer before" if before_db is not None else "at the first layer"
         return (f"first divergence: {layer} — {sqnr_db:.1f} dB {was} (under {floor_db:.0f} dB, a step of "
                 f"{step_db:.0f} dB or more: this layer's output is what INT8 breaks)")
-    return (f"first layer under {floor_db:.0f} dB: {layer} ({sqnr_db:.1f} dB) after a gradual decline, no single "
+    return (f"first layer under {LOW_DB:.0f} dB: {layer} ({sqnr_db:.1f} dB) after a gradual decline, no single "
             "layer breaks: the error accumulates")
 
 
