@@ -18,12 +18,16 @@ class Probe:
 
 
 def layer_outputs(candidates: Sequence[Probe]) -> list[Probe]:
-    """One probe per layer: its last tensor in graph order (the module's output), ordered by where that tensor
-    is produced. Ops outside any module each keep their own probe."""
-    last: dict[str, int] = {}
-    for i, probe in enumerate(candidates):
-        last[probe.layer if probe.layer != ROOT else f"\0{i}"] = i
-    return [candidates[i] for i in sorted(last.values())]
+    """One probe per run of consecutive tensors of the same layer, in graph order: the run's last tensor (the
+    module's output). A module called twice (EfficientNet's root ``_swish`` at the stem and again before the head)
+    gets a row per call; ops outside any module each keep their own."""
+    out: list[Probe] = []
+    for probe in candidates:
+        if out and probe.layer != ROOT and out[-1].layer == probe.layer:
+            out[-1] = probe
+        else:
+            out.append(probe)
+    return out
 
 
 def with_nodes(probes: Sequence[Probe], int8_nodes: Sequence[tuple[str, str]], layer_of: Callable[[str], str]
