@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.bundle import verified_file, verify_artifact
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.manifest import ArtifactRecord, DebugLayer, Int8Debug, Manifest
 from edgekit.quant_debug.compare import compare_files
 from edgekit.quant_debug.records import LayerError, LayerReport
@@ -153,8 +153,8 @@ def debug_over_bound(manifest: Manifest, bundle: Path, threads: int = 1, images:
         if record.name not in _int8_names(manifest) or drop is None or drop <= bound:
             continue
         try:
-            found.append(debug_artifact(bundle, manifest, record.name, images, threads).record())
-        except EdgekitError as err:
+            found.append(debug_artifact(bundle, manifest, record.name, images, threads or 1).record())
+        except Exception as err:  # noqa: BLE001 - a debugging failure is reported in the section, never fatal
             found.append(Int8Debug(artifact=record.name, reference="", runtime=str(record.runtime), images=0,
-                                   layers=0, error=str(err)))
+                                   layers=0, error=first_line(err, 200, typed=not isinstance(err, EdgekitError))))
     manifest.int8_debug = found or None
