@@ -29,6 +29,7 @@ from edgekit.pruning.layers import widest_layer
 from edgekit.gates import Gates
 from edgekit.recipe import BudgetSettings, Recipe, largest_batch, load_recipe
 from edgekit.reports.render import write_reports
+from edgekit.stages import STAGES
 from edgekit.target import Target, load_target
 from edgekit.training import distributed
 from edgekit.training.device import resolve_device, using_device
@@ -66,7 +67,7 @@ def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, serve
     started = time.perf_counter()
     clock = PhaseClock()
     with clock("load"):
-        inputs = load_inputs(opts, largest_batch(recipe), device)
+        inputs = load_inputs(opts, largest_batch(recipe), device, trains=recipe_trains(recipe, budget))
     model, data = inputs.model, inputs.data
     recipe, rounding = recipe.for_target(target, widest_layer(model.module))
     if rounding:
@@ -112,6 +113,11 @@ def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, serve
         manifest = retime_for_budget(out, recipe, threads)
     manifest.bundle = str(out)
     return manifest
+
+
+def recipe_trains(recipe: Recipe, budget: BudgetSettings | None) -> bool:
+    """Whether the run uses a training split: a budget search, or any stage other than a read-only one."""
+    return budget is not None or any(STAGES.get(entry.name).uses_train_split for entry in recipe.stages)
 
 
 def build_manifest(opts: CompressOptions, out: Path, recipe, target, inputs: Inputs, input_ref: Reference,
