@@ -107,9 +107,13 @@ def compress_command(
     from edgekit.recipe import load_recipe
     from edgekit.target import load_target
 
-    # Usage errors in the target or recipe (an unknown compile.options key...) fail here, in seconds,
+    # Usage errors in the target, recipe or --preprocess (an unknown compile.options key...) fail here, in seconds,
     # before the pipeline imports the runtimes.
     load_recipe(recipe or load_target(target).recipe)
+    if preprocess is not None:
+        from edgekit.models.preprocess import parse_preprocess
+
+        parse_preprocess(preprocess)
     with ui.third_party_to_file(verbose) as chatter:
         result = edgekit.compress(
             model, data, target=target, recipe=recipe, out=out, force=force, arch=arch,

@@ -96,12 +96,13 @@ def describe(spec: ModelSpec) -> str:
     """One line for notes: the file -> input recipe the spec now holds."""
     t = spec.transform()
     resize = f"short side {t['resize']} ({t['interpolation']}) + centre crop" if t["resize"] else "squash"
-    return (f"{resize} {t['crop'][0]}x{t['crop'][1]}, mean {_fmt(t['mean'])}, std {_fmt(t['std'])} "
-            f"(of [0, 1] pixels), {t['channel_order']}")
+    return (f"{resize} {t['crop'][0]}x{t['crop'][1]}, {t['channel_order']}, (px - {_fmt(t['mean'], 255)}) / "
+            f"{_fmt(t['std'], 255)} in 0..255 pixels")
 
 
-def _fmt(values) -> str:
-    return "/".join(f"{v:.4g}" for v in values) if len(set(values)) > 1 else f"{values[0]:.4g}"
+def _fmt(values, scale: float = 1.0) -> str:
+    values = [v * scale for v in values]
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]" if len(set(values)) > 1 else f"{values[0]:.4g}"
 
 
 def _parse_string(text: str) -> dict:

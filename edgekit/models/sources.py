@@ -434,4 +434,4 @@ def _real_forward(loaded: LoadedModel):
     except Exception as err:  # noqa: BLE001 - any failure means the shape does not fit the model
         msg = str(err).splitlines()[0][:160]
         raise EdgekitError(f"model {loaded.source} does not accept input 1x{c}x{h}x{w}: {msg}",
-                           "pass --input-size HxW that the model supports") from None
+                           "pass --input-size HxW (or --preprocess crop=HxW) that the model supports") from None
