@@ -39,6 +39,9 @@ from edgekit.training.device import current_device
 from edgekit.training.evaluate import accuracy_counts, module_logits
 from edgekit.vocab import Part, Precision
 
+# The model note (saved in its checkpoint) naming the data a run trained it on.
+TRAINED_ON = "trained_on"
+
 NEAR_CHANCE = 1.5   # x the chance level: below it the input model has learnt (almost) nothing
 
 # Val images each stage's after-stage accuracy is read on. It is a progress figure for the stage table (how much
@@ -111,7 +114,7 @@ def _resolve(opts: CompressOptions, batch: int = 1, device: torch.device | None 
     data, mapping = _match_classes(model, data, opts)
     if model.spec.class_names is None:
         model.spec = model.spec.model_copy(update={"class_names": data.class_names})
-    data = _evaluation_split(data, mapping, trains)
+    data = _evaluation_split(data, mapping, trains, trained_here=TRAINED_ON in model.notes)
     if opts.calibration is not None:
         s = model.spec
         data.calibration = load_calibration_folder(opts.calibration, s.hw, s.channels, s.resize, s.interpolation)
@@ -143,10 +146,11 @@ def _match_classes(model: LoadedModel, data: DataSplits, opts: CompressOptions) 
     return data, mapping
 
 
-def _evaluation_split(data: DataSplits, mapping: ClassMapping, trains: bool) -> DataSplits:
+def _evaluation_split(data: DataSplits, mapping: ClassMapping, trains: bool, trained_here: bool) -> DataSplits:
     """A flat folder split by edgekit's own ratio becomes all evaluation when nothing trains and its classes are
     the model's by name (20 labelled photos of a pretrained model are 20 test images, not 4); ``?eval=true``
-    asks for it, ``?val=F`` keeps the split."""
+    asks for it, ``?val=F`` keeps the split. A model edgekit trained (``TRAINED_ON`` in its checkpoint) keeps the
+    seeded split: it may have trained on the rest of this very folder."""
     if data.whole is None or data.whole_for_eval is False:
         return data
     if data.whole_for_eval:
@@ -154,7 +158,7 @@ def _evaluation_split(data: DataSplits, mapping: ClassMapping, trains: bool) -> 
             raise EdgekitError("data option eval=true: the recipe trains, and would have no training images",
                                "drop ?eval=true, or use a recipe that only evaluates and compiles (e.g. int8)")
         return data.as_evaluation("asked with ?eval=true")
-    if not trains and mapping.kind in ("identity", "mapped", "reordered"):
+    if not trains and not trained_here and mapping.kind in ("identity", "mapped", "reordered"):
         return data.as_evaluation("no stage trains and the classes are the model's (?val=F splits it)")
     return data
 

@@ -21,8 +21,8 @@ from edgekit.manifest import Manifest, write_manifest
 from edgekit.models import save_checkpoint
 from edgekit.pipeline.clock import PhaseClock
 from edgekit.pipeline.options import CompressOptions, budget_gates, effective_budget
-from edgekit.pipeline.phases import (Compiled, Inputs, Reference, compile_and_profile, load_inputs, measure_final,
-                                     measure_input, run_search, run_stages)
+from edgekit.pipeline.phases import (TRAINED_ON, Compiled, Inputs, Reference, compile_and_profile, load_inputs,
+                                     measure_final, measure_input, run_search, run_stages)
 from edgekit.pipeline.retime import bench_for_budget, retime_for_budget
 from edgekit.profiling.latency import host_identity
 from edgekit.pruning.layers import widest_layer
@@ -66,8 +66,9 @@ def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, serve
 
     started = time.perf_counter()
     clock = PhaseClock()
+    trains = recipe_trains(recipe, budget)
     with clock("load"):
-        inputs = load_inputs(opts, largest_batch(recipe), device, trains=recipe_trains(recipe, budget))
+        inputs = load_inputs(opts, largest_batch(recipe), device, trains=trains)
     model, data = inputs.model, inputs.data
     recipe, rounding = recipe.for_target(target, widest_layer(model.module))
     if rounding:
@@ -94,6 +95,8 @@ def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, serve
         final_ref = measure_final(final, data)
 
     units, skipped = build_units(final, data, recipe, target, server_target, input_model, input_ref.logits)
+    if trains:   # a later run on the same folder keeps its seeded split (phases._evaluation_split)
+        final.notes[TRAINED_ON] = data.source
     with atomic_bundle(out, opts.force) as tmp:
         checkpoint_sha = save_checkpoint(final, tmp / "artifacts" / "model.pt") if final.arch else None
         compiled = compile_and_profile(units, skipped, final, input_model, data, recipe, server_target,
