@@ -424,6 +424,25 @@ def check_forward(loaded: LoadedModel) -> None:
                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}, expected (batch, classes) logits")
     if out.shape[1] != loaded.spec.num_classes:
         loaded.spec = loaded.spec.model_copy(update={"num_classes": int(out.shape[1])})
+    if isinstance(loaded.module, _EvalOnly):
+        _check_batch(loaded)
+
+
+def _check_batch(loaded: LoadedModel) -> None:
+    """A torch.export program keeps the guards of its export: one exported with ``torch.zeros(1, ...)`` and no
+    ``dynamic_shapes`` accepts batch 1 only, and edgekit evaluates, calibrates and exports in batches. Said here
+    in one line rather than as a guard traceback in the middle of a run."""
+    c, h, w = loaded.spec.input_shape
+    try:
+        with torch.no_grad():
+            loaded.module(torch.zeros(2, c, h, w))
+    except Exception as err:  # noqa: BLE001 - a guard failure is an AssertionError, others vary
+        if "size()[0]" not in str(err):
+            raise EdgekitError(f"model {loaded.source} fails at batch 2: {str(err).splitlines()[0][:160]}") from None
+        raise EdgekitError(f"{loaded.source} was exported for a fixed batch size (its guard: "
+                           f"{str(err).splitlines()[0][:80]})",
+                           "export with a dynamic batch: torch.export.export(model, (x,), dynamic_shapes="
+                           "({0: torch.export.Dim('batch')},)) with x of batch 2") from None
 
 
 def _real_forward(loaded: LoadedModel):
