@@ -12,7 +12,7 @@ import torch.nn as nn
 from PIL import Image
 
 from edgekit.errors import EdgekitError
-from edgekit.models.classes import imagenet_vocabulary, resolve
+from edgekit.models.classes import imagenet_vocabulary, resolve, vocabulary
 from edgekit.models.preprocess import apply_preprocess, parse_preprocess
 from edgekit.pipeline import CompressOptions
 from edgekit.pipeline.phases import _resolve
@@ -58,6 +58,12 @@ def test_imagenet_vocabulary_answers_to_synsets_lemmas_and_any_case():
     assert vocab.lookup("n01440764") == [0] and vocab.lookup("Tinca_tinca") == [0]
     assert vocab.lookup("GREAT_WHITE_SHARK") == [2] and vocab.lookup("no such thing") == []
     assert len(vocab.lookup("crane")) == 2   # ImageNet has a bird and a machine called crane
+    # torchvision's own category names are recognised as ImageNet-1k's, so synset folders map onto them too
+    from torchvision.models import ResNet18_Weights
+
+    torchvision_names = vocabulary(ResNet18_Weights.DEFAULT.meta["categories"])
+    assert torchvision_names.kind == "imagenet" and torchvision_names.lookup("n01443537") == [1]
+    assert vocabulary(["cat", "dog"]).kind == "names"
 
 
 def test_resolve_maps_subsets_reorders_assumes_and_refuses_ambiguity():
