@@ -17,9 +17,9 @@ import torch.nn as nn
 
 from edgekit import ui
 from edgekit.errors import EdgekitError, MissingDependency
-from edgekit.models.classes import IMAGENET_CLASSES, imagenet_vocabulary
 from edgekit.models.builtin import BUILTIN_MODELS
 from edgekit.models.checkpoint import file_sha256, is_checkpoint, load_checkpoint
+from edgekit.models.classes import IMAGENET_CLASSES, imagenet_vocabulary
 from edgekit.models.footprint import check_input_size, check_memory, footprint
 from edgekit.models.loaded import LoadedModel
 from edgekit.models.preprocess import apply_preprocess

@@ -18,10 +18,10 @@ from edgekit.data import DataSplits, from_datasets, load_data, load_data_for
 from edgekit.data.imagefolder import load_calibration_folder
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_model
+from edgekit.models.classes import ClassMapping, classes_option, resolve
 from edgekit.models.complexity import count_macs, count_params
 from edgekit.models.footprint import check_memory
 from edgekit.models.in_memory import module_model
-from edgekit.models.classes import ClassMapping, classes_option, resolve
 from edgekit.models.loaded import state_hash
 from edgekit.models.preprocess import parse_preprocess
 from edgekit.models.sources import replace_classifier
