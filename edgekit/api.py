@@ -141,6 +141,9 @@ def compress(model: str | nn.Module | None = None,
              known_hosts: str | Path | None = None,
              remote_python: str = "python3",
              compile_overrides: dict[str, Any] | None = None,
+             classes: str | Path | Sequence[str] | None = None,
+             preprocess: str | Path | dict[str, Any] | None = None,
+             calibration: str | Path | None = None,
              command: Sequence[str] | None = None) -> Result:
     """Compress ``model`` for ``target`` with ``recipe`` (default: the target's own), measure every file built,
     and write a bundle to ``out`` (default ``edgekit-runs/<recipe>-<target>-<time>``).
@@ -148,8 +151,12 @@ def compress(model: str | nn.Module | None = None,
     Neither model nor data: the offline demo (a digits teacher). ``spec`` tells how a Python module's input
     is prepared (default: the data's images as given, scaled to [0, 1] when uint8). ``host``: time and bench on
     a device over SSH. ``max_accuracy_drop``/``max_latency_ms``: CI gates, judged on the deployed artifact
-    (``Result.gates_passed``; the CLI exits 3 when they fail). ``command``: what to record as the call in the
-    manifest (default: this process's ``sys.argv``)."""
+    (``Result.gates_passed``; the CLI exits 3 when they fail). ``classes``: the model's output names
+    (``"imagenet"``, a file with one name per line, or a list) - data classes among them are mapped onto its
+    outputs instead of replacing its head. ``preprocess``: how image files become the model's input
+    (``"resize=256,crop=224,mean=127,std=128"``, a dict with those keys, or a YAML path; docs/models-and-data.md).
+    ``calibration``: a folder of unlabelled images to calibrate INT8 on instead of the train split.
+    ``command``: what to record as the call in the manifest (default: this process's ``sys.argv``)."""
     from edgekit.pipeline import CompressOptions
     from edgekit.pipeline import compress as run
 
@@ -163,6 +170,9 @@ def compress(model: str | nn.Module | None = None,
         gates=Gates(max_accuracy_drop, max_latency_ms), device=device, skip_broken_images=skip_broken_images,
         latency_budget_ms=latency_budget_ms, budget_students=list(budget_students),
         remote=_device(host, port, identity, known_hosts, remote_python),
+        classes=list(classes) if isinstance(classes, (list, tuple)) else classes,
+        preprocess=preprocess,
+        calibration=calibration,
         command=list(command) if command is not None else _api_call("compress", model, data, target))
     manifest = run(opts)
     if manifest is None:   # a torchrun rank other than 0: it trained; rank 0 writes the bundle

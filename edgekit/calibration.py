@@ -1,8 +1,9 @@
 """Calibration sets for post-training quantization: how they are drawn, stored and read back.
 
-A calibration set is N model-ready images (default 300) drawn from the *training* split with a fixed
-seed, class-balanced when labels exist (round-robin over classes, so every class is represented even
-when N is small), pushed through ``ModelSpec.prepare`` so every backend sees exactly the tensors the
+A calibration set is N model-ready images (default 300) drawn from the *training* split - or from the
+unlabelled ``--calibration DIR`` when given, or, with neither, from the evaluation images with a warning
+(``DataSplits.calibration_source``) - with a fixed seed, class-balanced when labels exist (round-robin over
+classes, so every class is represented even when N is small), pushed through ``ModelSpec.prepare`` so every backend sees exactly the tensors the
 model sees. It is stored as ``calibration.npz`` in the bundle (its sha256 goes into the manifest) so
 a quantized artifact can be rebuilt bit-for-bit. See ``calibration/README.md``.
 """
@@ -84,6 +85,8 @@ def draw_calibration(ds: Dataset, spec: ModelSpec, size: int = DEFAULT_SIZE, see
         raise EdgekitError(f"no images to calibrate with: the {source} split is empty",
                            "give a --data source with training images (quantization needs a calibration set)")
     labels = getattr(ds, "labels", None)
+    if labels is not None and (np.asarray(labels) < 0).all():   # an unlabelled folder (--calibration DIR)
+        labels = None
     idx = balanced_indices(None if labels is None else np.asarray(labels), total, size, seed)
     if len(idx) < min(size, RECOMMENDED_MIN):
         ui.warn(f"only {len(idx)} calibration images (asked for {size}; at least {RECOMMENDED_MIN} recommended): "

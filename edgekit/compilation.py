@@ -186,7 +186,8 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
     whole = units[0].model
     if any(p == Precision.INT8 for unit in units for _, p in unit.plan):
         seed = recipe.compile.calibration_seed if recipe.compile.calibration_seed is not None else recipe.seed
-        cal = draw_calibration(data.train, whole.spec, recipe.compile.calibration_size, seed)
+        images, source = data.calibration_source()
+        cal = draw_calibration(images, whole.spec, recipe.compile.calibration_size, seed, source=source)
         sha = save_calibration(cal, out_dir / "calibration.npz")
         calibration = cal.inputs
         extra["calibration"] = {**cal.meta, "path": "calibration.npz", "sha256": sha,

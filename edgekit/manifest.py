@@ -116,6 +116,9 @@ class ModelRecord(Record):
     macs: int
     notes: dict[str, Any] = Field(default_factory=dict)
     requested: str | None = None
+    # How the data's classes land on the model's outputs (edgekit.models.classes.resolve): mapping identity |
+    # mapped | reordered | assumed | head replaced, and per data class its output when mapped.
+    classes: dict[str, Any] | None = None
 
 
 class SkippedImages(Record):

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Shared fixtures from helper modules (a session fixture must be registered once to be built once).
-pytest_plugins = ["bundle_fixture", "sshd_server", "emulated_pi"]
+pytest_plugins = ["bundle_fixture", "sshd_server", "emulated_pi", "real_material"]
 
 
 @pytest.fixture(scope="session", autouse=True)

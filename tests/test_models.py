@@ -91,8 +91,14 @@ def test_torchscript_and_exported_program(tmp_path):
     loaded = load_model(str(ts), input_size=(8, 8))
     assert loaded.spec.input_shape == (1, 8, 8) and loaded.arch is None
     pt2 = tmp_path / "m.pt2"
-    torch.export.save(torch.export.export(base, (torch.zeros(1, 1, 8, 8),)), pt2)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.export.save(torch.export.export(base, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: batch},)), pt2)
     assert load_model(str(pt2), input_size=(8, 8)).spec.num_classes == 10
+    # exported for batch 1 only (torch.export's default): one line at load, not a guard traceback mid-run
+    static = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(base, (torch.zeros(1, 1, 8, 8),)), static)
+    with pytest.raises(EdgekitError, match="exported for a fixed batch size"):
+        load_model(str(static), input_size=(8, 8))
 
 
 def test_corrupt_file_and_wrong_input_size(tmp_path):

@@ -34,6 +34,20 @@ def compress_command(
     arch: Optional[str] = typer.Option(None, help="architecture of a state-dict model file, e.g. torchvision:resnet18"),
     input_size: Optional[str] = typer.Option(None, help="model input size HxW (default: the model's own)"),
     trust_pickle: bool = typer.Option(False, help="allow a pickled nn.Module file (it can run arbitrary code)"),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", help="the model's output class names: 'imagenet' (ImageNet-1k, synset ids and names) or "
+        "a text file with one name per line, in output order. Data class folders among them (synset ids or names, "
+        "any case, '_' = ' ') are mapped onto the model's outputs instead of replacing its head"),
+    preprocess: Optional[str] = typer.Option(
+        None, "--preprocess", help="how image files become the model's input, e.g. "
+        "'resize=256,crop=224,interpolation=bilinear,mean=127,std=128', or a YAML file with those keys "
+        "(also channel_order=RGB|BGR, units=unit|pixel). resize: short side before the centre crop. mean/std: "
+        "one value or one per channel; values above 1 are 0..255 pixel units (mean=127,std=128 means "
+        "(px-127)/128), else [0, 1] units (mean=0.485,0.456,0.406). Overrides the model's own spec"),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="a folder of unlabelled images (any layout, searched recursively) to calibrate "
+        "INT8 on, decoded like the model's input [default: the train split; without one, the evaluation images, "
+        "with a warning]"),
     threads: Optional[int] = typer.Option(None, min=1, help="threads for profiling [default: all cores]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="rerun every stage instead of reusing cached outputs"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue an interrupted training stage from "
@@ -84,6 +98,8 @@ def compress_command(
       edgekit compress -m torchvision:mobilenet_v2 -d ./my-images -t rpi5 --latency-budget-ms 20 --host pi@pi5.local
 
       edgekit compress -m torchvision:resnet50 -d ./my-images -t x86-cpu --latency-budget-ms 5 --budget-student torchvision:mobilenet_v3_large
+
+      edgekit compress -m lite0.pt2 --classes imagenet --preprocess resize=256,crop=224,mean=127,std=128 -d ./photos --calibration ./unlabelled -r int8
     """
     import sys
 
@@ -91,9 +107,13 @@ def compress_command(
     from edgekit.recipe import load_recipe
     from edgekit.target import load_target
 
-    # Usage errors in the target or recipe (an unknown compile.options key...) fail here, in seconds,
+    # Usage errors in the target, recipe or --preprocess (an unknown compile.options key...) fail here, in seconds,
     # before the pipeline imports the runtimes.
     load_recipe(recipe or load_target(target).recipe)
+    if preprocess is not None:
+        from edgekit.models.preprocess import parse_preprocess
+
+        parse_preprocess(preprocess)
     with ui.third_party_to_file(verbose) as chatter:
         result = edgekit.compress(
             model, data, target=target, recipe=recipe, out=out, force=force, arch=arch,
@@ -102,7 +122,7 @@ def compress_command(
             latency_budget_ms=latency_budget_ms, budget_students=budget_students or [],
             max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms, server_target=server_target,
             host=host, port=port, identity=identity, known_hosts=known_hosts, remote_python=remote_python,
-            command=sys.argv)
+            classes=classes, preprocess=preprocess, calibration=calibration, command=sys.argv)
         kept = chatter.keep(result.bundle) if result is not None else None
     if result is None:
         return  # a non-zero rank under torchrun: rank 0 reports

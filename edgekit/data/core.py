@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from edgekit import ui
 from edgekit.errors import EdgekitError
 from edgekit.spec import ModelSpec
 
@@ -123,13 +126,21 @@ class DataSplits:
     # training stages flip only when this is true unless the recipe sets hflip itself.
     mirror_invariant: bool = True
     skipped: dict[str, str] = field(default_factory=dict)   # unreadable files left out (--skip-broken-images)
+    # Unlabelled images to calibrate INT8 with (``--calibration DIR``), decoded through the model's spec;
+    # None: the train split (or, without one, the evaluation images - with a warning).
+    calibration: ImageDataset | None = None
+    # Every labelled image of a source that was split into train/val by a ratio it chose itself (a flat image
+    # folder without ``?val=``): a run that trains nothing evaluates on all of it (``as_evaluation``).
+    # ``whole_for_eval``: the user's say (``?eval=true`` True, ``?val=F`` False, None: edgekit's rule).
+    whole: ImageDataset | None = None
+    whole_for_eval: bool | None = None
 
     @property
     def fingerprint(self) -> str:
         """Identifies the data for stage caching: source, decoded size and the content (pixels and labels)
         of each split, so new images under the same file names give a new fingerprint."""
         h = hashlib.sha256(json.dumps([self.source, list(self.image_size), self.channels]).encode())
-        for split in (self.train, self.val, self.test):
+        for split in (self.train, self.val, self.test) + ((self.calibration,) if self.calibration else ()):
             h.update(split.content_digest().encode())
         return h.hexdigest()[:16]
 
@@ -138,6 +149,42 @@ class DataSplits:
                 "test": len(self.test), "num_classes": self.num_classes, "channels": self.channels,
                 "image_size": list(self.image_size), "fingerprint": self.fingerprint, **self.notes,
                 **({"skipped_images": {"count": len(self.skipped), "files": self.skipped}} if self.skipped else {})}
+
+    def calibration_source(self) -> tuple[ImageDataset, str]:
+        """(images to calibrate INT8 on, their split name: calibration | train | test): ``--calibration``'s, else the train split, else the
+        evaluation images themselves, which is said: ranges fitted on the images that are then scored make
+        the INT8 accuracy look better than on unseen images."""
+        if self.calibration is not None:
+            return self.calibration, "calibration"
+        if len(self.train):
+            return self.train, "train"
+        ui.warn("no training split and no --calibration folder: INT8 is calibrated on the evaluation images "
+                "themselves, which flatters its accuracy (give --calibration DIR with other images)")
+        return self.test, "test"
+
+    def remapped(self, to_model: list[int], model_names: list[str]) -> "DataSplits":
+        """These splits with label i relabelled ``to_model[i]``: the data's classes mapped onto a model's
+        outputs by name (``edgekit.models.classes``), so top-1 is read over all of the model's outputs."""
+        table = np.asarray(to_model, dtype=np.int64)
+
+        def relabel(ds: ImageDataset | None) -> ImageDataset | None:
+            if ds is None:
+                return None
+            new = copy.copy(ds)
+            new.labels = table[np.asarray(ds.labels, dtype=np.int64)]
+            return new
+
+        return dataclasses.replace(self, train=relabel(self.train), val=relabel(self.val), test=relabel(self.test),
+                                   whole=relabel(self.whole), num_classes=len(model_names),
+                                   class_names=list(model_names))
+
+    def as_evaluation(self, why: str) -> "DataSplits":
+        """Every labelled image as the val and test split, none for training (``whole``; the caller checks
+        that nothing trains): 20 labelled photos of a pretrained model are 20 test images, not 4."""
+        assert self.whole is not None
+        empty = self.whole.subset(np.zeros(0, dtype=np.int64))
+        notes = {**self.notes, "test_split": f"the whole folder ({len(self.whole)} images): {why}"}
+        return dataclasses.replace(self, train=empty, val=self.whole, test=self.whole, notes=notes)
 
 
 def require_two_classes(labels: np.ndarray, where: str, hint: str) -> None:

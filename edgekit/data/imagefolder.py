@@ -195,6 +195,8 @@ def load_imagefolder(location, options, image_size, resize: int | None = None, i
         raise EdgekitError(f"image folder {root} does not exist or is not a directory")
     seed = int_option(options, "seed", 0)
     train_root = root / "train" if (root / "train").is_dir() else root
+    whole_for_eval = _eval_option(options, flat=train_root is root)
+    whole = None
     modes, errors, digests = check_files(_all_files(root), full=skip_broken)
     if errors and not skip_broken:
         bad, why = next(iter(errors.items()))
@@ -218,6 +220,7 @@ def load_imagefolder(location, options, image_size, resize: int | None = None, i
     else:
         files, labels, classes = _scan(root)
         files, labels = keep(files, labels)
+        whole = (files, labels)
         rest, held = stratified_split(labels, float_option(options, "val", 0.2), seed)
         train_files, train_labels = [files[i] for i in rest], labels[rest]
         val_files, val_labels = [files[i] for i in held], labels[held]
@@ -236,7 +239,8 @@ def load_imagefolder(location, options, image_size, resize: int | None = None, i
     make = lambda fs, ls: FolderDataset(fs, ls, tuple(image_size), mode, [digests[f] for f in fs],  # noqa: E731
                                         resize, interpolation)
     skipped = sorted(str(f) for f in errors)
-    return DataSplits(source=f"imagefolder:{root.resolve()}", train=make(train_files, train_labels),
+    return DataSplits(whole=make(*whole) if whole is not None else None, whole_for_eval=whole_for_eval,
+                      source=f"imagefolder:{root.resolve()}", train=make(train_files, train_labels),
                       val=make(val_files, val_labels), test=make(test_files, test_labels),
                       num_classes=len(classes), class_names=classes, channels=channels,
                       image_size=tuple(image_size), skipped={f: errors[Path(f)] for f in skipped},
@@ -244,6 +248,45 @@ def load_imagefolder(location, options, image_size, resize: int | None = None, i
                              "source_modes": source_modes,
                              "decode": (f"short side {resize} ({interpolation}) + centre crop; training: "
                                         "random-resized-crop + flip" if resize else "squash to the input size")})
+
+
+def _eval_option(options: dict[str, str], flat: bool) -> bool | None:
+    """``?eval=true``: the whole flat folder is the evaluation set (nothing trains); ``?val=F``: split it as
+    asked; neither: edgekit's rule (whole folder when no stage trains and the classes are the model's)."""
+    if "eval" not in options:
+        return False if "val" in options else None
+    value = options["eval"].strip().lower()
+    if value not in ("true", "1", "yes", "false", "0", "no"):
+        raise EdgekitError(f"data option eval={options['eval']!r} is not true or false")
+    wanted = value in ("true", "1", "yes")
+    if wanted and "val" in options:
+        raise EdgekitError("data options eval=true and val= contradict each other",
+                           "eval=true evaluates on the whole folder; val=F splits it for training")
+    if wanted and not flat:
+        raise EdgekitError("data option eval=true needs a flat folder (<root>/<class>/*.jpg)",
+                           "a train/ + val/ tree already says which images are for evaluation")
+    return wanted
+
+
+def load_calibration_folder(location: str | Path, size: tuple[int, int], channels: int, resize: int | None,
+                            interpolation: str) -> FolderDataset:
+    """``--calibration DIR``: every image under ``DIR`` (any layout, recursive; no labels), decoded like the
+    model's evaluation images (its spec's resize/crop) - unlabelled photos to fit INT8 ranges on."""
+    root = Path(location)
+    if not root.is_dir():
+        raise EdgekitError(f"calibration folder {root} does not exist or is not a directory",
+                           "give a folder of images (any layout) for --calibration")
+    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in EXTENSIONS and f.is_file()
+                   and not any(part.startswith(".") for part in f.relative_to(root).parts))
+    if not files:
+        raise EdgekitError(f"no images found in calibration folder {root}",
+                           f"expected image files ({', '.join(sorted(EXTENSIONS))}) anywhere under it")
+    modes, errors, digests = check_files(files)
+    if errors:
+        bad, why = next(iter(errors.items()))
+        raise EdgekitError(f"broken image file {bad} in the calibration folder: {why}", "remove or replace it")
+    return FolderDataset(files, np.full(len(files), -1, dtype=np.int64), tuple(size), "L" if channels == 1 else "RGB",
+                         [digests[f] for f in files], resize, interpolation)
 
 
 def _source_modes(modes: list[str], root: Path) -> str:

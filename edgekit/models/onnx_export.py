@@ -80,6 +80,8 @@ def _export(module: nn.Module, spec: ModelSpec, path: Path, dynamic_batch: bool)
     module = module.eval()
     sample = torch.zeros(2, *spec.input_shape)
     try:
+        if dynamic_batch and _symbolic_sizes(module):
+            raise ValueError("tracing would bake the sample's batch size into the graph")
         exporter = _export_traced(module, sample, path, dynamic_batch)
     except Exception:  # noqa: BLE001 - any tracing failure: the dynamo exporter decides, and reports its own error
         exporter = _export_dynamo(module, sample, path, dynamic_batch)
@@ -103,6 +105,16 @@ def _export_traced(module: nn.Module, sample: torch.Tensor, path: Path, dynamic_
         # torch 2.14's exporter turns its C++ log on and leaves it on (it tests a function object for truth)
         torch._C._jit_set_onnx_log_enabled(logging_was)
     return "torch.onnx TorchScript"
+
+
+def _symbolic_sizes(module: nn.Module) -> bool:
+    """Whether the module runs a torch.export graph that reads a tensor size as a symbol (``aten.sym_size``: a
+    ``.pt2`` exported with a dynamic batch, e.g. ``x.view(x.size(0), -1)``). The tracer would record the
+    sample's batch as a constant there - an ONNX file that fails at any other batch - so these go to the dynamo
+    exporter, which keeps the symbol."""
+    sym_size = torch.ops.aten.sym_size.int
+    return any(isinstance(m, torch.fx.GraphModule) and any(n.target is sym_size for n in m.graph.nodes)
+               for m in module.modules())
 
 
 @contextlib.contextmanager

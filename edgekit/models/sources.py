@@ -15,11 +15,15 @@ from urllib.parse import parse_qsl, urlencode
 import torch
 import torch.nn as nn
 
+from edgekit import ui
 from edgekit.errors import EdgekitError, MissingDependency
 from edgekit.models.builtin import BUILTIN_MODELS
 from edgekit.models.checkpoint import file_sha256, is_checkpoint, load_checkpoint
+from edgekit.models.classes import IMAGENET_CLASSES, imagenet_vocabulary
 from edgekit.models.footprint import check_input_size, check_memory, footprint
 from edgekit.models.loaded import LoadedModel
+from edgekit.models.preprocess import apply_preprocess
+from edgekit.models.preprocess import describe as describe_preprocess
 from edgekit.models.pt2_vetting import vet_pt2
 from edgekit.models.schemes import Scheme, register_scheme, source_scheme
 from edgekit.spec import ModelSpec
@@ -47,14 +51,18 @@ def _with_options(base: str, options: dict[str, object]) -> str:
 
 
 def load_model(source: str, num_classes: int | None = None, arch: str | None = None,
-               input_size: tuple[int, int] | None = None, trust_pickle: bool = False) -> LoadedModel:
-    """Load ``source``; ``num_classes`` (from the data) replaces the classifier head when it differs."""
+               input_size: tuple[int, int] | None = None, trust_pickle: bool = False,
+               preprocess: dict | None = None) -> LoadedModel:
+    """Load ``source``; ``num_classes`` (from the data) replaces the classifier head when it differs;
+    ``preprocess`` (``parse_preprocess``'s dict) sets how files become its input, over any spec it carries."""
     scheme = source_scheme(source)
     if scheme is not None:
         _, name, options = _split(source)
         loaded = scheme.load(name, options, num_classes)
     else:
         loaded = _load_file(Path(source), arch, num_classes, trust_pickle)
+    if preprocess is not None:
+        _apply_preprocess(loaded, preprocess, input_size)
     if input_size is not None:
         check_input_size(loaded, input_size)
         loaded.spec = loaded.spec.with_input_size(*input_size)
@@ -98,6 +106,19 @@ class TimmScheme(Scheme):
     def rebuild(self, arch, num_classes, in_channels):
         _, name, options = _split(arch)
         return _load_timm(name, {**options, "pretrained": False}, num_classes).module
+
+
+def _apply_preprocess(loaded: LoadedModel, preprocess: dict, input_size: tuple[int, int] | None) -> None:
+    """The user's preprocessing over the model's spec; replacing a weights' own transform is said."""
+    if input_size is not None and "crop" in preprocess and tuple(preprocess["crop"]) != tuple(input_size):
+        raise EdgekitError(f"--input-size {input_size[0]}x{input_size[1]} and --preprocess crop="
+                           f"{preprocess['crop'][0]}x{preprocess['crop'][1]} disagree", "give the input size once")
+    replaced = loaded.spec.transform_from
+    loaded.spec = apply_preprocess(loaded.spec, preprocess)
+    loaded.notes["spec"] = f"from --preprocess: {describe_preprocess(loaded.spec)}"
+    if replaced:
+        loaded.notes["spec"] += f" (replaces the {replaced} transform)"
+        ui.warn(f"--preprocess replaces the {replaced} transform of {loaded.source}")
 
 
 def _load_builtin(name: str, options: dict, num_classes: int | None) -> LoadedModel:
@@ -207,7 +228,11 @@ def _load_timm(name: str, options: dict, num_classes: int | None) -> LoadedModel
         raise EdgekitError(f"cannot download pretrained weights for timm:{name} ({type(err).__name__})",
                            "offline? set HF_HUB_OFFLINE=1 with the weights in the HF cache, "
                            f"or use timm:{name}?pretrained=false") from None
+    from timm.data import infer_imagenet_subset
+
     spec = timm_spec(module, module.num_classes)
+    if pretrained and module.num_classes == IMAGENET_CLASSES and infer_imagenet_subset(module) == "imagenet-1k":
+        spec = spec.model_copy(update={"class_names": imagenet_vocabulary().names})
     if "img_size" in options:  # created for another resolution (ViT position embeddings follow it)
         size = options["img_size"]
         spec = spec.with_input_size(*((size, size) if isinstance(size, int) else size))
@@ -293,7 +318,8 @@ def _spec_less(module: nn.Module, path: Path, sha: str, num_classes: int | None,
                      mean=IMAGENET_MEAN if c == 3 else (0.5,), std=IMAGENET_STD if c == 3 else (0.25,),
                      num_classes=num_classes or 1000)
     return LoadedModel(module.eval(), spec, source=str(path), arch=None, sha256=sha,
-                       notes={"format": kind, "spec": "assumed: pass --input-size to override"})
+                       notes={"format": kind, "spec": "assumed (ImageNet mean/std, squashed to 224 px): pass --preprocess "
+                                                   "with the model's own, or --input-size"})
 
 
 class _EvalOnly(nn.Module):
@@ -398,6 +424,25 @@ def check_forward(loaded: LoadedModel) -> None:
                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}, expected (batch, classes) logits")
     if out.shape[1] != loaded.spec.num_classes:
         loaded.spec = loaded.spec.model_copy(update={"num_classes": int(out.shape[1])})
+    if isinstance(loaded.module, _EvalOnly):
+        _check_batch(loaded)
+
+
+def _check_batch(loaded: LoadedModel) -> None:
+    """A torch.export program keeps the guards of its export: one exported with ``torch.zeros(1, ...)`` and no
+    ``dynamic_shapes`` accepts batch 1 only, and edgekit evaluates, calibrates and exports in batches. Said here
+    in one line rather than as a guard traceback in the middle of a run."""
+    c, h, w = loaded.spec.input_shape
+    try:
+        with torch.no_grad():
+            loaded.module(torch.zeros(2, c, h, w))
+    except Exception as err:  # noqa: BLE001 - a guard failure is an AssertionError, others vary
+        if "size()[0]" not in str(err):
+            raise EdgekitError(f"model {loaded.source} fails at batch 2: {str(err).splitlines()[0][:160]}") from None
+        raise EdgekitError(f"{loaded.source} was exported for a fixed batch size (its guard: "
+                           f"{str(err).splitlines()[0][:80]})",
+                           "export with a dynamic batch: torch.export.export(model, (x,), dynamic_shapes="
+                           "({0: torch.export.Dim('batch')},)) with x of batch 2") from None
 
 
 def _real_forward(loaded: LoadedModel):
@@ -408,4 +453,4 @@ def _real_forward(loaded: LoadedModel):
     except Exception as err:  # noqa: BLE001 - any failure means the shape does not fit the model
         msg = str(err).splitlines()[0][:160]
         raise EdgekitError(f"model {loaded.source} does not accept input 1x{c}x{h}x{w}: {msg}",
-                           "pass --input-size HxW that the model supports") from None
+                           "pass --input-size HxW (or --preprocess crop=HxW) that the model supports") from None

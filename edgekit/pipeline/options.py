@@ -53,6 +53,9 @@ class CompressOptions:
     budget_students: list[str] = field(default_factory=list)  # more budget.students (student architectures searched)
     remote: SshDevice | None = None                  # time search candidates there, bench the bundle there
     command: list[str] | None = None                 # what the user called (manifest ``command``); None: sys.argv
+    classes: str | Path | list[str] | None = None     # the model's output names: "imagenet", a file, or a list
+    preprocess: str | Path | dict | None = None       # how files become the model's input (models/preprocess.py)
+    calibration: str | Path | None = None             # a folder of unlabelled images to calibrate INT8 on
 
 
 def effective_budget(recipe: Recipe, latency_budget_ms: float | None,

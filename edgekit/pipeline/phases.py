@@ -15,12 +15,15 @@ import torch
 from edgekit import ui
 from edgekit.compilation import CompileUnit, compile_all, failed_builds, serving_tail
 from edgekit.data import DataSplits, from_datasets, load_data, load_data_for
+from edgekit.data.imagefolder import load_calibration_folder
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_model
+from edgekit.models.classes import ClassMapping, classes_option, resolve
 from edgekit.models.complexity import count_macs, count_params
 from edgekit.models.footprint import check_memory
 from edgekit.models.in_memory import module_model
 from edgekit.models.loaded import state_hash
+from edgekit.models.preprocess import parse_preprocess
 from edgekit.models.sources import replace_classifier
 from edgekit.pipeline.options import CompressOptions
 from edgekit.pipeline.stage_cache import cache_get, cache_put, stage_cache_key
@@ -35,6 +38,9 @@ from edgekit.training.default_teacher import DEFAULT_DATA, default_teacher_path
 from edgekit.training.device import current_device
 from edgekit.training.evaluate import accuracy_counts, module_logits
 from edgekit.vocab import Part, Precision
+
+# The model note (saved in its checkpoint) naming the data a run trained it on.
+TRAINED_ON = "trained_on"
 
 NEAR_CHANCE = 1.5   # x the chance level: below it the input model has learnt (almost) nothing
 
@@ -55,21 +61,34 @@ class Inputs:
     source: dict
 
 
-def load_inputs(opts: CompressOptions, batch: int = 1, device: torch.device | None = None) -> Inputs:
+def load_inputs(opts: CompressOptions, batch: int = 1, device: torch.device | None = None,
+                trains: bool = True) -> Inputs:
     """Model and data, with the embedded default (digits teacher) when neither is given; a model whose
-    activations at the training ``batch`` would not fit ``device``'s memory is refused before any work."""
-    model, data = resolve_inputs(opts, batch, device)
+    activations at the training ``batch`` would not fit ``device``'s memory is refused before any work.
+    ``trains``: whether any stage (or the budget search) trains - a run that does not evaluates a flat folder
+    whose classes are the model's on all of its images (``resolve_inputs``)."""
+    model, data, classes = _resolve(opts, batch, device, trains)
     given = opts.model if isinstance(opts.model, str) else model.source   # a module or the demo: its own name
     source = {"source": given, "sha256": model.sha256, "arch": model.arch, "spec": model.spec.model_dump(mode="json"),
               "params": count_params(model.module), "macs": count_macs(model.module, model.spec),
-              "notes": dict(model.notes), "requested": given if opts.model is not None else "default"}
+              "notes": dict(model.notes), "requested": given if opts.model is not None else "default",
+              "classes": {**classes.record, "note": classes.note}}
     return Inputs(model, data, source)
 
 
-def resolve_inputs(opts: CompressOptions, batch: int = 1,
-                   device: torch.device | None = None) -> tuple[LoadedModel, DataSplits]:
-    """(model, data) from strings, modules or datasets; a head whose class count differs from the data's is
-    replaced (and said). The model's activations at ``batch`` must fit memory (``check_memory``)."""
+def resolve_inputs(opts: CompressOptions, batch: int = 1, device: torch.device | None = None,
+                   trains: bool = True) -> tuple[LoadedModel, DataSplits]:
+    """(model, data) from strings, modules or datasets (``_resolve``)."""
+    model, data, _ = _resolve(opts, batch, device, trains)
+    return model, data
+
+
+def _resolve(opts: CompressOptions, batch: int = 1, device: torch.device | None = None,
+             trains: bool = True) -> tuple[LoadedModel, DataSplits, ClassMapping]:
+    """(model, data, how the data's classes land on the model's outputs) from strings, modules or datasets.
+    The data's classes are mapped onto the model's by name where they are among them (``models.classes``);
+    a head is replaced only when they really differ (and said). The model's activations at ``batch`` must
+    fit memory (``check_memory``)."""
     if opts.model is None and opts.data is None:
         model_source, data_source = str(default_teacher_path()), DEFAULT_DATA
     elif opts.model is None or opts.data is None:
@@ -77,22 +96,71 @@ def resolve_inputs(opts: CompressOptions, batch: int = 1,
         raise EdgekitError(f"{missing} is missing", "give both --model and --data, or neither for the built-in demo")
     else:
         model_source, data_source = opts.model, opts.data
+    preprocess = parse_preprocess(opts.preprocess) if opts.preprocess is not None else None
     if isinstance(model_source, str):
-        model = load_model(model_source, arch=opts.arch, input_size=opts.input_size, trust_pickle=opts.trust_pickle)
+        model = load_model(model_source, arch=opts.arch, input_size=opts.input_size, trust_pickle=opts.trust_pickle,
+                           preprocess=preprocess)
         check_memory(model, batch, device)
         data = _data_for(data_source, model, opts)
     else:   # a module built in Python: its input is the data's (or the spec's), so the data comes first
+        if preprocess is not None:
+            raise EdgekitError("preprocess= applies to model sources and files, not to a module built in Python",
+                               "give spec=ModelSpec(...) with the module's input instead")
         data = _data_for(data_source, None, opts)
         size = opts.input_size or data.image_size
         spec = opts.spec.with_input_size(*size) if opts.spec is not None and opts.input_size else opts.spec
         model = module_model(model_source, spec, data.channels, size)
         check_memory(model, batch, device)
-    if data.num_classes != model.spec.num_classes:
-        replace_classifier(model, data.num_classes)
-        ui.warn(model.notes["head"])
+    data, mapping = _match_classes(model, data, opts)
     if model.spec.class_names is None:
         model.spec = model.spec.model_copy(update={"class_names": data.class_names})
-    return model, data
+    data = _evaluation_split(data, mapping, trains, trained_here=TRAINED_ON in model.notes)
+    if opts.calibration is not None:
+        s = model.spec
+        data.calibration = load_calibration_folder(opts.calibration, s.hw, s.channels, s.resize, s.interpolation)
+        data.notes["calibration"] = f"{Path(opts.calibration).resolve()} ({len(data.calibration)} unlabelled images)"
+    return model, data, mapping
+
+
+def _match_classes(model: LoadedModel, data: DataSplits, opts: CompressOptions) -> tuple[DataSplits, ClassMapping]:
+    """``--classes`` names the model's outputs; the data's classes are then mapped onto them, kept in an assumed
+    order, or the head is replaced (``models.classes.resolve``). Every outcome but identity is said."""
+    if opts.classes is not None:
+        names, where = classes_option(opts.classes)
+        if len(names) != model.spec.num_classes:
+            raise EdgekitError(f"{where} names {len(names)} classes but the model has {model.spec.num_classes} "
+                               "outputs", "give one name per output, in output order")
+        if model.spec.class_names is not None and model.spec.class_names != names:
+            model.notes["classes"] = f"{where} replaces the class names the model carried"
+        model.spec = model.spec.model_copy(update={"class_names": names})
+    mapping = resolve(model.spec.class_names, model.spec.num_classes, data.class_names)
+    if mapping.kind == "differ":
+        replace_classifier(model, data.num_classes)
+        ui.warn(model.notes["head"])
+        mapping.note += f"; {model.notes['head']}"
+    elif mapping.remaps:
+        data = data.remapped(mapping.data_to_model, model.spec.class_names)
+        (ui.warn if mapping.kind == "reordered" else ui.info)(mapping.note)
+    elif mapping.kind == "assumed" and model.spec.class_names is not None:
+        ui.warn(mapping.note)
+    return data, mapping
+
+
+def _evaluation_split(data: DataSplits, mapping: ClassMapping, trains: bool, trained_here: bool) -> DataSplits:
+    """A flat folder split by edgekit's own ratio becomes all evaluation when nothing trains and its classes are
+    the model's by name (20 labelled photos of a pretrained model are 20 test images, not 4); ``?eval=true``
+    asks for it, ``?val=F`` keeps the split. A model edgekit trained (``TRAINED_ON`` in its checkpoint) keeps the
+    seeded split: it may have trained on the rest of this very folder."""
+    if data.whole is None or data.whole_for_eval is False:
+        return data
+    if data.whole_for_eval:
+        if trains:
+            raise EdgekitError("data option eval=true: the recipe trains, and would have no training images",
+                               "drop ?eval=true, or use a recipe that only evaluates and compiles (e.g. int8)")
+        return data.as_evaluation("asked with ?eval=true")
+    if not trains and not trained_here and mapping.kind in ("identity", "mapped", "reordered"):
+        return data.as_evaluation("no stage trains and the classes are the model's (?val=F splits it)")
+    return data
 
 
 def _data_for(source: Any, model: LoadedModel | None, opts: CompressOptions) -> DataSplits:
@@ -151,7 +219,9 @@ def run_search(input_model: LoadedModel, data: DataSplits, recipe: Recipe, targe
 
     calibration = None
     if Precision.INT8 in (budget.precisions or target.precisions):
-        calibration = draw_calibration(data.train, input_model.spec, budget.calibration_size, recipe.seed).inputs
+        images, source = data.calibration_source()
+        calibration = draw_calibration(images, input_model.spec, budget.calibration_size, recipe.seed,
+                                       source=source).inputs
     timer, measured = make_timer(target, recipe, calibration, budget.runs, budget.max_seconds, threads, remote)
     planned, section = search_budget(copy.deepcopy(input_model), data, recipe, target, budget, timer, measured)
     return planned.model_copy(update={"budget": budget}), section

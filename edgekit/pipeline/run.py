@@ -21,8 +21,8 @@ from edgekit.manifest import Manifest, write_manifest
 from edgekit.models import save_checkpoint
 from edgekit.pipeline.clock import PhaseClock
 from edgekit.pipeline.options import CompressOptions, budget_gates, effective_budget
-from edgekit.pipeline.phases import (Compiled, Inputs, Reference, compile_and_profile, load_inputs, measure_final,
-                                     measure_input, run_search, run_stages)
+from edgekit.pipeline.phases import (TRAINED_ON, Compiled, Inputs, Reference, compile_and_profile, load_inputs,
+                                     measure_final, measure_input, run_search, run_stages)
 from edgekit.pipeline.retime import bench_for_budget, retime_for_budget
 from edgekit.profiling.latency import host_identity
 from edgekit.quant_debug.bundle import debug_over_bound
@@ -30,6 +30,7 @@ from edgekit.pruning.layers import widest_layer
 from edgekit.gates import Gates
 from edgekit.recipe import BudgetSettings, Recipe, largest_batch, load_recipe
 from edgekit.reports.render import write_reports
+from edgekit.stages import STAGES
 from edgekit.target import Target, load_target
 from edgekit.training import distributed
 from edgekit.training.device import resolve_device, using_device
@@ -66,8 +67,9 @@ def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, serve
 
     started = time.perf_counter()
     clock = PhaseClock()
+    trains = recipe_trains(recipe, budget)
     with clock("load"):
-        inputs = load_inputs(opts, largest_batch(recipe), device)
+        inputs = load_inputs(opts, largest_batch(recipe), device, trains=trains)
     model, data = inputs.model, inputs.data
     recipe, rounding = recipe.for_target(target, widest_layer(model.module))
     if rounding:
@@ -94,6 +96,8 @@ def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, serve
         final_ref = measure_final(final, data)
 
     units, skipped = build_units(final, data, recipe, target, server_target, input_model, input_ref.logits)
+    if trains:   # a later run on the same folder keeps its seeded split (phases._evaluation_split)
+        final.notes[TRAINED_ON] = data.source
     with atomic_bundle(out, opts.force) as tmp:
         checkpoint_sha = save_checkpoint(final, tmp / "artifacts" / "model.pt") if final.arch else None
         compiled = compile_and_profile(units, skipped, final, input_model, data, recipe, server_target,
@@ -114,6 +118,11 @@ def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, serve
         manifest = retime_for_budget(out, recipe, threads)
     manifest.bundle = str(out)
     return manifest
+
+
+def recipe_trains(recipe: Recipe, budget: BudgetSettings | None) -> bool:
+    """Whether the run uses a training split: a budget search, or any stage other than a read-only one."""
+    return budget is not None or any(STAGES.get(entry.name).uses_train_split for entry in recipe.stages)
 
 
 def build_manifest(opts: CompressOptions, out: Path, recipe, target, inputs: Inputs, input_ref: Reference,

@@ -79,6 +79,11 @@ def summary_lines(manifest: Manifest) -> list[str]:
              f"- data: `{data.source}` (train {data.train}, val {data.val}, test {data.test})",
              f"- target: **{target.name}** — {target.description} (runtime {target.runtime})",
              f"- recipe: `{manifest.recipe.name}`"]
+    split_note = str(getattr(data, "test_split", "") or "")
+    if split_note.startswith("the whole folder"):   # nothing trains: every labelled image is scored
+        lines.insert(2, f"- evaluation set: {split_note}")
+    if model.classes and model.classes.get("note"):
+        lines.insert(1, f"- classes: {model.classes['note']}")
     if inp:
         lines.append(f"- input model (PyTorch, before any stage): top-1 {fmt(inp.accuracy.top1)}% on "
                      f"{inp.accuracy.samples} test images"
@@ -144,7 +149,9 @@ def build_sections(manifest: Manifest) -> list[Section]:
         out.append(Section("split", "Split (head on the device, tail on the server)", blocks_from_markdown(split, "split")))
     cal = manifest.calibration
     if cal:
-        lines = [f"{cal.size} images from the {cal.split} split (seed {cal.seed}, "
+        where = {"calibration": "the --calibration folder", "test": "the evaluation images (no train split, no "
+                 "--calibration folder: this flatters the INT8 accuracy)"}.get(cal.split, f"the {cal.split} split")
+        lines = [f"{cal.size} images from {where} (seed {cal.seed}, "
                  f"{'class-balanced' if cal.balanced else 'random'}), `{cal.path}` sha256 `{cal.sha256[:16]}…`"]
         if cal.parts and manifest.split:   # head and tail exist only in a split model (older bundles wrote parts for any)
             lines += [""] + [f"- {part}: {what}" for part, what in cal.parts.items()]

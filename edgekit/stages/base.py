@@ -40,6 +40,9 @@ class Stage:
     """Subclass, set ``Params`` (a pydantic model) and implement ``run``."""
 
     name: ClassVar[str]
+    # Whether the stage reads the train split (trains, or calibrates on it). A recipe whose stages all say no
+    # evaluates a flat image folder of the model's own classes on every image (pipeline/phases.py).
+    uses_train_split: ClassVar[bool] = True
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

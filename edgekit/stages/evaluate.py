@@ -12,6 +12,7 @@ from edgekit.training import evaluate_module
 
 @register_stage("evaluate")
 class Evaluate(Stage):
+    uses_train_split = False   # read-only: a split of val or test
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
         split: Literal["val", "test"] = "test"

@@ -115,7 +115,8 @@ class Quantize(Stage):
         model = ctx.model
         spec = model.spec
         float_top1 = evaluate_module(model.module, spec, ctx.data.val, limit=p.eval_limit)["top1"]
-        cal = draw_calibration(ctx.data.train, spec, p.calibration_size, ctx.seed)
+        images, source = ctx.data.calibration_source()
+        cal = draw_calibration(images, spec, p.calibration_size, ctx.seed, source=source)
         try:
             prepared = fake_quant_model(model.module, torch.from_numpy(cal.inputs[:2]))
         except Exception as err:  # noqa: BLE001 - torch.export errors are long; one line for the user
