@@ -57,14 +57,17 @@ def foolbox_photos() -> list[tuple[Path, int]]:
     return photos
 
 
+# scikit-image's colour photographs of real scenes (its other samples are grey, synthetic or microscopy).
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right")
+
+
 def unlabelled_photos() -> list[Path]:
     """Real photos with no ImageNet label, from whichever of scikit-image, scikit-learn and matplotlib is
     installed (calibration material)."""
     found: list[Path] = []
     if importlib.util.find_spec("skimage") is not None:
         folder = Path(importlib.util.find_spec("skimage").origin).parent / "data"
-        found += [folder / f"{name}.png" for name in ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left")
-                  if (folder / f"{name}.png").is_file()]
+        found += [p for p in sorted(folder.glob("*")) if p.stem in SKIMAGE_PHOTOS]
     if importlib.util.find_spec("sklearn") is not None:
         from sklearn.datasets import load_sample_images
 
