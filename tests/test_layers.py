@@ -29,7 +29,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("training", ["edgekit.training"]),
     ("stages", ["edgekit.stages", "edgekit.pruning", "edgekit.split", "edgekit.split.model",
                 "edgekit.split.transfer", "edgekit.recipe"]),
-    ("backends", ["edgekit.backends"]),
+    # quant_debug measures an INT8 file against its FP32 sibling per layer through the runtime; a backend's
+    # mixed-precision search ranks layers with it, so it sits with the backends.
+    ("backends", ["edgekit.backends", "edgekit.quant_debug"]),
     ("measure", ["edgekit.profiling"]),
     ("compile", ["edgekit.compilation", "edgekit.decisions", "edgekit.decision_records"]),
     ("bundle/reports", ["edgekit.bundle", "edgekit.manifest", "edgekit.reports", "edgekit.gates", "edgekit.verdicts",

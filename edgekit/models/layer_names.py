@@ -1,0 +1,94 @@
+"""Which torch module a node of a compiled graph came from, in the user's own words (``features.3.conv.1``).
+
+Every backend keeps the module path in its node names, each in its own spelling:
+
+- ONNX, TorchScript exporter (edgekit's first choice, ``onnx_export``): ``/features/features.3/conv/conv.1/Conv``:
+  one scope per module level, each scope the module's path relative to its parent, op type last. ONNX Runtime's
+  quantizer keeps these names (its Q/DQ nodes append ``_QuantizeLinear``/``_DequantizeLinear`` to the tensor's name).
+- ONNX, dynamo exporter: ``pkg.torch.onnx.name_scopes`` in the node's metadata_props (a list, one entry per level,
+  last the module's full path); the node name itself is ``node_<op>_<n>``.
+- OpenVINO, traced by ``ov.convert_model``: ``__module.features.3.conv.1/aten::_convolution/Convolution``; NNCF's
+  FakeQuantize nodes append ``/fq_output_0`` to the quantized node's name. An IR converted from ONNX keeps the ONNX
+  node names (the first rule).
+- LiteRT (litert-torch): tensor names such as ``features.3.conv.1;...`` or a ``/``-scoped path; the first field
+  that looks like a module path is taken.
+
+A node made outside any module (``torch.flatten`` in ``forward``, ONNX ``Constant_26``) belongs to the root
+module, spelled ``""``. One function per direction: ``layer_of_*`` (node -> module path) and ``nodes_of``
+(module path -> the nodes a backend's exclusion list needs: ONNX Runtime ``nodes_to_exclude``, NNCF
+``IgnoredScope(names=...)``), so "keep layer X in float" reads the same on every backend.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Callable, Iterable
+
+ROOT = ""
+_NNCF_SUFFIX = re.compile(r"/fq_(output|weights)_\d+$")
+_MODULE_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)*$")
+
+
+def layer_of_onnx_name(name: str) -> str:
+    """Module path of a TorchScript-exported ONNX node (``/features/features.3/conv/Conv`` -> ``features.3.conv``).
+
+    Each scope is the child's attribute path relative to its parent, so the last scope before the op is
+    prefixed by the scopes above it only when it is a direct child (``features.3`` already holds ``features``)."""
+    if not name.startswith("/"):
+        return ROOT
+    scopes = [s for s in name.split("/")[1:-1] if s]
+    path = ""
+    for scope in scopes:
+        # torch writes a child's scope as its full path when nested in a container (features.3 under features)
+        path = scope if path and scope.startswith(path + ".") else (f"{path}.{scope}" if path else scope)
+    return path
+
+
+def layer_of_onnx_node(node) -> str:
+    """Module path of an ``onnx.NodeProto`` from either torch exporter (dynamo: its name_scopes metadata)."""
+    for prop in getattr(node, "metadata_props", ()):
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                break
+            scopes = [s for s in scopes if s]
+            return scopes[-1] if scopes else ROOT
+    return layer_of_onnx_name(node.name)
+
+
+def layer_of_openvino_name(name: str) -> str:
+    """Module path of an OpenVINO node's friendly name (``__module.features.3/aten::relu/Relu``); an IR converted
+    from ONNX keeps the ONNX names. NNCF's ``/fq_output_0`` suffix is dropped first."""
+    name = _NNCF_SUFFIX.sub("", name)
+    if name.startswith("__module."):
+        return name[len("__module."):].split("/", 1)[0]
+    if name.startswith("/"):
+        return layer_of_onnx_name(name)
+    return ROOT
+
+
+def layer_of_litert_name(name: str) -> str:
+    """Module path of a LiteRT tensor name from litert-torch (fields separated by ``;``; scopes by ``/``)."""
+    for field in name.split(";"):
+        field = field.strip()
+        if field.startswith("/"):
+            return layer_of_onnx_name(field)
+        head = field.split("/", 1)[0].split(":", 1)[0]
+        if head.startswith("__module."):
+            return head[len("__module."):]
+        if _MODULE_PATH.match(head) and "." in head:
+            return head
+    return ROOT
+
+
+def within(layer: str, module: str) -> bool:
+    """True when ``layer`` is ``module`` or one of its submodules (``features.3.conv`` is within ``features.3``)."""
+    return module == ROOT or layer == module or layer.startswith(module + ".")
+
+
+def nodes_of(module: str, names: Iterable[str], layer_of: Callable[[str], str]) -> list[str]:
+    """The node names (in the order given) that belong to ``module`` or its submodules: what an exclusion list
+    needs to keep that module in float. ``layer_of`` is the backend's ``layer_of_*_name``."""
+    return [n for n in names if within(layer_of(n), module)]
