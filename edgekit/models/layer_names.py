@@ -10,8 +10,8 @@ Every backend keeps the module path in its node names, each in its own spelling:
 - OpenVINO, traced by ``ov.convert_model``: ``__module.features.3.conv.1/aten::_convolution/Convolution``; NNCF's
   FakeQuantize nodes append ``/fq_output_0`` to the quantized node's name. An IR converted from ONNX keeps the ONNX
   node names (the first rule).
-- LiteRT (litert-torch): tensor names such as ``features.3.conv.1;...`` or a ``/``-scoped path; the first field
-  that looks like a module path is taken.
+- LiteRT (litert-torch): tensor names are ``/``-paths of ``<class>_<attribute>`` scopes, several ``;``-separated
+  when ops were fused (the first is the op's own module).
 
 A node made outside any module (``torch.flatten`` in ``forward``, ONNX ``Constant_26``) belongs to the root
 module, spelled ``""``. One function per direction: ``layer_of_*`` (node -> module path) and ``nodes_of``
@@ -27,7 +27,6 @@ from typing import Callable, Iterable
 
 ROOT = ""
 _NNCF_SUFFIX = re.compile(r"/fq_(output|weights)_\d+$")
-_MODULE_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)*$")
 
 
 def layer_of_onnx_name(name: str) -> str:
@@ -70,17 +69,22 @@ def layer_of_openvino_name(name: str) -> str:
 
 
 def layer_of_litert_name(name: str) -> str:
-    """Module path of a LiteRT tensor name from litert-torch (fields separated by ``;``; scopes by ``/``)."""
-    for field in name.split(";"):
-        field = field.strip()
-        if field.startswith("/"):
-            return layer_of_onnx_name(field)
-        head = field.split("/", 1)[0].split(":", 1)[0]
-        if head.startswith("__module."):
-            return head[len("__module."):]
-        if _MODULE_PATH.match(head) and "." in head:
-            return head
-    return ROOT
+    """Module path of a LiteRT tensor name from litert-torch: ``;``-separated fields, the first naming the op's
+    module as a ``/``-path of ``<class qualname>_<attribute>`` scopes from the exported root
+    (``...ChannelLastIOWrapper/pkg.Net_wrapped/torch.nn.modules.container.Sequential_features/pkg.Block_1/
+    torch.nn.modules.activation.ReLU_act`` -> ``features.1.act``). edgekit's NHWC wrapper holds the user's model
+    as ``wrapped``, which is not part of the user's path."""
+    field = next((f.strip() for f in name.split(";") if f.strip()), "")
+    scopes = field.split("/")
+    attrs = []
+    for scope in scopes[1:]:
+        last = scope.rsplit(".", 1)[-1]
+        cut = last.find("_", len(last) - len(last.lstrip("_")))   # after the class name (which may start with _)
+        if cut > 0:
+            attrs.append(last[cut + 1:])
+    if attrs and attrs[0] == "wrapped" and scopes[0].endswith("ChannelLastIOWrapper"):
+        attrs = attrs[1:]
+    return ".".join(attrs)
 
 
 def within(layer: str, module: str) -> bool:
