@@ -14,8 +14,10 @@ from edgekit.runtime.signal_stack import kept_signal_stack
 
 
 def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.ndarray, np.ndarray] | None = None,
-              max_accuracy_drop: float | None = None, preset: str = "performance") -> tuple[object, dict]:
-    """Quantize an ``ov.Model``; returns (quantized model, manifest notes)."""
+              max_accuracy_drop: float | None = None, preset: str = "performance",
+              float_layers: tuple[str, ...] = ()) -> tuple[object, dict]:
+    """Quantize an ``ov.Model``; returns (quantized model, manifest notes). ``float_layers`` (torch module
+    paths) stay float: their ops go to NNCF's ``IgnoredScope(names=...)``."""
     if calibration is None or len(calibration) == 0:
         raise EdgekitError("OpenVINO INT8 needs a calibration set and none was given",
                            "compile through `edgekit compress` (it draws one from the training split)")
@@ -34,7 +36,15 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
             "weights": "int8 per-channel symmetric"}
     # Attention graphs: NNCF's transformer scheme keeps LayerNorm/Softmax/GELU paths float and
     # quantizes the MatMuls (the default CNN scheme quantizes them too and hurts accuracy).
-    kwargs = {}
+    kwargs: dict = {}
+    if float_layers:
+        from edgekit.models.layer_names import layer_of_openvino_name, nodes_of
+
+        names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
+                 if op.get_type_name() not in ("Constant", "Parameter", "Result")]
+        ignored = [n for m in float_layers for n in nodes_of(m, names, layer_of_openvino_name)]
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(dict.fromkeys(ignored)), validate=False)
+        meta.update({"float_layers": list(float_layers), "nodes_excluded": ignored})
     if is_transformer(ov_model):
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
         meta["model_type"] = "transformer"
