@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit._version import __version__
 
 if TYPE_CHECKING:
-    from edgekit.api import Artifact, Result, bench, compress, inspect, load_bundle, recipes, targets
+    from edgekit.api import Artifact, Result, bench, compress, debug, inspect, load_bundle, recipes, targets
     from edgekit.data import from_datasets
     from edgekit.errors import EdgekitError
     from edgekit.manifest import Manifest
@@ -23,14 +23,14 @@ if TYPE_CHECKING:
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "compress": "edgekit.api", "load_bundle": "edgekit.api", "bench": "edgekit.api", "targets": "edgekit.api", "inspect": "edgekit.api",
+    "compress": "edgekit.api", "load_bundle": "edgekit.api", "bench": "edgekit.api", "debug": "edgekit.api", "targets": "edgekit.api", "inspect": "edgekit.api",
     "recipes": "edgekit.api", "Result": "edgekit.api", "Artifact": "edgekit.api",
     "Manifest": "edgekit.manifest", "ModelSpec": "edgekit.spec", "EdgekitError": "edgekit.errors",
     "from_datasets": "edgekit.data",
 }
 
 __all__ = ["Artifact", "EdgekitError", "Manifest", "ModelSpec", "Result", "__version__", "bench", "compress",
-           "from_datasets", "inspect", "load_bundle", "recipes", "targets"]
+           "debug", "from_datasets", "inspect", "load_bundle", "recipes", "targets"]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from edgekit.manifest import ArtifactRecord, BenchEntry, Manifest
+    from edgekit.quant_debug.bundle import DebugReport
     from edgekit.recipe import Recipe
     from edgekit.runtime import Session
     from edgekit.spec import ModelSpec
@@ -215,6 +216,20 @@ def inspect(model: str, *, arch: str | None = None, input_size: int | tuple[int,
             "spec": loaded.spec.model_dump(mode="json"), "params": count_params(loaded.module),
             "macs": count_macs(loaded.module, loaded.spec), "notes": loaded.notes,
             "layers": layer_table(loaded.module, loaded.spec)}
+
+
+def debug(bundle: str | Path | Result, artifact: str | None = None, *, images: int = 32,
+          threads: int | None = None) -> DebugReport:
+    """Where an INT8 artifact of ``bundle`` (default: the deployed one when INT8, else the first) departs from its
+    FP32 sibling, layer by layer, through its own runtime, on ``images`` of the bundle's calibration images: SQNR
+    and cosine per layer (named by the model's module paths), the first divergence, the worst layers. Writes
+    ``debug/<artifact>.json`` and ``.png`` into the bundle and touches nothing else there."""
+    from edgekit.quant_debug.bundle import debug_artifact
+
+    if threads is not None and threads < 1:
+        raise EdgekitError(f"threads={threads} is not a thread count", "give 1 or more, or leave it unset")
+    result = bundle if isinstance(bundle, Result) else load_bundle(bundle)
+    return debug_artifact(Path(result.bundle), result.manifest, artifact, images, threads or 1)
 
 
 def targets() -> list[Target]:

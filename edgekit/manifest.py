@@ -349,6 +349,34 @@ class SearchSection(Record):
 
 # --- the manifest ----------------------------------------------------------------------------------
 
+# --- per-layer INT8 debugging (edgekit.quant_debug) --------------------------------------------------
+
+class DebugLayer(Record):
+    index: int | None = None            # position in graph order (debug/<artifact>.json's layers)
+    layer: str
+    op: str
+    sqnr_db: float | None = None
+    cosine: float | None = None
+
+
+class Int8Debug(Record):
+    """Where an INT8 artifact departs from its FP32 sibling, layer by layer (``edgekit debug``; compress adds it
+    for an INT8 artifact whose drop is over its bound): the first divergence, the worst layers, the files."""
+
+    artifact: str
+    reference: str                      # the FP32 artifact compared against
+    runtime: str
+    images: int
+    layers: int
+    divergence: DebugLayer | None = None
+    divergence_rule: str | None = None  # quant_debug.DivergenceRule
+    divergence_before_db: float | None = None   # the layer before it
+    worst: list[DebugLayer] = Field(default_factory=list)
+    json_path: str | None = None        # in the bundle: debug/<artifact>.json (every layer)
+    plot: str | None = None             # debug/<artifact>.png
+    error: str | None = None            # why it could not be debugged (compress goes on)
+
+
 class Manifest(Record):
     schema_version: int = SCHEMA_VERSION
     edgekit_version: str
@@ -372,6 +400,7 @@ class Manifest(Record):
     no_deploy: list[str] | None = None           # when deploy is None: why, one line per candidate
     split: SplitSection | None = None
     robustness: dict[str, Any] | None = None     # edgekit.profiling.robustness (recipe ``robustness:``)
+    int8_debug: list[Int8Debug] | None = None   # INT8 artifacts over their bound, per layer (edgekit.quant_debug)
     gates: GateReport | None = None
     search: SearchSection | None = None
     benchmarks: list[BenchEntry] = Field(default_factory=list)
@@ -444,3 +473,4 @@ def read_manifest(bundle: Path) -> Manifest:
         raise EdgekitError(f"{path} is invalid: {where}: {e['msg']}", "rebuild the bundle with edgekit compress") from None
     manifest.bundle = str(bundle)
     return manifest
+

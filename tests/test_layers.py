@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("compile", ["edgekit.compilation", "edgekit.mixed_precision", "edgekit.decisions", "edgekit.decision_records"]),
     ("bundle/reports", ["edgekit.bundle", "edgekit.manifest", "edgekit.reports", "edgekit.gates", "edgekit.verdicts",
                         "edgekit.split.bundle"]),
-    ("commands", ["edgekit.pipeline", "edgekit.search", "edgekit.profiling.bench", "edgekit.profiling.remote",
+    ("commands", ["edgekit.pipeline", "edgekit.quant_debug.bundle", "edgekit.search", "edgekit.profiling.bench", "edgekit.profiling.remote",
                   "edgekit.split.profile", "edgekit.split.client", "edgekit.split.server", "edgekit.split.netns"]),
     # The public API over every command; the package facade (``edgekit/__init__.py``) re-exports it.
     ("api", ["edgekit", "edgekit.api"]),

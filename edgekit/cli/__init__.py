@@ -38,7 +38,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 
 
 # Importing the command modules registers their commands on ``app``.
-from edgekit.cli import bench, build_engine, compress, inspect, split, targets  # noqa: E402,F401
+from edgekit.cli import bench, build_engine, compress, debug, inspect, split, targets  # noqa: E402,F401
 
 
 # Usage errors, as raised by the click that typer uses: older typer (0.12) re-exports ``click``'s exceptions,

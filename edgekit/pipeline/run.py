@@ -25,6 +25,7 @@ from edgekit.pipeline.phases import (Compiled, Inputs, Reference, compile_and_pr
                                      measure_input, run_search, run_stages)
 from edgekit.pipeline.retime import bench_for_budget, retime_for_budget
 from edgekit.profiling.latency import host_identity
+from edgekit.quant_debug.bundle import debug_over_bound
 from edgekit.pruning.layers import widest_layer
 from edgekit.gates import Gates
 from edgekit.recipe import BudgetSettings, Recipe, largest_batch, load_recipe
@@ -100,6 +101,7 @@ def _run(opts: CompressOptions, out: Path, target: Target, recipe: Recipe, serve
         manifest = build_manifest(opts, out, recipe, target, inputs, input_ref, final_ref, final, checkpoint_sha,
                                   stage_records, compiled, search_section, clock, time.perf_counter() - started)
         decide(manifest, gates)   # drops, precision selection, gates, deploy (edgekit.verdicts)
+        debug_over_bound(manifest, tmp, threads)   # INT8 artifacts over their bound: per-layer SQNR, report section
         write_manifest(tmp, manifest)
         write_reports(tmp, manifest)
         write_json(tmp / "logs" / "stages.json", {"stages": stage_records})

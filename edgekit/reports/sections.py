@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgekit.manifest import Manifest
+from edgekit.reports.int8_debug import SECTION_COLUMNS, section_blocks
 from edgekit.reports.robustness import robustness_markdown
 from edgekit.reports.search import search_lines, search_table
 from edgekit.reports.split import split_markdown
@@ -159,6 +160,10 @@ def build_sections(manifest: Manifest) -> list[Section]:
         out.append(Section(f"selection-{i}", f"Precision selection: {d.backend}" + ("" if d.part == Part.WHOLE else f" ({d.part})"),
                            [f"Chosen: **{d.chosen}** — {explain_decision(d)}",
                             Table(f"selection-{i}", SELECTION_COLUMNS, selection_rows(d))]))
+    for i, debug in enumerate(manifest.int8_debug or []):
+        lines, rows = section_blocks(debug)
+        out.append(Section(f"int8-debug-{i}", f"INT8 per layer: {debug.artifact}",
+                           [*lines, *([Table(f"int8-debug-{i}", SECTION_COLUMNS, rows)] if rows else [])]))
     if manifest.robustness:
         out.append(Section("robustness", "Robustness",
                            blocks_from_markdown(robustness_markdown(manifest.robustness).splitlines(), "robustness")))
