@@ -224,11 +224,11 @@ def debug(bundle: str | Path | Result, artifact: str | None = None, *, images: i
     FP32 sibling, layer by layer, through its own runtime, on ``images`` of the bundle's calibration images: SQNR
     and cosine per layer (named by the model's module paths), the first divergence, the worst layers. Writes
     ``debug/<artifact>.json`` and ``.png`` into the bundle and touches nothing else there."""
-    from edgekit.quant_debug.bundle import debug_artifact
-
     if threads is not None and threads < 1:
         raise EdgekitError(f"threads={threads} is not a thread count", "give 1 or more, or leave it unset")
     result = bundle if isinstance(bundle, Result) else load_bundle(bundle)
+    from edgekit.quant_debug.bundle import debug_artifact
+
     return debug_artifact(Path(result.bundle), result.manifest, artifact, images, threads or 1)
 
 

@@ -3,7 +3,8 @@
 Every backend keeps the module path in its node names, each in its own spelling:
 
 - ONNX, TorchScript exporter (edgekit's first choice, ``onnx_export``): ``/features/features.3/conv/conv.1/Conv``:
-  one scope per module level, each scope the module's path relative to its parent, op type last. ONNX Runtime's
+  one scope per module level, each the module's path relative to its owner (containers' children extend it), op
+  type last. ONNX Runtime's
   quantizer keeps these names (its Q/DQ nodes append ``_QuantizeLinear``/``_DequantizeLinear`` to the tensor's name).
 - ONNX, dynamo exporter: ``pkg.torch.onnx.name_scopes`` in the node's metadata_props (a list, one entry per level,
   last the module's full path); the node name itself is ``node_<op>_<n>``.
@@ -30,17 +31,22 @@ _NNCF_SUFFIX = re.compile(r"/fq_(output|weights)_\d+$")
 
 
 def layer_of_onnx_name(name: str) -> str:
-    """Module path of a TorchScript-exported ONNX node (``/features/features.3/conv/Conv`` -> ``features.3.conv``).
+    """Module path of a TorchScript-exported ONNX node (``/features/features.1/conv/conv.0/Conv`` ->
+    ``features.1.conv.0``).
 
-    Each scope is the child's attribute path relative to its parent, so the last scope before the op is
-    prefixed by the scopes above it only when it is a direct child (``features.3`` already holds ``features``)."""
+    Each scope is a module's path relative to the module that owns it: the nearest ancestor that is not a
+    container. A container's children extend its scope (``features`` -> ``features.1``, ``conv`` -> ``conv.0``),
+    so a scope that extends the one before it shares that one's owner; any other scope is owned by the module
+    before it."""
     if not name.startswith("/"):
         return ROOT
-    scopes = [s for s in name.split("/")[1:-1] if s]
-    path = ""
-    for scope in scopes:
-        # torch writes a child's scope as its full path when nested in a container (features.3 under features)
-        path = scope if path and scope.startswith(path + ".") else (f"{path}.{scope}" if path else scope)
+    owner = path = ""
+    previous = None
+    for scope in (s for s in name.split("/")[1:-1] if s):
+        if previous is None or not scope.startswith(previous + "."):
+            owner = path
+        path = f"{owner}.{scope}" if owner else scope
+        previous = scope
     return path
 
 
