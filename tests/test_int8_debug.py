@@ -27,6 +27,8 @@ from edgekit.target import load_target
 
 BROKEN = "features.1"      # the block whose output carries the outlier channel
 SIZE = 16
+# ONNX Runtime in the default tier (~2 s); OpenVINO's NNCF quantization takes ~8 s a model: slow tier
+BACKENDS_HERE = [("onnxruntime", "onnxruntime"), pytest.param("openvino", "openvino", marks=pytest.mark.slow)]
 
 
 class Block(nn.Module):
@@ -96,7 +98,7 @@ def test_the_broken_model_is_the_same_function_in_fp32():
         assert torch.allclose(net(True)(x), net(False)(x), atol=1e-3)
 
 
-@pytest.mark.parametrize("backend,runtime", [("onnxruntime", "onnxruntime"), ("openvino", "openvino")])
+@pytest.mark.parametrize("backend,runtime", BACKENDS_HERE)
 def test_the_debugger_names_the_broken_layer_as_the_first_divergence(backend, runtime, tmp_path):
     fp32, int8, options = compile_pair(backend, net(True), tmp_path / "broken")
     report = compare_files(runtime, fp32, int8, images(8, 5), **options)
@@ -110,7 +112,7 @@ def test_the_debugger_names_the_broken_layer_as_the_first_divergence(backend, ru
     assert report.layers[d.index].nodes, "the INT8 graph's nodes of that layer (what an exclusion list takes)"
 
 
-@pytest.mark.parametrize("backend,runtime", [("onnxruntime", "onnxruntime"), ("openvino", "openvino")])
+@pytest.mark.parametrize("backend,runtime", BACKENDS_HERE)
 def test_the_healthy_twin_shows_no_divergence_in_its_body(backend, runtime, tmp_path):
     """Same weights without the outlier: every block stays over the floor, so what the broken model shows is the
     break. (The head may step down: its bias cancels the features' mean, so its logits carry only their small
