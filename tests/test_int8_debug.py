@@ -162,6 +162,13 @@ def test_layer_names_in_each_backends_spelling():
     assert layer_of_onnx_name("/features/features.1/se.0/Relu") == "features.1.se.0"
     assert layer_of_onnx_name("/Flatten") == "" and layer_of_onnx_name("Constant_26") == ""
     assert layer_of_openvino_name("__module.features.1.act/aten::relu/Relu/fq_output_0") == "features.1.act"
+    # the dynamo exporter (edgekit's fallback): module paths in metadata, under edgekit's ``inner`` wrapper
+    import onnx
+
+    node = onnx.helper.make_node("Gemm", ["a", "b"], ["c"], name="node_linear")
+    entry = node.metadata_props.add()
+    entry.key, entry.value = "pkg.torch.onnx.name_scopes", "['', 'inner', 'inner.fc', 'linear']"
+    assert layer_of_onnx_node(node) == "fc"
     names = ["/features/features.1/conv/Conv", "/features/features.10/conv/Conv", "/fc/Gemm"]
     assert nodes_of("features.1", names, layer_of_onnx_name) == ["/features/features.1/conv/Conv"]
 

@@ -27,6 +27,7 @@ import re
 from typing import Callable, Iterable
 
 ROOT = ""
+DYNAMO_WRAPPER = "inner"   # edgekit.models.onnx_export._Named's attribute
 _NNCF_SUFFIX = re.compile(r"/fq_(output|weights)_\d+$")
 
 
@@ -51,15 +52,23 @@ def layer_of_onnx_name(name: str) -> str:
 
 
 def layer_of_onnx_node(node) -> str:
-    """Module path of an ``onnx.NodeProto`` from either torch exporter (dynamo: its name_scopes metadata)."""
+    """Module path of an ``onnx.NodeProto`` from either torch exporter. The dynamo exporter's name_scopes list
+    the module paths from the root, then the op's own name (``['', 'inner', 'inner.fc', 'linear']``); edgekit's
+    dynamo route wraps the model as ``inner`` (``onnx_export._Named``), which is not part of the user's path."""
     for prop in getattr(node, "metadata_props", ()):
         if prop.key == "pkg.torch.onnx.name_scopes":
             try:
-                scopes = ast.literal_eval(prop.value)
+                scopes = [s for s in ast.literal_eval(prop.value) if s]
             except (ValueError, SyntaxError):
                 break
-            scopes = [s for s in scopes if s]
-            return scopes[-1] if scopes else ROOT
+            path = ""
+            for scope in scopes:   # module paths extend each other; the op name that follows does not
+                if path and not scope.startswith(path + "."):
+                    break
+                path = scope
+            if len(scopes) > 1 and scopes[0] == DYNAMO_WRAPPER:
+                path = path[len(DYNAMO_WRAPPER) + 1:] if path.startswith(DYNAMO_WRAPPER + ".") else ROOT
+            return path
     return layer_of_onnx_name(node.name)
 
 
