@@ -124,16 +124,33 @@ def test_openvino_keeps_the_layer_reading_the_broken_tensor_in_float(models, dig
     assert healthy_agreement >= 90.0 and int8.meta["agreement_check"]["top1_agreement"] < 50
     info = mixed.meta["mixed"]
     assert info["meets_bound"] and info["agreement"] >= 90.0
+    assert info["tries"][0]["float_layers"] == ["broken.2"]   # the broken layer first, by its module name
     # NNCF quantizes a tensor at the input of the op that reads it (a FakeQuantize before the next convolution):
-    # in the mixed file the broken tensor goes to that convolution unquantized. OpenVINO folds mid's BatchNorm
-    # into the convolution, whose output then carries mid.1's name: the layer the search kept.
+    # in the mixed file the broken tensor goes to that convolution unquantized.
     def readers(xml: str) -> set[str]:
         graph = ov.Core().read_model(str(out / "artifacts" / "openvino" / xml))
         relu = next(op for op in graph.get_ordered_ops() if op.get_friendly_name() == "__module.broken.2/aten::relu/Relu")
         return {t.get_node().get_type_name() for t in relu.output(0).get_target_inputs()}
 
     assert readers("model_int8.xml") == {"FakeQuantize"} and readers("model_mixed.xml") == {"Convolution"}
-    assert "mid.1" in info["float_layers"]
+
+
+@pytest.mark.slow  # ~40 s: three LiteRT conversions
+def test_litert_keeps_the_broken_layer_in_float(models, digits, tmp_path):
+    """LiteRT's mechanism (PT2E annotations dropped for the layer and its neighbours), given the layer: the
+    LiteRT per-layer ranking is ``edgekit.quant_debug``'s, checked in its own tests."""
+    import dataclasses
+
+    _, broken = models
+    images, ref = validation_images(broken, digits.val)
+    fp32, int8, request = _files(broken, "tflite", digits, tmp_path)
+    assert file_agreement(int8, tmp_path, images, ref, 1) < 50
+    mixed = BACKENDS.get("tflite")().compile(broken, Precision.MIXED,
+                                             dataclasses.replace(request, float_layers=("broken.2",)))
+    assert mixed.name == "tflite-mixed" and (tmp_path / mixed.path).name == "model_mixed.tflite"
+    assert file_agreement(mixed, tmp_path, images, ref, 1) >= BOUND
+    assert {"relu_1", "conv2d_2"} <= set(mixed.meta["nodes_excluded"])   # the layer and the conv reading it
+    assert mixed.meta["int8_tensors"] > 0                                 # the rest is still INT8
 
 
 def _fake(name: str, precision: str, top1: float, p50: float):
