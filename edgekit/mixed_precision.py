@@ -123,8 +123,17 @@ def search_mixed(model: LoadedModel, fp32: Artifact, int8: Artifact, request: Co
         if after >= min_agreement:
             break
     if artifact is None:
+        int8.meta["agreement_check"]["mixed"] = {"ranking": ranking, "tries": []}
         return None
     last = tries[-1]
+    if last["top1_agreement"] < min_agreement and last["top1_agreement"] <= before:
+        # nothing gained: a file slower than INT8 and no more accurate would only cost a timing and a scoring
+        for f in artifact.files:
+            (out_dir / f).unlink(missing_ok=True)
+        int8.meta["agreement_check"]["mixed"] = {"ranking": ranking, "tries": tries}
+        ui.warn(f"mixed precision {int8.name}: no set of up to {max_layers} layer(s) kept in float raised the "
+                "agreement; no mixed file")
+        return None
     artifact.meta["mixed"] = {"float_layers": last["float_layers"], "agreement_int8": before,
                               "agreement": last["top1_agreement"], "min_agreement": min_agreement,
                               "meets_bound": last["top1_agreement"] >= min_agreement, "images": int(len(images)),
