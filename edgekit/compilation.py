@@ -41,7 +41,7 @@ from edgekit.data.core import prepared_batches
 from edgekit.decision_records import NotScored, Skipped
 from edgekit.errors import EdgekitError, first_line
 from edgekit.decisions import DEFAULT_AUTO_DROP, MEASURED_TIE, drop, select_precisions
-from edgekit.mixed_precision import attach_mixed_costs, min_agreement_for, search_mixed, validation_images
+from edgekit.mixed_precision import Bound, attach_mixed_costs, search_mixed, validation_set
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.artifacts import agreement, session_logits
 from edgekit.profiling.estimate import attach_estimates, estimate_module
@@ -252,7 +252,7 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
 def add_mixed(unit: CompileUnit, request: CompileRequest, out_dir: Path, data: DataSplits, recipe: Recipe,
               bound: float, threads: int) -> None:
     """``precision: auto``: per backend with an INT8 and an FP32 file that run here, a mixed INT8/float file when
-    the INT8 one agrees with the final model less than the bound asks (``edgekit.mixed_precision``)."""
+    the INT8 one misses the accuracy bound on the validation split (``edgekit.mixed_precision``)."""
     pairs = []
     for backend in dict.fromkeys(a.backend for a in unit.artifacts):
         if not BACKENDS.get(backend).mixed:
@@ -262,13 +262,13 @@ def add_mixed(unit: CompileUnit, request: CompileRequest, out_dir: Path, data: D
             pairs.append((files[Precision.FP32], files[Precision.INT8]))
     if not pairs or len(data.val) == 0:
         return
-    images, reference = validation_images(unit.model, data.val)
-    needed = min_agreement_for(recipe.compile.min_agreement, bound)
+    val = validation_set(unit.model, data.val)
+    needed = Bound(bound, recipe.compile.min_agreement)
     for fp32, int8 in pairs:
         t0 = time.perf_counter()
         written = _files_under(request.artifacts_dir)
         try:
-            mixed = search_mixed(unit.model, fp32, int8, request, out_dir, images, reference, needed,
+            mixed = search_mixed(unit.model, fp32, int8, request, out_dir, val, needed,
                                  recipe.compile.max_float_layers, threads)
         except Exception as err:  # noqa: BLE001 - the plain INT8 and FP32 files stay candidates
             _remove_new_files(request.artifacts_dir, written)

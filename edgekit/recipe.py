@@ -92,10 +92,9 @@ class CompileSettings(BaseModel):
                                    "and a layer reverted to float can make the file miss the budget")
     options: CompileOptions = Field(default_factory=CompileOptions, description="per-backend options")
     min_agreement: float | None = Field(None, ge=0, le=100, description="precision: auto: the top-1 agreement (%) "
-                                        "with the final PyTorch model on the validation images that an INT8 file "
-                                        "must reach; below it the layers most sensitive to INT8 are kept in float "
-                                        "(a 'mixed' file). Default: 100 - the accuracy bound (agreement that high "
-                                        "bounds the drop)")
+                                        "with the final PyTorch model on the validation images an INT8 file must "
+                                        "reach besides max_accuracy_drop; a file missing either gets a 'mixed' "
+                                        "sibling with the layers most sensitive to INT8 kept in float")
     max_float_layers: int = Field(8, ge=0, description="precision: auto: at most this many layers kept in float "
                                   "(tried 1, 2, 4, ... by measured sensitivity); 0 turns mixed precision off")
     calibration_size: int = Field(300, ge=1, description="INT8 calibration images (see calibration/README.md)")
