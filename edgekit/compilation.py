@@ -41,6 +41,7 @@ from edgekit.data.core import prepared_batches
 from edgekit.decision_records import NotScored, Skipped
 from edgekit.errors import EdgekitError, first_line
 from edgekit.decisions import DEFAULT_AUTO_DROP, MEASURED_TIE, drop, select_precisions
+from edgekit.mixed_precision import Bound, attach_mixed_costs, search_mixed, validation_set
 from edgekit.models.loaded import LoadedModel
 from edgekit.profiling.artifacts import agreement, session_logits
 from edgekit.profiling.estimate import attach_estimates, estimate_module
@@ -230,7 +231,10 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
                 unit.artifacts.append(artifact)
             if unit.part == Part.WHOLE and not unit.artifacts:
                 raise nothing_built(unit)
+            if auto and unit.part == Part.WHOLE and recipe.compile.max_float_layers > 0:
+                add_mixed(unit, request, out_dir, data, recipe, bound, threads)
             time_unit(unit, out_dir, recipe.profile, threads)
+            attach_mixed_costs(unit.artifacts)
             needed_only = auto and recipe.profile.score == "needed" and unit.part == Part.WHOLE
             score_unit(unit, out_dir, recipe.profile, threads,
                        unit.ref_logits if unit.ref_logits is not None else ref_logits, tail_session,
@@ -244,6 +248,36 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
         if tail_session is not None:
             tail_session.close()
     return [a for unit in units for a in unit.artifacts], extra
+
+
+def add_mixed(unit: CompileUnit, request: CompileRequest, out_dir: Path, data: DataSplits, recipe: Recipe,
+              bound: float, threads: int) -> None:
+    """``precision: auto``: per backend with an INT8 and an FP32 file that run here, a mixed INT8/float file when
+    the INT8 one misses the accuracy bound on the validation split (``edgekit.mixed_precision``)."""
+    pairs = []
+    for backend in dict.fromkeys(a.backend for a in unit.artifacts):
+        if not BACKENDS.get(backend).mixed:
+            continue
+        files = {a.precision: a for a in unit.artifacts if a.backend == backend and a.runnable_here}
+        if Precision.INT8 in files and Precision.FP32 in files:
+            pairs.append((files[Precision.FP32], files[Precision.INT8]))
+    if not pairs or len(data.val) == 0:
+        return
+    val = validation_set(unit.model, data.val)
+    needed = Bound(bound, recipe.compile.min_agreement)
+    for fp32, int8 in pairs:
+        t0 = time.perf_counter()
+        written = _files_under(request.artifacts_dir)
+        try:
+            mixed = search_mixed(unit.model, fp32, int8, request, out_dir, val, needed,
+                                 recipe.compile.max_float_layers, threads)
+        except Exception as err:  # noqa: BLE001 - the plain INT8 and FP32 files stay candidates
+            _remove_new_files(request.artifacts_dir, written)
+            drop_out(unit, int8.backend, Precision.MIXED, "mixed precision", err)
+            continue
+        if mixed is not None:
+            mixed.meta["seconds"] = {"compile": round(time.perf_counter() - t0, 2), "profile": 0.0}
+            unit.artifacts.append(mixed)
 
 
 def drop_out(unit: CompileUnit, backend: str, precision: str, what: str, err: BaseException,

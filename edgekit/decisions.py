@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from edgekit.decision_records import Alternative, Candidate, Decision, Deploy, TieBreak
 from edgekit.target import Target
-from edgekit.vocab import Basis, Part, ReasonCode
+from edgekit.vocab import Basis, Part, Precision, ReasonCode
 
 DEFAULT_AUTO_DROP = 1.0      # percentage points, when the recipe sets no max_accuracy_drop
 DEFAULT_ESTIMATE_ERROR = 0.25  # relative; a target file may give ``device.estimate_error`` (measured)
@@ -138,6 +138,9 @@ def _why_not(row: Candidate, best: Candidate, kept: set[str], max_drop: float) -
         return ReasonCode.ESTIMATE_TIE
     if row.not_scored:
         return ReasonCode.NOT_SCORED
+    if row.precision == Precision.MIXED and not row.eligible and row.drop is not None and row.drop <= max_drop \
+            and row.p50_ms is not None:
+        return ReasonCode.MIXED_NOT_FASTER
     if row.drop is None or row.p50_ms is None:
         return ReasonCode.NOT_MEASURED
     if row.drop > max_drop:
@@ -145,6 +148,16 @@ def _why_not(row: Candidate, best: Candidate, kept: set[str], max_drop: float) -
     if best.p50_ms is not None and row.p50_ms <= best.p50_ms:
         return ReasonCode.TIED_LESS_ACCURATE
     return ReasonCode.SLOWER
+
+
+def _mixed_must_beat_fp32(rows: list[Candidate]) -> None:
+    """A mixed INT8/float file is a candidate only when it is faster than its backend's FP32 file on the same
+    latency basis: its float layers cost time, and a file no faster than FP32 is FP32 with INT8's error."""
+    fp32 = next((r for r in rows if r.precision == Precision.FP32 and r.p50_ms is not None), None)
+    for r in rows:
+        if r.precision == Precision.MIXED and r.eligible and (
+                fp32 is None or r.latency_source != fp32.latency_source or r.p50_ms >= fp32.p50_ms):
+            r.eligible = False
 
 
 def select_precisions(artifacts: list, target: Target, final_top1: float | None, max_drop: float,
@@ -170,6 +183,7 @@ def select_precisions(artifacts: list, target: Target, final_top1: float | None,
                                   drop_vs_input=drop(top1, input_top1) if part != Part.TAIL else None, p50_ms=p50,
                                   latency_source=basis, eligible=d is not None and p50 is not None and d <= max_drop,
                                   not_scored=_plain(a.metrics).get("not_scored")))
+        _mixed_must_beat_fp32(rows)
         eligible = [r for r in rows if r.eligible]
         also: list[Candidate] = []
         tie = None

@@ -91,6 +91,12 @@ class CompileSettings(BaseModel):
                                    "A latency-budget plan turns it off: the search timed files built without it, "
                                    "and a layer reverted to float can make the file miss the budget")
     options: CompileOptions = Field(default_factory=CompileOptions, description="per-backend options")
+    min_agreement: float | None = Field(None, ge=0, le=100, description="precision: auto: the top-1 agreement (%) "
+                                        "with the final PyTorch model on the validation images an INT8 file must "
+                                        "reach besides max_accuracy_drop; a file missing either gets a 'mixed' "
+                                        "sibling with the layers most sensitive to INT8 kept in float")
+    max_float_layers: int = Field(8, ge=0, description="precision: auto: at most this many layers kept in float "
+                                  "(tried 1, 2, 4, ... by measured sensitivity); 0 turns mixed precision off")
     calibration_size: int = Field(300, ge=1, description="INT8 calibration images (see calibration/README.md)")
     calibration_seed: int | None = Field(None, description="default: the recipe's seed")
 
@@ -111,14 +117,20 @@ class ProfileSettings(BaseModel):
 
 
 class RobustnessSettings(BaseModel):
-    """Optional robustness evaluation (edgekit/profiling/robustness.py): top-1 under FGSM/PGD and common corruptions
+    """Optional robustness evaluation (edgekit/profiling/robustness.py): top-1 under FGSM/PGD/CW and common corruptions
     for the input model, the final model and each artifact. Off unless the recipe has ``robustness:``."""
 
     model_config = ConfigDict(extra="forbid")
     eps: list[float] = Field(default_factory=lambda: [0.0, 2 / 255, 8 / 255],
                              description="L-inf budgets in [0, 1]-pixel units")
-    attacks: list[Literal["fgsm", "pgd"]] = Field(default_factory=lambda: ["fgsm", "pgd"])
+    attacks: list[Literal["fgsm", "pgd", "cw"]] = Field(default_factory=lambda: ["fgsm", "pgd"],
+                                                        description="cw: Carlini-Wagner L2 (no eps; its mean L2 "
+                                                        "distortion is reported)")
     pgd_steps: int = Field(10, ge=1)
+    cw_steps: int = Field(30, ge=1, le=10000, description="CW: Adam steps per search round")
+    cw_c: float = Field(1.0, gt=0, description="CW: the first weight c of the margin loss (then searched per image)")
+    cw_search_steps: int = Field(3, ge=1, le=20, description="CW: binary-search rounds over c")
+    cw_lr: float = Field(0.05, gt=0, le=1, description="CW: Adam step size in tanh space")
     corruptions: list[Literal["gaussian_noise", "blur", "brightness", "contrast", "jpeg"]] = Field(
         default_factory=lambda: ["gaussian_noise", "blur", "brightness", "contrast", "jpeg"])
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3])

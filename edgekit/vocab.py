@@ -37,6 +37,7 @@ class Precision(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
+    MIXED = "mixed"      # INT8 with the layers most sensitive to it kept in float (``precision: auto``; meta.mixed)
 
 
 class PrecisionChoice(StrEnum):
@@ -160,6 +161,7 @@ class ReasonCode(StrEnum):
     DROP_OVER_BOUND = "drop_over_bound"                # its accuracy drop exceeds the bound
     TIED_LESS_ACCURATE = "tied_less_accurate"          # within MEASURED_TIE of the chosen one, less accurate
     SLOWER = "slower"                                  # slower than the chosen one
+    MIXED_NOT_FASTER = "mixed_not_faster"              # a mixed INT8/float file no faster than its backend's FP32
     # the deploy choice (``Deploy.reason``)
     FASTEST_CHOICE = "fastest_choice"                  # fastest of the per-backend choices
     FASTEST_PASSING_GATES = "fastest_passing_gates"    # fastest of those passing the CI gates

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # mixed-precision search ranks layers with it, so it sits with the backends.
     ("backends", ["edgekit.backends", "edgekit.quant_debug"]),
     ("measure", ["edgekit.profiling"]),
-    ("compile", ["edgekit.compilation", "edgekit.decisions", "edgekit.decision_records"]),
+    ("compile", ["edgekit.compilation", "edgekit.mixed_precision", "edgekit.decisions", "edgekit.decision_records"]),
     ("bundle/reports", ["edgekit.bundle", "edgekit.manifest", "edgekit.reports", "edgekit.gates", "edgekit.verdicts",
                         "edgekit.split.bundle"]),
     ("commands", ["edgekit.pipeline", "edgekit.quant_debug.bundle", "edgekit.search", "edgekit.profiling.bench", "edgekit.profiling.remote",

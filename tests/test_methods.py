@@ -22,8 +22,9 @@ from edgekit.models import load_checkpoint, load_model, save_checkpoint
 from edgekit.models.complexity import count_macs
 from edgekit.pruning.lowrank import candidates, factorize_layer, factorize_model, rank_for
 from edgekit.models.factorized import replace_layer
-from edgekit.recipe import RobustnessSettings
-from edgekit.profiling.robustness import corrupt, fgsm, pgd, pixel_images, robustness_section
+from edgekit.recipe import RobustnessSettings, load_recipe
+from edgekit.profiling.robustness import (carlini_wagner, corrupt, fgsm, l2_distortion, pgd, pixel_images,
+                                         robustness_section)
 from edgekit.reports.robustness import robustness_markdown
 from edgekit.stages import STAGES, StageContext
 from edgekit.target import load_target
@@ -201,15 +202,57 @@ def test_fgsm_and_pgd_lower_accuracy_and_stay_valid_pixels(teacher, digits):
         assert (c3 - x).abs().mean() > (c1 - x).abs().mean()   # severity 3 is further from clean
 
 
+def test_carlini_wagner_l2_fools_a_trained_model_with_small_distortion(teacher, digits):
+    x, y = pixel_images(digits.test, 100)
+    module, spec = teacher.module.eval(), teacher.spec
+
+    def pred(images):
+        with torch.no_grad():
+            return module(spec.prepare(images)).argmax(1)
+
+    clean = float((pred(x) == y).float().mean() * 100)
+    adv = carlini_wagner(module, spec, x, y, steps=30, c=1.0, search_steps=3, lr=0.05)
+    assert adv.min() >= 0 and adv.max() <= 1   # tanh space: valid pixels without clipping
+    fooled = (pred(x) == y) & (pred(adv) != y)
+    assert float((pred(adv) == y).float().mean() * 100) < clean - 50
+    # smaller than FGSM's L2 at an eps that fools far fewer images: CW looks for the least distortion
+    eps = 0.1
+    fgsm_adv = fgsm(module, spec, x, y, eps)
+    assert float((pred(fgsm_adv) == y).float().mean() * 100) > float((pred(adv) == y).float().mean() * 100) + 20
+    assert l2_distortion(x, adv)[fooled].mean() < l2_distortion(x, fgsm_adv).mean()
+    # wrong labels: the images the model already "misclassifies" come back (all but) unchanged, the
+    # others are pushed off the wrong label the least it takes
+    wrong = (y + 1) % 10
+    adv_wrong = carlini_wagner(module, spec, x, wrong, steps=10, c=1.0, search_steps=1, lr=0.05)
+    already = pred(x) != wrong
+    assert already.float().mean() > 0.9
+    assert l2_distortion(x, adv_wrong)[already].max() < 1e-3
+
+
+def test_cw_settings_are_validated(tmp_path):
+    assert RobustnessSettings(attacks=["fgsm", "cw"], cw_steps=5, cw_c=0.5).cw_steps == 5
+    for bad in ({"cw_c": 0}, {"cw_steps": 0}, {"attacks": ["cw2"]}):
+        with pytest.raises(ValueError):
+            RobustnessSettings(**bad)
+    path = tmp_path / "r.yaml"   # from a recipe file: one line naming the key
+    path.write_text("compile: {precisions: [fp32]}\nrobustness: {attacks: [fgsm, cw], cw_c: -1}\n")
+    with pytest.raises(EdgekitError, match=r"robustness\.cw_c: .*greater than 0"):
+        load_recipe(path)
+
+
 def test_robustness_section_pytorch_models(teacher, digits):
-    settings = RobustnessSettings(eps=[0.0, 8 / 255], corruptions=["blur", "jpeg"], severities=[1, 3], limit=100)
+    settings = RobustnessSettings(eps=[0.0, 8 / 255], corruptions=["blur", "jpeg"], severities=[1, 3], limit=100,
+                                  attacks=["fgsm", "pgd", "cw"], cw_steps=10, cw_search_steps=2)
     section = robustness_section(teacher, teacher, [], ROOT, digits.test, settings, 1)
     assert [r["model"] for r in section["models"]] == ["input model", "final model"]
     row = section["models"][1]
     assert row["attacks"]["fgsm"][0] == row["clean"]
     assert row["attacks"]["fgsm"][1] < row["clean"]
     assert len(row["corruptions"]["jpeg"]) == 2
-    assert "8/255" in robustness_markdown(section)
+    assert len(row["attacks"]["cw"]) == 1 and row["attacks"]["cw"][0] < row["clean"] - 30
+    assert row["cw"]["success_rate"] > 30 and 0 < row["cw"]["mean_l2"] < 8   # 8 = sqrt(64): the largest L2
+    text = robustness_markdown(section)
+    assert "8/255" in text and "CW-L2" in text and f"{row['cw']['mean_l2']:.3f}" in text
 
 
 # ---------------------------------------------------------------- distill: defensive, ensembles

@@ -61,6 +61,9 @@ class CompileRequest:
     # percentage points (the recipe's compile.max_accuracy_drop).
     validation: tuple[np.ndarray, np.ndarray] | None = None
     max_accuracy_drop: float | None = None
+    # Mixed precision (``Precision.MIXED``): the user's torch module paths (``features.3.conv``) kept in float;
+    # each backend maps them to its own node names (``edgekit.models.layer_names``).
+    float_layers: tuple[str, ...] = ()
 
     @property
     def artifacts_dir(self) -> Path:
@@ -73,6 +76,9 @@ class Backend:
     package: ClassVar[str]            # pip package to install it
     extra: ClassVar[str]              # edgekit extra that pulls it in
     precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32,)
+    # Builds Precision.MIXED: INT8 with CompileRequest.float_layers kept in float (``edgekit.mixed_precision``).
+    # Not in ``precisions``: a recipe never asks for it; precision: auto makes one when INT8 disagrees too often.
+    mixed: ClassVar[bool] = False
 
     @classmethod
     def runtime(cls, why: str | None = None):

@@ -89,9 +89,11 @@ class NpzReader:
 
 
 def quantize_qdq(fp32_onnx: Path, out: Path, calibration: np.ndarray | None, profile: str,
-                 method: str = "minmax", reduce_range: tuple[bool, str] = (False, "8-bit weights")) -> dict:
+                 method: str = "minmax", reduce_range: tuple[bool, str] = (False, "8-bit weights"),
+                 float_layers: tuple[str, ...] = ()) -> dict:
     """FP32 ONNX -> QDQ INT8 ONNX (per-channel weights; 7-bit with ``reduce_range``); returns what was
-    done, for the manifest."""
+    done, for the manifest. ``float_layers`` (torch module paths) stay float: their nodes, and the nodes next to
+    them, go to the quantizer's ``nodes_to_exclude`` (``_nodes_of_layers``)."""
     if calibration is None or len(calibration) == 0:
         raise EdgekitError("INT8 compilation needs a calibration set and none was given",
                            "compile through `edgekit compress` (it draws one from the training split)")
@@ -114,7 +116,9 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calibration: np.ndarray | None, pro
             quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
         except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize the raw graph
             pre = fp32_onnx
+        excluded = _nodes_of_layers(pre, float_layers)
         quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        nodes_to_exclude=excluded,
                         activation_type=QuantType.QUInt8 if act == "U8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=calib, reduce_range=reduce_range[0],
                         op_types_to_quantize=op_types,
@@ -126,7 +130,30 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calibration: np.ndarray | None, pro
             "calibration_method": method, "activation_choice": why, "reduce_range": reduce_range[0],
             "reduce_range_choice": reduce_range[1],
             "calibration_images": int(len(calibration)), "quantizer": "onnxruntime.quantization.quantize_static",
-            "kept_float": kept_float}
+            "kept_float": kept_float,
+            **({"float_layers": list(float_layers), "nodes_excluded": excluded} if float_layers else {})}
+
+
+def _nodes_of_layers(onnx_path: Path, layers: tuple[str, ...]) -> list[str]:
+    """The names of the nodes of ``onnx_path`` that belong to the torch modules ``layers``, and of the nodes that
+    produce their inputs or consume their outputs. Why the neighbours: ORT quantizes a tensor wherever one of
+    its ends is a quantized node, so a layer excluded alone still reads and writes 8-bit tensors (a ReLU kept
+    in float between a quantized convolution and the next one changed nothing); with its neighbours excluded
+    its input and output tensors stay float."""
+    if not layers:
+        return []
+    import onnx
+
+    from edgekit.models.layer_names import layer_of_onnx_node, within
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    own = [n for n in graph.node if any(within(layer_of_onnx_node(n), m) for m in layers)]
+    ins = {t for n in own for t in n.input}
+    outs = {t for n in own for t in n.output}
+    near = {n.name for n in graph.node if n.op_type != "Constant"
+            and (set(n.output) & ins or set(n.input) & outs)}
+    names = {n.name for n in own} | near
+    return [n.name for n in graph.node if n.name in names]
 
 
 # Normalization, softmax and GELU of attention models lose most in 8 bits (outliers in LayerNorm

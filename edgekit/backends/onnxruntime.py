@@ -22,23 +22,25 @@ class OnnxRuntime(Backend):
     package = "onnxruntime"
     extra = "onnx"
     precisions = (Precision.FP32, Precision.INT8)
+    mixed = True
 
     def compile(self, model: LoadedModel, precision: Precision, request: CompileRequest) -> Artifact:
         ort = self.runtime()
-        if precision not in self.precisions:
+        if precision not in self.precisions and precision != Precision.MIXED:
             raise EdgekitError(f"onnxruntime backend cannot compile {precision}", "use precision fp32 or int8")
         path = request.artifacts_dir / "model.onnx"
         if precision == Precision.FP32:
             meta = export_onnx(model.module, model.spec, path)
         else:  # the FP32 graph is an intermediate here; only the QDQ file goes in the bundle
-            path = request.artifacts_dir / "model_int8.onnx"
+            path = request.artifacts_dir / f"model_{precision}.onnx"
             with tempfile.TemporaryDirectory() as tmp:
                 fp32 = Path(tmp) / "model.onnx"
                 meta = export_onnx(model.module, model.spec, fp32)
                 profile = activation_profile(request.target, request.options)
                 method = request.options.get("onnxruntime", {}).get("calibration_method", "minmax")
                 meta.update(quantize_qdq(fp32, path, request.calibration, profile, method,
-                                         reduce_range_choice(profile, request.options)))
+                                         reduce_range_choice(profile, request.options),
+                                         request.float_layers if precision == Precision.MIXED else ()))
         files, size, sha = describe_files(request.out_dir, [path])
         return Artifact(name=f"onnxruntime-{precision}", backend=self.name, precision=precision, path=files[0],
                         files=files, runtime=Runtime.ONNXRUNTIME, runtime_version=ort.__version__,

@@ -18,7 +18,8 @@ from edgekit.runtime import OpenVinoSession
 from edgekit.vocab import Precision, Runtime
 
 # Artifact precision -> (weights stored as FP16?, CPU inference precision hint)
-PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16"), "int8": (True, "f32")}  # int8: FQ constants in fp16
+PRECISION_SETTINGS = {"fp32": (False, "f32"), "fp16": (True, "f16"), "int8": (True, "f32"),  # int8: FQ constants in fp16
+                      "mixed": (True, "f32")}   # int8 with request.float_layers left out of NNCF's scope
 
 
 @register_backend("openvino")
@@ -27,6 +28,7 @@ class OpenVino(Backend):
     package = "openvino"
     extra = "openvino"
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
+    mixed = True
 
     def compile(self, model: LoadedModel, precision: Precision, request: CompileRequest) -> Artifact:
         ov = self.runtime()
@@ -37,12 +39,14 @@ class OpenVino(Backend):
         c, h, w = model.spec.input_shape
         ov_model, conversion = to_openvino(ov, model.module, model.spec, model.source, request.out_dir)
         quant_meta = {}
-        if precision == Precision.INT8:
+        if precision in (Precision.INT8, Precision.MIXED):
             from edgekit.backends.openvino_quant import nncf_int8
 
             ov_options = request.options.get("openvino", {})
-            ov_model, quant_meta = nncf_int8(ov_model, request.calibration, request.validation,
-                                             request.max_accuracy_drop, ov_options.get("preset", "performance"))
+            mixed = precision == Precision.MIXED
+            ov_model, quant_meta = nncf_int8(ov_model, request.calibration, None if mixed else request.validation,
+                                             request.max_accuracy_drop, ov_options.get("preset", "performance"),
+                                             request.float_layers if mixed else ())
         xml = request.artifacts_dir / "openvino" / f"model_{precision}.xml"
         xml.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(ov_model, str(xml), compress_to_fp16=compress)
@@ -50,7 +54,7 @@ class OpenVino(Backend):
         session = OpenVinoSession(xml, 1, hint)
         meta = {"conversion": conversion, "inference_precision_hint": hint, "weights_fp16": compress,
                 "executed_precision": session.info["executed_precision"], "device": "CPU", **quant_meta}
-        if precision == Precision.INT8:
+        if precision in (Precision.INT8, Precision.MIXED):
             meta["executed_precision"] = f"int8 + {meta['executed_precision']}"
         return Artifact(name=f"openvino-{precision}", backend=self.name, precision=precision, path=files[0],
                         files=files, runtime=Runtime.OPENVINO, runtime_version=ov.__version__,

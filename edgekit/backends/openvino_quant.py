@@ -14,8 +14,10 @@ from edgekit.runtime.signal_stack import kept_signal_stack
 
 
 def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.ndarray, np.ndarray] | None = None,
-              max_accuracy_drop: float | None = None, preset: str = "performance") -> tuple[object, dict]:
-    """Quantize an ``ov.Model``; returns (quantized model, manifest notes)."""
+              max_accuracy_drop: float | None = None, preset: str = "performance",
+              float_layers: tuple[str, ...] = ()) -> tuple[object, dict]:
+    """Quantize an ``ov.Model``; returns (quantized model, manifest notes). ``float_layers`` (torch module
+    paths) stay float: their ops go to NNCF's ``IgnoredScope(names=...)``."""
     if calibration is None or len(calibration) == 0:
         raise EdgekitError("OpenVINO INT8 needs a calibration set and none was given",
                            "compile through `edgekit compress` (it draws one from the training split)")
@@ -34,7 +36,11 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
             "weights": "int8 per-channel symmetric"}
     # Attention graphs: NNCF's transformer scheme keeps LayerNorm/Softmax/GELU paths float and
     # quantizes the MatMuls (the default CNN scheme quantizes them too and hurts accuracy).
-    kwargs = {}
+    kwargs: dict = {}
+    if float_layers:
+        ignored = _ops_of_layers(ov_model, float_layers)
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
+        meta.update({"float_layers": list(float_layers), "nodes_excluded": ignored})
     if is_transformer(ov_model):
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
         meta["model_type"] = "transformer"
@@ -66,6 +72,26 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
         meta["method"] = "nncf.quantize"
         quantized, meta["float_weight_layers_compressed"] = _compress_float_weights(nncf, quantized)
     return quantized, meta
+
+
+_NOT_OPS = ("Constant", "Parameter", "Result")
+
+
+def _ops_of_layers(ov_model, layers: tuple[str, ...]) -> list[str]:
+    """Friendly names of the ops of ``ov_model`` that belong to the torch modules ``layers``, and of the ops that
+    produce their inputs or read their outputs. Why the neighbours: NNCF quantizes a tensor at the input of the
+    op that reads it (a FakeQuantize before a convolution), so a BatchNorm or ReLU kept in float alone still
+    feeds an 8-bit tensor to the next convolution (seen: it changed nothing)."""
+    from edgekit.models.layer_names import layer_of_openvino_name, within
+
+    ops = [op for op in ov_model.get_ordered_ops() if op.get_type_name() not in _NOT_OPS]
+    own = [op for op in ops if any(within(layer_of_openvino_name(op.get_friendly_name()), m) for m in layers)]
+    names = {op.get_friendly_name() for op in own}
+    for op in own:
+        near = [op.input_value(i).get_node() for i in range(op.get_input_size())]
+        near += [t.get_node() for out in op.outputs() for t in out.get_target_inputs()]
+        names |= {n.get_friendly_name() for n in near if n.get_type_name() not in _NOT_OPS}
+    return [op.get_friendly_name() for op in ops if op.get_friendly_name() in names]
 
 
 def is_transformer(ov_model) -> bool:

@@ -38,10 +38,11 @@ class Tflite(Backend):
     package = "litert-torch"
     extra = "tflite"
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
+    mixed = True
 
     def compile(self, model: LoadedModel, precision: Precision, request: CompileRequest) -> Artifact:
         litert_torch = self.runtime("the tflite (LiteRT) backend")
-        if precision not in self.precisions:
+        if precision not in self.precisions and precision != Precision.MIXED:
             raise EdgekitError(f"tflite backend cannot compile {precision}", "use fp32, fp16 or int8")
         from edgekit.backends.tflite_prep import prepare_for_pt2e
 
@@ -56,8 +57,9 @@ class Tflite(Backend):
         target = request.target.name
         with warnings.catch_warnings(), _quiet_converter():
             warnings.simplefilter("ignore")
-            if precision == Precision.INT8:
-                meta.update(self._int8(litert_torch, module, sample, request, path, prepare_for_pt2e, target))
+            if precision in (Precision.INT8, Precision.MIXED):
+                meta.update(self._int8(litert_torch, module, sample, request, path, prepare_for_pt2e, target,
+                                       request.float_layers if precision == Precision.MIXED else ()))
             else:
                 edge = _convert(litert_torch, module, sample, target)
                 if precision == Precision.FP32:
@@ -69,13 +71,14 @@ class Tflite(Backend):
                         meta.update(_fp16(fp32, path))
         files, size, sha = describe_files(request.out_dir, [path])
         meta["executed_precision"] = {"fp32": "fp32", "fp16": "fp16 weights, fp32 compute (XNNPACK CPU)",
-                                      "int8": "int8"}[precision]
+                                      "int8": "int8", "mixed": "int8, some layers fp32"}[precision]
         meta.update(tflite_op_summary(path))
         return Artifact(name=f"tflite-{precision}", backend=self.name, precision=precision, path=files[0],
                         files=files, runtime=Runtime.LITERT, runtime_version=litert_version(), input_shape=[c, h, w],
                         layout="NHWC", meta=meta, bytes=size, sha256=sha)
 
-    def _int8(self, litert_torch, module, sample, request: CompileRequest, path: Path, prepare, target: str) -> dict:
+    def _int8(self, litert_torch, module, sample, request: CompileRequest, path: Path, prepare, target: str,
+              float_layers: tuple[str, ...] = ()) -> dict:
         if request.calibration is None or len(request.calibration) == 0:
             raise EdgekitError("TFLite INT8 needs a calibration set and none was given",
                                "compile through `edgekit compress` (it draws one from the training split)")
@@ -86,7 +89,7 @@ class Tflite(Backend):
         from edgekit.backends.tflite_quantizer import FloatOnlyPT2EQuantizer, below_litert_floor, int8_config
 
         module, fixes = prepare(module, sample)
-        quantizer = FloatOnlyPT2EQuantizer().set_global(int8_config())
+        quantizer = FloatOnlyPT2EQuantizer(float_layers).set_global(int8_config())
         try:
             exported = torch.export.export(module, sample).module()
             prepared = move_exported_model_to_eval(prepare_pt2e(exported, quantizer))
@@ -107,7 +110,8 @@ class Tflite(Backend):
                 "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
                 "activation_scale_floor": "float32 eps (torchao's default), not litert-torch's 2^-12",
                 "activations_below_litert_floor": f"{fine} of {observed}",  # range under 255 x 2^-12
-                "calibration_images": int(len(request.calibration)), "graph_fixes": fixes}
+                "calibration_images": int(len(request.calibration)), "graph_fixes": fixes,
+                **({"float_layers": list(float_layers), "nodes_excluded": quantizer.float_ops} if float_layers else {})}
 
 def _convert(litert_torch, module, sample, target: str, quant_config=None):
     try:

@@ -98,17 +98,77 @@ def drop_non_float_annotations(gm: torch.fx.GraphModule) -> list[str]:
     return dropped
 
 
-class FloatOnlyPT2EQuantizer(PT2EQuantizer):
-    """litert-torch's static PT2E quantizer, with ops on integer/bool tensors left unquantized."""
+WRAPPER = "wrapped."   # litert_torch.to_channel_last_io holds the user's model as ``wrapped``
 
-    def __init__(self) -> None:
+
+def module_path(node: torch.fx.Node) -> str | None:
+    """The user's torch module path of an exported node (its innermost ``nn_module_stack`` entry, without the
+    NHWC wrapper's ``wrapped.``); None for a node made outside any module."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path = str(list(stack.values())[-1][0])
+    return path[len(WRAPPER):] if path.startswith(WRAPPER) else path
+
+
+def drop_layer_annotations(gm: torch.fx.GraphModule, layers: tuple[str, ...]) -> list[str]:
+    """Removes the quantization annotation of every node of the torch modules ``layers`` and of the nodes next
+    to them (producing their inputs, reading their outputs); returns those nodes' names. Why the neighbours: an
+    annotated op observes its inputs and output, so a layer left alone between two quantized ones still reads
+    and writes 8-bit tensors; with its neighbours unannotated too, they stay float."""
+    from edgekit.models.layer_names import within
+
+    own = [n for n in gm.graph.nodes if n.op == "call_function"
+           and (path := module_path(n)) is not None and any(within(path, m) for m in layers)]
+    near = {n for n in own}
+    for n in own:
+        near |= {i for i in n.all_input_nodes if i.op == "call_function"} | {u for u in n.users if u.op == "call_function"}
+    dropped = []
+    for node in gm.graph.nodes:
+        if node in near and node.meta.pop("quantization_annotation", None) is not None:
+            dropped.append(node.name)
+    # an op whose quantization is shared with a dropped one (a pooling's output shares its input's observer)
+    # would point at an observer that no longer exists: it stays float too
+    while True:
+        gone = {n for n in gm.graph.nodes if n.name in dropped}
+        sharing = [n for n in gm.graph.nodes if "quantization_annotation" in n.meta
+                   and _shares_with(n.meta["quantization_annotation"], gone)]
+        if not sharing:
+            return dropped
+        for node in sharing:
+            del node.meta["quantization_annotation"]
+            dropped.append(node.name)
+
+
+def _shares_with(annotation, nodes: set) -> bool:
+    """True when one of ``annotation``'s specs is a SharedQuantizationSpec on an edge or node of ``nodes``."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    specs = [*annotation.input_qspec_map.values(), annotation.output_qspec]
+    for spec in specs:
+        if isinstance(spec, SharedQuantizationSpec):
+            ref = spec.edge_or_node
+            if (ref in nodes) if not isinstance(ref, tuple) else any(r in nodes for r in ref):
+                return True
+    return False
+
+
+class FloatOnlyPT2EQuantizer(PT2EQuantizer):
+    """litert-torch's static PT2E quantizer, with ops on integer/bool tensors left unquantized, and the ops of
+    ``float_layers`` (the user's torch module paths: mixed precision) and their neighbours left in float."""
+
+    def __init__(self, float_layers: tuple[str, ...] = ()) -> None:
         super().__init__()
+        self.float_layers = tuple(float_layers)
         self.unquantized_integer_ops: list[str] = []  # filled by annotate, for the manifest
+        self.float_ops: list[str] = []                # filled by annotate: the nodes float_layers left float
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if self.global_config and not self.global_config.input_activation:
             return super().annotate(model)  # dynamic quantization observes weights only
         model = self._annotate_for_static_quantization_config(model)
         self.unquantized_integer_ops = drop_non_float_annotations(model)
+        if self.float_layers:
+            self.float_ops = drop_layer_annotations(model, self.float_layers)
         propagate_annotation(model)  # after the drop, so nothing shares an observer with a dropped op
         return model

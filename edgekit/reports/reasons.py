@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from edgekit.decision_records import Candidate, Decision, Deploy, NotScored, Skipped, TieBreak
 from edgekit.decisions import MEASURED_TIE, mixed_bases
-from edgekit.vocab import ReasonCode
+from edgekit.vocab import Precision, ReasonCode
 
 MEASURE_ON_DEVICE = "measure on the device"
 
@@ -69,6 +69,10 @@ def explain_candidate(c: Candidate, d: Decision) -> str:
     if c.reason is ReasonCode.TIED_LESS_ACCURATE and best is not None:
         return (f"within {MEASURED_TIE:.0%} of the chosen one's p50 ({c.p50_ms:.3f} vs {best.p50_ms:.3f} ms, "
                 f"{c.latency_source}) and {best.top1 - c.top1:.2f} pt less accurate")
+    if c.reason is ReasonCode.MIXED_NOT_FASTER:
+        fp32 = next((r for r in d.candidates if r.precision == Precision.FP32 and r.p50_ms is not None), None)
+        than = f" ({c.p50_ms:.3f} vs {fp32.p50_ms:.3f} ms)" if fp32 is not None and c.p50_ms is not None else ""
+        return f"INT8 with layers kept in float, not faster than the backend's FP32 file{than}: it buys nothing"
     if c.reason is ReasonCode.SLOWER and best is not None:
         return f"slower: p50 {c.p50_ms:.3f} ms vs {best.p50_ms:.3f} ms ({c.latency_source})"
     return c.detail

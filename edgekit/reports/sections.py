@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgekit.manifest import Manifest
+from edgekit.reports.mixed import mixed_lines
 from edgekit.reports.int8_debug import SECTION_COLUMNS, section_blocks
 from edgekit.reports.robustness import robustness_markdown
 from edgekit.reports.search import search_lines, search_table
@@ -167,6 +168,12 @@ def build_sections(manifest: Manifest) -> list[Section]:
         out.append(Section(f"selection-{i}", f"Precision selection: {d.backend}" + ("" if d.part == Part.WHOLE else f" ({d.part})"),
                            [f"Chosen: **{d.chosen}** — {explain_decision(d)}",
                             Table(f"selection-{i}", SELECTION_COLUMNS, selection_rows(d))]))
+    mixed = mixed_lines(manifest.artifacts)
+    if mixed:
+        out.append(Section("mixed", "Mixed precision", [
+            "`precision: auto` kept the layers most sensitive to INT8 in float where a plain INT8 file agreed with "
+            "the final model less than the bound asks (`compile.min_agreement`); such a file is chosen only when "
+            "it is faster than its backend's FP32 file.", "", *mixed]))
     for i, debug in enumerate(manifest.int8_debug or []):
         lines, rows = section_blocks(debug)
         out.append(Section(f"int8-debug-{i}", f"INT8 per layer: {debug.artifact}",
