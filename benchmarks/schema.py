@@ -125,7 +125,8 @@ def spread_of(values: list[Any]) -> Spread | None:
 def combine_runs(runs: list[tuple[int, "Measured"]]) -> "Measured":
     """Several seeds' measurements as one: each numeric metric's mean (what bars read) with its spread, the
     other metrics where all runs agree (else the list of them); rows matched by position, numeric cells that
-    differ between seeds become ``{mean, min, max}``; every run's metrics and rows kept in ``per_seed``."""
+    differ between seeds become ``{mean, min, max}`` (tables of different lengths: every seed's rows, marked);
+    every run's metrics and rows kept in ``per_seed``."""
     first = runs[0][1]
     if len(runs) == 1:
         return first.model_copy(update={"seeds": [runs[0][0]], "per_seed": [
@@ -140,8 +141,10 @@ def combine_runs(runs: list[tuple[int, "Measured"]]) -> "Measured":
             spreads[name], metrics[name] = spread, spread.mean
         else:
             metrics[name] = values[0] if all(v == values[0] for v in values) else values
-    rows = []
-    if all(len(m.rows) == len(first.rows) for _, m in runs):
+    rows: list[dict[str, Any]] = []
+    if not all(len(m.rows) == len(first.rows) for _, m in runs):   # tables that do not line up: each seed's own
+        rows = [{"seed": s, **row} for s, m in runs for row in m.rows]
+    else:
         for i, row in enumerate(first.rows):
             merged = {}
             for key in row:
