@@ -732,6 +732,7 @@ def compare(args: Settings) -> dict:
     interleave_latency(paths, x_test[:1], args.rounds, args.threads)
     results = raw_result(paths, teacher_path, args, ours)
     results["unreachable_budgets"] = unreachable
+    results["teacher_notes"] = {k: str(v) for k, v in (teacher.notes or {}).items()}
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
     return results
 
@@ -755,7 +756,8 @@ def _dominates(a: dict, b: dict) -> bool:
 
 def raw_result(paths: list[PathResult], teacher_path: Path, args: Settings, ours: dict) -> dict:
     """Every path's row (with its notes) and the run's settings."""
-    return {"family": args.family, "threads": args.threads, "rounds": args.rounds, "teacher": str(teacher_path),
+    return {"family": args.family, "seed": args.seed, "threads": args.threads, "rounds": args.rounds,
+            "teacher": str(teacher_path),
             "batch": 1, "test_images": 10000, "edgekit_recipe": ours, "only": args.only,
             "rows": [_row(p, paths[0].top1) for p in paths]}
 
@@ -803,6 +805,10 @@ def summarize_result(r: dict) -> Measured:
              f"like-for-like settings (from recipes/x86-cpu.yaml): {r['edgekit_recipe']}"
              + (f"; every path, the teacher included, trains {r['edgekit_recipe']['steps_per_epoch']} batches of 128 "
                 "per epoch" if r["edgekit_recipe"].get("steps_per_epoch") else "")]
+    teacher = r.get("teacher_notes") or {}
+    if teacher.get("weights"):
+        notes.append(f"teacher (seed {r.get('seed', 0)}): {teacher['weights']}"
+                     + (f", trained at {teacher['train_threads']} threads" if teacher.get("train_threads") else ""))
     split = [f"{row['path']}: {row['produce_minutes']:.1f} min, of which training {row['notes']['train_seconds'] / 60:.1f}"
              + "".join(f", {name.replace('_', ' ')} {sec:.0f} s" for name, sec in row["notes"].get("phases", {}).items())
              for row in r["rows"] if row["by"] == "edgekit" and row["notes"].get("train_seconds") is not None]
@@ -823,8 +829,8 @@ def summarize_result(r: dict) -> Measured:
     notes += [f"budget {u['budget_ms']:g} ms ({u['fraction']}): no candidate fits ({u['error']})" for u in unreachable]
     return Measured(rows=rows, metrics=metrics_of(r["rows"], unreachable), notes=notes,
                     details={"paths": {row["path"]: row["notes"] for row in r["rows"]},
-                             **{k: r[k] for k in ("family", "teacher", "edgekit_recipe", "wall_minutes",
-                                                  "unreachable_budgets") if k in r}})
+                             **{k: r[k] for k in ("family", "seed", "teacher", "teacher_notes", "edgekit_recipe",
+                                                  "wall_minutes", "unreachable_budgets") if k in r}})
 
 
 def plot(r: dict, path: Path) -> None:
