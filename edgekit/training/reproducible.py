@@ -19,6 +19,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+import torch.utils.deterministic
 
 
 def seed_everything(seed: int) -> None:
@@ -35,7 +36,8 @@ def reproducible(threads: int | None = None, cuda: bool = False) -> Iterator[int
     torch's current count, i.e. the cores); yields the thread count in force (what a report records)."""
     before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
               torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+              torch.utils.deterministic.fill_uninitialized_memory)
     if threads is not None:
         torch.set_num_threads(threads)
     if cuda:
@@ -43,12 +45,16 @@ def reproducible(threads: int | None = None, cuda: bool = False) -> Iterator[int
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode also fills every torch.empty with NaN, a memset per allocation: a guard against code
+    # that reads memory it never wrote, which training does not; off, for speed.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before[0])
         torch.use_deterministic_algorithms(before[1], warn_only=before[2])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[3], before[4]
+        torch.utils.deterministic.fill_uninitialized_memory = before[5]
 
 
 def seeded_model(source: str, num_classes: int, seed: int):
