@@ -17,7 +17,8 @@ def cell(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, dict) and {"mean", "min", "max"} <= set(value):   # a number over seeds (schema.Spread)
-        return f"{cell(value['mean'])} ({cell(value['min'])}–{cell(value['max'])})"
+        text = f"{cell(value['mean'])} ({cell(value['min'])}–{cell(value['max'])})"
+        return text + (f", {value['of_runs']} runs" if value.get("of_runs") else "")
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):

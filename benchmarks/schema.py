@@ -151,7 +151,11 @@ def combine_runs(runs: list[tuple[int, "Measured"]]) -> "Measured":
                 values = [m.rows[i].get(key) for _, m in runs]
                 spread = spread_of(values)
                 same = all(v == values[0] for v in values)
-                merged[key] = values[0] if same else spread.model_dump(exclude={"runs"}) if spread else values
+                present = [v for v in values if v is not None]
+                partial = spread_of(present) if len(present) < len(values) else None
+                merged[key] = (values[0] if same else spread.model_dump(exclude={"runs"}) if spread else
+                               {**partial.model_dump(exclude={"runs"}), "of_runs": f"{len(present)} of {len(values)}"}
+                               if partial else values)
             rows.append(merged)
     notes = list(dict.fromkeys(n for _, m in runs for n in m.notes))
     details = {**first.details, "per_seed_details": {str(s): m.details for s, m in runs}}
@@ -169,7 +173,7 @@ def judge(bars: dict[str, float | bool], metrics: dict[str, Any],
         s = (spread or {}).get(name[len(prefix):])
         worst = None if s is None else (s.min if prefix == "min_" else s.max if prefix == "max_" else None)
         value = metrics.get(name[len(prefix):])
-        if value is None:
+        if value is None or (prefix and not isinstance(value, (int, float))):   # missing, or runs that disagree
             met = False
         elif prefix == "min_":
             met = value >= threshold
