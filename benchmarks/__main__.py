@@ -33,6 +33,17 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2``."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. 0,1,2")
+    return seeds
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -43,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
                      "stored as <host>-quick, never over a full result")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one of the scenario's parameters (repeatable)")
+    run.add_argument("--seeds", type=parse_seeds, default=None, metavar="0,1,2",
+                     help="repeat over these seeds (mean, min-max and the worst run) [default: the scenario's seeds]")
     run.add_argument("--results", type=Path, default=RESULTS, help="results folder [default: benchmarks/results]")
     sub.add_parser("check", help="check every scenario's parameters against its runner (imports the runners)")
     index = sub.add_parser("index", help="rewrite the results index (README.md)")
@@ -68,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         table = load_scenarios()
         for s in table.scenarios:
-            runner.check_params(s)
+            runner.check_params(s, seeds=s.seeds)
             if s.quick is not None:
-                runner.check_params(s, quick=True)
+                runner.check_params(s, quick=True, seeds=s.seeds_for(True))
         print(f"{len(table.scenarios)} scenarios: parameters match their runners")
         return 0
     if args.list:
@@ -79,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.scenario:
         raise EdgekitError("run needs a scenario name", "python -m benchmarks run --list shows them")
     path = runner.run_scenario(args.scenario, args.quick, parse_set(args.overrides), args.results,
-                               command="python -m benchmarks " + shlex.join(argv))
+                               seeds=args.seeds, command="python -m benchmarks " + shlex.join(argv))
     result = load_result(path)
     missed = [b.name for b in result.bars if not b.met]
     print(f"{path} ({len(result.bars) - len(missed)} of {len(result.bars)} bars met"

@@ -11,10 +11,17 @@ from benchmarks.schema import Measured
 
 
 def run(work: Path, model: str | None = None, data: str | None = None, recipe: str | None = None,
-        target: str = "x86-cpu", threads: int | None = None) -> Measured:
+        target: str = "x86-cpu", threads: int | None = None, seed: int | None = None) -> Measured:
     """``model`` and ``data`` None: edgekit's built-in demo (its digits teacher). ``recipe`` None: the target's
-    own recipe. The bundle is kept in ``work``/bundle for a look afterwards."""
+    own recipe. ``seed``: the recipe's seed (what a scenario's ``seeds`` repeat over) [default: the recipe's].
+    The bundle is kept in ``work``/bundle for a look afterwards."""
     import edgekit
+
+    if seed is not None:
+        from edgekit.recipe import load_recipe
+        from edgekit.target import load_target
+
+        recipe = load_recipe(recipe or load_target(target).recipe).model_copy(update={"seed": seed})
 
     manifest = edgekit.compress(model, data, target=target, recipe=recipe, out=work / "bundle", force=True,
                                 threads=threads).manifest

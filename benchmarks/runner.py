@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.schema import (HERE, RESULTS, Host, Measured, Result, Scenario, judge, load_scenarios, now,
-                               save_result, stored_results)
+from benchmarks.schema import (HERE, RESULTS, Host, Measured, Result, Scenario, combine_runs, judge, load_scenarios,
+                               now, save_result, stored_results)
 from edgekit.errors import EdgekitError
 
 CACHE = HERE / "cache"
@@ -49,13 +49,15 @@ def runner_of(kind: str) -> Callable[..., Measured]:
     return getattr(importlib.import_module(module), function)
 
 
-def check_params(scenario: Scenario, quick: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def check_params(scenario: Scenario, quick: bool = False, overrides: dict[str, Any] | None = None,
+                 seeds: list[int] | None = None) -> dict[str, Any]:
     """The parameters the runner will get, checked against its signature before anything is measured (a typo
-    in scenarios.yaml or in --set fails here, not an hour into a run)."""
+    in scenarios.yaml or in --set fails here, not an hour into a run). A scenario that repeats over seeds needs
+    a runner that takes ``seed``."""
     params = {**scenario.params_for(quick), **(overrides or {})}
     signature = inspect.signature(runner_of(scenario.kind))
     try:
-        signature.bind(work=CACHE, **params)
+        signature.bind(work=CACHE, **params, **({"seed": 0} if seeds else {}))
     except TypeError as err:
         raise EdgekitError(f"scenario {scenario.name}: {err}",
                            f"the parameters of kind {scenario.kind} are: "
@@ -74,21 +76,39 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def measure(scenario: Scenario, work: Path, params: dict[str, Any], seeds: list[int] | None) -> Measured:
+    """One run of the scenario's runner, or one per seed combined (``combine_runs``: mean, min-max, worst)."""
+    run = runner_of(scenario.kind)
+    if not seeds:
+        return run(work=work, **params)
+    runs = []
+    for seed in seeds:
+        print(f"== {scenario.name}: seed {seed} ({len(runs) + 1} of {len(seeds)})", flush=True)
+        runs.append((seed, run(work=work, **params, seed=seed)))
+    return combine_runs(runs)
+
+
 def run_scenario(name: str, quick: bool = False, overrides: dict[str, Any] | None = None,
-                 results: Path = RESULTS, command: str = "") -> Path:
-    """Measures scenario ``name`` and stores its result and the index; returns the result's path."""
+                 results: Path = RESULTS, command: str = "", seeds: list[int] | None = None) -> Path:
+    """Measures scenario ``name`` and stores its result and the index; returns the result's path. ``seeds``
+    overrides the scenario's own (``--seeds 0,1,2``)."""
     table = load_scenarios()
     scenario = table.get(name)
-    params = check_params(scenario, quick, overrides)
+    seeds = seeds if seeds is not None else scenario.seeds_for(quick)
+    params = check_params(scenario, quick, overrides, seeds)
     work = CACHE / (scenario.name + ("-quick" if quick else ""))
     work.mkdir(parents=True, exist_ok=True)
-    measured = runner_of(scenario.kind)(work=work, **params)
+    measured = measure(scenario, work, params, seeds)
+    if quick and scenario.seeds and len(scenario.seeds) > 1:
+        measured.notes.insert(0, f"quick: seed {measured.seeds[0]} only (the full run repeats over seeds "
+                                 f"{', '.join(map(str, scenario.seeds))})")
     result = Result(scenario=scenario.name, description=scenario.description, kind=scenario.kind, quick=quick,
                     host=Host.here(), date=now(), commit=git_commit(),
                     command=command or f"python -m benchmarks run {name}" + (" --quick" if quick else ""),
                     params=params, rows=measured.rows, metrics=measured.metrics,
-                    bars=judge(scenario.bars, measured.metrics), seeds=measured.seeds, notes=measured.notes,
-                    details=measured.details)
+                    bars=judge(scenario.bars, measured.metrics, measured.spread), seeds=measured.seeds,
+                    notes=measured.notes, details=measured.details, spread=measured.spread,
+                    per_seed=measured.per_seed)
     path = save_result(result, results)
     write_index(results)
     return path

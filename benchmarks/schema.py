@@ -37,6 +37,15 @@ class Scenario(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     quick: dict[str, Any] | None = None
     bars: dict[str, float | bool] = Field(default_factory=dict)
+    # Repeats: the runner is called once per seed (its ``seed`` parameter) and every numeric metric is stored per
+    # seed and reported as the mean with its min-max; bars are judged on the mean, the worst run shown beside it.
+    # Why: one run per accuracy number cannot tell a better tool from a luckier run (issue 39: the same command
+    # trained teachers 3.2 points apart). ``--quick`` runs the first seed only, and says so.
+    seeds: list[int] | None = Field(None, min_length=1)
+
+    def seeds_for(self, quick: bool) -> list[int] | None:
+        """The seeds a run repeats over (None: one run, the runner's own seed)."""
+        return self.seeds[:1] if quick and self.seeds else self.seeds
 
     @field_validator("description")
     @classmethod
@@ -87,20 +96,84 @@ def load_scenarios(path: Path = SCENARIOS) -> ScenarioTable:
 
 
 class Bar(BaseModel):
-    """A named threshold as judged on one result."""
+    """A named threshold as judged on one result (on the mean over its seeds, where it repeats; ``worst`` is then
+    the worst single run in the bar's direction)."""
     name: str
     value: Any = None
     threshold: float | bool
     met: bool
+    worst: Any = None
 
 
-def judge(bars: dict[str, float | bool], metrics: dict[str, Any]) -> list[Bar]:
-    """Each bar of a scenario against the metrics a run measured; a metric the run did not produce fails."""
+class Spread(BaseModel):
+    """One number over a result's seeds: the mean, its range and each run's value (seed order)."""
+    mean: float
+    min: float
+    max: float
+    runs: list[float]
+
+
+def spread_of(values: list[Any]) -> Spread | None:
+    """The spread of one metric's values over the runs; None when any run has no number for it (a flag, a
+    name, a missing value: such a metric keeps its value when every run agrees)."""
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    floats = [float(v) for v in values]
+    return Spread(mean=round(sum(floats) / len(floats), 4), min=min(floats), max=max(floats), runs=floats)
+
+
+def combine_runs(runs: list[tuple[int, "Measured"]]) -> "Measured":
+    """Several seeds' measurements as one: each numeric metric's mean (what bars read) with its spread, the
+    other metrics where all runs agree (else the list of them); rows matched by position, numeric cells that
+    differ between seeds become ``{mean, min, max}`` (tables of different lengths: every seed's rows, marked);
+    every run's metrics and rows kept in ``per_seed``."""
+    first = runs[0][1]
+    if len(runs) == 1:
+        return first.model_copy(update={"seeds": [runs[0][0]], "per_seed": [
+            {"seed": runs[0][0], "metrics": first.metrics, "rows": first.rows}]})
+    metrics: dict[str, Any] = {}
+    spreads: dict[str, Spread] = {}
+    names = list(dict.fromkeys(k for _, m in runs for k in m.metrics))
+    for name in names:
+        values = [m.metrics.get(name) for _, m in runs]
+        spread = spread_of(values)
+        if spread is not None:
+            spreads[name], metrics[name] = spread, spread.mean
+        else:
+            metrics[name] = values[0] if all(v == values[0] for v in values) else values
+    rows: list[dict[str, Any]] = []
+    if not all(len(m.rows) == len(first.rows) for _, m in runs):   # tables that do not line up: each seed's own
+        rows = [{"seed": s, **row} for s, m in runs for row in m.rows]
+    else:
+        for i, row in enumerate(first.rows):
+            merged = {}
+            for key in row:
+                values = [m.rows[i].get(key) for _, m in runs]
+                spread = spread_of(values)
+                same = all(v == values[0] for v in values)
+                present = [v for v in values if v is not None]
+                partial = spread_of(present) if len(present) < len(values) else None
+                merged[key] = (values[0] if same else spread.model_dump(exclude={"runs"}) if spread else
+                               {**partial.model_dump(exclude={"runs"}), "of_runs": f"{len(present)} of {len(values)}"}
+                               if partial else values)
+            rows.append(merged)
+    notes = list(dict.fromkeys(n for _, m in runs for n in m.notes))
+    details = {**first.details, "per_seed_details": {str(s): m.details for s, m in runs}}
+    return Measured(rows=rows, metrics=metrics, details=details, seeds=[s for s, _ in runs], notes=notes,
+                    spread=spreads, per_seed=[{"seed": s, "metrics": m.metrics, "rows": m.rows} for s, m in runs])
+
+
+def judge(bars: dict[str, float | bool], metrics: dict[str, Any],
+          spread: dict[str, "Spread"] | None = None) -> list[Bar]:
+    """Each bar of a scenario against the metrics a run measured (the mean, over seeds); a metric the run did not
+    produce fails. ``worst``: the worst run's value in the bar's direction, where the metric has a spread."""
     out = []
     for name, threshold in bars.items():
         prefix = next((p for p in _BAR_PREFIXES if name.startswith(p)), "")
+        s = (spread or {}).get(name[len(prefix):])
+        worst = None if s is None else (s.min if prefix == "min_" else s.max if prefix == "max_" else None)
         value = metrics.get(name[len(prefix):])
-        if value is None:
+        if value is None or (prefix and not isinstance(value, (int, float))):   # missing, or runs that disagree
             met = False
         elif prefix == "min_":
             met = value >= threshold
@@ -108,7 +181,7 @@ def judge(bars: dict[str, float | bool], metrics: dict[str, Any]) -> list[Bar]:
             met = value <= threshold
         else:
             met = value == threshold
-        out.append(Bar(name=name, value=value, threshold=threshold, met=bool(met)))
+        out.append(Bar(name=name, value=value, threshold=threshold, met=bool(met), worst=worst))
     return out
 
 
@@ -157,6 +230,8 @@ class Measured(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    spread: dict[str, Spread] = Field(default_factory=dict)       # numeric metrics over seeds (combine_runs)
+    per_seed: list[dict[str, Any]] = Field(default_factory=list)   # each seed's own metrics and rows
 
 
 class Result(BaseModel):
@@ -177,6 +252,8 @@ class Result(BaseModel):
     seeds: list[int] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)
+    spread: dict[str, Spread] = Field(default_factory=dict)
+    per_seed: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def stem(self) -> str:

@@ -60,6 +60,7 @@ from edgekit.models import load_checkpoint, save_checkpoint
 from edgekit.models.complexity import count_macs
 from edgekit.runtime import interleaved_latency
 from edgekit.training.augment import random_crop_flip
+from edgekit.training.reproducible import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "cache" / "vs_peers"
@@ -214,9 +215,10 @@ STEP_CAP: int | None = None   # --steps-per-epoch (--quick: 20): batches per epo
 
 
 def fit(model: nn.Module, spec, data, epochs: int, teacher: nn.Module | None = None, lr: float = 0.05,
-        temperature: float = 4.0, alpha: float = 0.9) -> float:
+        temperature: float = 4.0, alpha: float = 0.9, seed: int = 0) -> float:
     """SGD + one-cycle, bf16 autocast where edgekit would use it (a CPU with native bf16, no depthwise convs),
-    channels_last: the same speed settings edgekit uses; KD when a teacher is given. Returns seconds."""
+    channels_last: the same speed settings edgekit uses; KD when a teacher is given. Seeded by ``seed`` (the
+    run's: shuffling, augmentation) as edgekit's stages are by the recipe's. Returns seconds."""
     from edgekit.training.batchnorm import needs_recalibration, recalibrate
     from edgekit.training.loop import TrainParams, use_bf16
 
@@ -224,15 +226,15 @@ def fit(model: nn.Module, spec, data, epochs: int, teacher: nn.Module | None = N
     # used emulated bf16 on AVX2-only CPUs, several times slower than the fp32 edgekit trained in there
     bf16 = use_bf16(TrainParams(bf16=True), model, "by hand")
     start = time.perf_counter()
-    torch.manual_seed(0)
-    loader = make_loader(data.train, 128, shuffle=True, seed=0, drop_last=True)
+    seed_everything(seed)
+    loader = make_loader(data.train, 128, shuffle=True, seed=seed, drop_last=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps = min(len(loader), STEP_CAP or len(loader))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps)
     model.to(memory_format=torch.channels_last).train()
     if teacher is not None:
         teacher.to(memory_format=torch.channels_last).eval()
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
         for step, (images, labels) in enumerate(loader):
             if step >= steps:
@@ -256,12 +258,12 @@ def fit(model: nn.Module, spec, data, epochs: int, teacher: nn.Module | None = N
     if teacher is not None:
         teacher.to(memory_format=torch.contiguous_format)
     if needs_recalibration(model):   # what an expert adds by hand for MobileNetV3's slow BatchNorm (README)
-        recalibrate(model, spec, data.train, 32, 0, batch_size=128)
+        recalibrate(model, spec, data.train, 32, seed, batch_size=128)
     return time.perf_counter() - start
 
 
 def pruned_trained(teacher, data, cache: Path, kind: str, epochs: int, macs: float, round_to: int | None,
-                   tag: str = "") -> tuple[nn.Module, float]:
+                   tag: str = "", seed: int = 0) -> tuple[nn.Module, float]:
     """Pruned + fine-tuned (kind 'ce') or distilled ('kd') copy of the teacher (a LoadedModel), and the
     seconds it took. Cached as an edgekit checkpoint (architecture + resized weights) because
     torch-pruning's own ``tp.state_dict`` pickles module objects, which ``torch.load(weights_only=True)``
@@ -274,7 +276,8 @@ def pruned_trained(teacher, data, cache: Path, kind: str, epochs: int, macs: flo
     model = prune_to(teacher.module, teacher.spec.input_shape, macs, round_to)
     print(f"  by hand: pruned to {count_macs(model, teacher.spec) / count_macs(teacher.module, teacher.spec):.1%} "
           f"of MACs; {kind} {epochs} epochs", flush=True)
-    fit(model, teacher.spec, data, epochs, teacher=copy.deepcopy(teacher.module) if kind == "kd" else None)
+    fit(model, teacher.spec, data, epochs, teacher=copy.deepcopy(teacher.module) if kind == "kd" else None,
+        seed=seed)
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(replace(teacher, module=model), path)
@@ -443,7 +446,7 @@ def wall_clock_abba(ours_row: PathResult, like_rows: list[PathResult], like_mode
         raise SystemExit(f"edgekit compress (default recipe, repeat) failed: {error}")
     second = json.loads((b2_bundle / "manifest.json").read_text())["deploy"]
     again, seconds = pruned_trained(teacher, data, cache, "kd", ours["epochs"], ours["macs"], ours["round_to"],
-                                    tag="-repeat")
+                                    tag="-repeat", seed=args.seed)
     out = cache / "like-for-like-repeat"
     out.mkdir(exist_ok=True)
     convert_start = time.perf_counter()
@@ -498,15 +501,19 @@ def latency_job(job: Path) -> None:
     (job.parent / "samples.json").write_text(json.dumps({name: lat[name]["samples_ms"] for name in runners}))
 
 
-# (teacher, epochs, bf16): bf16 autocast is several times slower for depthwise convolutions on CPU, so the
+# (teacher, bf16): bf16 autocast is several times slower for depthwise convolutions on CPU, so the
 # MobileNet teacher trains in fp32 (and, with torchvision's BatchNorm momentum of 0.01, reads near chance in
 # eval mode after a short training until its BN statistics are re-estimated: README). "resnet-large" is the
 # 557-MMAC ResNet-18 at 32 px: big enough that MACs, not the runtimes' per-call overhead, set its latency
 # (what the 1/4 and 1/8 budgets and the 2x bar need; the 29-MMAC teacher's pruned students stop at ONNX
 # Runtime's ~0.1 ms floor), at ~19x the training cost: 103 min for all its paths with --steps-per-epoch 100
 # on a 2-core Zen 4, several hours with full epochs.
-FAMILIES = {"resnet": ("builtin:resnet18_28", 3, True), "mobilenet": ("builtin:mobilenetv3s_32", 3, False),
-            "resnet-large": ("builtin:resnet18_32", 3, True)}
+FAMILIES = {"resnet": ("builtin:resnet18_28", True), "mobilenet": ("builtin:mobilenetv3s_32", False),
+            "resnet-large": ("builtin:resnet18_32", True)}
+# Teachers train until their validation accuracy stops rising (issue 39: "Δ vs teacher" against a converged
+# model, as users bring one, not a 3-epoch one): at most this many epochs, stopping after this many without a
+# new best, the best epoch kept. Cached per family, seed and machine kind (benchmarks/_teacher.py).
+TEACHER_MAX_EPOCHS, TEACHER_PATIENCE = 30, 3
 # The student list each budget run gives --budget-student: the small CIFAR-style ResNets at the teacher's
 # input (grey 28 px, or 3-channel 32 px). They are random init, so the search takes one only where no pruned
 # teacher fits (the 1/8 budget of resnet-large: 0.2 ms, where 5% of the MACs ran at 0.28 ms on the Xeon).
@@ -532,18 +539,23 @@ def edgekit_recipe_settings() -> dict:
             "epochs": int(stages["distill"]["epochs"])}
 
 
-def capped_recipe(cache: Path, steps: int, epochs: int | None) -> Path:
-    """The x86-cpu recipe with its KD epochs capped at ``steps`` batches (the cap every path trains under), and
-    ``epochs`` KD epochs where given (--quick)."""
+def run_recipe(cache: Path, steps: int | None, epochs: int | None, seed: int) -> Path | None:
+    """The x86-cpu recipe with the run's seed, its KD epochs capped at ``steps`` batches (the cap every path
+    trains under) where given, and ``epochs`` KD epochs where given (--quick); None: the recipe as it ships
+    (seed 0, no cap)."""
     import yaml
 
     from edgekit.recipe import recipe_files
 
+    if not steps and not epochs and not seed:
+        return None
     data = yaml.safe_load(recipe_files()["x86-cpu"].read_text())
+    data["seed"] = seed
     for stage in data["stages"]:
-        if "distill" in stage:
-            stage["distill"].update({"min_steps": None, "max_steps_per_epoch": steps, **({"epochs": epochs} if epochs else {})})
-    path = cache / f"x86-cpu-s{steps}.yaml"
+        if "distill" in stage and (steps or epochs):
+            stage["distill"].update({"min_steps": None, **({"max_steps_per_epoch": steps} if steps else {}),
+                                     **({"epochs": epochs} if epochs else {})})
+    path = cache / f"x86-cpu-s{steps or 'full'}-seed{seed}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -561,11 +573,12 @@ class Settings:
     only: str | None = None
     single_wall: bool = False
     quick: bool = False
+    seed: int = 0                     # the teacher's, the by-hand paths' and edgekit's recipe's
 
 
 def run(work: Path, family: str = "resnet", teacher: str | None = None, threads: int = 1, rounds: int = 20,
         peer_epochs: int = 2, fresh: bool = False, steps_per_epoch: int | None = None, only: str | None = None,
-        single_wall: bool = False, quick: bool = False) -> Measured:
+        single_wall: bool = False, quick: bool = False, seed: int = 0) -> Measured:
     """The kind ``vs_peers``. ``family``: resnet, mobilenet or resnet-large. ``threads``: for latency and accuracy;
     1 by default: at 2 threads on a 2-core host the interleaved harness (sessions of three runtimes in one
     process) read an ONNX Runtime file at twice the time its own bundle profiled. ``steps_per_epoch``: cap every
@@ -574,15 +587,18 @@ def run(work: Path, family: str = "resnet", teacher: str | None = None, threads:
     path of edgekit's own settings and edgekit's default recipe only (no peers' defaults, no budgets).
     ``single_wall``: produce the like-for-like pair once (default: by hand, edgekit, edgekit, by hand, and the
     mean of each: the host's drift cancels). ``quick``: a smoke run, 20 batches per epoch and 1 epoch everywhere
-    (numbers mean nothing). Trained paths and bundles are cached in benchmarks/cache/vs_peers/ (``fresh``: redo)."""
+    (numbers mean nothing). ``seed``: one run's seed, for its teacher (trained until its validation accuracy stops
+    rising, cached per seed and machine kind), the by-hand paths and edgekit's recipe; the suite repeats a run over
+    the scenario's ``seeds`` (``--seeds 0,1,2``) and reports each number's mean, min-max and worst run. Trained
+    paths and bundles are cached in benchmarks/cache/vs_peers/<family>...-seed<seed>/ (``fresh``: redo)."""
     if family not in FAMILIES:
         raise EdgekitError(f"unknown vs_peers family {family!r}", f"one of {', '.join(sorted(FAMILIES))}")
     if only not in (None, "like-for-like"):
         raise EdgekitError(f"only: {only!r} is not a subset vs_peers knows", "only: like-for-like, or leave it out")
     args = Settings(family, Path(teacher) if teacher else None, threads, rounds, peer_epochs, fresh, steps_per_epoch,
-                    only, single_wall, quick)
+                    only, single_wall, quick, seed)
     results = compare(args)
-    plot(results, work / "vs_peers.svg")
+    plot(results, work / f"vs_peers-seed{seed}.svg")
     return summarize_result(results)
 
 
@@ -592,14 +608,18 @@ def compare(args: Settings) -> dict:
     if args.quick:
         args.steps_per_epoch, args.peer_epochs = 20, 1
     STEP_CAP = args.steps_per_epoch
-    cache = CACHE / (args.family + (f"-s{STEP_CAP}" if STEP_CAP else "") + ("-quick" if args.quick else ""))
+    cache = CACHE / (args.family + (f"-s{STEP_CAP}" if STEP_CAP else "") + ("-quick" if args.quick else "")
+                     + f"-seed{args.seed}")
     if args.fresh and cache.exists():
         shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    source, teacher_epochs, fast = FAMILIES[args.family]
-    teacher_path = args.teacher or teacher_checkpoint(source, epochs=teacher_epochs, steps=STEP_CAP, fast=fast)
+    source, fast = FAMILIES[args.family]
+    teacher_path = args.teacher or (
+        teacher_checkpoint(source, epochs=1, steps=STEP_CAP, fast=fast, seed=args.seed) if args.quick else
+        teacher_checkpoint(source, epochs=TEACHER_MAX_EPOCHS, steps=STEP_CAP, fast=fast, seed=args.seed,
+                           patience=TEACHER_PATIENCE))
     teacher = load_checkpoint(teacher_path)
     spec, module = teacher.spec, teacher.module.eval()
     shape = tuple(spec.input_shape)
@@ -655,7 +675,7 @@ def compare(args: Settings) -> dict:
     if args.only == "like-for-like":
         settings = [s for s in settings if s[-1] == "like-for-like"]
     for label, kind, epochs, macs, round_to, by in settings:
-        pruned, seconds = pruned_trained(teacher, data, cache, kind, epochs, macs, round_to)
+        pruned, seconds = pruned_trained(teacher, data, cache, kind, epochs, macs, round_to, seed=args.seed)
         startup = by_hand_startup_seconds()
         seconds += startup
         out = cache / f"pruned{macs:g}-r{round_to or 0}-{kind}-e{epochs}"
@@ -682,7 +702,8 @@ def compare(args: Settings) -> dict:
         paths += rows
 
     print("edgekit compress -t x86-cpu (default recipe, then latency budgets)", flush=True)
-    recipe = ["-r", str(capped_recipe(cache, STEP_CAP, 1 if args.quick else None))] if STEP_CAP else []
+    recipe_file = run_recipe(cache, STEP_CAP, 1 if args.quick else None, args.seed)
+    recipe = ["-r", str(recipe_file)] if recipe_file else []
     bundle, seconds, error = edgekit_bundle(cache, "default", teacher_path, args.threads, args.fresh, *recipe)
     if bundle is None:
         raise SystemExit(f"edgekit compress (default recipe) failed: {error}")
@@ -699,8 +720,9 @@ def compare(args: Settings) -> dict:
             unreachable.append({"budget_ms": budget, "fraction": f"1/{k}", "error": error,
                                 "minutes": round(seconds / 60, 1)})
             continue
-        paths.append(edgekit_path(bundle, seconds, args.threads,
-                                  f"edgekit --latency-budget-ms {budget:g} (1/{k} of teacher OV INT8)"))
+        # the label names the fraction, not the milliseconds (the budget_ms column has them): rows of several
+        # seeds, whose teachers time differently, line up by label
+        paths.append(edgekit_path(bundle, seconds, args.threads, f"edgekit --latency-budget-ms 1/{k} of teacher OV INT8"))
 
     print("accuracy on the full test split, through each runtime", flush=True)
     with torch_threads(args.threads):
@@ -710,6 +732,7 @@ def compare(args: Settings) -> dict:
     interleave_latency(paths, x_test[:1], args.rounds, args.threads)
     results = raw_result(paths, teacher_path, args, ours)
     results["unreachable_budgets"] = unreachable
+    results["teacher_notes"] = {k: str(v) for k, v in (teacher.notes or {}).items()}
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
     return results
 
@@ -718,7 +741,8 @@ def _row(p: PathResult, teacher_top1: float) -> dict:
     row = {"path": p.name, "by": p.by, "top1": round(p.top1, 2), "delta_vs_teacher": round(p.top1 - teacher_top1, 2),
            "p50_ms": round(float(np.percentile(p.samples_ms, 50)), 4),
            "p90_ms": round(float(np.percentile(p.samples_ms, 90)), 4), "mb": round(p.bytes / 1e6, 3),
-           "mmacs": round(p.macs / 1e6, 2), "produce_minutes": round(p.produce_seconds / 60, 1),
+           "mmacs": round(p.macs / 1e6, 2), "budget_ms": p.notes.get("budget_ms"),
+           "produce_minutes": round(p.produce_seconds / 60, 1),
            "produce_seconds": round(p.produce_seconds, 1), "notes": p.notes}
     if p.notes.get("manifest_delta_vs_teacher") is not None:   # edgekit: the manifest's own input-reference Δ
         row["delta_vs_teacher_here"] = row["delta_vs_teacher"]
@@ -732,7 +756,8 @@ def _dominates(a: dict, b: dict) -> bool:
 
 def raw_result(paths: list[PathResult], teacher_path: Path, args: Settings, ours: dict) -> dict:
     """Every path's row (with its notes) and the run's settings."""
-    return {"family": args.family, "threads": args.threads, "rounds": args.rounds, "teacher": str(teacher_path),
+    return {"family": args.family, "seed": args.seed, "threads": args.threads, "rounds": args.rounds,
+            "teacher": str(teacher_path),
             "batch": 1, "test_images": 10000, "edgekit_recipe": ours, "only": args.only,
             "rows": [_row(p, paths[0].top1) for p in paths]}
 
@@ -772,13 +797,18 @@ def metrics_of(rows: list[dict], unreachable: list[dict]) -> dict:
 def summarize_result(r: dict) -> Measured:
     """The raw result as a stored one: the table without the per-path notes (kept in details), the metrics, and
     where edgekit's minutes went and the ABBA wall clock as notes."""
-    columns = ("path", "by", "top1", "delta_vs_teacher", "p50_ms", "p90_ms", "mb", "mmacs", "produce_minutes")
+    columns = ("path", "by", "top1", "delta_vs_teacher", "p50_ms", "p90_ms", "mb", "mmacs", "budget_ms",
+               "produce_minutes")
     rows = [{k: row.get(k) for k in columns} for row in r["rows"]]
     notes = [f"{r['threads']} thread(s), batch 1; teacher `{Path(r['teacher']).name}`; Fashion-MNIST, full "
              f"{r['test_images']} test images; latency interleaved over {r['rounds']} rounds in a fresh process; "
              f"like-for-like settings (from recipes/x86-cpu.yaml): {r['edgekit_recipe']}"
              + (f"; every path, the teacher included, trains {r['edgekit_recipe']['steps_per_epoch']} batches of 128 "
                 "per epoch" if r["edgekit_recipe"].get("steps_per_epoch") else "")]
+    teacher = r.get("teacher_notes") or {}
+    if teacher.get("weights"):
+        notes.append(f"teacher (seed {r.get('seed', 0)}): {teacher['weights']}"
+                     + (f", trained at {teacher['train_threads']} threads" if teacher.get("train_threads") else ""))
     split = [f"{row['path']}: {row['produce_minutes']:.1f} min, of which training {row['notes']['train_seconds'] / 60:.1f}"
              + "".join(f", {name.replace('_', ' ')} {sec:.0f} s" for name, sec in row["notes"].get("phases", {}).items())
              for row in r["rows"] if row["by"] == "edgekit" and row["notes"].get("train_seconds") is not None]
@@ -799,8 +829,8 @@ def summarize_result(r: dict) -> Measured:
     notes += [f"budget {u['budget_ms']:g} ms ({u['fraction']}): no candidate fits ({u['error']})" for u in unreachable]
     return Measured(rows=rows, metrics=metrics_of(r["rows"], unreachable), notes=notes,
                     details={"paths": {row["path"]: row["notes"] for row in r["rows"]},
-                             **{k: r[k] for k in ("family", "teacher", "edgekit_recipe", "wall_minutes",
-                                                  "unreachable_budgets") if k in r}})
+                             **{k: r[k] for k in ("family", "seed", "teacher", "teacher_notes", "edgekit_recipe",
+                                                  "wall_minutes", "unreachable_budgets") if k in r}})
 
 
 def plot(r: dict, path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.render import render_result
 from benchmarks.runner import KINDS, check_params
-from benchmarks.schema import RESULTS, Host, Result, judge, load_result, load_scenarios
+from benchmarks.schema import RESULTS, Host, Measured, Result, combine_runs, judge, load_result, load_scenarios
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,9 +36,36 @@ def test_list_names_every_scenario_of_the_table():
 def test_every_scenario_is_wired_to_a_runner_that_takes_its_parameters():
     for scenario in load_scenarios().scenarios:
         assert scenario.kind in KINDS, scenario.name
-        check_params(scenario)
+        check_params(scenario, seeds=scenario.seeds)
         if scenario.quick is not None:
-            check_params(scenario, quick=True)
+            check_params(scenario, quick=True, seeds=scenario.seeds_for(True))
+
+
+def test_accuracy_scenarios_of_edgekit_vs_peers_and_the_demo_repeat_over_three_seeds_quick_over_one():
+    table = load_scenarios()
+    for name in ("digits-demo", "fashion-mnist-fp32", "vs-peers-resnet", "vs-peers-mobilenet", "vs-peers-resnet-large"):
+        scenario = table.get(name)
+        assert scenario.seeds and len(scenario.seeds) >= 3, name
+        assert scenario.quick is None or scenario.seeds_for(True) == scenario.seeds[:1]
+
+
+def test_repeats_are_judged_on_the_mean_with_the_worst_run_and_rendered_as_mean_and_range():
+    """Three seeds of a run: each number's mean is what a bar reads, its min-max and each run are kept, the
+    worst run is the one in the bar's direction, and the page and its table show mean (min–max)."""
+    runs = [(seed, Measured(rows=[{"path": "edgekit", "top1": top1}], metrics={"top1": top1, "p50_ratio": ratio,
+                                                                              "deployed": "onnxruntime-int8"}))
+            for seed, top1, ratio in ((0, 90.0, 1.00), (1, 91.0, 1.10), (2, 92.0, 0.96))]
+    combined = combine_runs(runs)
+    assert combined.seeds == [0, 1, 2] and combined.metrics["top1"] == 91.0
+    assert combined.metrics["deployed"] == "onnxruntime-int8" and len(combined.per_seed) == 3
+    assert combined.spread["top1"].runs == [90.0, 91.0, 92.0]
+    bars = judge({"min_top1": 90.5, "max_p50_ratio": 1.05}, combined.metrics, combined.spread)
+    assert [(b.met, b.worst) for b in bars] == [(True, 90.0), (True, 1.10)]
+    result = Result(scenario="s", description="d", kind="compress", host=Host(cpu="cpu"), date="2026-12-06",
+                    command="c", rows=combined.rows, metrics=combined.metrics, bars=bars, seeds=combined.seeds,
+                    spread=combined.spread, per_seed=combined.per_seed)
+    page = render_result(result)
+    assert "| edgekit | 91 (90–92) |" in page and "seeds: 0, 1, 2" in page and "worst run" in page
 
 
 def test_bad_input_is_one_line_and_exit_2():

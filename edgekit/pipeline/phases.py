@@ -240,6 +240,10 @@ def run_stages(model: LoadedModel, data: DataSplits, recipe: Recipe, target: Tar
     for index, entry in enumerate(recipe.stages):
         stage_cls = STAGES.get(entry.name)
         params = stage_cls.Params(**entry.params)
+        if recipe.seed and "seed" in type(params).model_fields and "seed" not in entry.params:
+            # the recipe's seed reaches the stage's training (shuffling, augmentation), not only the global RNGs:
+            # ``train`` reseeds from its own ``seed``, so without this every recipe seed trained the same model
+            params = params.model_copy(update={"seed": recipe.seed})
         key = stage_cache_key(model, teacher_hash, index, entry.name, params.model_dump(mode="json"),
                               data_fingerprint, recipe.seed)
         params_before, macs_before = count_params(model.module), count_macs(model.module, model.spec)

@@ -32,6 +32,7 @@ from edgekit.training import batchnorm, distributed
 from edgekit.training.augment import random_crop_flip
 from edgekit.training.device import cpu_state_dict, current_device, module_device, to_cpu
 from edgekit.training.evaluate import evaluate_module
+from edgekit.training.reproducible import reproducible, seed_everything
 from edgekit.vocab import Amp
 
 
@@ -78,6 +79,9 @@ class TrainParams(BaseModel):
                                         "lag the weights, and eval-mode accuracy after a short training can be "
                                         "near chance]")
     seed: int = 0
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads while training [default: torch's "
+                                "own, the cores]. The count sets how float sums split, so the same seed gives the "
+                                "same weights only at the same count; the report records it")
 
 
 class Objective(Protocol):
@@ -162,6 +166,8 @@ class TrainReport(BaseModel):
     precision: str = "fp32"
     images_per_s: float = 0.0
     max_memory_mb: float | None = None   # CUDA: torch.cuda.max_memory_allocated during this training
+    threads: int | None = None           # torch intra-op threads it trained with (same seed + count: same weights)
+    seed: int | None = None
 
 
 def uses_channels_last(params: TrainParams, device: torch.device) -> bool:
@@ -182,9 +188,10 @@ def train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPara
     if checkpoint_dir is not None and distributed.is_main():
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         guard = held(checkpoint_dir / ".lock")
-    with guard:
-        return _train(model, spec, data, params, objective, description, checkpoint_dir, resume, trainable,
-                      sampler, extra_modules)
+    with guard, reproducible(params.threads, current_device().type == "cuda") as threads:
+        report = _train(model, spec, data, params, objective, description, checkpoint_dir, resume, trainable,
+                        sampler, extra_modules)
+    return report.model_copy(update={"threads": threads, "seed": params.seed})
 
 
 def _train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainParams,
@@ -209,7 +216,7 @@ def _train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPar
     train_ds = train_ds if per_item_augment else data.train
     if is_distributed and sampler is None:
         sampler = distributed.distributed_sampler(train_ds, params.seed)
-    torch.manual_seed(params.seed)
+    seed_everything(params.seed)
     objective = objective or cross_entropy(params.label_smoothing)
     gen = torch.Generator().manual_seed(params.seed)
     cuda = device.type == "cuda"
