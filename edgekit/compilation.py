@@ -231,7 +231,8 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
                 unit.artifacts.append(artifact)
             if unit.part == Part.WHOLE and not unit.artifacts:
                 raise nothing_built(unit)
-            if auto and unit.part == Part.WHOLE and recipe.compile.max_float_layers > 0:
+            wants_mixed = auto or recipe.compile.min_agreement is not None   # an agreement floor asked for
+            if wants_mixed and unit.part == Part.WHOLE and recipe.compile.max_float_layers > 0:
                 add_mixed(unit, request, out_dir, data, recipe, bound, threads)
             time_unit(unit, out_dir, recipe.profile, threads)
             attach_mixed_costs(unit.artifacts)
@@ -252,8 +253,8 @@ def compile_all(units: list[CompileUnit], data: DataSplits, recipe: Recipe, out_
 
 def add_mixed(unit: CompileUnit, request: CompileRequest, out_dir: Path, data: DataSplits, recipe: Recipe,
               bound: float, threads: int) -> None:
-    """``precision: auto``: per backend with an INT8 and an FP32 file that run here, a mixed INT8/float file when
-    the INT8 one misses the accuracy bound on the validation split (``edgekit.mixed_precision``)."""
+    """``precision: auto`` or a ``min_agreement`` floor: per backend with an INT8 and an FP32 file that run here, a
+    mixed INT8/float file when the INT8 one misses the bound on the validation split (``edgekit.mixed_precision``)."""
     pairs = []
     for backend in dict.fromkeys(a.backend for a in unit.artifacts):
         if not BACKENDS.get(backend).mixed:

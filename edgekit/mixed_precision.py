@@ -114,13 +114,18 @@ def ranked_layers(fp32: Artifact, int8: Artifact, out_dir: Path, images: np.ndar
     """The INT8 file's layers (torch module paths), most sensitive first: lowest per-layer SQNR against the FP32
     file of the same backend (``edgekit.quant_debug``), and what the ranking was measured on. Ops outside any
     module (path ``""``) cannot be named to a backend and are left out."""
+    from edgekit.models.layer_names import within
     from edgekit.quant_debug import compare_files
 
     options = {"layout": int8.layout} if int8.runtime == Runtime.LITERT else {}
     report = compare_files(int8.runtime, out_dir / fp32.path, out_dir / int8.path, images[:RANK_IMAGES],
                            threads=threads, **options)
     worst = report.worst(len(report.layers))
-    ranked = list(dict.fromkeys(layer.layer for layer in worst if layer.layer))
+    measured = {layer.layer for layer in report.layers}
+    # A module holding every measured layer (the root, or a wrapper such as a .pt2 program's, whose ops a backend
+    # could not name any deeper) is the whole model: keeping it in float is the FP32 file, not mixed precision.
+    ranked = [name for name in dict.fromkeys(layer.layer for layer in worst if layer.layer)
+              if not all(within(other, name) for other in measured)]
     first = report.divergence.layer if report.divergence is not None else None
     return ranked, {"measure": "per-layer SQNR vs the FP32 file (edgekit.quant_debug)", "images": report.images,
                     "first_divergence": first,
@@ -149,6 +154,11 @@ def search_mixed(model: LoadedModel, fp32: Artifact, int8: Artifact, request: Co
     ui.info(f"[bold]mixed precision[/bold] {int8.name}: agreement {before['top1_agreement']:.2f}%, drop "
             f"{before['drop']:+.2f} pt on validation: out of bounds, ranking its layers by SQNR")
     ranked, ranking = ranked_layers(fp32, int8, out_dir, val.images, threads)
+    if not ranked:
+        int8.meta["agreement_check"]["mixed"] = {"ranking": ranking, "tries": []}
+        ui.warn(f"mixed precision {int8.name}: its ops carry no module names below the whole model, so no layer "
+                "can be kept in float on its own; no mixed file")
+        return None
     backend = BACKENDS.get(int8.backend)()
     tries: list[dict] = []
     artifact: Artifact | None = None
