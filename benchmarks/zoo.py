@@ -62,6 +62,10 @@ EXECUTORCH_STEPS = [("rpi4", "executorch")]
 PRECISIONS = ("fp32", "int8")
 MEMORY_LIMIT_GB = 12.0
 TIMEOUT_S = 1500
+# The share of a model's wall-clock cap its pruning may take: pruning's own time bound (edgekit.pruning.bounds,
+# scaled to the model) is lowered to it, so that a cap shorter than that bound ends pruning with "time bound
+# reached, model kept" and leaves time to compile, instead of the sweep killing the model mid-prune.
+PRUNE_SHARE_OF_CAP = 0.4
 
 
 def write_images(root: Path = IMAGES, classes: int = 6, per_class: int = 12) -> Path:
@@ -99,9 +103,9 @@ def parse_steps(steps: list[str] | str | None) -> list[tuple[str, str]]:
     return [tuple(item.strip().split("/", 1)) for item in items]  # type: ignore[misc]
 
 
-def run_one(source: str, px: int, steps: list[tuple[str, str]] | None = None) -> dict:
+def run_one(source: str, px: int, steps: list[tuple[str, str]] | None = None, cap: float | None = None) -> dict:
     """Everything for one model, in this process (the child): load, prune, then each (target, backend) of
-    ``steps`` (default ``STEPS``) at each precision."""
+    ``steps`` (default ``STEPS``) at each precision. ``cap``: the sweep's wall-clock cap for this model (s)."""
     import shutil
     import tempfile
 
@@ -130,7 +134,15 @@ def run_one(source: str, px: int, steps: list[tuple[str, str]] | None = None) ->
         row["macs_before"] = count_macs(model.module, model.spec)
         if reparameterize(model.module):
             model.notes[NOTE] = "yes"
-        result = structured_prune(model.module, model.spec, StructuredPlan(target="macs", value=0.5))
+        bound = None   # pruning's own default, unless the cap is shorter than it allows
+        if cap:
+            from edgekit.models.complexity import count_params
+            from edgekit.pruning.bounds import default_seconds
+
+            if default_seconds(row["macs_before"], count_params(model.module)) > PRUNE_SHARE_OF_CAP * cap:
+                bound = PRUNE_SHARE_OF_CAP * cap
+        result = structured_prune(model.module, model.spec, StructuredPlan(target="macs", value=0.5,
+                                                                           max_seconds=bound))
         row["macs_after"] = count_macs(model.module, model.spec)
         row["prune"] = {k: result[k] for k in ("macs_fraction", "target_met", "steps_taken")}
         row["prune"]["auto_ignored"] = len(result["auto_ignored"])
@@ -213,7 +225,8 @@ def run_isolated(source: str, px: int, timeout: float, memory_gb: float, steps: 
     LOGS.mkdir(parents=True, exist_ok=True)
     log = open(LOGS / (source.split("?")[0].replace(":", "_") + ".log"), "w")
     proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "benchmarks.zoo", "--child", source,
-                             str(px), str(out)] + (["--steps", ",".join(steps)] if steps else []), env=env, cwd=ROOT.parent, stdout=log, stderr=log)
+                             str(px), str(out), "--cap", str(timeout)]
+                            + (["--steps", ",".join(steps)] if steps else []), env=env, cwd=ROOT.parent, stdout=log, stderr=log)
     start, peak, why = time.time(), 0.0, None
     while proc.poll() is None:
         time.sleep(1)
@@ -296,6 +309,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--steps", help=argparse.SUPPRESS)   # the child's (target/backend,...) list
+    parser.add_argument("--cap", type=float, help=argparse.SUPPRESS)   # the child's wall-clock cap (s)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--failed", action="store_true", help="rerun models whose last row is not a pass")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S)
@@ -308,7 +322,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         source, px, out = args.child
-        row = run_one(source, int(px), parse_steps(args.steps))
+        row = run_one(source, int(px), parse_steps(args.steps), args.cap)
         Path(out).write_text(json.dumps(row, default=str))
         return
     if args.sample:
