@@ -35,7 +35,10 @@ def run(work: Path, only: list[str] | None = None, failed: bool = False, timeout
                 and (not failed or not (s in rows and all(zoo.passes(rows[s], t, pairs) for t in targets)))]
     for source, px in selected:
         print(f"== {source} ({px} px)", flush=True)
-        rows[source] = zoo.run_isolated(source, px, timeout_s, memory_gb, steps)
+        row = zoo.run_isolated(source, px, timeout_s, memory_gb, steps)
+        if store.is_file():   # another invocation on the same work folder may have added rows meanwhile
+            rows.update({r["model"]: r for r in json.loads(store.read_text())})
+        rows[source] = row
         store.write_text(json.dumps(list(rows.values()), indent=1, default=str))
     order = [s for s, _, _ in zoo.MODELS] + [s for s in rows if s not in {m for m, _, _ in zoo.MODELS}]
     return summarize([rows[s] for s in order if s in rows], pairs)
