@@ -56,9 +56,16 @@ _ordered = sorted(ISSUE, key=lambda m: (next((i for i, k in enumerate(FIRST) if 
 MODELS = ([(s, px, True) for s, px in _ordered if "swin_t" not in s] + [(s, px, False) for s, px in MORE]
           + [(s, px, True) for s, px in _ordered if "swin_t" in s])
 STEPS = [("x86-cpu", "openvino"), ("x86-cpu", "onnxruntime"), ("rpi4", "tflite"), ("rpi4", "onnxruntime")]
+# The ExecuTorch column (issue 40): a step of its own, run by an interpreter that has ExecuTorch (the extra
+# ``edgekit[executorch]`` is not in ``[all]``), as the scenario ``zoo-executorch``.
+EXECUTORCH_STEPS = [("rpi4", "executorch")]
 PRECISIONS = ("fp32", "int8")
 MEMORY_LIMIT_GB = 12.0
 TIMEOUT_S = 1500
+# The share of a model's wall-clock cap its pruning may take: pruning's own time bound (edgekit.pruning.bounds,
+# scaled to the model) is lowered to it, so that a cap shorter than that bound ends pruning with "time bound
+# reached, model kept" and leaves time to compile, instead of the sweep killing the model mid-prune.
+PRUNE_SHARE_OF_CAP = 0.4
 
 
 def write_images(root: Path = IMAGES, classes: int = 6, per_class: int = 12) -> Path:
@@ -88,8 +95,17 @@ def _error_line(err: BaseException) -> str:
     return line[:400] if isinstance(err, EdgekitError) else f"TRACEBACK {type(err).__name__}: {line[:300]}"
 
 
-def run_one(source: str, px: int) -> dict:
-    """Everything for one model, in this process (the child)."""
+def parse_steps(steps: list[str] | str | None) -> list[tuple[str, str]]:
+    """``["rpi4/executorch", ...]`` (or one comma-separated string) as (target, backend) pairs; none = ``STEPS``."""
+    if not steps:
+        return list(STEPS)
+    items = steps.split(",") if isinstance(steps, str) else steps
+    return [tuple(item.strip().split("/", 1)) for item in items]  # type: ignore[misc]
+
+
+def run_one(source: str, px: int, steps: list[tuple[str, str]] | None = None, cap: float | None = None) -> dict:
+    """Everything for one model, in this process (the child): load, prune, then each (target, backend) of
+    ``steps`` (default ``STEPS``) at each precision. ``cap``: the sweep's wall-clock cap for this model (s)."""
     import shutil
     import tempfile
 
@@ -118,7 +134,15 @@ def run_one(source: str, px: int) -> dict:
         row["macs_before"] = count_macs(model.module, model.spec)
         if reparameterize(model.module):
             model.notes[NOTE] = "yes"
-        result = structured_prune(model.module, model.spec, StructuredPlan(target="macs", value=0.5))
+        bound = None   # pruning's own default, unless the cap is shorter than it allows
+        if cap:
+            from edgekit.models.complexity import count_params
+            from edgekit.pruning.bounds import default_seconds
+
+            if default_seconds(row["macs_before"], count_params(model.module)) > PRUNE_SHARE_OF_CAP * cap:
+                bound = PRUNE_SHARE_OF_CAP * cap
+        result = structured_prune(model.module, model.spec, StructuredPlan(target="macs", value=0.5,
+                                                                           max_seconds=bound))
         row["macs_after"] = count_macs(model.module, model.spec)
         row["prune"] = {k: result[k] for k in ("macs_fraction", "target_met", "steps_taken")}
         row["prune"]["auto_ignored"] = len(result["auto_ignored"])
@@ -141,11 +165,12 @@ def run_one(source: str, px: int) -> dict:
     cal = draw_calibration(data.train, model.spec, 32, seed=0)
     root = Path(tempfile.mkdtemp(prefix="zoo-"))
     try:
-        for target_name, backend in STEPS:
+        for target_name, backend in steps or STEPS:
             target = load_target(target_name)
             for precision in PRECISIONS:
                 key = f"{target_name}/{backend}/{precision}"
-                if key == "rpi4/onnxruntime/fp32":  # the same exporter and file as x86-cpu's: not rebuilt
+                if key == "rpi4/onnxruntime/fp32" and "x86-cpu/onnxruntime/fp32" in row["stages"]:
+                    # the same exporter and file as x86-cpu's: not rebuilt
                     row["stages"][key] = {**row["stages"]["x86-cpu/onnxruntime/fp32"], "note": "same file as x86-cpu"}
                     continue
                 t1 = time.perf_counter()
@@ -162,6 +187,8 @@ def run_one(source: str, px: int) -> dict:
                         "max_abs_logit_diff": float(np.abs(logits - reference).max()),
                         "p50_ms": round(lat["p50_ms"], 3), "seconds": round(time.perf_counter() - t1, 1),
                         "kept_float": art.meta.get("kept_float")}
+                    if "portable_ops" in art.meta:   # ExecuTorch: ops left on its portable kernels
+                        row["stages"][key]["portable_ops"] = art.meta["portable_ops"]
                 except BaseException as err:  # noqa: BLE001
                     row["stages"][key] = {"status": _error_line(err), "seconds": round(time.perf_counter() - t1, 1)}
                 print(key, row["stages"][key], file=sys.stderr, flush=True)
@@ -186,8 +213,9 @@ def _rss_gb(pid: int) -> float:
     return total / 1e6
 
 
-def run_isolated(source: str, px: int, timeout: float, memory_gb: float) -> dict:
-    """The child process for one model; a kill (memory, time) becomes a one-line result."""
+def run_isolated(source: str, px: int, timeout: float, memory_gb: float, steps: list[str] | None = None) -> dict:
+    """The child process for one model (``steps`` as ``parse_steps`` takes them; default ``STEPS``); a kill
+    (memory, time) becomes a one-line result."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT.parent), "PYTHONWARNINGS": "ignore",
            # edgekit's own guard fails pruning with a one-line error before the sweep's kill limit
@@ -197,7 +225,8 @@ def run_isolated(source: str, px: int, timeout: float, memory_gb: float) -> dict
     LOGS.mkdir(parents=True, exist_ok=True)
     log = open(LOGS / (source.split("?")[0].replace(":", "_") + ".log"), "w")
     proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "benchmarks.zoo", "--child", source,
-                             str(px), str(out)], env=env, cwd=ROOT.parent, stdout=log, stderr=log)
+                             str(px), str(out), "--cap", str(timeout)]
+                            + (["--steps", ",".join(steps)] if steps else []), env=env, cwd=ROOT.parent, stdout=log, stderr=log)
     start, peak, why = time.time(), 0.0, None
     while proc.poll() is None:
         time.sleep(1)
@@ -227,19 +256,22 @@ def _cell(stage) -> str:
         return "ok" if stage == "ok" else stage.replace("|", "/")
     if stage["status"] != "ok":
         return stage["status"].replace("|", "/")
-    return f"ok {stage['agreement']:.0f}% {stage['p50_ms']:.2f}ms"
+    portable = sum((stage.get("portable_ops") or {}).values())
+    return f"ok {stage['agreement']:.0f}% {stage['p50_ms']:.2f}ms" + (f", {portable} ops portable" if portable else "")
 
 
-def passes(row: dict, target: str) -> bool:
-    """Prune + FP32 and INT8 built and run on every backend of ``target``, FP32 agreement >= 99%."""
+def passes(row: dict, target: str, steps: list[tuple[str, str]] | None = None, agreement: float | None = 99) -> bool:
+    """Prune + FP32 and INT8 built and run on every backend of ``target`` (among ``steps``, default ``STEPS``),
+    FP32 agreement >= ``agreement`` % (None: built and run is enough)."""
     if row["stages"].get("prune") != "ok":
         return False
-    for t, backend in STEPS:
+    for t, backend in steps or STEPS:
         if t != target:
             continue
         for p in PRECISIONS:
             s = row["stages"].get(f"{t}/{backend}/{p}")
-            if not isinstance(s, dict) or s["status"] != "ok" or (p == "fp32" and s["agreement"] < 99):
+            if not isinstance(s, dict) or s["status"] != "ok" or (
+                    p == "fp32" and agreement is not None and s["agreement"] < agreement):
                 return False
     return True
 
@@ -276,6 +308,8 @@ def write_results(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", help=argparse.SUPPRESS)   # the child's (target/backend,...) list
+    parser.add_argument("--cap", type=float, help=argparse.SUPPRESS)   # the child's wall-clock cap (s)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--failed", action="store_true", help="rerun models whose last row is not a pass")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S)
@@ -288,7 +322,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         source, px, out = args.child
-        row = run_one(source, int(px))
+        row = run_one(source, int(px), parse_steps(args.steps), args.cap)
         Path(out).write_text(json.dumps(row, default=str))
         return
     if args.sample:

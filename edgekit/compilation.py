@@ -484,7 +484,8 @@ def time_unit(unit: CompileUnit, out_dir: Path, settings: ProfileSettings, threa
 def _estimated_latency(unit: CompileUnit, artifact: Artifact) -> dict:
     """The unit's own roofline estimate as its latency (so ``precision: auto`` can rank TensorRT)."""
     try:
-        est = estimate_module(unit.model.module, unit.model.spec, unit.target, artifact.precision)
+        est = estimate_module(unit.model.module, unit.model.spec, unit.target, artifact.precision,
+                              backend=artifact.backend)
     except Exception:  # noqa: BLE001 - no estimate: auto then cannot rank this candidate ("not measured")
         return {}
     return {"latency": {"p50_ms": est["latency_ms"], "batch": est.get("batch", 1), "measured": "estimated",

@@ -19,6 +19,19 @@ class InputConstraints(BaseModel):
     layout: Literal["NCHW", "NHWC"] = "NCHW"
 
 
+class BackendFigures(BaseModel):
+    """Estimator figures of one backend whose kernels reach the device's peak differently from the target's
+    runtime (e.g. ExecuTorch next to LiteRT on a Pi), from that backend's own published latencies: the same
+    keys as ``DeviceFigures``, laid over them (missing keys fall back to the device's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    published_ms: dict[str, float] = Field(default_factory=dict)
+    runtime_efficiency: dict[str, float] = Field(default_factory=dict)
+    layer_overhead_us: float | None = None
+    precision_efficiency: dict[str, dict[str, float]] = Field(default_factory=dict)
+    calibrated_on: str | None = None
+
+
 class DeviceFigures(BaseModel):
     model_config = ConfigDict(extra="allow")
     cpu: str | None = None
@@ -38,6 +51,21 @@ class DeviceFigures(BaseModel):
     # solved from its published INT8/FP pair). Missing keys fall back to runtime_efficiency.
     precision_efficiency: dict[str, dict[str, float]] = Field(default_factory=dict)
     calibrated_on: str | None = None
+    # Per backend (``executorch``): its own figures where its published numbers differ from the runtime's.
+    backends: dict[str, BackendFigures] = Field(default_factory=dict)
+
+    def for_backend(self, backend: str | None) -> "DeviceFigures":
+        """These figures with ``backend``'s own laid over them (itself when the backend has none)."""
+        own = self.backends.get(backend or "")
+        if own is None:
+            return self
+        precision = {p: {**self.precision_efficiency.get(p, {}), **own.precision_efficiency.get(p, {})}
+                     for p in {*self.precision_efficiency, *own.precision_efficiency}}
+        return self.model_copy(update={
+            "published_ms": own.published_ms, "precision_efficiency": precision,
+            "runtime_efficiency": {**self.runtime_efficiency, **own.runtime_efficiency},
+            "layer_overhead_us": own.layer_overhead_us if own.layer_overhead_us is not None else self.layer_overhead_us,
+            "calibrated_on": own.calibrated_on or self.calibrated_on, "backends": {}})
 
 
 class Target(BaseModel):

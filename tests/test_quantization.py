@@ -289,6 +289,29 @@ def test_tflite_int8_above_the_floor_is_litert_torchs_own_quantization(tmp_path,
     assert ours.sha256 == theirs.sha256                # same file, byte for byte
 
 
+class _L2Normalized(nn.Module):
+    """``F.normalize`` over channels, as SwiftFormer's additive attention does: LiteRT fuses it into one
+    L2_NORMALIZATION op, whose int8 kernel accepts only the output scale 1/128; the mean after it is a
+    same-scale op, where a fixed 1/128 scale alone saturated the logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 8, 3), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.normalize(self.conv(x).flatten(2).transpose(1, 2), dim=-1).mean(1))
+
+
+def test_tflite_int8_l2_normalization_runs_in_float_and_loads(tmp_path, teacher, calibration):
+    torch.manual_seed(0)
+    model = LoadedModel(_L2Normalized().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    # was: the file failed to load, "l2norm.cc:61 output->params.scale != (1. / 128.)"
+    art, got, want = _int8_logits(model, calibration, tmp_path)
+    assert art.meta["ops"].get("L2_NORMALIZATION") == 1
+    assert any("L2 normalization" in f for f in art.meta["graph_fixes"])
+    assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()
+
+
 class _Svd(nn.Module):
     def __init__(self):
         super().__init__()

@@ -128,3 +128,25 @@ def test_a_random_draw_passes_or_fails_in_one_line(tmp_path):
     assert seed in (day, date_seed()) and measured.metrics["models"] == len(measured.rows) == 4
     bad = {r["model"]: failure_kind(r) for r in measured.details["models"] if failure_kind(r) not in (None, "error")}
     assert not bad, f"seed {seed}: {bad}"
+
+
+def test_executorch_column_counts_what_built_and_ran():
+    """The zoo's ExecuTorch column (scenario zoo-executorch): a model counts toward its bar when ExecuTorch
+    FP32 and INT8 both built and ran; cells say how many ops stayed on the portable kernels."""
+    from benchmarks import zoo, zoo_suite
+
+    steps = zoo.parse_steps(["rpi4/executorch"])
+    assert steps == [("rpi4", "executorch")] and zoo.parse_steps(None) == zoo.STEPS
+    ok = {"status": "ok", "agreement": 100.0, "p50_ms": 1.0}
+    built = {"model": zoo.ISSUE[0][0], "input": 64, "stages": {
+        "prune": "ok", "rpi4/executorch/fp32": {**ok, "portable_ops": {"aten.native_layer_norm": 3}},
+        "rpi4/executorch/int8": {**ok, "agreement": 50.0, "portable_ops": {}}}}
+    broken = {"model": zoo.ISSUE[1][0], "input": 64, "stages": {
+        "prune": "ok", "rpi4/executorch/fp32": ok,
+        "rpi4/executorch/int8": {"status": "ExecuTorch PT2E quantization failed", "seconds": 1.0}}}
+    measured = zoo_suite.summarize([built, broken], steps)
+    assert measured.metrics["issue_built_rpi4_executorch"] == 1
+    assert measured.metrics["issue_pass_rpi4"] == 1            # FP32 agreement >= 99 on the one that built
+    row = measured.rows[0]
+    assert row["rpi4 executorch fp32"] == "ok 100% 1.00ms, 3 ops portable" and "x86-cpu openvino fp32" not in row
+    assert measured.rows[1]["rpi4 executorch int8"].startswith("ExecuTorch PT2E")

@@ -96,6 +96,9 @@ class Tflite(Backend):
             if quantizer.unquantized_integer_ops:
                 fixes.append(f"{len(quantizer.unquantized_integer_ops)} op(s) on integer tensors (index "
                              f"arithmetic, e.g. {quantizer.unquantized_integer_ops[0]}) left unquantized")
+            if quantizer.l2_normalizations:
+                fixes.append(f"{len(quantizer.l2_normalizations)} L2 normalization(s) left in float (LiteRT's int8 "
+                             "L2_NORMALIZATION takes only output scale 1/128)")
             with torch.no_grad():
                 for i in range(len(request.calibration)):  # exported with batch 1
                     prepared(torch.from_numpy(request.calibration[i:i + 1]).permute(0, 2, 3, 1).contiguous())

@@ -23,6 +23,15 @@ encoding, ``2 * torch.div(arange, 2, rounding_mode='floor')``, whose scalar the 
 into an int64 constant. Integer and bool tensors are indices and masks, not activations: the ops on
 them stay unquantized. A graph without such ops is annotated exactly as before (any observed integer
 tensor made calibration fail, so no graph that quantized before changes).
+
+L2 normalization. The converter fuses ``x / max(||x||_2, eps)`` (``F.normalize``: ``linalg_vector_norm`` ->
+``clamp_min`` -> ``expand_as`` -> ``div``) into one L2_NORMALIZATION op, whose int8 kernel accepts only the
+output scale 1/128 (zero point 0, tflite/kernels/l2norm.cc): a calibrated scale fails at load time (seen:
+SwiftFormer's additive attention). Giving the division that fixed scale is not enough: the converter carries
+it on through same-scale ops (a MEAN after it) while the next layer's bias was quantized with the calibrated
+scale, and the logits saturate (measured). So the division's output stays float: DEQUANTIZE, a float
+L2_NORMALIZATION, QUANTIZE where the next quantized op reads it. The rule reads the graph (a division by the
+2-norm of its own numerator), not the architecture.
 """
 
 from __future__ import annotations
@@ -101,6 +110,44 @@ def drop_non_float_annotations(gm: torch.fx.GraphModule) -> list[str]:
 WRAPPER = "wrapped."   # litert_torch.to_channel_last_io holds the user's model as ``wrapped``
 
 
+# What may stand between a 2-norm and the division by it (eps clamp, broadcast, reshape) in an exported graph.
+_NORM_PASSTHROUGH = frozenset({"clamp_min", "clamp", "expand", "expand_as", "view", "reshape", "_unsafe_view"})
+
+
+def _aten_name(node: torch.fx.Node) -> str:
+    """An aten op's name without its overload (``div`` for ``aten.div.Tensor``); other targets' own name."""
+    return str(getattr(node.target, "_opname", None) or getattr(node.target, "__name__", node.target))
+
+
+def l2_normalized(node: torch.fx.Node) -> bool:
+    """``node`` divides a tensor by its own L2 norm (what the converter fuses into L2_NORMALIZATION)."""
+    if node.op != "call_function" or _aten_name(node) != "div" or len(node.args) < 2:
+        return False
+    numerator, denominator = node.args[0], node.args[1]
+    while isinstance(denominator, torch.fx.Node) and _aten_name(denominator) in _NORM_PASSTHROUGH:
+        denominator = denominator.args[0]
+    if not isinstance(denominator, torch.fx.Node) or _aten_name(denominator) != "linalg_vector_norm":
+        return False
+    order = denominator.args[1] if len(denominator.args) > 1 else denominator.kwargs.get("ord", 2)
+    return denominator.args[0] is numerator and float(order) == 2.0
+
+
+def float_l2_normalizations(gm: torch.fx.GraphModule) -> list[str]:
+    """Leaves each L2-normalizing division's output in float (its consumers take it unquantized), so LiteRT
+    runs L2_NORMALIZATION in float; returns those divisions' names."""
+    fixed = []
+    for node in gm.graph.nodes:
+        if not l2_normalized(node):
+            continue
+        node.meta.pop("quantization_annotation", None)
+        for user in node.users:
+            user_annotation = user.meta.get("quantization_annotation")
+            if user_annotation is not None:
+                user_annotation.input_qspec_map.pop(node, None)
+        fixed.append(node.name)
+    return fixed
+
+
 def module_path(node: torch.fx.Node) -> str | None:
     """The user's torch module path of an exported node (its innermost ``nn_module_stack`` entry, without the
     NHWC wrapper's ``wrapped.``); None for a node made outside any module."""
@@ -162,12 +209,14 @@ class FloatOnlyPT2EQuantizer(PT2EQuantizer):
         self.float_layers = tuple(float_layers)
         self.unquantized_integer_ops: list[str] = []  # filled by annotate, for the manifest
         self.float_ops: list[str] = []                # filled by annotate: the nodes float_layers left float
+        self.l2_normalizations: list[str] = []        # L2-normalizing divisions left in float
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if self.global_config and not self.global_config.input_activation:
             return super().annotate(model)  # dynamic quantization observes weights only
         model = self._annotate_for_static_quantization_config(model)
         self.unquantized_integer_ops = drop_non_float_annotations(model)
+        self.l2_normalizations = float_l2_normalizations(model)
         if self.float_layers:
             self.float_ops = drop_layer_annotations(model, self.float_layers)
         propagate_annotation(model)  # after the drop, so nothing shares an observer with a dropped op

@@ -32,7 +32,10 @@ and for each element-wise or data-movement op (``EPILOGUE_OPS``, ``LOOKUP_OPS``,
   (targets/*.yaml ``device``); ``runtime_efficiency`` (the fraction of peak a runtime reaches on dense
   and on depthwise convolutions), ``layer_overhead_us`` (per-layer dispatch cost) and the per-element
   costs are calibrated: on this host by ``benchmarks/estimator_accuracy.py`` against ONNX Runtime
-  measurements, on devices from their published latencies (see each target file).
+  measurements, on devices from their published latencies (see each target file). A backend with its
+  own published device latencies (ExecuTorch on a Raspberry Pi: Arm's numbers) has its own figures in the
+  target file (``device.backends.<name>``, laid over the device's); an artifact is estimated with its
+  backend's.
 
 Everything this module returns is labelled ``estimated`` and carries the model that produced it.
 """
@@ -122,9 +125,11 @@ class DeviceModel:
     ns_per_element: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_target(cls, target: Target, precision: str, threads: int | None = None) -> "DeviceModel":
-        """``threads`` below the target's count scales peak ops/s down (peak figures are for all cores)."""
-        dev = target.device
+    def from_target(cls, target: Target, precision: str, threads: int | None = None,
+                    backend: str | None = None) -> "DeviceModel":
+        """``threads`` below the target's count scales peak ops/s down (peak figures are for all cores);
+        ``backend``'s own figures (``device.backends``), where the target file has them, replace the device's."""
+        dev = target.device.for_backend(backend)
         if precision not in dev.peak_gops or not dev.memory_bandwidth_gbps:
             raise EdgekitError(f"target {target.name} has no peak_gops for {precision} or no memory_bandwidth_gbps",
                                "add them to the target's device section to get estimates")
@@ -162,10 +167,13 @@ def roofline_ms(costs: list[LayerCost], device: DeviceModel, batch: int = 1) -> 
     return {"latency_ms": total * 1e3, "compute_bound_fraction": compute_bound / total if total else 0.0}
 
 
-def estimate(costs: list[LayerCost], target: Target, precision: str, batch: int = 1) -> dict:
-    device = DeviceModel.from_target(target, precision, target.threads)
+def estimate(costs: list[LayerCost], target: Target, precision: str, batch: int = 1,
+             backend: str | None = None) -> dict:
+    device = DeviceModel.from_target(target, precision, target.threads, backend)
     result = roofline_ms(costs, device, batch)
+    own = backend in target.device.backends
     return {"kind": "estimated", "target": target.name, "precision": precision, "batch": batch,
+            **({"backend": backend} if own else {}),
             "latency_ms": round(result["latency_ms"], 4),
             "compute_bound_fraction": round(result["compute_bound_fraction"], 3),
             "model": "roofline (per-layer MACs and bytes; peak ops/s, bandwidth, runtime efficiency)",
@@ -173,8 +181,9 @@ def estimate(costs: list[LayerCost], target: Target, precision: str, batch: int 
             "device_figures": {k: v for k, v in asdict(device).items() if k != "name"}}
 
 
-def estimate_module(module: nn.Module, spec: ModelSpec, target: Target, precision: Precision, batch: int = 1) -> dict:
-    return estimate(layer_costs(module, spec), target, precision, batch)
+def estimate_module(module: nn.Module, spec: ModelSpec, target: Target, precision: Precision, batch: int = 1,
+                    backend: str | None = None) -> dict:
+    return estimate(layer_costs(module, spec), target, precision, batch, backend)
 
 
 def estimate_for_bundle(manifest, bundle: Path, artifact) -> dict:
@@ -194,7 +203,7 @@ def estimate_for_bundle(manifest, bundle: Path, artifact) -> dict:
 
         part = dict(zip((Part.HEAD, Part.TAIL), split_parts(model)))[artifact.part]
         module, spec = part.module, part.spec
-    return estimate_module(module, spec, manifest.target, artifact.precision)
+    return estimate_module(module, spec, manifest.target, artifact.precision, backend=artifact.backend)
 
 
 def fit_efficiency(samples: list[tuple[list[LayerCost], float]], base: DeviceModel) -> dict:
@@ -242,24 +251,33 @@ PUBLISHED_KEY = re.compile(r"^(?P<model>.+)_(?P<size>\d+)_(?P<precision>fp32|fp1
 
 def published_checks(targets: list[Target] | None = None) -> list[dict]:
     """The estimate against every published latency in the target files (``published_ms`` keys are
-    ``<torchvision model>_<size>_<precision>``): the per-device error, and which precision it ranks faster."""
-    import torchvision
-
+    ``<torchvision model>_<size>_<precision>``, the device's and each backend's own): the per-device error,
+    and which precision it ranks faster."""
     from edgekit.target import list_targets
 
     checks = []
     for target in targets or list_targets():
-        for key, published in target.device.published_ms.items():
-            m = PUBLISHED_KEY.match(key)
-            if not m or m["precision"] not in target.device.peak_gops:
-                continue
-            size = int(m["size"])
-            module = torchvision.models.get_model(m["model"], weights=None, num_classes=1000).eval()
-            spec = ModelSpec(input_shape=(3, size, size), num_classes=1000)
-            est = estimate(layer_costs(module, spec), target, m["precision"])["latency_ms"]
-            checks.append({"target": target.name, "check": f"{m['model']} {size} px", "precision": m["precision"],
-                           "published_ms": published, "estimated_ms": round(est, 3),
-                           "error_pct": round((est / published - 1) * 100, 1)})
+        for backend in (None, *target.device.backends):
+            checks += _published_checks(target, backend)
+    return checks
+
+
+def _published_checks(target: Target, backend: str | None) -> list[dict]:
+    import torchvision
+
+    checks = []
+    for key, published in target.device.for_backend(backend).published_ms.items():
+        m = PUBLISHED_KEY.match(key)
+        if not m or m["precision"] not in target.device.peak_gops:
+            continue
+        size = int(m["size"])
+        module = torchvision.models.get_model(m["model"], weights=None, num_classes=1000).eval()
+        spec = ModelSpec(input_shape=(3, size, size), num_classes=1000)
+        est = estimate(layer_costs(module, spec), target, m["precision"], backend=backend)["latency_ms"]
+        checks.append({"target": target.name, **({"backend": backend} if backend else {}),
+                       "check": f"{m['model']} {size} px", "precision": m["precision"],
+                       "published_ms": published, "estimated_ms": round(est, 3),
+                       "error_pct": round((est / published - 1) * 100, 1)})
     return checks
 
 
@@ -273,6 +291,6 @@ def attach_estimates(artifacts: list, model, target: Target) -> None:
             continue
         try:
             costs = costs if costs is not None else layer_costs(model.module, model.spec)
-            artifact.metrics["estimate"] = estimate(costs, target, artifact.precision)
+            artifact.metrics["estimate"] = estimate(costs, target, artifact.precision, backend=artifact.backend)
         except EdgekitError as err:
             artifact.metrics["estimate"] = {"kind": "estimated", "error": str(err)}

@@ -124,6 +124,20 @@ def left_alone_lines(manifest: Manifest) -> list[str]:
     return lines
 
 
+def portable_lines(manifest: Manifest) -> list[str]:
+    """Per ExecuTorch artifact, the operators that did not lower to XNNPACK and run on ExecuTorch's portable
+    (reference) kernels (``meta.portable_ops``): where its latency may go (users ask, executorch #1340)."""
+    lines = []
+    for a in manifest.artifacts:
+        ops = a.meta.get("portable_ops")
+        if ops is None:
+            continue
+        listed = ", ".join(f"`{op}` x{n}" for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
+        lines.append(f"- {a.name}: " + (f"{sum(ops.values())} op(s) on portable kernels: {listed}" if ops
+                                        else "every operator lowered to XNNPACK"))
+    return lines
+
+
 def build_sections(manifest: Manifest) -> list[Section]:
     out = [Section("headline", "Headline", headline(manifest)),
            Section("summary", "Summary", summary_lines(manifest)),
@@ -145,6 +159,9 @@ def build_sections(manifest: Manifest) -> list[Section]:
                     [f"Accuracy and latency are measured through each artifact's own runtime (batch "
                      f"{manifest.recipe.profile.batch}); 'on target' is the latency decisions use, with its basis.",
                      Table("artifacts", ARTIFACT_COLUMNS, artifact_rows(manifest))])]
+    portable = portable_lines(manifest)
+    if portable:
+        out.append(Section("portable", "Not lowered to XNNPACK (ExecuTorch portable kernels)", portable))
     split = split_markdown(manifest)
     if split:
         out.append(Section("split", "Split (head on the device, tail on the server)", blocks_from_markdown(split, "split")))
