@@ -252,7 +252,8 @@ def run(work: Path, n: int = 40, seed: int | None = None, source: str = "all", t
     """The kind ``zoo_sample``: a draw of ``n`` architectures (``seed`` None: the date's, so a scheduled run
     meets models no list names) through prune + FP32/INT8 on x86-cpu and rpi4."""
     seed = date_seed() if seed is None else seed
-    return summarize(*run_sample(n, seed, source, timeout_s, memory_gb, work), seed)
+    rows, left_out = run_sample(n, seed, source, timeout_s, memory_gb, work)
+    return summarize(rows, seed, left_out)
 
 
 def print_sample(rows: list[dict], seed: int, left_out: list[dict]) -> None:
