@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from bundle_fixture import RECIPE
 from conftest import run_cli
@@ -191,3 +192,24 @@ def test_a_kind_no_sample_contains_gets_its_memory_floor_not_a_guess():
     floor = 1 / (10.0 * fit["runtime_efficiency"]["memory"])      # ns per element: 1 byte at 10 GB/s
     assert fit["lookup_ns"] == pytest.approx(floor, rel=1e-3) and fit["epilogue_ns"] == pytest.approx(floor, rel=1e-3)
     assert fit["elementwise_ns"] != pytest.approx(floor, rel=0.05)   # the kind the samples have is fitted
+
+
+def test_a_pt2_program_is_estimated_like_the_module_it_was_exported_from(tmp_path):
+    """A torch.export program calls aten ops directly (no Conv2d/Linear modules for hooks to see): its rpi4
+    estimate must be the one of the module it came from, not 0 ms."""
+    import torch.nn as nn
+
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, stride=4, padding=1, groups=16),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 10)).eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 32, 32),), dynamic_shapes=({0: batch},)), path)
+    program = load_model(str(path), input_size=(32, 32))
+    target = load_target("rpi4")
+    from_program = layer_costs(program.module, program.spec)
+    from_module = layer_costs(net, program.spec)
+    assert sum(c.macs for c in from_program) == sum(c.macs for c in from_module) > 0
+    assert {c.kind for c in from_program if c.macs} == {"dense", "depthwise", "linear"}
+    for precision in ("fp32", "int8"):
+        got = estimate(from_program, target, precision)["latency_ms"]
+        assert got > 0 and got == pytest.approx(estimate(from_module, target, precision)["latency_ms"], rel=1e-6)

@@ -74,6 +74,47 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+_POOL_OPS = frozenset({"avg_pool2d", "max_pool2d", "max_pool2d_with_indices", "adaptive_avg_pool2d",
+                       "_adaptive_avg_pool2d", "adaptive_max_pool2d"})
+
+
+class _ComputeRecorder(TorchDispatchMode):
+    """Records every convolution, matrix product and pooling at the aten level as (kind, MACs, weights, input +
+    output elements): the layers of a model whose compute is not in ``nn.Conv2d``/``nn.Linear`` modules (a
+    ``torch.export`` program's module calls aten ops directly, so module hooks see nothing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, int, int, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name == "convolution" and isinstance(out, torch.Tensor):
+            x, w, groups = args[0], args[1], int(args[8])
+            kind = "depthwise" if groups > 1 and groups == x.shape[1] else "dense"
+            macs = out.numel() * w.shape[1] * w[0, 0].numel()
+            self.calls.append((kind, int(macs), w.numel(), x.numel() + out.numel()))
+        elif name in _POOL_OPS and isinstance(out, torch.Tensor):
+            self.calls.append(("pool", 0, 0, args[0].numel() + out.numel()))
+        elif name in ("addmm", "mm") and isinstance(out, torch.Tensor):
+            a, b = (args[1], args[2]) if name == "addmm" else (args[0], args[1])
+            self.calls.append(("linear", int(a.shape[0] * a.shape[1] * b.shape[1]), b.numel(), a.numel() + out.numel()))
+        return out
+
+
+def compute_calls(module: nn.Module, spec: ModelSpec) -> list[tuple[str, int, int, int]]:
+    """Every convolution / matrix product / pooling of one batch-1 eval forward pass, in call order."""
+    was_training = module.training
+    recorder = _ComputeRecorder()
+    try:
+        with torch.no_grad(), recorder:
+            module.eval()(torch.zeros(1, *spec.input_shape))
+    finally:
+        module.train(was_training)
+    return recorder.calls
+
+
 @torch.no_grad()
 def count_macs(module: nn.Module, spec: ModelSpec, per_layer: bool = False) -> int | tuple[int, dict[str, int]]:
     """Total MACs for one image; with ``per_layer`` also {module path: MACs} for leaf-ish modules.

@@ -51,7 +51,7 @@ import numpy as np
 import torch.nn as nn
 
 from edgekit.errors import EdgekitError
-from edgekit.models.complexity import count_macs, layer_io_shapes, op_calls
+from edgekit.models.complexity import compute_calls, count_macs, layer_io_shapes, op_calls
 from edgekit.spec import ModelSpec
 from edgekit.target import Target
 from edgekit.vocab import Part, Precision
@@ -89,7 +89,7 @@ class LayerCost:
 def layer_costs(module: nn.Module, spec: ModelSpec) -> list[LayerCost]:
     """Per-layer MACs, weights and activation sizes at batch 1 (forward hooks + torch's FLOP counter),
     then one ``epilogue`` / ``lookup`` / ``elementwise`` entry per call of such an op (torch's dispatcher)."""
-    _, macs = count_macs(module, spec, per_layer=True)
+    total_macs, macs = count_macs(module, spec, per_layer=True)
     shapes = layer_io_shapes(module, spec, (nn.Conv2d, nn.Linear, *POOLS))
     sizes = {name: sum(math.prod(i) for i in ins) + (math.prod(out) if out is not None else 0)
              for name, (ins, out) in shapes.items()}
@@ -105,6 +105,10 @@ def layer_costs(module: nn.Module, spec: ModelSpec) -> list[LayerCost]:
             kind = "pool"
         costs.append(LayerCost(name, kind, int(macs.get(name, 0)), sum(p.numel() for p in m.parameters(recurse=False)),
                                sizes[name]))
+    if not any(c.macs for c in costs) and total_macs:
+        # the compute is in functional calls (a .pt2 program), not in Conv2d/Linear modules: cost it per aten call
+        costs = [LayerCost(f"{kind}#{i}", kind, macs_i, weights, elements)
+                 for i, (kind, macs_i, weights, elements) in enumerate(compute_calls(module, spec))]
     for i, (op, inputs, output) in enumerate(op_calls(module, spec, frozenset(OP_KINDS))):
         costs.append(LayerCost(f"{op}#{i}", OP_KINDS[op], 0, 0, inputs + output))
     return costs
