@@ -244,7 +244,8 @@ def run(work: Path, targets: tuple[str, ...] | list[str] = ("x86-cpu",), litert_
         tfl = litert_default(paths["model"], calibration, peers)
         seconds["litert-torch PT2E"] = round(time.perf_counter() - start, 1)
         candidates.append(("litert-torch PT2EQuantizer (README defaults)", {"runtime": "litert", "path": tfl.name,
-                                                                            "layout": "NCHW"}, peers, None, False))
+                                                                            "layout": "NCHW", "metrics": {}},
+                           peers, None, False))
 
     rows: list[dict[str, Any]] = [{"tool": "PyTorch (reference)", "backend": "torch", "precision": "fp32",
                                    "agreement": 100.0, "top1_photos": _pct(pytorch20 == y20),
@@ -255,11 +256,14 @@ def run(work: Path, targets: tuple[str, ...] | list[str] = ("x86-cpu",), litert_
         runner = _session(art, root, threads)
         p120, p20 = _predict(runner, x120), _predict(runner, x20)
         key = f"{tool} | {art.get('name', art['runtime'])}"
-        rows.append({"tool": tool, "backend": art["runtime"],
-                     "precision": art.get("precision", "int8"), "agreement": _pct(p120 == reference),
-                     "top1_photos": _pct(p20 == y20), "top1_120": _pct(p120 == y120), "p50_ms": None,
-                     "latency": "measured here" if here else f"not timed here (a Pi file, scored here through {art['runtime']})",
-                     "float_layers": ", ".join(float_layers) if float_layers else ("none" if here else None),
+        precision = art.get("precision", "int8")
+        estimate = ((art.get("metrics") or {}).get("estimate") or {}).get("latency_ms")
+        rows.append({"tool": tool, "backend": art["runtime"], "precision": precision,
+                     "agreement": _pct(p120 == reference), "top1_photos": _pct(p20 == y20),
+                     "top1_120": _pct(p120 == y120), "p50_ms": estimate if estimate else None,
+                     "latency": "measured here" if here else pi_latency_label(estimate),
+                     "float_layers": ", ".join(float_layers) if float_layers else (
+                         None if precision == "fp32" else "none"),
                      "_key": key})
         if here:
             timed[key] = runner
@@ -271,10 +275,17 @@ def run(work: Path, targets: tuple[str, ...] | list[str] = ("x86-cpu",), litert_
             row["p50_ms"] = round(lat[key]["p50_ms"], 3)
     for target, bundle in bundles.items():
         for a in manifest_of(bundle)["artifacts"]:
-            if target != "x86-cpu" and not a["name"].startswith("input-"):
-                est = ((a.get("metrics") or {}).get("latency") or {})
-                notes.append(f"{target} {a['name']}: edgekit's p50 for the Pi is {est.get('p50_ms')} ms "
-                             f"({est.get('measured') or 'estimate'}), not measured here")
+            if a["name"].startswith("input-"):
+                continue
+            check = (a.get("meta") or {}).get("agreement_check") or {}
+            if "mixed" in check and not (check["mixed"].get("ranking") or {}).get("sqnr_db"):
+                notes.append(f"edgekit {target} {a['name']}: agreement {check.get('top1_agreement')}% under its "
+                             f"bound ({check.get('min_agreement')}%), and no mixed file: the .pt2's ops carry no "
+                             "module names below the whole model, so no layer can be kept in float on its own")
+            if target != "x86-cpu":
+                host = (a.get("metrics") or {}).get("latency") or {}
+                notes.append(f"edgekit {target} {a['name']}: p50 {_ms(host.get('p50_ms'))} ms timed by edgekit on "
+                             "this x86 host (not the Pi)")
     by = {(r["tool"], r["backend"], r["precision"]): r for r in rows}
     metrics = {"pytorch_top1_photos_count": int((pytorch20 == y20).sum()),
                "fp32_top1_120": _pct(reference == y120),
@@ -293,6 +304,17 @@ def run(work: Path, targets: tuple[str, ...] | list[str] = ("x86-cpu",), litert_
                     details={"material": {k: str(v) for k, v in paths.items()}, "preprocess": PREPROCESS,
                              "calibration_images": int(len(calibration)), "agreement_images": int(len(x120)),
                              "labelled_photos": int(len(x20)), "columns": list(COLUMNS)})
+
+
+def pi_latency_label(estimate: float | None) -> str:
+    """A Pi file's latency column: edgekit's estimate for the device, never a timing here."""
+    if estimate:
+        return "estimated for the Pi (edgekit's roofline), not measured"
+    return f"no usable Pi estimate (edgekit gave {estimate!r} ms); not timed here"
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3f}"
 
 
 def manifest_of(bundle: Path) -> dict:
