@@ -310,7 +310,9 @@ def pi_latency_label(estimate: float | None) -> str:
     """A Pi file's latency column: edgekit's estimate for the device, never a timing here."""
     if estimate:
         return "estimated for the Pi (edgekit's roofline), not measured"
-    return f"no usable Pi estimate (edgekit gave {estimate!r} ms); not timed here"
+    if estimate is None:
+        return "not timed here (a Pi file, scored here through LiteRT)"
+    return f"edgekit's Pi estimate reads {estimate} ms (unusable); not timed here"
 
 
 def _ms(value: float | None) -> str:
