@@ -39,6 +39,7 @@ KINDS = {
     "split": "benchmarks.split_fashion_mnist:run",
     "split_profile": "benchmarks.split_fashion_mnist:profile",
     "seed_methods": "benchmarks.seed_methods:run",
+    "real_lite0": "benchmarks.real_lite0:run",
 }
 
 

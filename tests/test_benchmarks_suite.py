@@ -146,3 +146,26 @@ def test_quick_digits_demo_writes_a_result_in_the_schema_and_the_index_lists_it(
     assert path.with_suffix(".md").read_text() == render_result(result)
     index = (tmp_path / "README.md").read_text()
     assert f"[{path.stem}.md](digits-demo/{path.stem}.md)" in index and "(quick)" in index
+
+
+def test_real_lite0_scenario_is_wired_and_its_table_renders_every_column():
+    """Issue 38's benchmark: the scenario runs the real_lite0 kind once (deterministic given the material), and
+    a row of its table (tool, backend, precision, agreement, top-1 on the photos and the 120, p50, float layers)
+    reaches the page with every column, a kept-layer list and an untimed Pi file shown as such."""
+    from benchmarks.real_lite0 import COLUMNS
+
+    scenario = load_scenarios().get("efficientnet-lite0-real")
+    assert KINDS[scenario.kind] == "benchmarks.real_lite0:run" and scenario.seeds == [0]
+    rows = [{"tool": "edgekit x86-cpu (deployed)", "backend": "onnxruntime", "precision": "mixed",
+             "agreement": 99.17, "top1_photos": 85.0, "top1_120": 84.17, "p50_ms": 6.8, "latency": "measured here",
+             "float_layers": "_blocks.3, _fc"},
+            {"tool": "edgekit rpi4", "backend": "litert", "precision": "int8", "agreement": 96.0, "top1_photos": 80.0,
+             "top1_120": 82.5, "p50_ms": None, "latency": "not timed here", "float_layers": None}]
+    assert list(rows[0]) == list(COLUMNS)
+    page = render_result(Result(scenario=scenario.name, description=scenario.description, kind=scenario.kind,
+                                host=Host(cpu="CPU", cores=2), date="2026-01-01T00:00:00+00:00", command="x",
+                                rows=rows))
+    assert "| " + " | ".join(COLUMNS) + " |" in page
+    assert "| edgekit x86-cpu (deployed) | onnxruntime | mixed | 99.17 | 85 | 84.17 | 6.8 | measured here | " \
+           "_blocks.3, _fc |" in page
+    assert "| edgekit rpi4 | litert | int8 | 96 | 80 | 82.5 | — | not timed here | — |" in page
