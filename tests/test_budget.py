@@ -404,24 +404,13 @@ def test_a_choice_that_misses_when_re_timed_gives_way_to_the_next_level():
     from edgekit.profiling.estimate import estimate_module
     from edgekit.recipe import BudgetSettings, Recipe
     from edgekit.search.budget import Search
-    from edgekit.search.timing import EstimateTimer, Timing
     from edgekit.target import load_target
 
     target, model, data = load_target("x86-cpu"), load_model("builtin:resnet8", num_classes=10), load_data("digits")
     budget = BudgetSettings(latency_ms=1.0, margin=0.0, macs=[1.0, 0.6, 0.35, 0.2], round_to=[None],
                             precisions=["fp32"], confirm=2)
 
-    class BusyOnReTiming(EstimateTimer):
-        factor = 1.0
-        seen: dict[int, int] = {}
-
-        def time(self, loaded, combos):
-            key = sum(p.numel() for p in loaded.module.parameters())
-            self.seen[key] = self.seen.get(key, 0) + 1
-            slow = self.factor if self.seen[key] > 1 else 1.0
-            return [Timing(t.p50_ms * slow, t.basis) for t in super().time(loaded, combos)]
-
-    timer = BusyOnReTiming(target)
+    timer = busy_on_retiming(target)
     probe = Search(model, data, Recipe(), target, budget, timer, [("onnxruntime", "fp32")], measured=True)
     est = {level: estimate_module(probe.prune(level, None).module, model.spec, target, "fp32")["latency_ms"]
            for level in (1.0, 0.6, 0.35)}
@@ -456,24 +445,13 @@ def test_when_every_candidate_misses_on_re_timing_a_smaller_level_is_tried_befor
     from edgekit.profiling.estimate import estimate_module
     from edgekit.recipe import BudgetSettings, Recipe
     from edgekit.search.budget import EXTEND_FACTOR, Search
-    from edgekit.search.timing import EstimateTimer, Timing
     from edgekit.target import load_target
 
     target, model, data = load_target("x86-cpu"), load_model("builtin:tinycnn", num_classes=10), load_data("digits")
     budget = BudgetSettings(latency_ms=1.0, margin=0.0, macs=[1.0, 0.35], round_to=[None], precisions=["fp32"],
                             confirm=2)
 
-    class BusyOnReTiming(EstimateTimer):
-        factor = 1.0
-        seen: dict[int, int] = {}
-
-        def time(self, loaded, combos):
-            key = sum(p.numel() for p in loaded.module.parameters())
-            self.seen[key] = self.seen.get(key, 0) + 1
-            slow = self.factor if self.seen[key] > 1 else 1.0
-            return [Timing(t.p50_ms * slow, t.basis) for t in super().time(loaded, combos)]
-
-    timer = BusyOnReTiming(target)
+    timer = busy_on_retiming(target)
     probe = Search(model, data, Recipe(), target, budget, timer, [("onnxruntime", "fp32")], measured=True)
     smaller = round(0.35 * EXTEND_FACTOR, 4)
     est = {level: estimate_module(probe.prune(level, None).module, model.spec, target, "fp32")["latency_ms"]
@@ -496,3 +474,21 @@ def test_when_every_candidate_misses_on_re_timing_a_smaller_level_is_tried_befor
     with pytest.raises(EdgekitError) as err:
         impossible.run()
     assert "\n" not in str(err.value) and "no candidate meets" in str(err.value)
+
+
+def busy_on_retiming(target):
+    """The estimate timer with every re-timing of a model slowed by its ``factor`` (set by the test): a host that
+    got busy between the first timing and the re-check, which real load cannot reproduce on demand."""
+    from edgekit.search.timing import EstimateTimer, Timing
+
+    class BusyOnReTiming(EstimateTimer):
+        factor = 1.0
+        seen: dict[int, int] = {}
+
+        def time(self, loaded, combos):
+            key = sum(p.numel() for p in loaded.module.parameters())
+            self.seen[key] = self.seen.get(key, 0) + 1
+            slow = self.factor if self.seen[key] > 1 else 1.0
+            return [Timing(t.p50_ms * slow, t.basis) for t in super().time(loaded, combos)]
+
+    return BusyOnReTiming(target)
