@@ -36,6 +36,14 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn's digits as edgekit's DataSplits, loaded once per test module."""
+    from edgekit.data import load_data
+
+    return load_data("digits")
+
+
 class Killed(Exception):
     """Stands in for SIGKILL right after an epoch checkpoint is on disk (the process state is lost; only
     the checkpoint survives, and the rerun starts from fresh seeds exactly as a new process does)."""

@@ -18,7 +18,6 @@ import torch
 from pydantic import ValidationError
 
 from conftest import ROOT, killed_after_epoch_1_then_resumed, run_cli
-from edgekit.data import load_data
 from edgekit.data.core import TensorImageDataset
 from edgekit.errors import EdgekitError
 from edgekit.models import load_model, save_checkpoint
@@ -28,11 +27,6 @@ from edgekit.training import TrainParams, evaluate_module, train
 from edgekit.training.distill import input_converter
 
 Distill = STAGES.get("distill")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
 
 
 @pytest.fixture(scope="module")

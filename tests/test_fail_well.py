@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 
 from edgekit.compilation import build_units, compile_all, failed_builds
-from edgekit.data import load_data
 from edgekit.errors import EdgekitError
 from edgekit.models.complexity import count_macs
 from edgekit.models.loaded import LoadedModel
@@ -164,11 +163,6 @@ class _Svd(nn.Module):
 
     def forward(self, x):
         return torch.linalg.svdvals(self.conv(x)).mean(-1)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
 
 
 def _compile(module: nn.Module, digits, target: str, tmp_path):

@@ -16,7 +16,6 @@ import yaml
 from conftest import ROOT, run_cli
 from edgekit.models.onnx_export import export_onnx
 from edgekit.backends.onnxruntime import OrtSession
-from edgekit.data import load_data
 from edgekit.errors import EdgekitError
 from edgekit.models import load_checkpoint, load_model, save_checkpoint
 from edgekit.models.complexity import count_macs
@@ -33,11 +32,6 @@ from edgekit.training.ensemble import EnsembleTeacher
 from edgekit.training.evaluate import CPU_EVAL_BATCH
 
 LowRank, Soup, Distill = STAGES.get("lowrank"), STAGES.get("soup"), STAGES.get("distill")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
 
 
 def _trained(digits, seed: int, epochs: int = 4, source: str = "builtin:tinycnn"):

@@ -15,7 +15,6 @@ import torch.nn as nn
 from conftest import ROOT  # noqa: F401 - the tests' shared setup
 from edgekit.backends import BACKENDS, CompileRequest
 from edgekit.calibration import draw_calibration
-from edgekit.data import load_data
 from edgekit.mixed_precision import Bound, file_check, search_mixed, sizes, validation_set
 from edgekit.models.in_memory import module_model
 from edgekit.target import load_target
@@ -48,11 +47,6 @@ def break_for_int8(net: Net, level: float = 1e4) -> None:
         net.broken[1].weight[0] = 0
         net.broken[1].bias[0] = level
         net.mid[0].weight[:, 0] = 0
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
 
 
 @pytest.fixture(scope="module")

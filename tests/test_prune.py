@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from conftest import run_cli
 from edgekit.models.onnx_export import export_onnx
 from edgekit.backends.onnxruntime import OrtSession
-from edgekit.data import load_data
 from edgekit.errors import EdgekitError
 from edgekit.models import load_checkpoint, load_model, save_checkpoint
 from edgekit.models.complexity import count_macs
@@ -25,11 +24,6 @@ from edgekit.stages import STAGES, StageContext
 from edgekit.target import load_target
 
 Prune = STAGES.get("prune")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
 
 
 def _prune(source: str, data, tmp_path, input_size=None, **params):

@@ -16,7 +16,6 @@ import torch.nn as nn
 
 from edgekit.backends import BACKENDS, Artifact, CompileRequest
 from edgekit.calibration import balanced_indices, draw_calibration, load_calibration, save_calibration
-from edgekit.data import load_data
 from edgekit.data.core import TensorImageDataset
 from edgekit.errors import EdgekitError
 from edgekit.models import LoadedModel, load_checkpoint
@@ -26,11 +25,6 @@ from edgekit.target import load_target
 from edgekit.vocab import Part, ReasonCode
 
 MAX_DROP = 2.0  # points on the 269-image digits test split (one image = 0.37 pt)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
 
 
 @pytest.fixture(scope="module")

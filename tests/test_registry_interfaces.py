@@ -12,7 +12,6 @@ import torch
 
 from edgekit.backends import BACKENDS, CompileRequest
 from edgekit.calibration import draw_calibration
-from edgekit.data import load_data
 from edgekit.models import load_model
 from edgekit.models.loaded import state_hash
 from edgekit.stages import STAGES, StageContext, StageResult
@@ -30,11 +29,6 @@ SMALL_SETTINGS = {
     "bottleneck": {"split_at": "5", "channels": 2, "stride": 2, "encoder_width": 16,
                    "head_distillation": {"epochs": 1}, "finetune": {"epochs": 1}},
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
 
 
 @pytest.fixture(scope="module")
