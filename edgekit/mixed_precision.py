@@ -42,7 +42,6 @@ from edgekit.vocab import Precision, Runtime
 
 AGREEMENT_IMAGES = 1000   # validation images the agreement is measured on (the accuracy-control cap)
 RANK_IMAGES = 32          # images the per-layer SQNR ranking runs on: a ranking, not a score
-PREDICT_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -98,12 +97,8 @@ def validation_set(model: LoadedModel, val, limit: int = AGREEMENT_IMAGES) -> Va
 
 def file_check(artifact: Artifact, out_dir: Path, val: Validation, threads: int) -> dict:
     """Top-1 agreement (%) of ``artifact`` (through its runtime) with the final model, its top-1 and its drop."""
-    session = BACKENDS.get(artifact.backend)().load(artifact, out_dir, threads)
-    try:
-        logits = np.concatenate([session.run(val.images[i:i + PREDICT_BATCH])
-                                 for i in range(0, len(val.images), PREDICT_BATCH)])
-    finally:
-        session.close()
+    with BACKENDS.get(artifact.backend)().load(artifact, out_dir, threads) as session:
+        logits = session.predict(val.images)
     top1 = float((logits.argmax(1) == val.labels).mean() * 100)
     return {"top1_agreement": round(agreement(logits, val.reference)["top1_agreement"], 2),
             "top1": round(top1, 2), "drop": round(val.reference_top1 - top1, 2)}
