@@ -306,6 +306,35 @@ def test_tflite_int8_l2_normalization_runs_in_float_and_loads(tmp_path, teacher,
     assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()
 
 
+class _TalkingHeads(nn.Module):
+    """timm's talking-heads attention (CaiT) on 16-channel tokens: a linear layer on each side of its softmax,
+    so the softmax's output is observed through a permute, and LiteRT's int8 SOFTMAX accepts only the output
+    scale 1/256."""
+
+    def __init__(self):
+        from timm.models.cait import TalkingHeadAttn
+
+        super().__init__()
+        self.conv, self.attn, self.fc = nn.Conv2d(1, 16, 3), TalkingHeadAttn(16, num_heads=4), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.attn(self.conv(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+def test_tflite_int8_observed_softmax_runs_in_float_and_loads(tmp_path, teacher, calibration, monkeypatch):
+    import edgekit.backends.tflite_quantizer as tq
+
+    torch.manual_seed(0)
+    model = LoadedModel(_TalkingHeads().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    art, got, want = _int8_logits(model, calibration, tmp_path / "float")
+    assert any("softmax" in f for f in art.meta["graph_fixes"])
+    assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()
+    # the rule's oracle: without it the same model's file fails to load
+    monkeypatch.setattr(tq, "float_softmaxes", lambda gm: [])
+    with pytest.raises(Exception, match="1.f / 256"):
+        _int8_logits(model, calibration, tmp_path / "int8-softmax")
+
+
 class _Svd(nn.Module):
     def __init__(self):
         super().__init__()

@@ -99,6 +99,9 @@ class Tflite(Backend):
             if quantizer.l2_normalizations:
                 fixes.append(f"{len(quantizer.l2_normalizations)} L2 normalization(s) left in float (LiteRT's int8 "
                              "L2_NORMALIZATION takes only output scale 1/128)")
+            if quantizer.float_softmaxes:
+                fixes.append(f"{len(quantizer.float_softmaxes)} softmax(es) left in float (LiteRT's int8 SOFTMAX "
+                             "takes only output scale 1/256)")
             with torch.no_grad():
                 for i in range(len(request.calibration)):  # exported with batch 1
                     prepared(torch.from_numpy(request.calibration[i:i + 1]).permute(0, 2, 3, 1).contiguous())

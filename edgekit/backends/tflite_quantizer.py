@@ -1,5 +1,5 @@
 """The PT2E quantizer edgekit uses for LiteRT INT8: litert-torch's ``PT2EQuantizer`` and its
-per-channel symmetric config, with two changes.
+per-channel symmetric config, with these changes.
 
 Scale floor. litert-torch's config floors every activation scale at 2^-12 (``eps=2**-12``, taken from
 PyTorch's XNNPACK config, where it kept XNNPACK's old ``requantization scale >= 2^-32`` check
@@ -132,20 +132,53 @@ def l2_normalized(node: torch.fx.Node) -> bool:
     return denominator.args[0] is numerator and float(order) == 2.0
 
 
+# Ops that move or reshape a tensor without computing on it: LiteRT's converter gives their output the scale of
+# their input, so a float tensor stays float through them only when nothing after them observes it either.
+_SHAPE_OPS = frozenset({"permute", "transpose", "t", "view", "reshape", "_unsafe_view", "clone", "contiguous",
+                        "expand", "squeeze", "unsqueeze", "flatten"})
+
+
+def keep_output_float(node: torch.fx.Node) -> None:
+    """``node``'s output stays float: its own annotation goes, and no consumer observes it, directly or through
+    shape ops (an observer after a permute would be carried back to ``node`` by the converter)."""
+    node.meta.pop("quantization_annotation", None)
+    frontier = [node]
+    while frontier:
+        current = frontier.pop()
+        for user in current.users:
+            annotation = user.meta.get("quantization_annotation")
+            if annotation is not None:
+                annotation.input_qspec_map.pop(current, None)
+            elif user.op == "call_function" and _aten_name(user) in _SHAPE_OPS:
+                frontier.append(user)
+
+
 def float_l2_normalizations(gm: torch.fx.GraphModule) -> list[str]:
     """Leaves each L2-normalizing division's output in float (its consumers take it unquantized), so LiteRT
     runs L2_NORMALIZATION in float; returns those divisions' names."""
-    fixed = []
-    for node in gm.graph.nodes:
-        if not l2_normalized(node):
-            continue
-        node.meta.pop("quantization_annotation", None)
-        for user in node.users:
-            user_annotation = user.meta.get("quantization_annotation")
-            if user_annotation is not None:
-                user_annotation.input_qspec_map.pop(node, None)
-        fixed.append(node.name)
-    return fixed
+    fixed = [node for node in gm.graph.nodes if l2_normalized(node)]
+    for node in fixed:
+        keep_output_float(node)
+    return [node.name for node in fixed]
+
+
+def float_softmaxes(gm: torch.fx.GraphModule) -> list[str]:
+    """Leaves the output of every softmax the annotator did not give LiteRT's fixed int8 scale in float; returns
+    their names.
+
+    LiteRT's int8 SOFTMAX accepts only output scale 1/256 (tflite/kernels/activations.cc). litert-torch's
+    fixed-qparams annotator matches ``aten._softmax``, while torch.export records ``aten.softmax.int``, so a
+    softmax observed after it (a linear layer reading it, through a permute) took that layer's calibrated
+    scale and the file failed to load (seen: talking-heads attention). Giving it the fixed scale instead loads,
+    but the converter carries 1/256 on through the permute into a layer whose bias was quantized with the
+    calibrated scale (as for L2 normalization; on a random-weight talking-heads block the largest logit error
+    was 42% of the largest logit, against 6.5% kept float). A softmax nothing observes is float already: its
+    file does not change."""
+    fixed = [node for node in gm.graph.nodes if node.op == "call_function"
+             and _aten_name(node) in ("softmax", "_softmax") and "quantization_annotation" not in node.meta]
+    for node in fixed:
+        keep_output_float(node)
+    return [node.name for node in fixed]
 
 
 def module_path(node: torch.fx.Node) -> str | None:
@@ -210,6 +243,7 @@ class FloatOnlyPT2EQuantizer(PT2EQuantizer):
         self.unquantized_integer_ops: list[str] = []  # filled by annotate, for the manifest
         self.float_ops: list[str] = []                # filled by annotate: the nodes float_layers left float
         self.l2_normalizations: list[str] = []        # L2-normalizing divisions left in float
+        self.float_softmaxes: list[str] = []          # softmaxes left in float
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if self.global_config and not self.global_config.input_activation:
@@ -217,6 +251,7 @@ class FloatOnlyPT2EQuantizer(PT2EQuantizer):
         model = self._annotate_for_static_quantization_config(model)
         self.unquantized_integer_ops = drop_non_float_annotations(model)
         self.l2_normalizations = float_l2_normalizations(model)
+        self.float_softmaxes = float_softmaxes(model)
         if self.float_layers:
             self.float_ops = drop_layer_annotations(model, self.float_layers)
         propagate_annotation(model)  # after the drop, so nothing shares an observer with a dropped op

@@ -108,13 +108,14 @@ def _export_traced(module: nn.Module, sample: torch.Tensor, path: Path, dynamic_
 
 
 def _symbolic_sizes(module: nn.Module) -> bool:
-    """Whether the module runs a torch.export graph that reads a tensor size as a symbol (``aten.sym_size``: a
-    ``.pt2`` exported with a dynamic batch, e.g. ``x.view(x.size(0), -1)``). The tracer would record the
+    """Whether the module runs a torch.export graph (a ``GraphModule``, or the submodules of an unflattened program)
+    that reads a tensor size as a symbol (``aten.sym_size``: a ``.pt2`` exported with a dynamic batch, e.g.
+    ``x.view(x.size(0), -1)``). The tracer would record the
     sample's batch as a constant there - an ONNX file that fails at any other batch - so these go to the dynamo
     exporter, which keeps the symbol."""
     sym_size = torch.ops.aten.sym_size.int
-    return any(isinstance(m, torch.fx.GraphModule) and any(n.target is sym_size for n in m.graph.nodes)
-               for m in module.modules())
+    graphs = [m.graph for m in module.modules() if isinstance(getattr(m, "graph", None), torch.fx.Graph)]
+    return any(n.target is sym_size for graph in graphs for n in graph.nodes)
 
 
 @contextlib.contextmanager

@@ -253,7 +253,7 @@ def _load_file(path: Path, arch: str | None, num_classes: int | None, trust_pick
         if not trust_pickle:
             vet_pt2(data, str(path))
         try:
-            module = _EvalOnly(torch.export.load(io.BytesIO(data)).module())
+            module = _program_module(torch.export.load(io.BytesIO(data)))
         except Exception as err:  # noqa: BLE001 - any failure here means the file is unusable
             raise EdgekitError(f"cannot read exported program {path}: {type(err).__name__}") from None
         return _spec_less(module, path, sha, num_classes, "torch.export")
@@ -320,6 +320,54 @@ def _spec_less(module: nn.Module, path: Path, sha: str, num_classes: int | None,
     return LoadedModel(module.eval(), spec, source=str(path), arch=None, sha256=sha,
                        notes={"format": kind, "spec": "assumed (ImageNet mean/std, squashed to 224 px): pass --preprocess "
                                                    "with the model's own, or --input-size"})
+
+
+def _program_module(program) -> nn.Module:
+    """An exported program as a module with the user's module hierarchy back (``torch.export.unflatten``: one
+    submodule per module the export recorded, the same parameters, the same graph), so that every backend's file
+    names its nodes by the user's module paths (``_blocks.3._depthwise_conv``) and per-layer debugging and
+    mixed precision can name layers. The flat ``program.module()`` (one graph, no submodules) when the program
+    cannot be unflattened."""
+    try:
+        module = torch.export.unflatten(program)
+    except Exception:  # noqa: BLE001 - e.g. a program without module call records: flat, still usable
+        return _EvalOnly(program.module())
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    shape = inputs[0].meta["val"].shape if inputs and "val" in inputs[0].meta else ()
+    # The export's own input check reads fake tensors kept in the graphs' node metadata, which neither tracers
+    # (TorchScript for ONNX/OpenVINO, torch.export for LiteRT) nor copy.deepcopy (symbolic sizes) can handle: the
+    # metadata goes and the static dimensions are checked by ``_check_static_dims`` instead, when run eagerly.
+    module.check_input_constraints = False
+    for graph in _graphs(module):
+        for node in graph.nodes:
+            for key in ("val", "tensor_meta", "example_value"):
+                node.meta.pop(key, None)
+    module.static_dims = {i: int(d) for i, d in enumerate(shape) if isinstance(d, int)}
+    module.register_forward_pre_hook(_check_static_dims)
+    return module
+
+
+def _graphs(module: nn.Module) -> list:
+    graphs = []
+    for sub in module.modules():
+        for holder in (sub, getattr(sub, "graph_module", None)):
+            graph = getattr(holder, "graph", None) if holder is not None else None
+            if isinstance(graph, torch.fx.Graph):
+                graphs.append(graph)
+    return graphs
+
+
+def _check_static_dims(module: nn.Module, args) -> None:
+    """The program's static input dimensions (a batch exported without ``dynamic_shapes`` is 1), checked when run
+    eagerly, in torch's own words (``_check_batch`` reads them); tracers see symbolic or fixed shapes."""
+    tracing = (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+               or torch.fx._symbolic_trace.is_fx_symbolic_tracing())
+    if tracing or not args or not isinstance(args[0], torch.Tensor):
+        return
+    for i, size in module.static_dims.items():
+        if i < args[0].ndim and args[0].shape[i] != size:
+            raise RuntimeError(f"Expected input at *args[0].shape[{i}] to be equal to {size}, "
+                               f"but got {args[0].shape[i]}")
 
 
 class _EvalOnly(nn.Module):
@@ -424,7 +472,7 @@ def check_forward(loaded: LoadedModel) -> None:
                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}, expected (batch, classes) logits")
     if out.shape[1] != loaded.spec.num_classes:
         loaded.spec = loaded.spec.model_copy(update={"num_classes": int(out.shape[1])})
-    if isinstance(loaded.module, _EvalOnly):
+    if loaded.notes.get("format") == "torch.export":
         _check_batch(loaded)
 
 
@@ -437,7 +485,7 @@ def _check_batch(loaded: LoadedModel) -> None:
         with torch.no_grad():
             loaded.module(torch.zeros(2, c, h, w))
     except Exception as err:  # noqa: BLE001 - a guard failure is an AssertionError, others vary
-        if "size()[0]" not in str(err):
+        if "size()[0]" not in str(err) and "shape[0]" not in str(err):
             raise EdgekitError(f"model {loaded.source} fails at batch 2: {str(err).splitlines()[0][:160]}") from None
         raise EdgekitError(f"{loaded.source} was exported for a fixed batch size (its guard: "
                            f"{str(err).splitlines()[0][:80]})",
