@@ -124,6 +124,23 @@ def test_the_healthy_twin_shows_no_divergence_in_its_body(backend, runtime, tmp_
     assert report.divergence is None or not report.divergence.layer.startswith("features.")
 
 
+@pytest.mark.parametrize("backend,runtime", BACKENDS_HERE)
+def test_a_pt2_file_keeps_the_users_layer_names(backend, runtime, tmp_path):
+    """The broken model as the user ships it, a ``.pt2`` (dynamic batch), loaded as edgekit loads it: the
+    compiled files name their nodes by the exported module paths, so the debugger names the same layer (and
+    mixed precision has layers to keep in float). A flat ``program.module()`` named none below the root."""
+    from edgekit.models import load_model
+
+    path = tmp_path / "broken.pt2"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.export.save(torch.export.export(net(True), (torch.zeros(2, 3, SIZE, SIZE),), dynamic_shapes=({0: batch},)),
+                      path)
+    fp32, int8, options = compile_pair(backend, load_model(str(path)).module, tmp_path / "pt2")
+    report = compare_files(runtime, fp32, int8, images(8, 5), **options)
+    assert report.divergence is not None and report.divergence.layer.startswith(BROKEN + "."), \
+        [(l.layer, round(l.sqnr_db, 1)) for l in report.layers]
+
+
 @pytest.mark.slow   # litert-torch converts and quantizes for ~20 s
 def test_litert_names_the_broken_layer_too(tmp_path):
     fp32, int8, options = compile_pair("tflite", net(True), tmp_path / "broken", target="rpi4")

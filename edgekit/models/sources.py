@@ -256,7 +256,9 @@ def _load_file(path: Path, arch: str | None, num_classes: int | None, trust_pick
             module = _program_module(torch.export.load(io.BytesIO(data)))
         except Exception as err:  # noqa: BLE001 - any failure here means the file is unusable
             raise EdgekitError(f"cannot read exported program {path}: {type(err).__name__}") from None
-        return _spec_less(module, path, sha, num_classes, "torch.export")
+        dims = getattr(module, "static_dims", {})
+        size = (dims[2], dims[3]) if 2 in dims and 3 in dims else None   # what the export fixed, not a guess
+        return _spec_less(module, path, sha, num_classes, "torch.export", size)
     if _is_torchscript(path):
         try:
             module = torch.jit.load(path, map_location="cpu")
@@ -309,16 +311,19 @@ def _load_state_dict(path: Path, state: dict, arch: str, sha: str) -> LoadedMode
     return base
 
 
-def _spec_less(module: nn.Module, path: Path, sha: str, num_classes: int | None, kind: str) -> LoadedModel:
-    """Files that carry no spec: channels from the first conv, outputs from a probe forward."""
+def _spec_less(module: nn.Module, path: Path, sha: str, num_classes: int | None, kind: str,
+               size: tuple[int, int] | None = None) -> LoadedModel:
+    """Files that carry no spec: channels from the first conv, outputs from a probe forward, the input size
+    ``size`` where the file fixes it (else 224 px, assumed)."""
     # The first 4-D weight is the stem conv's (works for TorchScript too, where layers lose their types).
     first_conv = next((p for p in module.parameters() if p.ndim == 4), None)
     c = int(first_conv.shape[1]) if first_conv is not None else 3
-    spec = ModelSpec(input_shape=(c, 224, 224), channel_order="L" if c == 1 else "RGB",
+    spec = ModelSpec(input_shape=(c, *(size or (224, 224))), channel_order="L" if c == 1 else "RGB",
                      mean=IMAGENET_MEAN if c == 3 else (0.5,), std=IMAGENET_STD if c == 3 else (0.25,),
                      num_classes=num_classes or 1000)
     return LoadedModel(module.eval(), spec, source=str(path), arch=None, sha256=sha,
-                       notes={"format": kind, "spec": "assumed (ImageNet mean/std, squashed to 224 px): pass --preprocess "
+                       notes={"format": kind, "spec": f"assumed (ImageNet mean/std, squashed to {spec.hw[0]}x{spec.hw[1]} "
+                                                   f"px{', the size the file fixes' if size else ''}): pass --preprocess "
                                                    "with the model's own, or --input-size"})
 
 
