@@ -104,17 +104,19 @@ def file_check(artifact: Artifact, out_dir: Path, val: Validation, threads: int)
             "top1": round(top1, 2), "drop": round(val.reference_top1 - top1, 2)}
 
 
-def ranked_layers(fp32: Artifact, int8: Artifact, out_dir: Path, images: np.ndarray, threads: int
-                  ) -> tuple[list[str], dict]:
-    """The INT8 file's layers (torch module paths), most sensitive first: lowest per-layer SQNR against the FP32
-    file of the same backend (``edgekit.quant_debug``), and what the ranking was measured on. Ops outside any
-    module (path ``""``) cannot be named to a backend and are left out."""
-    from edgekit.models.layer_names import within
+def ranked_layers(fp32: Artifact, int8: Artifact, out_dir: Path, images: np.ndarray, threads: int,
+                  module: torch.nn.Module | None = None) -> tuple[list[str], dict]:
+    """The INT8 file's layers (torch module paths of ``module``), most sensitive first: lowest per-layer SQNR
+    against the FP32 file of the same backend (``edgekit.quant_debug``), and what the ranking was measured on.
+    Ops outside any module (path ``""``) cannot be named to a backend and are left out."""
+    from edgekit.models.layer_names import litert_paths, within
     from edgekit.quant_debug import compare_files
 
     options = {"layout": int8.layout} if int8.runtime == Runtime.LITERT else {}
     report = compare_files(int8.runtime, out_dir / fp32.path, out_dir / int8.path, images[:RANK_IMAGES],
                            threads=threads, **options)
+    if int8.runtime == Runtime.LITERT and module is not None:   # LiteRT drops uncalled containers from its names
+        report = report.renamed(litert_paths(module.eval(), torch.from_numpy(images[:1])))
     worst = report.worst(len(report.layers))
     measured = {layer.layer for layer in report.layers}
     # A module holding every measured layer (the root, or a wrapper such as a .pt2 program's, whose ops a backend
@@ -148,7 +150,7 @@ def search_mixed(model: LoadedModel, fp32: Artifact, int8: Artifact, request: Co
         return None
     ui.info(f"[bold]mixed precision[/bold] {int8.name}: agreement {before['top1_agreement']:.2f}%, drop "
             f"{before['drop']:+.2f} pt on validation: out of bounds, ranking its layers by SQNR")
-    ranked, ranking = ranked_layers(fp32, int8, out_dir, val.images, threads)
+    ranked, ranking = ranked_layers(fp32, int8, out_dir, val.images, threads, model.module)
     if not ranked:
         int8.meta["agreement_check"]["mixed"] = {"ranking": ranking, "tries": []}
         ui.warn(f"mixed precision {int8.name}: its ops carry no module names below the whole model, so no layer "

@@ -99,6 +99,9 @@ class Tflite(Backend):
             if quantizer.l2_normalizations:
                 fixes.append(f"{len(quantizer.l2_normalizations)} L2 normalization(s) left in float (LiteRT's int8 "
                              "L2_NORMALIZATION takes only output scale 1/128)")
+            if quantizer.fused_clamps:
+                fixes.append(f"{len(quantizer.fused_clamps)} clamp(s) after a convolution or linear layer (ReLU6) "
+                             "quantized on their own range, fused into the layer")
             if quantizer.float_softmaxes:
                 fixes.append(f"{len(quantizer.float_softmaxes)} softmax(es) left in float (LiteRT's int8 SOFTMAX "
                              "takes only output scale 1/256)")

@@ -40,7 +40,7 @@ import dataclasses
 
 import torch
 from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-from litert_torch.quantize.pt2e_quantizer_utils import QuantizationConfig, propagate_annotation
+from litert_torch.quantize.pt2e_quantizer_utils import QuantizationAnnotation, QuantizationConfig, propagate_annotation
 from torchao.quantization.pt2e.observer import HistogramObserver
 
 LITERT_FLOOR = 2.0 ** -12  # litert-torch's activation (and weight) scale floor
@@ -181,6 +181,36 @@ def float_softmaxes(gm: torch.fx.GraphModule) -> list[str]:
     return [node.name for node in fixed]
 
 
+# Layers whose output a clamp may follow, and the clamps (nn.ReLU6 exports as hardtanh, F.relu6 as relu6).
+_CLAMPED = frozenset({"conv1d", "conv2d", "convolution", "linear", "addmm"})
+_CLAMPS = frozenset({"hardtanh", "hardtanh_", "relu6", "clamp"})
+
+
+def fused_clamps(gm: torch.fx.GraphModule, config: QuantizationConfig) -> list[str]:
+    """Quantizes a clamp that directly follows a convolution or linear layer (ReLU6 and the like) as litert-torch
+    quantizes a ReLU there: the layer's output is not observed, the clamp's is; returns the clamps' names.
+
+    litert-torch fuses conv+ReLU that way, but lets a hardtanh share the layer's observer, so the layer's output
+    is quantized over its range *before* the clamp: a ReLU6 network whose convolutions reach +-50 then has ~15
+    of its 256 levels in 0..6 (EfficientNet-Lite0 with real weights: 5 dB SQNR after its second block, 91.7%
+    top-1 agreement with PyTorch on real photos). The clamp's own range is what the next layer reads, and the
+    converter fuses the clamp into the layer as its activation (CONV_2D with RELU6)."""
+    fused = []
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or _aten_name(node) not in _CLAMPS or not node.args:
+            continue
+        layer = node.args[0]
+        annotation = layer.meta.get("quantization_annotation") if isinstance(layer, torch.fx.Node) else None
+        if (annotation is None or _aten_name(layer) not in _CLAMPED or len(layer.users) != 1
+                or annotation.output_qspec is None or "quantization_annotation" in node.meta):
+            continue
+        annotation.output_qspec = None
+        node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=config.output_activation,
+                                                                      _annotated=True)
+        fused.append(node.name)
+    return fused
+
+
 def module_path(node: torch.fx.Node) -> str | None:
     """The user's torch module path of an exported node (its innermost ``nn_module_stack`` entry, without the
     NHWC wrapper's ``wrapped.``); None for a node made outside any module."""
@@ -244,6 +274,7 @@ class FloatOnlyPT2EQuantizer(PT2EQuantizer):
         self.float_ops: list[str] = []                # filled by annotate: the nodes float_layers left float
         self.l2_normalizations: list[str] = []        # L2-normalizing divisions left in float
         self.float_softmaxes: list[str] = []          # softmaxes left in float
+        self.fused_clamps: list[str] = []             # clamps quantized as fused into their layer
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if self.global_config and not self.global_config.input_activation:
@@ -252,6 +283,7 @@ class FloatOnlyPT2EQuantizer(PT2EQuantizer):
         self.unquantized_integer_ops = drop_non_float_annotations(model)
         self.l2_normalizations = float_l2_normalizations(model)
         self.float_softmaxes = float_softmaxes(model)
+        self.fused_clamps = fused_clamps(model, self.global_config)
         if self.float_layers:
             self.float_ops = drop_layer_annotations(model, self.float_layers)
         propagate_annotation(model)  # after the drop, so nothing shares an observer with a dropped op

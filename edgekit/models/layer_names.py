@@ -102,6 +102,31 @@ def layer_of_litert_name(name: str) -> str:
     return ".".join(attrs)
 
 
+def litert_paths(module, sample) -> dict[str, str]:
+    """{module path as a LiteRT file spells it: full module path} for the modules of ``module`` (a torch
+    ``nn.Module``; ``sample``: one input it takes). LiteRT's scopes come from the export's module call stack,
+    one scope per *called* module with the last part of its path, so a container never called itself
+    (``nn.ModuleList``, and its stand-in in an unflattened program) is missing from them: EfficientNet's
+    ``_blocks.3._swish`` reads ``3._swish``. Which modules are called is seen in one forward pass. A spelling
+    two modules share is left out (it names neither)."""
+    import torch
+
+    called: set[str] = set()
+    handles = [m.register_forward_pre_hook(lambda _m, _a, p=path: called.add(p)) for path, m in module.named_modules()]
+    try:
+        with torch.no_grad():
+            module(sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    seen: dict[str, list[str]] = {}
+    for path in sorted(called - {ROOT}):
+        parts = path.split(".")
+        spelled = [parts[i] for i in range(len(parts)) if ".".join(parts[:i + 1]) in called]
+        seen.setdefault(".".join(spelled), []).append(path)
+    return {spelled: paths[0] for spelled, paths in seen.items() if len(paths) == 1 and spelled != paths[0]}
+
+
 def within(layer: str, module: str) -> bool:
     """True when ``layer`` is ``module`` or one of its submodules (``features.3.conv`` is within ``features.3``)."""
     return module == ROOT or layer == module or layer.startswith(module + ".")

@@ -5,7 +5,7 @@ table, the report section), never here."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
 # A layer is where INT8 breaks when its SQNR is under FLOOR_DB and it lost at least STEP_DB against the layer
@@ -65,6 +65,16 @@ class LayerReport:
     step_db: float = STEP_DB
     low_db: float = LOW_DB
     meta: dict = field(default_factory=dict)
+
+    def renamed(self, names: dict[str, str]) -> "LayerReport":
+        """The same report with layer names translated by ``names`` (others kept): a runtime's spelling of a
+        module path turned into the model's own (``edgekit.models.layer_names.litert_paths``)."""
+        if not names:
+            return self
+        layers = tuple(replace(l, layer=names.get(l.layer, l.layer)) for l in self.layers)
+        d = self.divergence
+        return replace(self, layers=layers,
+                       divergence=None if d is None else replace(d, layer=names.get(d.layer, d.layer)))
 
     def worst(self, n: int = 10) -> list[LayerError]:
         """The ``n`` layers with the lowest SQNR (the sensitivity ranking a mixed-precision search grows from)."""
