@@ -190,6 +190,27 @@ def test_layer_names_in_each_backends_spelling():
     assert nodes_of("features.1", names, layer_of_onnx_name) == ["/features/features.1/conv/Conv"]
 
 
+def test_litert_spelling_of_modules_in_a_module_list_maps_back_to_their_paths():
+    """LiteRT names scopes by called modules only, so a block held in an nn.ModuleList reads ``1.0``, not
+    ``blocks.1.0``; mixed precision must name ``blocks.1.0`` to the quantizer."""
+    from edgekit.models.layer_names import litert_paths
+
+    class Blocks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU()) for _ in range(2)])
+            self.head = nn.Linear(3, 2)
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return self.head(x.mean((2, 3)))
+
+    names = litert_paths(Blocks(), torch.zeros(1, 3, 4, 4))
+    assert names["1"] == "blocks.1" and names["1.0"] == "blocks.1.0" and names["0.1"] == "blocks.0.1"
+    assert "head" not in names   # spelled the same either way
+
+
 def test_first_divergence_is_a_step_not_a_slow_decline():
     def layers(*dbs):
         return [LayerError(f"l{i}", "Conv", f"t{i}", db, db, 1.0) for i, db in enumerate(dbs)]
