@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn as nn
 import torchvision
 
 from edgekit.errors import EdgekitError
@@ -129,3 +130,29 @@ def test_timm_models_when_installed(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(EdgekitError, match="cannot download pretrained weights for timm:resnet18"):
         load_model("timm:resnet18")
+
+
+def test_the_meta_forward_leaves_a_shared_modules_weights_real():
+    """edgekit checks a model's input size with one forward on the meta device (``footprint``). A module held by
+    two parents (CoaT shares its positional encodings between blocks) came out of it with meta weights, and every
+    export after failed with "Cannot copy out of meta tensor"."""
+    from edgekit.models.footprint import footprint
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoding = nn.Conv2d(3, 3, 3, padding=1, groups=3)
+            self.blocks = nn.ModuleList([nn.Sequential(self.encoding, nn.ReLU()) for _ in range(2)])
+            self.head = nn.Linear(3, 2)
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = x + block(x)
+            return self.head(x.mean((2, 3)))
+
+    model = Shared()
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    assert footprint(model, (3, 8, 8)).output_shape == (1, 2)
+    assert all(not t.is_meta for t in model.state_dict().values())
+    assert all(torch.equal(model.state_dict()[n], t) for n, t in before.items())
+    model(torch.zeros(1, 3, 8, 8))   # runs for real

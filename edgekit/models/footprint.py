@@ -60,6 +60,11 @@ def footprint(module: nn.Module, shape: tuple[int, int, int]) -> Footprint | Non
     hooks = []
     was_training = module.training
     counter = _OutputBytes()
+    # functional_call swaps the meta tensors in and back, but a module registered under two parents (CoaT's
+    # shared positional encodings) gets its meta tensor "restored" on the second path: every module's own
+    # tensors are put back by hand afterwards.
+    own = [(m, store, name, t) for m in module.modules() for store in ("_parameters", "_buffers")
+           for name, t in getattr(m, store).items()]
     try:
         for m in module.modules():
             if _stride(m) > 1:
@@ -75,6 +80,8 @@ def footprint(module: nn.Module, shape: tuple[int, int, int]) -> Footprint | Non
         module.train(was_training)
         for h in hooks:
             h.remove()
+        for m, store, name, t in own:
+            getattr(m, store)[name] = t
     coarsest = min(smallest, default=0)
     return Footprint(counter.total, max(1, min(shape[1:]) // coarsest) if coarsest else 1,
                      tuple(out.shape) if isinstance(out, torch.Tensor) else None)
