@@ -132,10 +132,11 @@ def l2_normalized(node: torch.fx.Node) -> bool:
     return denominator.args[0] is numerator and float(order) == 2.0
 
 
-# Ops that move or reshape a tensor without computing on it: LiteRT's converter gives their output the scale of
+# Ops that move, reshape or cut a tensor without computing on it: LiteRT's converter gives their output the scale of
 # their input, so a float tensor stays float through them only when nothing after them observes it either.
 _SHAPE_OPS = frozenset({"permute", "transpose", "t", "view", "reshape", "_unsafe_view", "clone", "contiguous",
-                        "expand", "squeeze", "unsqueeze", "flatten"})
+                        "expand", "squeeze", "unsqueeze", "flatten", "select", "slice", "narrow", "split",
+                        "split_with_sizes", "unbind", "chunk", "getitem"})
 
 
 def keep_output_float(node: torch.fx.Node) -> None:
