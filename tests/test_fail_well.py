@@ -192,3 +192,19 @@ def test_when_nothing_can_be_built_it_is_one_line_error(digits, tmp_path):
     text = str(err.value)
     assert "\n" not in text and "no artifact could be built for target x86-cpu" in text
     assert "openvino fp32" in text and "onnxruntime fp32" in text
+
+
+@pytest.mark.slow   # about 70 s of pruning on 2 cores
+def test_a_group_kept_whole_that_comes_back_from_another_layer_does_not_end_pruning():
+    """CaFormer's attention stages: the residual stream's channels break the model when pruned, and
+    torch-pruning groups them again from another layer after each is kept whole. Pruning used to stop at the
+    first such repeat (95% of the MACs left); it undoes the repeat and goes on with the other groups."""
+    from edgekit.models import load_model
+
+    torch.manual_seed(0)
+    model = load_model("timm:caformer_s18?pretrained=false", input_size=(64, 64))
+    result = structured_prune(model.module, model.spec, StructuredPlan(target="macs", value=0.5))
+    assert "stopped" not in result and abs(result["macs_fraction"] - 0.5) <= 0.05, result["macs_fraction"]
+    assert result["auto_ignored"], "the groups that break the model are named"
+    with torch.no_grad():
+        assert model.module.eval()(torch.zeros(2, 3, 64, 64)).shape == (2, 1000)

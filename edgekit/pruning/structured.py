@@ -327,7 +327,12 @@ class _PrunerState:
                                        "prune at a smaller input size (--input-size)") from None
                 except Exception as err:  # noqa: BLE001
                     failures += 1
-                    self._give_up_on(names.get(root, type(root).__name__), err, first_error, "pruning it")
+                    name = names.get(root, type(root).__name__)
+                    if name in self.auto_ignored:
+                        # kept whole already, yet grouped again from another layer of the same channels (a
+                        # residual stream): undone again, and the step goes on with the other groups
+                        continue
+                    self._give_up_on(name, err, first_error, "pruning it")
             if restart:
                 continue
             if failures:
