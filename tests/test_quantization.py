@@ -377,6 +377,36 @@ def test_tflite_int8_quantizes_a_relu6_on_its_own_range(tmp_path, teacher, calib
     assert np.abs(got - want).mean() < np.abs(got_shared - want).mean()
 
 
+class _EcaBlock(nn.Module):
+    """A stem, then timm's ECA ResNet bottleneck with a projection shortcut (``x * y.expand_as(x)`` before the
+    residual add): LiteRT's converter rejected its ``tfl.mul`` after the NHWC layout pass; ``x * y`` converts."""
+
+    def __init__(self):
+        import timm
+
+        super().__init__()
+        self.stem = nn.Conv2d(1, 64, 3, padding=1)
+        self.block = timm.create_model("ecaresnet26t", pretrained=False).layer1[0]
+        self.fc = nn.Linear(256, 4)
+
+    def forward(self, x):
+        return self.fc(self.block(self.stem(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_converts_an_expand_before_a_broadcasting_mul(tmp_path, teacher, calibration, precision):
+    torch.manual_seed(0)
+    model = LoadedModel(_EcaBlock().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    art = _compile("tflite", precision, model, calibration, tmp_path, target="rpi4")
+    assert any("expand" in f for f in art.meta["graph_fixes"])
+    session = BACKENDS.get("tflite")().load(art, tmp_path, 1)
+    x = calibration.inputs[:8]
+    got = np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
+    with torch.no_grad():
+        want = model.module(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() <= (1e-4 if precision == "fp32" else 0.1) * np.abs(want).max()
+
+
 class _Svd(nn.Module):
     def __init__(self):
         super().__init__()

@@ -61,6 +61,9 @@ class Tflite(Backend):
                 meta.update(self._int8(litert_torch, module, sample, request, path, prepare_for_pt2e, target,
                                        request.float_layers if precision == Precision.MIXED else ()))
             else:
+                module, expands = _without_expands(module, sample)
+                if expands:
+                    meta["graph_fixes"] = [f"{expands} expand(s) before a broadcasting op removed"]
                 edge = _convert(litert_torch, module, sample, target)
                 if precision == Precision.FP32:
                     edge.export(str(path))
@@ -86,12 +89,15 @@ class Tflite(Backend):
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+        from edgekit.backends.tflite_prep import drop_broadcast_expands
         from edgekit.backends.tflite_quantizer import FloatOnlyPT2EQuantizer, below_litert_floor, int8_config
 
         module, fixes = prepare(module, sample)
         quantizer = FloatOnlyPT2EQuantizer(float_layers).set_global(int8_config())
         try:
             exported = torch.export.export(module, sample).module()
+            if drop_broadcast_expands(exported):
+                fixes.append("expand(s) before a broadcasting op removed")
             prepared = move_exported_model_to_eval(prepare_pt2e(exported, quantizer))
             if quantizer.unquantized_integer_ops:
                 fixes.append(f"{len(quantizer.unquantized_integer_ops)} op(s) on integer tensors (index "
@@ -121,6 +127,15 @@ class Tflite(Backend):
                 "activations_below_litert_floor": f"{fine} of {observed}",  # range under 255 x 2^-12
                 "calibration_images": int(len(request.calibration)), "graph_fixes": fixes,
                 **({"float_layers": list(float_layers), "nodes_excluded": quantizer.float_ops} if float_layers else {})}
+
+def _without_expands(module, sample):
+    from edgekit.backends.tflite_prep import without_broadcast_expands
+
+    try:
+        return without_broadcast_expands(module, sample)
+    except Exception:  # noqa: BLE001 - the module as is: the converter exports it too, and says what fails
+        return module, 0
+
 
 def _convert(litert_torch, module, sample, target: str, quant_config=None):
     try:

@@ -66,3 +66,52 @@ def prepare_for_pt2e(module: nn.Module, sample: tuple[torch.Tensor, ...]) -> tup
     if any(isinstance(m, nn.Hardsigmoid) for m in module.modules()):
         fixes.append("Hardsigmoid is not quantized by PT2E: it runs in float between dequantize/quantize")
     return module, fixes
+
+
+_EXPANDS = (torch.ops.aten.expand.default, torch.ops.aten.expand_as.default)
+# Elementwise ops that broadcast their operands themselves.
+_BROADCASTING = frozenset({"mul", "add", "sub", "div"})
+
+
+def drop_broadcast_expands(gm: torch.fx.GraphModule) -> int:
+    """Removes each ``expand`` whose every user is an elementwise op that broadcasts its operands anyway (the same
+    result without it); returns how many. LiteRT's converter fails on some of them after its NHWC layout pass
+    ("'tfl.mul' op operands don't have broadcast-compatible shapes": ECA's ``x * y.expand_as(x)`` in a ResNet
+    block with a projection shortcut, while ``x * y`` converts)."""
+    dropped = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in _EXPANDS or not node.users:
+            continue
+        source, out = node.args[0], node.meta.get("val")
+        if not isinstance(source, torch.fx.Node) or out is None or source.meta.get("val") is None:
+            continue
+        fits = True
+        for user in node.users:
+            name = getattr(user.target, "_opname", None)
+            others = [a for a in user.args[:2] if a is not node]
+            if user.op != "call_function" or name not in _BROADCASTING or len(others) != 1:
+                fits = False
+                break
+            other = others[0].meta.get("val") if isinstance(others[0], torch.fx.Node) else None
+            shape = tuple(other.shape) if isinstance(other, torch.Tensor) else ()
+            try:
+                fits = tuple(torch.broadcast_shapes(tuple(source.meta["val"].shape), shape)) == tuple(out.shape)
+            except RuntimeError:
+                fits = False
+            if not fits:
+                break
+        if fits:
+            node.replace_all_uses_with(source)
+            gm.graph.erase_node(node)
+            dropped += 1
+    if dropped:
+        gm.recompile()
+    return dropped
+
+
+def without_broadcast_expands(module: nn.Module, sample: tuple[torch.Tensor, ...]) -> tuple[nn.Module, int]:
+    """``module`` exported with its redundant expands removed (``drop_broadcast_expands``), or ``module`` itself
+    when it has none (the converter then sees exactly what it saw before)."""
+    gm = torch.export.export(module, sample).module()
+    dropped = drop_broadcast_expands(gm)
+    return (gm, dropped) if dropped else (module, 0)
