@@ -407,6 +407,44 @@ def test_tflite_converts_an_expand_before_a_broadcasting_mul(tmp_path, teacher, 
     assert np.abs(got - want).max() <= (1e-4 if precision == "fp32" else 0.1) * np.abs(want).max()
 
 
+class _PointwiseConv1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.mix, self.fc = nn.Conv2d(1, 16, 3), nn.Conv1d(16, 24, 1), nn.Linear(24, 4)
+
+    def forward(self, x):
+        return self.fc(self.mix(self.stem(x).flatten(2)).mean(-1))
+
+
+def test_tflite_fp32_writes_a_pointwise_conv1d_as_a_linear_layer(tmp_path, teacher, calibration):
+    torch.manual_seed(0)
+    model = LoadedModel(_PointwiseConv1d().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    art = _compile("tflite", "fp32", model, calibration, tmp_path, target="rpi4")
+    assert any("Conv1d" in f for f in art.meta["graph_fixes"])
+    session = BACKENDS.get("tflite")().load(art, tmp_path, 1)
+    x = calibration.inputs[:8]
+    got = np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
+    with torch.no_grad():
+        want = model.module(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+@pytest.mark.slow   # builds and converts EfficientViM (~30 s)
+def test_tflite_fp32_converts_efficientvims_state_space_mixer(tmp_path, teacher, calibration):
+    """Its pointwise Conv1d layers made LiteRT's converter fail ("'tfl.batch_matmul' op found invalid output
+    rank"); written as linear layers they convert."""
+    from edgekit.models import load_model
+
+    model = load_model("timm:efficientvim_m4_dist?pretrained=false", input_size=(64, 64))
+    art = _compile("tflite", "fp32", model, calibration, tmp_path, target="rpi4")
+    session = BACKENDS.get("tflite")().load(art, tmp_path, 1)
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    got = np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
+    with torch.no_grad():
+        want = model.module.eval()(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
+
+
 class _Svd(nn.Module):
     def __init__(self):
         super().__init__()

@@ -61,9 +61,9 @@ class Tflite(Backend):
                 meta.update(self._int8(litert_torch, module, sample, request, path, prepare_for_pt2e, target,
                                        request.float_layers if precision == Precision.MIXED else ()))
             else:
-                module, expands = _without_expands(module, sample)
-                if expands:
-                    meta["graph_fixes"] = [f"{expands} expand(s) before a broadcasting op removed"]
+                module, fixes = _float_rewrites(module, sample)
+                if fixes:
+                    meta["graph_fixes"] = fixes
                 edge = _convert(litert_torch, module, sample, target)
                 if precision == Precision.FP32:
                     edge.export(str(path))
@@ -128,13 +128,13 @@ class Tflite(Backend):
                 "calibration_images": int(len(request.calibration)), "graph_fixes": fixes,
                 **({"float_layers": list(float_layers), "nodes_excluded": quantizer.float_ops} if float_layers else {})}
 
-def _without_expands(module, sample):
-    from edgekit.backends.tflite_prep import without_broadcast_expands
+def _float_rewrites(module, sample):
+    from edgekit.backends.tflite_prep import float_rewrites
 
     try:
-        return without_broadcast_expands(module, sample)
+        return float_rewrites(module, sample)
     except Exception:  # noqa: BLE001 - the module as is: the converter exports it too, and says what fails
-        return module, 0
+        return module, []
 
 
 def _convert(litert_torch, module, sample, target: str, quant_config=None):

@@ -109,9 +109,44 @@ def drop_broadcast_expands(gm: torch.fx.GraphModule) -> int:
     return dropped
 
 
-def without_broadcast_expands(module: nn.Module, sample: tuple[torch.Tensor, ...]) -> tuple[nn.Module, int]:
-    """``module`` exported with its redundant expands removed (``drop_broadcast_expands``), or ``module`` itself
-    when it has none (the converter then sees exactly what it saw before)."""
+def pointwise_conv1d_as_linear(gm: torch.fx.GraphModule) -> int:
+    """Rewrites each pointwise ``conv1d`` (kernel 1, stride 1, no padding, one group) as the same product written
+    as ``transpose -> linear -> transpose``; returns how many. LiteRT's float converter lowers such a conv to a
+    BATCH_MATMUL and, in some graphs, gives it a rank-4 output it then rejects ("'tfl.batch_matmul' op found
+    invalid output rank, expected 3 but got 4": EfficientViM's state-space mixer); the linear form converts."""
+    rewritten = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.conv1d.default:
+            continue
+        args = list(node.args) + [None] * (7 - len(node.args))
+        x, weight, bias, stride, padding, dilation, groups = args[:7]
+        weight_val = weight.meta.get("val") if isinstance(weight, torch.fx.Node) else None
+        if (weight_val is None or weight_val.shape[-1] != 1 or list(stride or [1]) != [1]
+                or list(padding or [0]) != [0] or list(dilation or [1]) != [1] or (groups or 1) != 1):
+            continue
+        with gm.graph.inserting_before(node):
+            tokens = gm.graph.call_function(torch.ops.aten.transpose.int, (x, 1, 2))
+            matrix = gm.graph.call_function(torch.ops.aten.squeeze.dim, (weight, -1))
+            product = gm.graph.call_function(torch.ops.aten.linear.default, (tokens, matrix, bias))
+            channels = gm.graph.call_function(torch.ops.aten.transpose.int, (product, 1, 2))
+        for new in (tokens, matrix, product, channels):
+            new.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace")})
+        node.replace_all_uses_with(channels)
+        gm.graph.erase_node(node)
+        rewritten += 1
+    if rewritten:
+        gm.recompile()
+    return rewritten
+
+
+def float_rewrites(module: nn.Module, sample: tuple[torch.Tensor, ...]) -> tuple[nn.Module, list[str]]:
+    """``module`` exported with the rewrites LiteRT's float converter needs (``drop_broadcast_expands``,
+    ``pointwise_conv1d_as_linear``) and what was done, or ``module`` itself when there is nothing to rewrite
+    (the converter then sees exactly what it saw before)."""
     gm = torch.export.export(module, sample).module()
-    dropped = drop_broadcast_expands(gm)
-    return (gm, dropped) if dropped else (module, 0)
+    fixes = []
+    if expands := drop_broadcast_expands(gm):
+        fixes.append(f"{expands} expand(s) before a broadcasting op removed")
+    if convs := pointwise_conv1d_as_linear(gm):
+        fixes.append(f"{convs} pointwise Conv1d(s) written as linear layers")
+    return (gm, fixes) if fixes else (module, [])
