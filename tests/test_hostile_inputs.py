@@ -370,9 +370,12 @@ def test_ctrl_c_during_training_exits_130(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "EDGEKIT_CACHE": str(cache),
            "EDGEKIT_QUIET": "1"}
+    # SIGINT as a terminal delivers it: a suite started in the background (``pytest &``, ``nohup``) ignores
+    # SIGINT, the child would inherit that, and Python installs no KeyboardInterrupt handler then
     proc = subprocess.Popen([sys.executable, "-m", "edgekit", "compress", "-m", "builtin:tinycnn", "-d", "digits",
                              "-r", str(recipe), "-o", str(out)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not list(cache.glob("work/*/.lock")):   # the stage is training
         assert proc.poll() is None, proc.communicate()[1][-2000:]
