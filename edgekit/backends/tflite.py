@@ -128,6 +128,7 @@ class Tflite(Backend):
                 "calibration_images": int(len(request.calibration)), "graph_fixes": fixes,
                 **({"float_layers": list(float_layers), "nodes_excluded": quantizer.float_ops} if float_layers else {})}
 
+
 def _float_rewrites(module, sample):
     from edgekit.backends.tflite_prep import float_rewrites
 
