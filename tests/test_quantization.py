@@ -393,17 +393,23 @@ class _EcaBlock(nn.Module):
         return self.fc(self.block(self.stem(x)).mean((2, 3)))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_tflite_converts_an_expand_before_a_broadcasting_mul(tmp_path, teacher, calibration, precision):
-    torch.manual_seed(0)
-    model = LoadedModel(_EcaBlock().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
-    art = _compile("tflite", precision, model, calibration, tmp_path, target="rpi4")
-    assert any("expand" in f for f in art.meta["graph_fixes"])
-    session = BACKENDS.get("tflite")().load(art, tmp_path, 1)
+def _tflite_logits(model, calibration, root, precision):
+    """(LiteRT artifact for rpi4, its logits, PyTorch's) on 8 calibration-split images."""
+    art = _compile("tflite", precision, model, calibration, root, target="rpi4")
+    session = BACKENDS.get("tflite")().load(art, root, 1)
     x = calibration.inputs[:8]
     got = np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
     with torch.no_grad():
         want = model.module(torch.from_numpy(x)).numpy()
+    return art, got, want
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_converts_an_expand_before_a_broadcasting_mul(tmp_path, teacher, calibration, precision):
+    torch.manual_seed(0)
+    model = LoadedModel(_EcaBlock().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    art, got, want = _tflite_logits(model, calibration, tmp_path, precision)
+    assert any("expand" in f for f in art.meta["graph_fixes"])
     assert np.abs(got - want).max() <= (1e-4 if precision == "fp32" else 0.1) * np.abs(want).max()
 
 
@@ -419,13 +425,8 @@ class _PointwiseConv1d(nn.Module):
 def test_tflite_fp32_writes_a_pointwise_conv1d_as_a_linear_layer(tmp_path, teacher, calibration):
     torch.manual_seed(0)
     model = LoadedModel(_PointwiseConv1d().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
-    art = _compile("tflite", "fp32", model, calibration, tmp_path, target="rpi4")
+    art, got, want = _tflite_logits(model, calibration, tmp_path, "fp32")
     assert any("Conv1d" in f for f in art.meta["graph_fixes"])
-    session = BACKENDS.get("tflite")().load(art, tmp_path, 1)
-    x = calibration.inputs[:8]
-    got = np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
-    with torch.no_grad():
-        want = model.module(torch.from_numpy(x)).numpy()
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
