@@ -35,3 +35,9 @@ def state_hash(module: torch.nn.Module, *extra: str, length: int = 16) -> str:
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
                  if tensor.numel() else b"")
     return h.hexdigest()[:length]
+
+
+def fx_graphs(module: nn.Module) -> list[torch.fx.Graph]:
+    """The torch.fx graphs ``module`` runs: a ``GraphModule``'s, or each submodule's of an unflattened
+    ``torch.export`` program (its ``InterpreterModule``s; their ``graph_module`` holds the same graph)."""
+    return [m.graph for m in module.modules() if isinstance(getattr(m, "graph", None), torch.fx.Graph)]

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from edgekit.errors import EdgekitError, MissingDependency, first_line
-from edgekit.models.loaded import state_hash
+from edgekit.models.loaded import fx_graphs, state_hash
 from edgekit.spec import ModelSpec
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -114,8 +114,7 @@ def _symbolic_sizes(module: nn.Module) -> bool:
     sample's batch as a constant there - an ONNX file that fails at any other batch - so these go to the dynamo
     exporter, which keeps the symbol."""
     sym_size = torch.ops.aten.sym_size.int
-    graphs = [m.graph for m in module.modules() if isinstance(getattr(m, "graph", None), torch.fx.Graph)]
-    return any(n.target is sym_size for graph in graphs for n in graph.nodes)
+    return any(n.target is sym_size for graph in fx_graphs(module) for n in graph.nodes)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from edgekit.models.builtin import BUILTIN_MODELS
 from edgekit.models.checkpoint import file_sha256, is_checkpoint, load_checkpoint
 from edgekit.models.classes import IMAGENET_CLASSES, imagenet_vocabulary
 from edgekit.models.footprint import check_input_size, check_memory, footprint
-from edgekit.models.loaded import LoadedModel
+from edgekit.models.loaded import LoadedModel, fx_graphs
 from edgekit.models.preprocess import apply_preprocess
 from edgekit.models.preprocess import describe as describe_preprocess
 from edgekit.models.pt2_vetting import vet_pt2
@@ -343,23 +343,13 @@ def _program_module(program) -> nn.Module:
     # (TorchScript for ONNX/OpenVINO, torch.export for LiteRT) nor copy.deepcopy (symbolic sizes) can handle: the
     # metadata goes and the static dimensions are checked by ``_check_static_dims`` instead, when run eagerly.
     module.check_input_constraints = False
-    for graph in _graphs(module):
+    for graph in fx_graphs(module):
         for node in graph.nodes:
             for key in ("val", "tensor_meta", "example_value"):
                 node.meta.pop(key, None)
     module.static_dims = {i: int(d) for i, d in enumerate(shape) if isinstance(d, int)}
     module.register_forward_pre_hook(_check_static_dims)
     return module
-
-
-def _graphs(module: nn.Module) -> list:
-    graphs = []
-    for sub in module.modules():
-        for holder in (sub, getattr(sub, "graph_module", None)):
-            graph = getattr(holder, "graph", None) if holder is not None else None
-            if isinstance(graph, torch.fx.Graph):
-                graphs.append(graph)
-    return graphs
 
 
 def _check_static_dims(module: nn.Module, args) -> None:
