@@ -89,15 +89,14 @@ class Tflite(Backend):
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        from edgekit.backends.tflite_prep import drop_broadcast_expands
+        from edgekit.backends.tflite_prep import converter_rewrites
         from edgekit.backends.tflite_quantizer import FloatOnlyPT2EQuantizer, below_litert_floor, int8_config
 
         module, fixes = prepare(module, sample)
         quantizer = FloatOnlyPT2EQuantizer(float_layers).set_global(int8_config())
         try:
             exported = torch.export.export(module, sample).module()
-            if drop_broadcast_expands(exported):
-                fixes.append("expand(s) before a broadcasting op removed")
+            fixes += converter_rewrites(exported, float_graph=False)
             prepared = move_exported_model_to_eval(prepare_pt2e(exported, quantizer))
             if quantizer.unquantized_integer_ops:
                 fixes.append(f"{len(quantizer.unquantized_integer_ops)} op(s) on integer tensors (index "

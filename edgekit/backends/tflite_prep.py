@@ -68,6 +68,11 @@ def prepare_for_pt2e(module: nn.Module, sample: tuple[torch.Tensor, ...]) -> tup
     return module, fixes
 
 
+def aten_name(node: torch.fx.Node) -> str:
+    """An aten op's name without its overload (``div`` for ``aten.div.Tensor``); other targets' own name."""
+    return str(getattr(node.target, "_opname", None) or getattr(node.target, "__name__", node.target))
+
+
 _EXPANDS = (torch.ops.aten.expand.default, torch.ops.aten.expand_as.default)
 # Elementwise ops that broadcast their operands themselves.
 _BROADCASTING = frozenset({"mul", "add", "sub", "div"})
@@ -87,9 +92,8 @@ def drop_broadcast_expands(gm: torch.fx.GraphModule) -> int:
             continue
         fits = True
         for user in node.users:
-            name = getattr(user.target, "_opname", None)
             others = [a for a in user.args[:2] if a is not node]
-            if user.op != "call_function" or name not in _BROADCASTING or len(others) != 1:
+            if user.op != "call_function" or aten_name(user) not in _BROADCASTING or len(others) != 1:
                 fits = False
                 break
             other = others[0].meta.get("val") if isinstance(others[0], torch.fx.Node) else None
@@ -139,14 +143,21 @@ def pointwise_conv1d_as_linear(gm: torch.fx.GraphModule) -> int:
     return rewritten
 
 
-def float_rewrites(module: nn.Module, sample: tuple[torch.Tensor, ...]) -> tuple[nn.Module, list[str]]:
-    """``module`` exported with the rewrites LiteRT's float converter needs (``drop_broadcast_expands``,
-    ``pointwise_conv1d_as_linear``) and what was done, or ``module`` itself when there is nothing to rewrite
-    (the converter then sees exactly what it saw before)."""
-    gm = torch.export.export(module, sample).module()
+def converter_rewrites(gm: torch.fx.GraphModule, float_graph: bool) -> list[str]:
+    """Rewrites an exported graph the way LiteRT's converter needs, in place; returns what was done. Both graphs
+    lose their redundant expands (``drop_broadcast_expands``); a float graph also gets its pointwise Conv1d
+    layers as linear ones (``pointwise_conv1d_as_linear``; PT2E's quantized graph converts them as they are)."""
     fixes = []
     if expands := drop_broadcast_expands(gm):
         fixes.append(f"{expands} expand(s) before a broadcasting op removed")
-    if convs := pointwise_conv1d_as_linear(gm):
+    if float_graph and (convs := pointwise_conv1d_as_linear(gm)):
         fixes.append(f"{convs} pointwise Conv1d(s) written as linear layers")
+    return fixes
+
+
+def float_rewrites(module: nn.Module, sample: tuple[torch.Tensor, ...]) -> tuple[nn.Module, list[str]]:
+    """``module`` exported with ``converter_rewrites`` applied and what was done, or ``module`` itself when there
+    is nothing to rewrite (the converter then sees exactly what it saw before)."""
+    gm = torch.export.export(module, sample).module()
+    fixes = converter_rewrites(gm, float_graph=True)
     return (gm, fixes) if fixes else (module, [])

@@ -43,6 +43,8 @@ from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_qu
 from litert_torch.quantize.pt2e_quantizer_utils import QuantizationAnnotation, QuantizationConfig, propagate_annotation
 from torchao.quantization.pt2e.observer import HistogramObserver
 
+from edgekit.backends.tflite_prep import aten_name
+
 LITERT_FLOOR = 2.0 ** -12  # litert-torch's activation (and weight) scale floor
 
 
@@ -114,19 +116,14 @@ WRAPPER = "wrapped."   # litert_torch.to_channel_last_io holds the user's model 
 _NORM_PASSTHROUGH = frozenset({"clamp_min", "clamp", "expand", "expand_as", "view", "reshape", "_unsafe_view"})
 
 
-def _aten_name(node: torch.fx.Node) -> str:
-    """An aten op's name without its overload (``div`` for ``aten.div.Tensor``); other targets' own name."""
-    return str(getattr(node.target, "_opname", None) or getattr(node.target, "__name__", node.target))
-
-
 def l2_normalized(node: torch.fx.Node) -> bool:
     """``node`` divides a tensor by its own L2 norm (what the converter fuses into L2_NORMALIZATION)."""
-    if node.op != "call_function" or _aten_name(node) != "div" or len(node.args) < 2:
+    if node.op != "call_function" or aten_name(node) != "div" or len(node.args) < 2:
         return False
     numerator, denominator = node.args[0], node.args[1]
-    while isinstance(denominator, torch.fx.Node) and _aten_name(denominator) in _NORM_PASSTHROUGH:
+    while isinstance(denominator, torch.fx.Node) and aten_name(denominator) in _NORM_PASSTHROUGH:
         denominator = denominator.args[0]
-    if not isinstance(denominator, torch.fx.Node) or _aten_name(denominator) != "linalg_vector_norm":
+    if not isinstance(denominator, torch.fx.Node) or aten_name(denominator) != "linalg_vector_norm":
         return False
     order = denominator.args[1] if len(denominator.args) > 1 else denominator.kwargs.get("ord", 2)
     return denominator.args[0] is numerator and float(order) == 2.0
@@ -150,7 +147,7 @@ def keep_output_float(node: torch.fx.Node) -> None:
             annotation = user.meta.get("quantization_annotation")
             if annotation is not None:
                 annotation.input_qspec_map.pop(current, None)
-            elif user.op == "call_function" and _aten_name(user) in _SHAPE_OPS:
+            elif user.op == "call_function" and aten_name(user) in _SHAPE_OPS:
                 frontier.append(user)
 
 
@@ -176,7 +173,7 @@ def float_softmaxes(gm: torch.fx.GraphModule) -> list[str]:
     was 42% of the largest logit, against 6.5% kept float). A softmax nothing observes is float already: its
     file does not change."""
     fixed = [node for node in gm.graph.nodes if node.op == "call_function"
-             and _aten_name(node) in ("softmax", "_softmax") and "quantization_annotation" not in node.meta]
+             and aten_name(node) in ("softmax", "_softmax") and "quantization_annotation" not in node.meta]
     for node in fixed:
         keep_output_float(node)
     return [node.name for node in fixed]
@@ -198,11 +195,11 @@ def fused_clamps(gm: torch.fx.GraphModule, config: QuantizationConfig) -> list[s
     converter fuses the clamp into the layer as its activation (CONV_2D with RELU6)."""
     fused = []
     for node in gm.graph.nodes:
-        if node.op != "call_function" or _aten_name(node) not in _CLAMPS or not node.args:
+        if node.op != "call_function" or aten_name(node) not in _CLAMPS or not node.args:
             continue
         layer = node.args[0]
         annotation = layer.meta.get("quantization_annotation") if isinstance(layer, torch.fx.Node) else None
-        if (annotation is None or _aten_name(layer) not in _CLAMPED or len(layer.users) != 1
+        if (annotation is None or aten_name(layer) not in _CLAMPED or len(layer.users) != 1
                 or annotation.output_qspec is None or "quantization_annotation" in node.meta):
             continue
         annotation.output_qspec = None
