@@ -446,6 +446,63 @@ def test_tflite_fp32_converts_efficientvims_state_space_mixer(tmp_path, teacher,
     assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
 
 
+class _PerSampleKernels(nn.Module):
+    """timm's CondConv2d: each image's kernel is mixed from 4 experts by a routing layer, and the batch is folded
+    into a grouped convolution's groups. Exporting a dynamic batch fails ("convolution for kernel of unknown
+    shape"); LiteRT's converter fails on a quantized kernel that is not a constant."""
+
+    def __init__(self):
+        from timm.layers import CondConv2d
+
+        super().__init__()
+        self.stem, self.route = nn.Conv2d(1, 16, 3, padding=1), nn.Linear(16, 4)
+        self.cond = CondConv2d(16, 24, 3, padding=1, num_experts=4)
+        self.fc = nn.Linear(24, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.fc(self.cond(x, torch.sigmoid(self.route(x.mean((2, 3))))).mean((2, 3)))
+
+
+class _StandardizedConv(nn.Module):
+    """timm's StdConv2d: a kernel computed from parameters only, which stays a constant to quantize."""
+
+    def __init__(self):
+        from timm.layers import StdConv2d
+
+        super().__init__()
+        self.conv, self.fc = StdConv2d(1, 8, 3), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_only_kernels_computed_from_the_input_count_as_computed(teacher):
+    from edgekit.backends.tflite_quantizer import computed_kernels
+
+    x = torch.zeros(1, *teacher.spec.input_shape)
+    per_sample = computed_kernels(torch.export.export(_PerSampleKernels().eval(), (x,)).module())
+    assert [str(n.target) for n in per_sample] == ["aten.conv2d.default"]
+    assert computed_kernels(torch.export.export(_StandardizedConv().eval(), (x,)).module()) == []
+
+
+def test_per_sample_kernels_build_on_every_backend_with_a_fixed_batch(tmp_path, teacher, calibration):
+    torch.manual_seed(0)
+    model = LoadedModel(_PerSampleKernels().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    x = calibration.inputs[:5]
+    with torch.no_grad():
+        want = np.concatenate([model.module(torch.from_numpy(x[i:i + 1])).numpy() for i in range(len(x))])
+    for backend, precision, fixed, tolerance in [("onnxruntime", "fp32", "fixed_batch", 1e-4),
+                                                 ("openvino", "fp32", "conversion", 1e-4),
+                                                 ("tflite", "int8", "graph_fixes", 0.1)]:
+        art = _compile(backend, precision, model, calibration, tmp_path / backend, target="rpi4"
+                       if backend == "tflite" else "x86-cpu")
+        assert ("batch fixed at 1" in str(art.meta[fixed])) if backend != "tflite" else any(
+            "computed from the input" in f for f in art.meta[fixed])
+        got = BACKENDS.get(backend)().load(art, tmp_path / backend, 1).predict(x)   # 5 images, one at a time
+        assert np.abs(got - want).max() <= tolerance * np.abs(want).max(), backend
+
+
 class _Svd(nn.Module):
     def __init__(self):
         super().__init__()

@@ -47,7 +47,9 @@ def nncf_int8(ov_model, calibration: np.ndarray | None, validation: tuple[np.nda
         meta["kept_float"] = "LayerNorm, Softmax, GELU (nncf.ModelType.TRANSFORMER)"
     if max_accuracy_drop is not None and validation is not None:
         inputs, labels = validation
-        val_items = [(inputs[i:i + 64], labels[i:i + 64]) for i in range(0, len(inputs), 64)]
+        batch = ov_model.inputs[0].get_partial_shape()[0]
+        step = batch.get_length() if batch.is_static else 64   # a model converted for a fixed batch takes that
+        val_items = [(inputs[i:i + step], labels[i:i + step]) for i in range(0, len(inputs), step)]
 
         def validate(compiled, batches) -> tuple[float, None]:
             output = compiled.output(0)

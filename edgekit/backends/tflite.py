@@ -107,6 +107,9 @@ class Tflite(Backend):
             if quantizer.fused_clamps:
                 fixes.append(f"{len(quantizer.fused_clamps)} clamp(s) after a convolution or linear layer (ReLU6) "
                              "quantized on their own range, fused into the layer")
+            if quantizer.computed_kernels:
+                fixes.append(f"{len(quantizer.computed_kernels)} op(s) around convolutions whose kernel is computed "
+                             "from the input (per-sample weights) left in float")
             if quantizer.float_softmaxes:
                 fixes.append(f"{len(quantizer.float_softmaxes)} softmax(es) left in float (LiteRT's int8 SOFTMAX "
                              "takes only output scale 1/256)")

@@ -226,8 +226,13 @@ def drop_layer_annotations(gm: torch.fx.GraphModule, layers: tuple[str, ...]) ->
     and writes 8-bit tensors; with its neighbours unannotated too, they stay float."""
     from edgekit.models.layer_names import within
 
-    own = [n for n in gm.graph.nodes if n.op == "call_function"
-           and (path := module_path(n)) is not None and any(within(path, m) for m in layers)]
+    return drop_node_annotations(gm, [n for n in gm.graph.nodes if n.op == "call_function" and (
+        path := module_path(n)) is not None and any(within(path, m) for m in layers)])
+
+
+def drop_node_annotations(gm: torch.fx.GraphModule, own: list[torch.fx.Node]) -> list[str]:
+    """Removes the quantization annotation of ``own`` and their neighbours (see ``drop_layer_annotations``), and
+    of every op that shares an observer with one of them; returns the names of the nodes left float."""
     near = {n for n in own}
     for n in own:
         near |= {i for i in n.all_input_nodes if i.op == "call_function"} | {u for u in n.users if u.op == "call_function"}
@@ -246,6 +251,34 @@ def drop_layer_annotations(gm: torch.fx.GraphModule, layers: tuple[str, ...]) ->
         for node in sharing:
             del node.meta["quantization_annotation"]
             dropped.append(node.name)
+
+
+# The convolution and linear ops whose weight the quantizer observes per channel.
+_WEIGHTED = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "linear"})
+
+
+def computed_kernels(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    """Convolutions and linear layers whose weight is computed from the model's input at run time (CondConv's
+    per-sample kernels, dynamic filters), not only from parameters (a standardized weight is still a constant).
+    litert-torch's converter lays a quantized weight out as a constant filter (its NHWC pass permutes it) and
+    fails on these; left float, the converter keeps the op as it is."""
+    from edgekit.backends.tflite_prep import aten_name
+
+    return [n for n in gm.graph.nodes if n.op == "call_function" and aten_name(n) in _WEIGHTED
+            and len(n.args) > 1 and isinstance(n.args[1], torch.fx.Node) and _reads_input(n.args[1])]
+
+
+def _reads_input(node: torch.fx.Node) -> bool:
+    """Whether ``node``'s value depends on a graph input (a placeholder), walking its inputs back."""
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n.op == "placeholder":
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo.extend(n.all_input_nodes)
+    return False
 
 
 def _shares_with(annotation, nodes: set) -> bool:
@@ -273,6 +306,7 @@ class FloatOnlyPT2EQuantizer(PT2EQuantizer):
         self.l2_normalizations: list[str] = []        # L2-normalizing divisions left in float
         self.float_softmaxes: list[str] = []          # softmaxes left in float
         self.fused_clamps: list[str] = []             # clamps quantized as fused into their layer
+        self.computed_kernels: list[str] = []         # nodes left float around run-time-computed weights
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if self.global_config and not self.global_config.input_activation:
@@ -282,6 +316,11 @@ class FloatOnlyPT2EQuantizer(PT2EQuantizer):
         self.l2_normalizations = float_l2_normalizations(model)
         self.float_softmaxes = float_softmaxes(model)
         self.fused_clamps = fused_clamps(model, self.global_config)
+        # the whole layer around such a kernel stays float: its reshapes share the kernel's scale in LiteRT
+        kernels = computed_kernels(model)
+        layers = tuple(sorted({path for n in kernels if (path := module_path(n))}))
+        self.computed_kernels = (drop_layer_annotations(model, layers) if layers else []) + drop_node_annotations(
+            model, [n for n in kernels if module_path(n) is None])
         if self.float_layers:
             self.float_ops = drop_layer_annotations(model, self.float_layers)
         propagate_annotation(model)  # after the drop, so nothing shares an observer with a dropped op

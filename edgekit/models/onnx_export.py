@@ -12,7 +12,9 @@ Two exporters, tried in this order:
   fails, and once a torch release drops the TorchScript one.
 
 Either way the file is self-contained (no ``.onnx.data`` side file), passes ``onnx.checker``, and has a dynamic
-batch dimension (throughput at batch sizes); the manifest's ``exporter`` says which one wrote it.
+batch dimension (throughput at batch sizes); the manifest's ``exporter`` says which one wrote it. Where neither
+exporter can keep the batch symbolic, the file takes one image at a time (``dynamic_batch: false`` and the
+reason in ``fixed_batch``; sessions then run a batch image by image).
 
 One compress run exports the same module several times (ONNX Runtime FP32 and INT8, the prune stage's timing,
 each search candidate's runtimes), so the last few exports of this process are kept and copied when the same
@@ -78,18 +80,35 @@ def _export(module: nn.Module, spec: ModelSpec, path: Path, dynamic_batch: bool)
         raise MissingDependency(err.name or "onnx", "onnx", "ONNX export") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
-    sample = torch.zeros(2, *spec.input_shape)
+    fixed = None
     try:
-        if dynamic_batch and _symbolic_sizes(module):
-            raise ValueError("tracing would bake the sample's batch size into the graph")
-        exporter = _export_traced(module, sample, path, dynamic_batch)
-    except Exception:  # noqa: BLE001 - any tracing failure: the dynamo exporter decides, and reports its own error
-        exporter = _export_dynamo(module, sample, path, dynamic_batch)
+        exporter = _export_either(module, spec, path, dynamic_batch)
+    except MissingDependency:
+        raise
+    except EdgekitError as err:
+        if not dynamic_batch:
+            raise
+        # A graph that cannot take a symbolic batch (CondConv folds the batch into a grouped convolution's
+        # groups: "convolution for kernel of unknown shape") still exports for one image at a time.
+        exporter, dynamic_batch, fixed = _export_either(module, spec, path, False), False, err.problem
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return {"opset": int(opset), "exporter": f"{exporter} (torch {torch.__version__})",
-            "input": INPUT_NAME, "output": OUTPUT_NAME, "dynamic_batch": dynamic_batch}
+            "input": INPUT_NAME, "output": OUTPUT_NAME, "dynamic_batch": dynamic_batch,
+            **({"fixed_batch": f"batch fixed at 1: a dynamic batch failed ({fixed[:160]})"} if fixed else {})}
+
+
+def _export_either(module: nn.Module, spec: ModelSpec, path: Path, dynamic_batch: bool) -> str:
+    """The TorchScript exporter, else the dynamo one (which raises the one-line error); returns which wrote it.
+    A dynamic batch is traced at batch 2 (a batch of 1 would let size-1 broadcasting hide a baked batch)."""
+    sample = torch.zeros(2 if dynamic_batch else 1, *spec.input_shape)
+    try:
+        if dynamic_batch and _symbolic_sizes(module):
+            raise ValueError("tracing would bake the sample's batch size into the graph")
+        return _export_traced(module, sample, path, dynamic_batch)
+    except Exception:  # noqa: BLE001 - any tracing failure: the dynamo exporter decides, and reports its own error
+        return _export_dynamo(module, sample, path, dynamic_batch)
 
 
 def _export_traced(module: nn.Module, sample: torch.Tensor, path: Path, dynamic_batch: bool) -> str:

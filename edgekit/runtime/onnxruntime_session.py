@@ -25,6 +25,8 @@ class OrtSession(Session):
         providers = [p for p in providers or [] if p in available] or ["CPUExecutionProvider"]
         self._s = ort.InferenceSession(str(path), opts, providers=providers)
         self._input = self._s.get_inputs()[0].name
+        batch = self._s.get_inputs()[0].shape[0]
+        self.max_batch = batch if isinstance(batch, int) and batch > 0 else None  # a file exported for a fixed batch
         self.info = {"runtime_version": ort.__version__, "providers": self._s.get_providers(), "threads": threads}
 
     @classmethod

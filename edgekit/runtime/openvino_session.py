@@ -24,6 +24,8 @@ class OpenVinoSession(Session):
             self._c = ov.Core().compile_model(str(path) if isinstance(path, (str, Path)) else path, device, config)
         self._r = self._c.create_infer_request()
         self._out = self._c.output(0)
+        batch = self._c.input(0).get_partial_shape()[0]
+        self.max_batch = batch.get_length() if batch.is_static else None  # a model converted for a fixed batch
         executed = self._c.get_property("INFERENCE_PRECISION_HINT")
         self.info = {"runtime_version": ov.__version__, "device": device, "threads": threads,
                      "executed_precision": executed.get_type_name() if hasattr(executed, "get_type_name")

@@ -98,8 +98,8 @@ def bench_artifact(art: dict, root: Path, job: dict, data: dict | None, emulated
         throughput = []
         beyond = [b for b in job.get("batch_sizes") or [] if b > limit]
         if beyond:
-            result["throughput_skipped"] = {"batches": beyond, "why": f"beyond the engine's optimization profile "
-                                                                      f"(max batch {limit})"}
+            result["throughput_skipped"] = {"batches": beyond, "why": f"the file takes at most {limit} image(s) at "
+                                                                      "a time (its batch or optimization profile)"}
         for b in [b for b in job.get("batch_sizes") or [] if b <= limit]:
             emit({"event": "phase", "artifact": name, "phase": f"throughput b={b}"})
             stats = measure_latency(session.run, _tile(pool, b), max(2, int(job.get("warmup", 10)) // 3),
