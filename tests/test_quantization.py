@@ -446,6 +446,30 @@ def test_tflite_fp32_converts_efficientvims_state_space_mixer(tmp_path, teacher,
     assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
 
 
+class _ResampledPositions(nn.Module):
+    """A ViT built for any image size: its position embedding is resampled in forward with an antialiased bicubic
+    interpolation (``aten._upsample_bicubic2d_aa``), which LiteRT cannot lower; at a fixed size it is a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch, self.fc = nn.Conv2d(1, 16, 2, stride=2), nn.Linear(16, 4)
+        self.positions = nn.Parameter(torch.randn(1, 16, 3, 3))
+
+    def forward(self, x):
+        x = self.patch(x)
+        grid = nn.functional.interpolate(self.positions, size=x.shape[-2:], mode="bicubic", antialias=True)
+        return self.fc((x + grid).mean((2, 3)))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_computes_an_unlowerable_constant_ahead(tmp_path, teacher, calibration, precision):
+    torch.manual_seed(0)
+    model = LoadedModel(_ResampledPositions().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    art, got, want = _tflite_logits(model, calibration, tmp_path, precision)
+    assert any("computed ahead" in f for f in art.meta["graph_fixes"])
+    assert np.abs(got - want).max() <= (1e-4 if precision == "fp32" else 0.1) * np.abs(want).max()
+
+
 class _PerSampleKernels(nn.Module):
     """timm's CondConv2d: each image's kernel is mixed from 4 experts by a routing layer, and the batch is folded
     into a grouped convolution's groups. Exporting a dynamic batch fails ("convolution for kernel of unknown

@@ -10,6 +10,7 @@ lets the quantizer see each add+ReLU on its own.
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 import torch.nn as nn
@@ -143,11 +144,63 @@ def pointwise_conv1d_as_linear(gm: torch.fx.GraphModule) -> int:
     return rewritten
 
 
+def fold_unlowerable_constants(gm: torch.fx.GraphModule) -> int:
+    """Computes ahead, as buffers, the values that do not depend on the input and pass an op LiteRT has no
+    lowering for; returns how many. A ViT built for any image size resamples its position embedding in forward
+    (``aten._upsample_bicubic2d_aa``: "Lowering not found"); at the file's fixed size that is a constant. Only
+    such subgraphs are folded, so every other graph reaches the converter as before. Why by hand: torch.export's
+    constant folding runs on a lifted program that litert-torch does not take, and folds every constant."""
+    from litert_torch.backend import lowerings
+
+    def constant(node: torch.fx.Node) -> bool:
+        return node.op == "get_attr" or (
+            node.op == "call_function" and bool(node.all_input_nodes) and all(i in const for i in node.all_input_nodes)
+            and torch.Tag.nondeterministic_seeded not in getattr(node.target, "tags", ()))
+
+    const: set[torch.fx.Node] = set()
+    unlowerable: set[torch.fx.Node] = set()   # constants that pass such an op
+    for node in gm.graph.nodes:
+        if constant(node):
+            const.add(node)
+            if node.op == "call_function" and (any(i in unlowerable for i in node.all_input_nodes) or (
+                    node.target is not operator.getitem and lowerings.lookup(node.target) is None)):
+                unlowerable.add(node)
+    frontier = [n for n in unlowerable if any(u not in const for u in n.users)]
+    if not frontier:
+        return 0
+    values: dict[torch.fx.Node, object] = {}
+    for node in gm.graph.nodes:   # in order: each constant's inputs are computed before it
+        if node in const:
+            values[node] = (_attribute(gm, str(node.target)) if node.op == "get_attr" else node.target(
+                *torch.fx.node.map_arg(node.args, values.__getitem__),
+                **torch.fx.node.map_arg(node.kwargs, values.__getitem__)))
+    for k, node in enumerate(frontier):
+        name = f"_edgekit_folded_{k}"
+        gm.register_buffer(name, values[node].detach().clone())
+        with gm.graph.inserting_before(node):
+            folded = gm.graph.get_attr(name)
+        folded.meta.update({key: v for key, v in node.meta.items() if key in ("val", "nn_module_stack", "stack_trace")})
+        node.replace_all_uses_with(folded)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return len(frontier)
+
+
+def _attribute(gm: torch.fx.GraphModule, target: str):
+    value = gm
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def converter_rewrites(gm: torch.fx.GraphModule, float_graph: bool) -> list[str]:
     """Rewrites an exported graph the way LiteRT's converter needs, in place; returns what was done. Both graphs
-    lose their redundant expands (``drop_broadcast_expands``); a float graph also gets its pointwise Conv1d
+    get their input-independent values through unlowerable ops computed ahead (``fold_unlowerable_constants``)
+    and lose their redundant expands (``drop_broadcast_expands``); a float graph also gets its pointwise Conv1d
     layers as linear ones (``pointwise_conv1d_as_linear``; PT2E's quantized graph converts them as they are)."""
     fixes = []
+    if folded := fold_unlowerable_constants(gm):
+        fixes.append(f"{folded} input-independent value(s) through an op with no LiteRT lowering computed ahead")
     if expands := drop_broadcast_expands(gm):
         fixes.append(f"{expands} expand(s) before a broadcasting op removed")
     if float_graph and (convs := pointwise_conv1d_as_linear(gm)):
