@@ -15,6 +15,8 @@ from edgekit.errors import EdgekitError
 from edgekit.models.loaded import LoadedModel
 from edgekit.models.openvino_export import to_openvino
 from edgekit.runtime import OpenVinoSession
+from edgekit.runtime.signal_stack import kept_signal_stack
+from edgekit.spec import ModelSpec
 from edgekit.vocab import Precision, Runtime
 
 # Artifact precision -> (weights stored as FP16?, CPU inference precision hint)
@@ -38,6 +40,7 @@ class OpenVino(Backend):
         compress, hint = PRECISION_SETTINGS[precision]
         c, h, w = model.spec.input_shape
         ov_model, conversion = to_openvino(ov, model.module, model.spec, model.source, request.out_dir)
+        ov_model, conversion = batch_that_compiles(ov, ov_model, model.spec, conversion)
         quant_meta = {}
         if precision in (Precision.INT8, Precision.MIXED):
             from edgekit.backends.openvino_quant import nncf_int8
@@ -59,3 +62,21 @@ class OpenVino(Backend):
         return Artifact(name=f"openvino-{precision}", backend=self.name, precision=precision, path=files[0],
                         files=files, runtime=Runtime.OPENVINO, runtime_version=ov.__version__,
                         input_shape=[c, h, w], meta=meta, bytes=size, sha256=sha)
+
+
+def batch_that_compiles(ov, ov_model, spec: ModelSpec, how: str) -> tuple[object, str]:
+    """``ov_model`` with a dynamic batch where the CPU plugin compiles it so, else fixed at one image (a graph that
+    folds the batch into a convolution's groups, as CondConv does, converts with a dynamic batch but the plugin
+    rejects its convolution: "Unsupported operation of type: Convolution"). Compiling is a fraction of a
+    second, and it is where the failure would otherwise surface: inside NNCF or the session. A model that fails at
+    one image too fails there, with its own error."""
+    try:
+        with kept_signal_stack():
+            ov.Core().compile_model(ov_model, "CPU")
+        return ov_model, how
+    except Exception as err:  # noqa: BLE001 - retried with one image; a second failure is the caller's
+        if ov_model.inputs[0].get_partial_shape()[0].is_static:
+            raise
+        reason = str(err).strip().splitlines()[-1][:120] if str(err).strip() else type(err).__name__
+    ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([1, *spec.input_shape])})
+    return ov_model, f"{how}; batch fixed at 1: a dynamic batch does not compile ({reason})"

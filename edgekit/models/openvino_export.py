@@ -3,7 +3,8 @@ the distill stage (which runs its frozen teacher through it).
 
 ``ov.convert_model`` traces the module with TorchScript; where tracing fails (torchvision's ViT: "Couldn't get
 TorchScript module by tracing") the model goes through the ONNX file of the shared exporter instead. The batch
-dimension is dynamic where the CPU plugin compiles it so, else fixed at one image.
+dimension is dynamic unless the ONNX file could only be written for one image (the openvino backend fixes it at one
+image, too, where the CPU plugin cannot compile a dynamic batch).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def to_openvino(ov, module: nn.Module, spec: ModelSpec, source: str, work_dir: P
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convert_model traces with torch.jit, which warns
             ov_model = ov.convert_model(module.eval(), example_input=torch.zeros(1, c, h, w), input=[(-1, c, h, w)])
-        return _batch_that_compiles(ov, ov_model, spec, "ov.convert_model (PyTorch, traced)")
+        return ov_model, "ov.convert_model (PyTorch, traced)"
     except Exception as err:  # noqa: BLE001 - try the ONNX route before giving up
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
     with tempfile.TemporaryDirectory(dir=work_dir if work_dir is not None and Path(work_dir).exists() else None) as tmp:
@@ -39,26 +40,9 @@ def to_openvino(ov, module: nn.Module, spec: ModelSpec, source: str, work_dir: P
             ov_model = ov.convert_model(str(path))
             if dynamic:
                 ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([-1, c, h, w])})
-            return _batch_that_compiles(ov, ov_model, spec, f"via ONNX (PyTorch tracing failed: {first[:120]})")
+            return ov_model, f"via ONNX (PyTorch tracing failed: {first[:120]})"
         except Exception as err:  # noqa: BLE001
             raise EdgekitError(f"OpenVINO conversion failed for {source}: PyTorch tracing ({first}) and the "
                                f"ONNX route ({str(err).strip().splitlines()[0][:160]})",
                                "use the onnxruntime backend for this model") from None
 
-
-def _batch_that_compiles(ov, ov_model, spec: ModelSpec, how: str) -> tuple[object, str]:
-    """``ov_model`` with a dynamic batch where the CPU plugin compiles it so, else fixed at one image (a graph that
-    folds the batch into a convolution's groups, as CondConv does, converts with a dynamic batch but the plugin
-    rejects its convolution: "Unsupported operation of type: Convolution"). Compiling is a fraction of a
-    second, and it is where the failure would otherwise surface: inside NNCF or the session."""
-    core = ov.Core()
-    try:
-        core.compile_model(ov_model, "CPU")
-        return ov_model, how
-    except Exception as err:  # noqa: BLE001 - retried with one image; a second failure is the caller's
-        if ov_model.inputs[0].get_partial_shape()[0].is_static:
-            raise
-        reason = str(err).strip().splitlines()[-1][:120] if str(err).strip() else type(err).__name__
-    ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([1, *spec.input_shape])})
-    core.compile_model(ov_model, "CPU")
-    return ov_model, f"{how}; batch fixed at 1: a dynamic batch does not compile ({reason})"
