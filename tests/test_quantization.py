@@ -525,6 +525,8 @@ def test_per_sample_kernels_build_on_every_backend_with_a_fixed_batch(tmp_path, 
             "computed from the input" in f for f in art.meta[fixed])
         got = BACKENDS.get(backend)().load(art, tmp_path / backend, 1).predict(x)   # 5 images, one at a time
         assert np.abs(got - want).max() <= tolerance * np.abs(want).max(), backend
+    trt = _compile("tensorrt", "fp32", model, calibration, tmp_path / "trt", target="jetson-orin-nano")
+    assert {k: v[0] for k, v in trt.meta["profile"].items()} == {"min": 1, "opt": 1, "max": 1}   # the file's batch
 
 
 class _Svd(nn.Module):

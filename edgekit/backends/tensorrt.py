@@ -22,7 +22,7 @@ import shlex
 from pathlib import Path
 
 from edgekit.backends.base import Artifact, Backend, CompileRequest, Session, describe_files, register_backend
-from edgekit.models.onnx_export import INPUT_NAME, export_onnx
+from edgekit.models.onnx_export import INPUT_NAME, export_onnx, fixed_batch
 from edgekit.backends.onnx_quant import quantize_qdq
 from edgekit.backends.trt_cache import format_cache, tensor_scales
 from edgekit.errors import EdgekitError
@@ -95,6 +95,8 @@ class TensorRT(Backend):
         meta: dict = {"tensorrt_version_assumed": version, "profile": shape, "input": INPUT_NAME}
         if not fp32.exists():
             meta.update(export_onnx(model.module, model.spec, fp32))
+        if fixed := fixed_batch(fp32):   # a graph that could only be exported for one image: a profile of one
+            shape = meta["profile"] = shapes(c, h, w, (fixed, fixed, fixed))
         files = [fp32]
         cache_rel = None
         onnx_file = fp32

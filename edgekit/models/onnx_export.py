@@ -111,6 +111,14 @@ def _export_either(module: nn.Module, spec: ModelSpec, path: Path, dynamic_batch
         return _export_dynamo(module, sample, path, dynamic_batch)
 
 
+def fixed_batch(path: Path) -> int | None:
+    """The batch an ONNX file was written for, or None where its batch dimension is symbolic."""
+    import onnx
+
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") else None
+
+
 def _export_traced(module: nn.Module, sample: torch.Tensor, path: Path, dynamic_batch: bool) -> str:
     """The TorchScript exporter (see the module docstring for why it is tried first)."""
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
