@@ -446,6 +446,30 @@ def test_tflite_fp32_converts_efficientvims_state_space_mixer(tmp_path, teacher,
     assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
 
 
+class _HaloBlock(nn.Module):
+    """timm's halo attention (pad, two unfolds into overlapping windows, relative logits added as two expanded
+    and permuted 5-d tensors): LiteRT's converter failed first on a 6-d pad, then on the 5-d add."""
+
+    def __init__(self):
+        from timm.layers.halo_attn import HaloAttn
+
+        super().__init__()
+        self.stem, self.fc = nn.Conv2d(1, 16, 3, padding=1), nn.Linear(16, 4)
+        self.attn = HaloAttn(16, 16, num_heads=2, block_size=4, halo_size=1)
+
+    def forward(self, x):
+        return self.fc(self.attn(self.stem(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_converts_halo_attention(tmp_path, teacher, calibration, precision):
+    torch.manual_seed(0)
+    model = LoadedModel(_HaloBlock().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
+    art, got, want = _tflite_logits(model, calibration, tmp_path, precision)
+    assert any("unfold" in f for f in art.meta["graph_fixes"]) and any("moved" in f for f in art.meta["graph_fixes"])
+    assert np.abs(got - want).max() <= (1e-4 if precision == "fp32" else 0.1) * np.abs(want).max()
+
+
 class _ResampledPositions(nn.Module):
     """A ViT built for any image size: its position embedding is resampled in forward with an antialiased bicubic
     interpolation (``aten._upsample_bicubic2d_aa``), which LiteRT cannot lower; at a fixed size it is a constant."""

@@ -79,6 +79,40 @@ _EXPANDS = (torch.ops.aten.expand.default, torch.ops.aten.expand_as.default)
 _BROADCASTING = frozenset({"mul", "add", "sub", "div"})
 
 
+def expands_after_permutes(gm: torch.fx.GraphModule) -> int:
+    """Rewrites ``expand(x).permute(order)`` as ``x.permute(order).expand(...)`` (the same tensor); returns how
+    many. An expand that reaches a broadcasting op only through a permute is then one that
+    ``drop_broadcast_expands`` can remove: timm's halo attention adds two expanded, permuted 5-d relative
+    logits, and the converter rejected that ``tfl.add`` ("operands don't have broadcast-compatible shapes")."""
+    moved = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.permute.default:
+            continue
+        source = node.args[0]
+        if (not isinstance(source, torch.fx.Node) or source.target not in _EXPANDS or len(source.users) != 1
+                or node.meta.get("val") is None or not isinstance(source.args[0], torch.fx.Node)):
+            continue
+        inner = source.args[0]
+        if inner.meta.get("val") is None or inner.meta["val"].dim() != node.meta["val"].dim():
+            continue
+        with gm.graph.inserting_before(node):
+            permuted = gm.graph.call_function(torch.ops.aten.permute.default, (inner, node.args[1]))
+            expanded = gm.graph.call_function(torch.ops.aten.expand.default,
+                                              (permuted, [int(v) for v in node.meta["val"].shape]))
+        order = list(node.args[1])
+        permuted.meta["val"] = inner.meta["val"].permute(order)
+        expanded.meta["val"] = node.meta["val"]
+        for new in (permuted, expanded):
+            new.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace")})
+        node.replace_all_uses_with(expanded)
+        gm.graph.erase_node(node)
+        gm.graph.erase_node(source)
+        moved += 1
+    if moved:
+        gm.recompile()
+    return moved
+
+
 def drop_broadcast_expands(gm: torch.fx.GraphModule) -> int:
     """Removes each ``expand`` whose every user is an elementwise op that broadcasts its operands anyway (the same
     result without it); returns how many. LiteRT's converter fails on some of them after its NHWC layout pass
@@ -144,6 +178,45 @@ def pointwise_conv1d_as_linear(gm: torch.fx.GraphModule) -> int:
     return rewritten
 
 
+def unfold_as_gather(gm: torch.fx.GraphModule) -> int:
+    """Rewrites each ``x.unfold(dim, size, step)`` (sliding windows) as one ``index_select`` of the windows'
+    positions along ``dim``, split into (windows, size) and the window axis moved last; returns how many. The
+    converter lowers unfold to an N-d gather whose layout pass then pushes an earlier ``pad`` to more than 5
+    dimensions ("'tfl.pad' op failed to verify that operand 0 is at most 5-D": timm's halo attention pads, then
+    unfolds twice); an index_select is a plain GATHER on the original rank."""
+    rewritten = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.unfold.default:
+            continue
+        x, dim, size, step = node.args
+        value = x.meta.get("val") if isinstance(x, torch.fx.Node) else None
+        if not isinstance(value, torch.Tensor):
+            continue
+        rank = value.dim()
+        dim = dim % rank
+        windows = (int(value.shape[dim]) - size) // step + 1
+        index = (torch.arange(windows)[:, None] * step + torch.arange(size)[None, :]).flatten()
+        name = f"_edgekit_unfold_index_{rewritten}"
+        gm.register_buffer(name, index)
+        shape = [int(v) for v in value.shape]
+        split = shape[:dim] + [windows, size] + shape[dim + 1:]
+        order = [i for i in range(rank + 1) if i != dim + 1] + [dim + 1]
+        with gm.graph.inserting_before(node):
+            positions = gm.graph.get_attr(name)
+            taken = gm.graph.call_function(torch.ops.aten.index_select.default, (x, dim, positions))
+            grouped = gm.graph.call_function(torch.ops.aten.reshape.default, (taken, split))
+            moved = gm.graph.call_function(torch.ops.aten.permute.default, (grouped, order))
+        for new in (taken, grouped, moved):
+            new.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace")})
+        moved.meta["val"] = node.meta.get("val")   # the same tensor: a later unfold of it reads its shape
+        node.replace_all_uses_with(moved)
+        gm.graph.erase_node(node)
+        rewritten += 1
+    if rewritten:
+        gm.recompile()
+    return rewritten
+
+
 def fold_unlowerable_constants(gm: torch.fx.GraphModule) -> int:
     """Computes ahead, as buffers, the values that do not depend on the input and pass an op LiteRT has no
     lowering for; returns how many. A ViT built for any image size resamples its position embedding in forward
@@ -195,14 +268,19 @@ def _attribute(gm: torch.fx.GraphModule, target: str):
 
 def converter_rewrites(gm: torch.fx.GraphModule, float_graph: bool) -> list[str]:
     """Rewrites an exported graph the way LiteRT's converter needs, in place; returns what was done. Both graphs
-    get their input-independent values through unlowerable ops computed ahead (``fold_unlowerable_constants``)
-    and lose their redundant expands (``drop_broadcast_expands``); a float graph also gets its pointwise Conv1d
+    get their input-independent values through unlowerable ops computed ahead (``fold_unlowerable_constants``),
+    lose their redundant expands (``drop_broadcast_expands``) and have their unfolds written as gathers
+    (``unfold_as_gather``); a float graph also gets its pointwise Conv1d
     layers as linear ones (``pointwise_conv1d_as_linear``; PT2E's quantized graph converts them as they are)."""
     fixes = []
     if folded := fold_unlowerable_constants(gm):
         fixes.append(f"{folded} input-independent value(s) through an op with no LiteRT lowering computed ahead")
+    if moved := expands_after_permutes(gm):
+        fixes.append(f"{moved} expand(s) moved after the permute that followed them")
     if expands := drop_broadcast_expands(gm):
         fixes.append(f"{expands} expand(s) before a broadcasting op removed")
+    if unfolds := unfold_as_gather(gm):
+        fixes.append(f"{unfolds} unfold(s) (sliding windows) written as a gather")
     if float_graph and (convs := pointwise_conv1d_as_linear(gm)):
         fixes.append(f"{convs} pointwise Conv1d(s) written as linear layers")
     return fixes
