@@ -470,6 +470,34 @@ def test_tflite_converts_halo_attention(tmp_path, teacher, calibration, precisio
     assert np.abs(got - want).max() <= (1e-4 if precision == "fp32" else 0.1) * np.abs(want).max()
 
 
+class _OneDimensionalAttention(nn.Module):
+    """CSATv2's spatial attention: tokens of one channel, ``softmax(q @ k.T) @ v`` where ``q @ k.T`` is 1x1 per
+    image and the second product contracts a dimension of 1; the converter rejected it ("contracting dimension
+    sizes must match for lhs/rhs"). Like CSATv2 it multiplies (B, N) matrices, so images of a batch mix: the
+    batch-1 file is compared with the model run image by image.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.qkv, self.fc = nn.Conv2d(1, 1, 3, padding=1), nn.Linear(1, 3), nn.Linear(1, 4)
+
+    def forward(self, x):
+        q, k, v = self.qkv(self.stem(x).flatten(2).transpose(1, 2)).unbind(-1)   # tokens (B, N, 1) -> each (B, N)
+        attended = (q @ k.transpose(-1, -2)).softmax(-1) @ v           # (B, B) @ (B, N)
+        return self.fc(attended.mean(-1, keepdim=True))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_writes_an_outer_product_as_a_multiply(tmp_path, teacher, calibration, precision):
+    torch.manual_seed(0)
+    model = LoadedModel(_OneDimensionalAttention().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test",
+                        None)
+    art, got, _ = _tflite_logits(model, calibration, tmp_path, precision)
+    with torch.no_grad():
+        want = np.concatenate([model.module(torch.from_numpy(calibration.inputs[i:i + 1])).numpy() for i in range(8)])
+    assert any("outer product" in f for f in art.meta["graph_fixes"])
+    assert np.abs(got - want).max() <= (1e-4 if precision == "fp32" else 0.1) * np.abs(want).max()
+
+
 class _ResampledPositions(nn.Module):
     """A ViT built for any image size: its position embedding is resampled in forward with an antialiased bicubic
     interpolation (``aten._upsample_bicubic2d_aa``), which LiteRT cannot lower; at a fixed size it is a constant."""

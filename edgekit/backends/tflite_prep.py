@@ -217,6 +217,35 @@ def unfold_as_gather(gm: torch.fx.GraphModule) -> int:
     return rewritten
 
 
+_MATMULS = frozenset({"matmul", "mm", "bmm"})
+
+
+def outer_products_as_mul(gm: torch.fx.GraphModule) -> int:
+    """Rewrites each matrix product whose contracted dimension has size 1 (an outer product, ``[.., m, 1] @
+    [.., 1, n]``) as the broadcasting multiply it equals; returns how many. The converter rejected such a product
+    after another one ("contracting dimension sizes must match for lhs/rhs": CSATv2's single-channel attention,
+    ``softmax(q @ k.T) @ v`` on one-dimensional tokens)."""
+    rewritten = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or aten_name(node) not in _MATMULS or len(node.args) != 2:
+            continue
+        a, b = node.args
+        values = [v.meta.get("val") if isinstance(v, torch.fx.Node) else None for v in (a, b, node)]
+        if not all(isinstance(v, torch.Tensor) and v.dim() >= 2 for v in values):
+            continue
+        try:
+            same = tuple(torch.broadcast_shapes(values[0].shape, values[1].shape)) == tuple(values[2].shape)
+        except RuntimeError:
+            same = False
+        if values[0].shape[-1] != 1 or values[1].shape[-2] != 1 or not same:
+            continue
+        node.target, node.args = torch.ops.aten.mul.Tensor, (a, b)
+        rewritten += 1
+    if rewritten:
+        gm.recompile()
+    return rewritten
+
+
 def fold_unlowerable_constants(gm: torch.fx.GraphModule) -> int:
     """Computes ahead, as buffers, the values that do not depend on the input and pass an op LiteRT has no
     lowering for; returns how many. A ViT built for any image size resamples its position embedding in forward
@@ -269,9 +298,10 @@ def _attribute(gm: torch.fx.GraphModule, target: str):
 def converter_rewrites(gm: torch.fx.GraphModule, float_graph: bool) -> list[str]:
     """Rewrites an exported graph the way LiteRT's converter needs, in place; returns what was done. Both graphs
     get their input-independent values through unlowerable ops computed ahead (``fold_unlowerable_constants``),
-    lose their redundant expands (``drop_broadcast_expands``) and have their unfolds written as gathers
-    (``unfold_as_gather``); a float graph also gets its pointwise Conv1d
-    layers as linear ones (``pointwise_conv1d_as_linear``; PT2E's quantized graph converts them as they are)."""
+    lose their redundant expands (``expands_after_permutes``, ``drop_broadcast_expands``) and have their outer products written as multiplies
+    (``outer_products_as_mul``) and their unfolds as gathers (``unfold_as_gather``); a float graph also gets its
+    pointwise Conv1d layers as linear ones (``pointwise_conv1d_as_linear``; PT2E's quantized graph converts them
+    as they are)."""
     fixes = []
     if folded := fold_unlowerable_constants(gm):
         fixes.append(f"{folded} input-independent value(s) through an op with no LiteRT lowering computed ahead")
@@ -279,6 +309,8 @@ def converter_rewrites(gm: torch.fx.GraphModule, float_graph: bool) -> list[str]
         fixes.append(f"{moved} expand(s) moved after the permute that followed them")
     if expands := drop_broadcast_expands(gm):
         fixes.append(f"{expands} expand(s) before a broadcasting op removed")
+    if products := outer_products_as_mul(gm):
+        fixes.append(f"{products} outer product(s) (a matmul over a dimension of 1) written as a multiply")
     if unfolds := unfold_as_gather(gm):
         fixes.append(f"{unfolds} unfold(s) (sliding windows) written as a gather")
     if float_graph and (convs := pointwise_conv1d_as_linear(gm)):
