@@ -79,6 +79,16 @@ _EXPANDS = (torch.ops.aten.expand.default, torch.ops.aten.expand_as.default)
 _BROADCASTING = frozenset({"mul", "add", "sub", "div"})
 
 
+_SOURCE_KEYS = ("nn_module_stack", "stack_trace")   # where a node came from: its module path names layers
+
+
+def _inherit_meta(node: torch.fx.Node, *new: torch.fx.Node, keys: tuple[str, ...] = _SOURCE_KEYS) -> None:
+    """Gives nodes written in place of ``node`` its source (and, with ``keys``, more of its metadata), so the
+    rewritten ops still belong to the user's layer (mixed precision, the INT8 debugger)."""
+    for n in new:
+        n.meta.update({k: v for k, v in node.meta.items() if k in keys})
+
+
 def expands_after_permutes(gm: torch.fx.GraphModule) -> int:
     """Rewrites ``expand(x).permute(order)`` as ``x.permute(order).expand(...)`` (the same tensor); returns how
     many. An expand that reaches a broadcasting op only through a permute is then one that
@@ -102,8 +112,7 @@ def expands_after_permutes(gm: torch.fx.GraphModule) -> int:
         order = list(node.args[1])
         permuted.meta["val"] = inner.meta["val"].permute(order)
         expanded.meta["val"] = node.meta["val"]
-        for new in (permuted, expanded):
-            new.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace")})
+        _inherit_meta(node, permuted, expanded)
         node.replace_all_uses_with(expanded)
         gm.graph.erase_node(node)
         gm.graph.erase_node(source)
@@ -168,8 +177,7 @@ def pointwise_conv1d_as_linear(gm: torch.fx.GraphModule) -> int:
             matrix = gm.graph.call_function(torch.ops.aten.squeeze.dim, (weight, -1))
             product = gm.graph.call_function(torch.ops.aten.linear.default, (tokens, matrix, bias))
             channels = gm.graph.call_function(torch.ops.aten.transpose.int, (product, 1, 2))
-        for new in (tokens, matrix, product, channels):
-            new.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace")})
+        _inherit_meta(node, tokens, matrix, product, channels)
         node.replace_all_uses_with(channels)
         gm.graph.erase_node(node)
         rewritten += 1
@@ -206,9 +214,8 @@ def unfold_as_gather(gm: torch.fx.GraphModule) -> int:
             taken = gm.graph.call_function(torch.ops.aten.index_select.default, (x, dim, positions))
             grouped = gm.graph.call_function(torch.ops.aten.reshape.default, (taken, split))
             moved = gm.graph.call_function(torch.ops.aten.permute.default, (grouped, order))
-        for new in (taken, grouped, moved):
-            new.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace")})
-        moved.meta["val"] = node.meta.get("val")   # the same tensor: a later unfold of it reads its shape
+        _inherit_meta(node, taken, grouped)
+        _inherit_meta(node, moved, keys=("val", *_SOURCE_KEYS))   # the same tensor: a later unfold reads its shape
         node.replace_all_uses_with(moved)
         gm.graph.erase_node(node)
         rewritten += 1
@@ -281,7 +288,7 @@ def fold_unlowerable_constants(gm: torch.fx.GraphModule) -> int:
         gm.register_buffer(name, values[node].detach().clone())
         with gm.graph.inserting_before(node):
             folded = gm.graph.get_attr(name)
-        folded.meta.update({key: v for key, v in node.meta.items() if key in ("val", "nn_module_stack", "stack_trace")})
+        _inherit_meta(node, folded, keys=("val", *_SOURCE_KEYS))
         node.replace_all_uses_with(folded)
     gm.graph.eliminate_dead_code()
     gm.recompile()
