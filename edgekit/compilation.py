@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -294,7 +293,7 @@ def drop_out(unit: CompileUnit, backend: str, precision: str, what: str, err: Ba
             kept = {f for a in unit.artifacts for f in a.files}
             for f in set(artifact.files) - kept:
                 (bundle_root / f).unlink(missing_ok=True)
-    text = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err, typed=not isinstance(err, EdgekitError)))  # exporters' colours
+    text = first_line(err, typed=not isinstance(err, EdgekitError))
     detail = f"{what} failed: {text}"
     unit.failed.append(Skipped(backend=backend, precision=precision, reason=ReasonCode.BUILD_FAILED, detail=detail,
                                part=None if unit.part == Part.WHOLE else unit.part))

@@ -6,6 +6,8 @@ files, environment or network is an ``EdgekitError`` carrying what went wrong an
 
 from __future__ import annotations
 
+import re
+
 # Exit codes are part of the CLI contract (CI pipelines branch on them).
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -32,11 +34,14 @@ class MissingDependency(EdgekitError):
                          f"install it with: pip install 'edgekit[{extra}]'")
 
 
+_ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def first_line(err: BaseException, limit: int = 200, typed: bool = False) -> str:
     """The first line of an exception's message, at most ``limit`` characters ("" when it has none), with
     ``typed`` prefixed by the exception's type: how a library's multi-line error becomes part of one of
     edgekit's one-line errors."""
-    lines = str(err).strip().splitlines()
+    lines = _ANSI_COLOURS.sub("", str(err)).strip().splitlines()   # exporters colour their messages
     text = lines[0][:limit] if lines else ""
     return f"{type(err).__name__}: {text}" if typed else text
 

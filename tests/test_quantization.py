@@ -542,7 +542,7 @@ def test_only_kernels_computed_from_the_input_count_as_computed(teacher):
     assert computed_kernels(torch.export.export(_StandardizedConv().eval(), (x,)).module()) == []
 
 
-def test_per_sample_kernels_build_on_every_backend_with_a_fixed_batch(tmp_path, teacher, calibration):
+def test_per_sample_kernels_build_on_every_backend_with_a_fixed_batch(tmp_path, teacher, calibration, digits):
     torch.manual_seed(0)
     model = LoadedModel(_PerSampleKernels().eval(), teacher.spec.model_copy(update={"num_classes": 4}), "test", None)
     x = calibration.inputs[:5]
@@ -555,8 +555,10 @@ def test_per_sample_kernels_build_on_every_backend_with_a_fixed_batch(tmp_path, 
                        if backend == "tflite" else "x86-cpu")
         assert ("batch fixed at 1" in str(art.meta[fixed])) if backend != "tflite" else any(
             "computed from the input" in f for f in art.meta[fixed])
-        got = BACKENDS.get(backend)().load(art, tmp_path / backend, 1).predict(x)   # 5 images, one at a time
+        session = BACKENDS.get(backend)().load(art, tmp_path / backend, 1)
+        got = session.predict(x)   # 5 images, one at a time
         assert np.abs(got - want).max() <= tolerance * np.abs(want).max(), backend
+        assert session_logits(session, model.spec, digits.test, limit=70)[0].shape == (70, 4)   # how profiling scores
     trt = _compile("tensorrt", "fp32", model, calibration, tmp_path / "trt", target="jetson-orin-nano")
     assert {k: v[0] for k, v in trt.meta["profile"].items()} == {"min": 1, "opt": 1, "max": 1}   # the file's batch
 

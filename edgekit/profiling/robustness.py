@@ -273,7 +273,7 @@ def robustness_section(input_model: LoadedModel | None, final_model: LoadedModel
             spec = final_model.spec
 
             def predict(xb: torch.Tensor, session=session) -> np.ndarray:
-                return session.run(spec.prepare(xb).numpy())
+                return session.predict(spec.prepare(xb).numpy(), batch_size=len(xb))   # within the file's batch
 
             rows.append({"model": artifact.name, "kind": "artifact", "attack": "transfer (crafted on the final "
                          "PyTorch model)", **evaluate(predict, x, y, final_adv, corrupted, settings.batch)})

@@ -66,7 +66,8 @@ def onnx_values(path: Path, tensors: list[str], images: np.ndarray, batch: int =
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
+    feed, fixed = session.get_inputs()[0].name, session.get_inputs()[0].shape[0]
+    batch = fixed if isinstance(fixed, int) and fixed > 0 else batch   # a file written for a fixed batch
     names = list(dict.fromkeys(tensors))
     for i in range(0, len(images), batch):
         x = np.ascontiguousarray(images[i:i + batch], dtype=np.float32)

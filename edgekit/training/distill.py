@@ -82,7 +82,7 @@ class SessionTeacher(nn.Module):
         self.session = session
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(x.detach().float().contiguous().cpu().numpy()))
+        return torch.from_numpy(self.session.predict(x.detach().float().contiguous().cpu().numpy(), batch_size=len(x)))
 
     def close(self) -> None:
         self.session.close()
