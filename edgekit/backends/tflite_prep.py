@@ -277,10 +277,15 @@ def fold_unlowerable_constants(gm: torch.fx.GraphModule) -> int:
     frontier = [n for n in unlowerable if any(u not in const for u in n.users)]
     if not frontier:
         return 0
+    needed, todo = set(), list(frontier)   # the constants the frontier reads, and only those
+    while todo:
+        if (n := todo.pop()) not in needed:
+            needed.add(n)
+            todo.extend(n.all_input_nodes)
     values: dict[torch.fx.Node, object] = {}
     for node in gm.graph.nodes:   # in order: each constant's inputs are computed before it
-        if node in const:
-            values[node] = (_attribute(gm, str(node.target)) if node.op == "get_attr" else node.target(
+        if node in needed:
+            values[node] = (operator.attrgetter(str(node.target))(gm) if node.op == "get_attr" else node.target(
                 *torch.fx.node.map_arg(node.args, values.__getitem__),
                 **torch.fx.node.map_arg(node.kwargs, values.__getitem__)))
     for k, node in enumerate(frontier):
@@ -295,20 +300,13 @@ def fold_unlowerable_constants(gm: torch.fx.GraphModule) -> int:
     return len(frontier)
 
 
-def _attribute(gm: torch.fx.GraphModule, target: str):
-    value = gm
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
-
-
 def converter_rewrites(gm: torch.fx.GraphModule, float_graph: bool) -> list[str]:
     """Rewrites an exported graph the way LiteRT's converter needs, in place; returns what was done. Both graphs
     get their input-independent values through unlowerable ops computed ahead (``fold_unlowerable_constants``),
-    lose their redundant expands (``expands_after_permutes``, ``drop_broadcast_expands``) and have their outer products written as multiplies
-    (``outer_products_as_mul``) and their unfolds as gathers (``unfold_as_gather``); a float graph also gets its
-    pointwise Conv1d layers as linear ones (``pointwise_conv1d_as_linear``; PT2E's quantized graph converts them
-    as they are)."""
+    lose their redundant expands (``expands_after_permutes``, ``drop_broadcast_expands``) and have their outer
+    products written as multiplies (``outer_products_as_mul``) and their unfolds as gathers (``unfold_as_gather``);
+    a float graph also gets its pointwise Conv1d layers as linear ones (``pointwise_conv1d_as_linear``; PT2E's
+    quantized graph converts them as they are)."""
     fixes = []
     if folded := fold_unlowerable_constants(gm):
         fixes.append(f"{folded} input-independent value(s) through an op with no LiteRT lowering computed ahead")
