@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from edgekit.data.core import prepared_batches
 from edgekit.models.loaded import LoadedModel
+from edgekit.runtime.base import Session
 from edgekit.spec import ModelSpec
 from edgekit.split.model import SplitModel
 
@@ -96,13 +97,15 @@ class BottleneckDataset(Dataset):
         return self.inputs[i], int(self.labels[i])
 
 
-class PairSession:
+class PairSession(Session):
     """head -> uint8 -> tail as one session over model-ready images (for accuracy; latency is timed
-    on the head session alone)."""
+    on the head session alone). It takes the batches both parts take."""
 
     def __init__(self, head, tail, quant: dict):
         self.head, self.tail, self.quant = head, tail, quant
         self.info = {"head": getattr(head, "info", {}), "tail": getattr(tail, "info", {})}
+        limits = [b for b in (getattr(head, "max_batch", None), getattr(tail, "max_batch", None)) if b]
+        self.max_batch = min(limits) if limits else None
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         return self.tail.run(transfer(self.head.run(inputs), self.quant))
