@@ -262,8 +262,6 @@ def computed_kernels(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
     per-sample kernels, dynamic filters), not only from parameters (a standardized weight is still a constant).
     litert-torch's converter lays a quantized weight out as a constant filter (its NHWC pass permutes it) and
     fails on these; left float, the converter keeps the op as it is."""
-    from edgekit.backends.tflite_prep import aten_name
-
     return [n for n in gm.graph.nodes if n.op == "call_function" and aten_name(n) in _WEIGHTED
             and len(n.args) > 1 and isinstance(n.args[1], torch.fx.Node) and _reads_input(n.args[1])]
 
