@@ -85,6 +85,23 @@ def test_wide_gives_every_column_without_splitting_a_number(demo):
         assert f" {a['metrics']['latency']['p99_ms']:.3f} " in row
 
 
+def test_a_top1_from_fewer_test_images_says_how_many(demo):
+    """The input model is checked on a subset; beside full-split numbers its top-1 carries its image count."""
+    result, bundle = demo
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    counts = {a["name"]: a["metrics"]["accuracy"]["samples"] for a in manifest["artifacts"]
+              if a["metrics"].get("accuracy")}
+    full = max(counts.values())
+    subset = [name for name, n in counts.items() if n < full]
+    assert subset, counts   # the demo's input model is scored on INPUT_CHECK_IMAGES of its test images
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]]
+            for line in result.stdout.splitlines() if line.startswith("│ ")}
+    for name in counts:
+        if name in rows:
+            assert rows[name][2].endswith(f" ({counts[name]})") == (name in subset), rows[name]
+    assert f"(n): top-1 on n test images, not {full}" in " ".join(result.stdout.split())
+
+
 def test_rows_that_do_not_compete_fold_into_one_line(demo):
     """An artifact without accuracy is no candidate: it leaves the table for the line under it."""
     from rich.console import Console
