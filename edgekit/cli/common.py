@@ -18,8 +18,9 @@ from edgekit.ui import output_width
 stdout = Console(highlight=False, width=output_width(1))
 
 # A cell that is a number, with at most a short unit or mark ("96.80", "+1.49", "1,234", "0.015 m",
-# "120.5 KB", "×3.4", "1x28x28", "—"): such a column is never wrapped, so no number is split mid-digit.
-_NUMBER = re.compile(r"^(—|[-+×]?\d[\d,]*(\.\d+)?( ?[A-Za-z%]{1,2})?( \(\d+\))?|\d+(x\d+)+)$")   # "(n)": a count
+# "120.5 KB", "×3.4", "1x28x28", "—", "92.00 (250)": a count in brackets): such a column is never wrapped, so no
+# number is split mid-digit.
+_NUMBER = re.compile(r"^(—|[-+×]?\d[\d,]*(\.\d+)?( ?[A-Za-z%]{1,2})?( \(\d+\))?|\d+(x\d+)+)$")
 
 
 def is_number(cell: str) -> bool:

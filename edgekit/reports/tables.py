@@ -126,9 +126,9 @@ def compact_artifacts(manifest: Manifest) -> CompactArtifacts:
         # a top-1 from fewer test images than the others (the input model's check: INPUT_CHECK_IMAGES) says so:
         # beside the others' full-split numbers it would read as the same measurement
         samples = a.metrics.accuracy.samples if a.metrics.accuracy else None
-        top1 = fmt(a.top1) + (f" ({samples})" if samples and samples < full else "")
-        subset = subset or top1 != fmt(a.top1)
-        rows.append([a.name, a.precision, top1, drop_cell(a.drops.vs_input), f"{value:.3f} {mark}".strip(),
+        short = bool(samples and samples < full)
+        subset = subset or short
+        rows.append([a.name, a.precision, fmt(a.top1) + (f" ({samples})" if short else ""), drop_cell(a.drops.vs_input), f"{value:.3f} {mark}".strip(),
                      human_bytes(a.bytes)])
     explained = ", ".join(f"{m} {BASIS_MARKS[m]}" for m in sorted(marks, key=list(BASIS_MARKS).index))
     legend = (f"p50 on {manifest.target.name}" + (f": {explained}" if explained else "")
