@@ -15,9 +15,8 @@ from edgekit.spec import ModelSpec
 def session_logits(session: Session, spec: ModelSpec, ds: Dataset, batch_size: int = PREDICT_BATCH,
                    limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     outs, labels = [], []
-    batch_size = min(batch_size, session.max_batch or batch_size)   # a file written for a fixed batch
     for x, y in prepared_batches(ds, spec, batch_size, limit):
-        outs.append(session.run(x.numpy()))
+        outs.append(session.predict(x.numpy(), batch_size))   # within the file's batch (Session.max_batch)
         labels.append(y.numpy())
     return np.concatenate(outs), np.concatenate(labels)
 

@@ -128,8 +128,8 @@ def compact_artifacts(manifest: Manifest) -> CompactArtifacts:
         samples = a.metrics.accuracy.samples if a.metrics.accuracy else None
         short = bool(samples and samples < full)
         subset = subset or short
-        rows.append([a.name, a.precision, fmt(a.top1) + (f" ({samples})" if short else ""), drop_cell(a.drops.vs_input), f"{value:.3f} {mark}".strip(),
-                     human_bytes(a.bytes)])
+        rows.append([a.name, a.precision, fmt(a.top1) + (f" ({samples})" if short else ""),
+                     drop_cell(a.drops.vs_input), f"{value:.3f} {mark}".strip(), human_bytes(a.bytes)])
     explained = ", ".join(f"{m} {BASIS_MARKS[m]}" for m in sorted(marks, key=list(BASIS_MARKS).index))
     legend = (f"p50 on {manifest.target.name}" + (f": {explained}" if explained else "")
               + " · Δ vs input model, pt" + (f" · (n): top-1 on n test images, not {full}" if subset else ""))

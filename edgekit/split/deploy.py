@@ -104,7 +104,7 @@ class PairSession(Session):
     def __init__(self, head, tail, quant: dict):
         self.head, self.tail, self.quant = head, tail, quant
         self.info = {"head": getattr(head, "info", {}), "tail": getattr(tail, "info", {})}
-        limits = [b for b in (getattr(head, "max_batch", None), getattr(tail, "max_batch", None)) if b]
+        limits = [b for b in (head.max_batch, tail.max_batch) if b]
         self.max_batch = min(limits) if limits else None
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
