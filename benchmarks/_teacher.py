@@ -22,12 +22,13 @@ RESNET18 = ("builtin:resnet18_28", 3)
 
 
 def teacher_checkpoint(model: str = "builtin:resnet8", epochs: int = 2, steps: int | None = 150,
-                       fast: bool = False, seed: int = 0, patience: int | None = None) -> Path:
+                       fast: bool = False, seed: int = 0, patience: int | None = None, min_epochs: int = 0) -> Path:
     """Train ``model`` on Fashion-MNIST for ``epochs`` x ``steps`` batches of 128 (cosine LR, crop+flip)
     unless cached; ``steps=None`` means full epochs and ``fast`` trains in bf16 autocast, channels_last
     (about 2x faster on CPUs with AVX512-BF16; fp32 where the CPU has no native bf16). ``patience``: train until
     the validation accuracy (the full val split) has not risen for that many epochs, ``epochs`` at most, and
-    keep the best epoch: a converged teacher, as users bring one, rather than a fixed few epochs.
+    keep the best epoch: a converged teacher, as users bring one, rather than a fixed few epochs. ``min_epochs``:
+    no early stop before then (a dip at a still-high learning rate is not a plateau).
 
     Reproducible: the random init and the training are seeded with ``seed`` (``seeded_model``; before issue 39
     the init was unseeded, and two runs of one command trained teachers 3.2 points apart) and the training runs
@@ -37,18 +38,19 @@ def teacher_checkpoint(model: str = "builtin:resnet8", epochs: int = 2, steps: i
     from edgekit.training.reproducible import seeded_model
 
     name = model.replace(":", "_").replace("?", "_").replace("=", "-")
-    until = f"-p{patience}" if patience else ""
+    until = (f"-p{patience}" + (f"m{min_epochs}" if min_epochs else "")) if patience else ""
     path = CACHE / f"teacher-{name}-fmnist-e{epochs}x{steps or 'full'}{until}-seed{seed}-{Host.here().slug}.pt"
     if path.exists():
         return path
     data = load_data("fashion-mnist", image_size=load_model(model, num_classes=10).spec.hw)
     loaded = seeded_model(model, num_classes=10, seed=seed)
     ui.info(f"training teacher {model} on Fashion-MNIST, seed {seed}, "
-            + (f"until val stops rising ({patience} epochs), at most {epochs} epochs" if patience
+            + (f"until val stops rising ({patience} epochs, not before epoch {min_epochs}), at most {epochs} "
+               "epochs" if patience
                else f"for {epochs} epochs") + f" (cached at {path})")
     report = train(loaded.module, loaded.spec, data, TrainParams(epochs=epochs, lr=0.1, warmup_epochs=0.3,
                                                                  max_steps_per_epoch=steps, seed=seed,
-                                                                 patience=patience,
+                                                                 patience=patience, min_epochs=min_epochs,
                                                                  eval_limit=None if patience else 2000,
                                                                  bf16=fast, channels_last=fast), description="teacher",
                    checkpoint_dir=CACHE / f"work-{path.stem}", resume=True)

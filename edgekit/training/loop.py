@@ -52,6 +52,9 @@ class TrainParams(BaseModel):
                                "mirror-invariant, i.e. not for digits]")
     patience: int | None = Field(None, description="early stop after this many validations (epochs, unless "
                                  "val_every) without val improvement")
+    min_epochs: int = Field(0, ge=0, description="early stopping waits until this many epochs have run: at a "
+                            "still-high learning rate the val accuracy is noisy (a spike or a dip that the "
+                            "network recovers from), and stopping there keeps an unconverged model")
     keep: Literal["best", "last"] = Field("best", description="weights to keep at the end: the best epoch on val, "
                                           "or the last one (a schedule that decays to zero converges there, and "
                                           "picking the best of a noisy val subset can pick an early epoch)")
@@ -333,7 +336,8 @@ def _train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPar
             _save_state(ckpt_path, model, extra_modules, optimizer, schedule, gen, state,
                         _rng_state(loader, sampler), scaler)
         distributed.barrier()
-        if params.patience is not None and state["bad_epochs"] >= params.patience:
+        if (params.patience is not None and state["bad_epochs"] >= params.patience
+                and state["epoch"] >= params.min_epochs):
             stopped_early = True
             ui.info(f"  early stop: no val improvement for {params.patience} epochs")
             break
