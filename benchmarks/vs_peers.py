@@ -606,6 +606,19 @@ def run(work: Path, family: str = "resnet", teacher: str | None = None, threads:
     return summarize_result(results)
 
 
+def made_from(cache: Path, teacher_path: Path, fresh: bool) -> None:
+    """Readies ``cache``, one seed's paths, for ``teacher_path``: paths made from another teacher file (another
+    teacher protocol or machine kind, or --teacher) are cleared, as --fresh clears them, never reused against
+    this one. The file's sha256 is kept with them."""
+    from edgekit.models.checkpoint import file_sha256
+
+    stamp, digest = cache / "teacher.sha256", file_sha256(teacher_path)
+    if cache.exists() and (fresh or not stamp.exists() or stamp.read_text() != digest):
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest)
+
+
 def compare(args: Settings) -> dict:
     """Every path, made and measured: the raw result (rows with their notes, the settings)."""
     global STEP_CAP
@@ -614,9 +627,6 @@ def compare(args: Settings) -> dict:
     STEP_CAP = args.steps_per_epoch
     cache = CACHE / (args.family + (f"-s{STEP_CAP}" if STEP_CAP else "") + ("-quick" if args.quick else "")
                      + f"-seed{args.seed}")
-    if args.fresh and cache.exists():
-        shutil.rmtree(cache)
-    cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     source, fast = FAMILIES[args.family]
@@ -624,6 +634,7 @@ def compare(args: Settings) -> dict:
         teacher_checkpoint(source, epochs=1, steps=STEP_CAP, fast=fast, seed=args.seed) if args.quick else
         teacher_checkpoint(source, epochs=TEACHER_MAX_EPOCHS, steps=STEP_CAP, fast=fast, seed=args.seed,
                            patience=TEACHER_PATIENCE, min_epochs=TEACHER_MIN_EPOCHS))
+    made_from(cache, teacher_path, args.fresh)
     teacher = load_checkpoint(teacher_path)
     spec, module = teacher.spec, teacher.module.eval()
     shape = tuple(spec.input_shape)

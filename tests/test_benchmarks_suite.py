@@ -169,3 +169,22 @@ def test_real_lite0_scenario_is_wired_and_its_table_renders_every_column():
     assert "| edgekit x86-cpu (deployed) | onnxruntime | mixed | 99.17 | 85 | 84.17 | 6.8 | measured here | " \
            "_blocks.3, _fc |" in page
     assert "| edgekit rpi4 | litert | int8 | 96 | 80 | 82.5 | — | not timed here | — |" in page
+
+
+def test_a_seeds_cached_paths_are_cleared_when_its_teacher_file_changes(tmp_path):
+    """A rerun reuses one seed's pruned and distilled paths only if they were made from the same teacher file:
+    a teacher retrained under another protocol must not be judged against paths made from the old one."""
+    from benchmarks.vs_peers import made_from
+
+    cache, teacher = tmp_path / "resnet-seed0", tmp_path / "teacher.pt"
+    teacher.write_bytes(b"weights of epoch 29")
+    made_from(cache, teacher, fresh=False)
+    (cache / "pruned.pt").write_bytes(b"made from epoch 29")
+    made_from(cache, teacher, fresh=False)
+    assert (cache / "pruned.pt").exists()            # same teacher: reused
+    teacher.write_bytes(b"weights of epoch 30")
+    made_from(cache, teacher, fresh=False)
+    assert cache.is_dir() and not (cache / "pruned.pt").exists()
+    (cache / "pruned.pt").write_bytes(b"made from epoch 30")
+    made_from(cache, teacher, fresh=True)
+    assert not (cache / "pruned.pt").exists()        # --fresh clears whatever made it
