@@ -45,9 +45,9 @@ def teacher_checkpoint(model: str = "builtin:resnet8", epochs: int = 2, steps: i
     data = load_data("fashion-mnist", image_size=load_model(model, num_classes=10).spec.hw)
     loaded = seeded_model(model, num_classes=10, seed=seed)
     ui.info(f"training teacher {model} on Fashion-MNIST, seed {seed}, "
-            + (f"until val stops rising ({patience} epochs, not before epoch {min_epochs}), at most {epochs} "
-               "epochs" if patience
-               else f"for {epochs} epochs") + f" (cached at {path})")
+            + (f"for its whole {epochs}-epoch schedule, keeping its best epoch" if patience and min_epochs >= epochs
+               else f"until val stops rising ({patience} epochs, not before epoch {min_epochs}), at most {epochs} "
+               "epochs" if patience else f"for {epochs} epochs") + f" (cached at {path})")
     report = train(loaded.module, loaded.spec, data, TrainParams(epochs=epochs, lr=0.1, warmup_epochs=0.3,
                                                                  max_steps_per_epoch=steps, seed=seed,
                                                                  patience=patience, min_epochs=min_epochs,
