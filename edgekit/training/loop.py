@@ -337,7 +337,7 @@ def _train(model: nn.Module, spec: ModelSpec, data: DataSplits, params: TrainPar
                         _rng_state(loader, sampler), scaler)
         distributed.barrier()
         if (params.patience is not None and state["bad_epochs"] >= params.patience
-                and state["epoch"] >= params.min_epochs):
+                and params.min_epochs <= state["epoch"] < epochs):   # at the last epoch nothing is cut short
             stopped_early = True
             ui.info(f"  early stop: no val improvement for {params.patience} epochs")
             break
