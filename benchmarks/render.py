@@ -28,8 +28,10 @@ def cell(value: Any) -> str:
         if "e" in text:
             text = f"{value:.1f}" if abs(value) >= 1 else f"{value:.6f}".rstrip("0")
         return text
-    if isinstance(value, (list, dict)):
-        text = json.dumps(value, separators=(", ", ": "), default=str)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        text = " / ".join(value)   # a label that differs between seeds (schema.combine_runs): each, in seed order
+    elif isinstance(value, (list, dict)):
+        text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
     else:
         text = str(value)
     return text.replace("|", "\\|").replace("\n", " ")

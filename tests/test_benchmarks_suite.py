@@ -52,9 +52,10 @@ def test_accuracy_scenarios_of_edgekit_vs_peers_and_the_demo_repeat_over_three_s
 def test_repeats_are_judged_on_the_mean_with_the_worst_run_and_rendered_as_mean_and_range():
     """Three seeds of a run: each number's mean is what a bar reads, its min-max and each run are kept, the
     worst run is the one in the bar's direction, and the page and its table show mean (min–max)."""
-    runs = [(seed, Measured(rows=[{"path": "edgekit", "top1": top1}], metrics={"top1": top1, "p50_ratio": ratio,
-                                                                              "deployed": "onnxruntime-int8"}))
-            for seed, top1, ratio in ((0, 90.0, 1.00), (1, 91.0, 1.10), (2, 92.0, 0.96))]
+    runs = [(seed, Measured(rows=[{"path": "edgekit", "top1": top1}, {"path": f"budget → {backend}"}],
+                            metrics={"top1": top1, "p50_ratio": ratio, "deployed": "onnxruntime-int8"}))
+            for seed, top1, ratio, backend in ((0, 90.0, 1.00, "onnxruntime-int8"), (1, 91.0, 1.10, "openvino-int8"),
+                                               (2, 92.0, 0.96, "openvino-int8"))]
     combined = combine_runs(runs)
     assert combined.seeds == [0, 1, 2] and combined.metrics["top1"] == 91.0
     assert combined.metrics["deployed"] == "onnxruntime-int8" and len(combined.per_seed) == 3
@@ -66,6 +67,8 @@ def test_repeats_are_judged_on_the_mean_with_the_worst_run_and_rendered_as_mean_
                     spread=combined.spread, per_seed=combined.per_seed)
     page = render_result(result)
     assert "| edgekit | 91 (90–92) |" in page and "seeds: 0, 1, 2" in page and "worst run" in page
+    # a label that differs between seeds reads as each seed's, in order, as the user would write it
+    assert "| budget → onnxruntime-int8 / budget → openvino-int8 / budget → openvino-int8 |" in page
 
 
 def test_bad_input_is_one_line_and_exit_2():
