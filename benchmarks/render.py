@@ -13,7 +13,7 @@ from benchmarks.schema import Result, ScenarioTable
 
 def cell(value: Any) -> str:
     """One table cell: numbers at four significant digits (never in exponent form), flags as yes/no,
-    structures as compact JSON; pipes escaped."""
+    a list of labels (one per seed) joined with " / ", other structures as compact JSON; pipes escaped."""
     if value is None:
         return "—"
     if isinstance(value, dict) and {"mean", "min", "max"} <= set(value):   # a number over seeds (schema.Spread)
