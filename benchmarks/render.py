@@ -13,7 +13,8 @@ from benchmarks.schema import Result, ScenarioTable
 
 def cell(value: Any) -> str:
     """One table cell: numbers at four significant digits (never in exponent form), flags as yes/no,
-    a list of labels (one per seed) joined with " / ", other structures as compact JSON; pipes escaped."""
+    a list of labels joined with " / " (e.g. one per seed, where a label differs between seeds), other
+    structures as compact JSON; pipes escaped."""
     if value is None:
         return "—"
     if isinstance(value, dict) and {"mean", "min", "max"} <= set(value):   # a number over seeds (schema.Spread)
@@ -29,7 +30,7 @@ def cell(value: Any) -> str:
             text = f"{value:.1f}" if abs(value) >= 1 else f"{value:.6f}".rstrip("0")
         return text
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        text = " / ".join(value)   # a label that differs between seeds (schema.combine_runs): each, in seed order
+        text = " / ".join(value)   # as combine_runs keeps a label that differs between seeds: in seed order
     elif isinstance(value, (list, dict)):
         text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
     else:
